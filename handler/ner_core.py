@@ -1,0 +1,310 @@
+"""Korean NER on a BERT token classifier: plain functions, no TorchServe import.
+
+The chain, each step small and testable on its own:
+  tokenise with character offsets -> cut long texts into overlapping windows -> one padded
+  forward pass -> stitch window predictions back per token -> BIO tags -> entity spans.
+Output keeps the tutorial's shape ({"sentence", "result": [{"token", "predicted_tag",
+"top_prob"}]}) and adds the raw BIO tag per token and grouped "entities" with offsets.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+from safetensors.torch import load_file
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
+from transformers import BertConfig, BertForTokenClassification
+
+from ner_settings import SEED_LABEL_NAMES, HandlerSettings
+
+SPECIAL_LABELS = ("[CLS]", "[SEP]", "[PAD]", "[MASK]")
+MODEL_FILES = ("model.safetensors", "config.json", "vocab.txt", "label_map.txt")
+
+
+class ModelLoadError(RuntimeError):
+    """The model directory cannot be served; the message says which files disagree."""
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def read_vocab(path: Path) -> list[str]:
+    return Path(path).read_text(encoding="utf-8").splitlines()
+
+
+def build_tokenizer(vocab_path: Path) -> Tokenizer:
+    """A BERT WordPiece tokenizer from ``vocab.txt``, cased, no accent stripping.
+
+    Built from the ``tokenizers`` parts rather than ``BertTokenizerFast(vocab_file=...)``,
+    which in transformers 5 silently ignores the file and yields a 5-token vocab.
+    Matches the pure-Python ``BertTokenizer(do_lower_case=False)`` the tutorial used.
+    """
+    words = read_vocab(vocab_path)
+    vocab = {word: i for i, word in enumerate(words)}
+    if len(vocab) != len(words):
+        raise ModelLoadError(
+            f"{vocab_path} has {len(words)} lines but only {len(vocab)} distinct tokens"
+        )
+    if "[UNK]" not in vocab:
+        raise ModelLoadError(f"{vocab_path} has no [UNK] token")
+    tokenizer = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
+    tokenizer.normalizer = normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=True, strip_accents=False, lowercase=False
+    )
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.decoder = decoders.WordPiece(prefix="##")
+    if tokenizer.get_vocab_size() != len(words):
+        raise ModelLoadError(
+            f"tokenizer has {tokenizer.get_vocab_size()} tokens but {vocab_path} has {len(words)}"
+        )
+    return tokenizer
+
+
+def read_label_map(path: Path) -> list[str]:
+    labels = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines()]
+    while labels and not labels[-1]:
+        labels.pop()
+    if not labels or any(not label for label in labels):
+        raise ModelLoadError(f"{path} must hold one non-empty label per line")
+    return labels
+
+
+def check_consistency(labels: Sequence[str], config: BertConfig, state: Mapping[str, torch.Tensor], vocab_size: int) -> None:
+    """Refuse a model whose label map, config, classifier and vocab do not agree."""
+    classifier_rows = state["classifier.weight"].shape[0] if "classifier.weight" in state else None
+    embedding_rows = state["bert.embeddings.word_embeddings.weight"].shape[0] if "bert.embeddings.word_embeddings.weight" in state else None
+    problems = []
+    if len(labels) != config.num_labels:
+        problems.append(f"label_map.txt has {len(labels)} labels but config.json num_labels is {config.num_labels}")
+    if classifier_rows is not None and classifier_rows != len(labels):
+        problems.append(f"label_map.txt has {len(labels)} labels but the classifier has {classifier_rows} rows")
+    if embedding_rows is not None and embedding_rows != vocab_size:
+        problems.append(f"vocab.txt has {vocab_size} tokens but the word embeddings have {embedding_rows} rows")
+    if config.vocab_size != vocab_size:
+        problems.append(f"vocab.txt has {vocab_size} tokens but config.json vocab_size is {config.vocab_size}")
+    if problems:
+        raise ModelLoadError("; ".join(problems))
+
+
+@dataclass
+class NerModel:
+    model: BertForTokenClassification
+    tokenizer: Tokenizer
+    labels: list[str]
+    settings: HandlerSettings
+
+    @property
+    def cls_id(self) -> int:
+        return self.tokenizer.token_to_id("[CLS]")
+
+    @property
+    def sep_id(self) -> int:
+        return self.tokenizer.token_to_id("[SEP]")
+
+    @property
+    def pad_id(self) -> int:
+        return self.tokenizer.token_to_id("[PAD]")
+
+
+def load_model(model_dir: Path, settings: HandlerSettings) -> NerModel:
+    """Load a packaged model directory: safetensors weights only, never a pickle."""
+    model_dir = Path(model_dir)
+    missing = [name for name in MODEL_FILES if not (model_dir / name).is_file()]
+    if missing:
+        raise ModelLoadError(f"{model_dir} lacks {missing}; package it with scripts/package_model.py")
+    config = BertConfig.from_json_file(str(model_dir / "config.json"))
+    labels = read_label_map(model_dir / "label_map.txt")
+    tokenizer = build_tokenizer(model_dir / "vocab.txt")
+    try:
+        state = load_file(str(model_dir / "model.safetensors"))
+    except Exception as err:  # safetensors raises several types for a corrupt file
+        raise ModelLoadError(f"cannot read {model_dir / 'model.safetensors'}: {err}") from None
+    check_consistency(labels, config, state, tokenizer.get_vocab_size())
+    if settings.max_seq_length > config.max_position_embeddings:
+        raise ModelLoadError(
+            f"max_seq_length {settings.max_seq_length} exceeds the model's "
+            f"max_position_embeddings {config.max_position_embeddings}"
+        )
+    config._attn_implementation = "sdpa"
+    model = BertForTokenClassification(config)
+    result = model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
+    # Some exports leave out buffers (position ids); a missing parameter is an error.
+    missing_params = [k for k in result.missing_keys if not k.endswith("position_ids")]
+    if missing_params or result.unexpected_keys:
+        raise ModelLoadError(
+            f"model.safetensors does not match config.json: missing {missing_params[:5]}, "
+            f"unexpected {result.unexpected_keys[:5]}"
+        )
+    model.eval()
+    if settings.quantize == "int8":
+        model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+    return NerModel(model=model, tokenizer=tokenizer, labels=labels, settings=settings)
+
+
+# --------------------------------------------------------------------------- windows
+
+
+def plan_windows(n_tokens: int, size: int, stride: int) -> list[tuple[int, int]]:
+    """Token ranges [start, end) of at most ``size`` tokens, consecutive ones sharing ``stride``.
+
+    A text of ``size`` tokens or fewer is one window; an empty text is one empty window.
+    """
+    if n_tokens <= size:
+        return [(0, n_tokens)]
+    step = size - stride
+    starts = list(range(0, n_tokens - size + 1, step))
+    if starts[-1] + size < n_tokens:
+        starts.append(n_tokens - size)
+    return [(start, start + size) for start in starts]
+
+
+def keep_ranges(windows: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Which tokens each window answers for: overlaps are split at their middle, so every
+    token is predicted by the window that sees the most context on both sides of it."""
+    cuts = [(windows[i + 1][0] + windows[i][1]) // 2 for i in range(len(windows) - 1)]
+    starts = [windows[0][0], *cuts]
+    ends = [*cuts, windows[-1][1]]
+    return list(zip(starts, ends))
+
+
+# --------------------------------------------------------------------------- inference
+
+
+@dataclass
+class TokenPredictions:
+    """Per text: one entry per wordpiece (no special tokens)."""
+
+    text: str
+    tokens: list[str]
+    offsets: list[tuple[int, int]]
+    label_ids: list[int]
+    probs: list[float]
+
+
+def _forward(ner: NerModel, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """One forward pass over rows of wordpiece ids, padded to the longest row."""
+    width = max(len(r) for r in rows) + 2
+    input_ids = torch.full((len(rows), width), ner.pad_id, dtype=torch.long)
+    attention = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        input_ids[i, : len(row) + 2] = torch.tensor([ner.cls_id, *row, ner.sep_id])
+        attention[i, : len(row) + 2] = 1
+    with torch.inference_mode():
+        logits = ner.model(input_ids=input_ids, attention_mask=attention, token_type_ids=torch.zeros_like(input_ids)).logits
+    top_probs, top_ids = logits.float().softmax(dim=-1).max(dim=-1)
+    return top_ids[:, 1:-1], top_probs[:, 1:-1]  # drop [CLS]; [SEP]/pads sliced per row
+
+
+def plan_batches(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
+    """Group row indices into forward passes: sorted by length so padding stays small,
+    and each pass holds at most ``max_tokens`` padded tokens."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        width = lengths[i] + 2  # the longest so far, since rows are sorted
+        if current and width * (len(current) + 1) > max_tokens:
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def predict(ner: NerModel, texts: Sequence[str]) -> list[TokenPredictions]:
+    """Tag many texts: every text tokenised once, long ones windowed, windows batched."""
+    settings = ner.settings
+    encodings = ner.tokenizer.encode_batch(list(texts), add_special_tokens=False)
+    size = settings.max_seq_length - 2
+    rows: list[list[int]] = []
+    row_of: list[list[tuple[int, int, int]]] = []  # per text: (row index, keep start, keep end)
+    for enc in encodings:
+        windows = plan_windows(len(enc.ids), size, settings.window_stride)
+        parts = []
+        for (start, end), (keep_start, keep_end) in zip(windows, keep_ranges(windows)):
+            parts.append((len(rows), keep_start - start, keep_end - start))
+            rows.append(enc.ids[start:end])
+        row_of.append(parts)
+
+    row_ids: list[torch.Tensor] = [torch.empty(0, dtype=torch.long)] * len(rows)
+    row_probs: list[torch.Tensor] = [torch.empty(0)] * len(rows)
+    for batch in plan_batches([len(r) for r in rows], settings.max_batch_tokens):
+        ids, probs = _forward(ner, [rows[i] for i in batch])
+        for j, i in enumerate(batch):
+            row_ids[i], row_probs[i] = ids[j, : len(rows[i])], probs[j, : len(rows[i])]
+
+    out = []
+    for text, enc, parts in zip(texts, encodings, row_of):
+        ids = torch.cat([row_ids[r][a:b] for r, a, b in parts])
+        probs = torch.cat([row_probs[r][a:b] for r, a, b in parts])
+        out.append(TokenPredictions(text, list(enc.tokens), list(enc.offsets), ids.tolist(), probs.tolist()))
+    return out
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def entity_type(tag: str) -> str | None:
+    """``B-PER`` / ``I-PER`` -> ``PER``; ``O`` and special labels -> None."""
+    if len(tag) > 2 and tag[1] == "-" and tag[0] in "BI":
+        return tag[2:]
+    return None
+
+
+def group_entities(tags: Sequence[str]) -> list[tuple[str, int, int]]:
+    """BIO tags -> (type, first token, last token). An I- tag that does not continue an
+    entity of its type starts a new one, so no predicted entity token is dropped."""
+    spans: list[tuple[str, int, int]] = []
+    current: tuple[str, int] | None = None
+    for i, tag in enumerate(tags):
+        kind = entity_type(tag)
+        continues = current is not None and tag.startswith("I-") and kind == current[0]
+        if current is not None and not continues:
+            spans.append((current[0], current[1], i - 1))
+            current = None
+        if kind is not None and not continues:
+            current = (kind, i)
+    if current is not None:
+        spans.append((current[0], current[1], len(tags) - 1))
+    return spans
+
+
+def display_tag(tag: str, names: Mapping[str, str]) -> str:
+    kind = entity_type(tag)
+    return names.get(kind, kind) if kind is not None else tag
+
+
+def to_response(pred: TokenPredictions, labels: Sequence[str], names: Mapping[str, str] = SEED_LABEL_NAMES) -> dict[str, Any]:
+    """The answer for one text: the tutorial's fields plus raw tags and entity spans."""
+    tags = [labels[i] for i in pred.label_ids]
+    result = [
+        {"token": token, "predicted_tag": display_tag(tag, names), "top_prob": str(round(prob, 4)), "tag": tag}
+        for token, tag, prob in zip(pred.tokens, tags, pred.probs)
+    ]
+    entities = []
+    for kind, first, last in group_entities(tags):
+        start, end = pred.offsets[first][0], pred.offsets[last][1]
+        score = sum(pred.probs[first : last + 1]) / (last - first + 1)
+        entities.append(
+            {
+                "text": pred.text[start:end],
+                "label": kind,
+                "label_name": names.get(kind, kind),
+                "start": start,
+                "end": end,
+                "score": round(score, 4),
+            }
+        )
+    return {"sentence": pred.text, "result": result, "entities": entities}
+
+
+def dumps(value: Any) -> bytes:
+    """UTF-8 JSON with Korean kept readable (TorchServe's default escapes it)."""
+    return json.dumps(value, ensure_ascii=False).encode("utf-8")

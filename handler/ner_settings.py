@@ -1,0 +1,91 @@
+"""Handler settings: read once from the per-model config's ``handler:`` section.
+
+Plain Python, no TorchServe import. Unknown keys and out-of-range values stop the model
+from loading with a message naming the key, so a typo in the YAML never silently does nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Mapping
+
+# The tutorial's Korean names for the KMOU / ratsnlp entity types.
+SEED_LABEL_NAMES: Mapping[str, str] = MappingProxyType(
+    {
+        "PER": "인명",
+        "LOC": "지명",
+        "ORG": "기관명",
+        "DAT": "날짜",
+        "TIM": "시간",
+        "DUR": "기간",
+        "MNY": "통화",
+        "PNT": "비율",
+        "NOH": "기타 수량표현",
+        "POH": "기타",
+    }
+)
+
+QUANTIZE_CHOICES = ("none", "int8")
+
+
+@dataclass(frozen=True)
+class HandlerSettings:
+    max_seq_length: int = 128  # tokens per model input, [CLS] and [SEP] included
+    window_stride: int = 32  # tokens shared by two consecutive windows of a long text
+    max_text_chars: int = 20_000  # longer texts are refused with 400
+    max_texts_per_request: int = 32  # longer JSON lists are refused with 400
+    max_batch_tokens: int = 4096  # a forward pass holds at most this many padded tokens
+    torch_threads: int = 0  # intra-op threads per worker; 0 keeps torch's default
+    quantize: str = "none"  # "int8": dynamic int8 quantization of the Linear layers
+    trim_particles: bool = False  # cut Korean particles (조사) off entity ends
+    label_names: Mapping[str, str] = field(default_factory=lambda: SEED_LABEL_NAMES)
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.max_seq_length >= 8, "max_seq_length must be at least 8"),
+            (
+                0 <= self.window_stride <= (self.max_seq_length - 2) // 2,
+                "window_stride must be between 0 and half the window (max_seq_length - 2) / 2",
+            ),
+            (self.max_text_chars >= 1, "max_text_chars must be at least 1"),
+            (self.max_texts_per_request >= 1, "max_texts_per_request must be at least 1"),
+            (
+                self.max_batch_tokens >= self.max_seq_length,
+                "max_batch_tokens must be at least max_seq_length",
+            ),
+            (self.torch_threads >= 0, "torch_threads must be 0 (torch default) or more"),
+            (self.quantize in QUANTIZE_CHOICES, f"quantize must be one of {QUANTIZE_CHOICES}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"handler settings: {message}")
+
+    @classmethod
+    def from_mapping(cls, raw: Mapping[str, Any] | None) -> "HandlerSettings":
+        """Build settings from the YAML ``handler:`` mapping (missing keys keep defaults)."""
+        raw = dict(raw or {})
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(raw) - set(known))
+        if unknown:
+            raise ValueError(
+                f"handler settings: unknown key(s) {unknown}; known keys are {sorted(known)}"
+            )
+        values: dict[str, Any] = {}
+        for key, value in raw.items():
+            if key == "label_names":
+                if not isinstance(value, Mapping) or not all(
+                    isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+                ):
+                    raise ValueError("handler settings: label_names must map entity types to names")
+                values[key] = MappingProxyType({**SEED_LABEL_NAMES, **value})
+                continue
+            expected = known[key].type
+            kind = {"int": int, "str": str, "bool": bool}[expected]
+            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+                raise ValueError(
+                    f"handler settings: {key} must be {expected}, got {type(value).__name__} {value!r}"
+                )
+            values[key] = value
+        return cls(**values)
