@@ -10,9 +10,10 @@ Output keeps the tutorial's shape ({"sentence", "result": [{"token", "predicted_
 from __future__ import annotations
 
 import json
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from safetensors.torch import load_file
@@ -62,6 +63,46 @@ def build_tokenizer(vocab_path: Path) -> Tokenizer:
             f"tokenizer has {tokenizer.get_vocab_size()} tokens but {vocab_path} has {len(words)}"
         )
     return tokenizer
+
+
+def nfc_spans(text: str) -> tuple[str, list[tuple[int, int]]] | None:
+    """NFC-normalise ``text`` as the pure-Python BERT tokenizer does, keeping for every NFC
+    character the [start, end) of the original characters it came from (decomposed Hangul
+    jamo compose 2-3 into 1). None when the text is already NFC, which is nearly always.
+
+    Done here because the ``tokenizers`` NFC normaliser reports wrong offsets for composed jamo.
+    """
+    if unicodedata.is_normalized("NFC", text):
+        return None
+    segments: list[tuple[int, int]] = []  # original spans of characters that compose together
+    for i, char in enumerate(text):
+        if segments:
+            start = segments[-1][0]
+            joined = unicodedata.normalize("NFC", text[start : i + 1])
+            if joined != unicodedata.normalize("NFC", text[start:i]) + unicodedata.normalize("NFC", char):
+                segments[-1] = (start, i + 1)
+                continue
+        segments.append((i, i + 1))
+    parts, spans = [], []
+    for start, end in segments:
+        piece = unicodedata.normalize("NFC", text[start:end])
+        parts.append(piece)
+        spans += [(start, end)] * len(piece)
+    return "".join(parts), spans
+
+
+def encode_texts(tokenizer: Tokenizer, texts: Sequence[str]) -> list[tuple[list[int], list[str], list[tuple[int, int]]]]:
+    """Wordpiece ids, tokens and character offsets into each original text (no special tokens)."""
+    normalised = [nfc_spans(text) for text in texts]
+    encodings = tokenizer.encode_batch([n[0] if n else t for n, t in zip(normalised, texts)], add_special_tokens=False)
+    out = []
+    for enc, norm in zip(encodings, normalised):
+        offsets = list(enc.offsets)
+        if norm is not None:
+            spans = norm[1]
+            offsets = [(spans[a][0], spans[b - 1][1]) if b > a else (spans[a][0], spans[a][0]) for a, b in offsets]
+        out.append((list(enc.ids), list(enc.tokens), offsets))
+    return out
 
 
 def read_label_map(path: Path) -> list[str]:
@@ -221,16 +262,16 @@ def plan_batches(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
 def predict(ner: NerModel, texts: Sequence[str]) -> list[TokenPredictions]:
     """Tag many texts: every text tokenised once, long ones windowed, windows batched."""
     settings = ner.settings
-    encodings = ner.tokenizer.encode_batch(list(texts), add_special_tokens=False)
+    encodings = encode_texts(ner.tokenizer, texts)
     size = settings.max_seq_length - 2
     rows: list[list[int]] = []
     row_of: list[list[tuple[int, int, int]]] = []  # per text: (row index, keep start, keep end)
-    for enc in encodings:
-        windows = plan_windows(len(enc.ids), size, settings.window_stride)
+    for ids, _, _ in encodings:
+        windows = plan_windows(len(ids), size, settings.window_stride)
         parts = []
         for (start, end), (keep_start, keep_end) in zip(windows, keep_ranges(windows)):
             parts.append((len(rows), keep_start - start, keep_end - start))
-            rows.append(enc.ids[start:end])
+            rows.append(ids[start:end])
         row_of.append(parts)
 
     row_ids: list[torch.Tensor] = [torch.empty(0, dtype=torch.long)] * len(rows)
@@ -241,10 +282,10 @@ def predict(ner: NerModel, texts: Sequence[str]) -> list[TokenPredictions]:
             row_ids[i], row_probs[i] = ids[j, : len(rows[i])], probs[j, : len(rows[i])]
 
     out = []
-    for text, enc, parts in zip(texts, encodings, row_of):
+    for text, (_, tokens, offsets), parts in zip(texts, encodings, row_of):
         ids = torch.cat([row_ids[r][a:b] for r, a, b in parts])
         probs = torch.cat([row_probs[r][a:b] for r, a, b in parts])
-        out.append(TokenPredictions(text, list(enc.tokens), list(enc.offsets), ids.tolist(), probs.tolist()))
+        out.append(TokenPredictions(text, tokens, offsets, ids.tolist(), probs.tolist()))
     return out
 
 
@@ -281,8 +322,15 @@ def display_tag(tag: str, names: Mapping[str, str]) -> str:
     return names.get(kind, kind) if kind is not None else tag
 
 
-def to_response(pred: TokenPredictions, labels: Sequence[str], names: Mapping[str, str] = SEED_LABEL_NAMES) -> dict[str, Any]:
-    """The answer for one text: the tutorial's fields plus raw tags and entity spans."""
+def to_response(
+    pred: TokenPredictions, labels: Sequence[str], names: Mapping[str, str] = SEED_LABEL_NAMES,
+    trim: Callable[[str, int, int, int], int] | None = None,
+) -> dict[str, Any]:
+    """The answer for one text: the tutorial's fields plus raw tags and entity spans.
+
+    ``trim(text, start, end, last wordpiece start) -> end`` may shorten each entity (Korean
+    particles, see ner_particles); the per-token ``result`` is never changed.
+    """
     tags = [labels[i] for i in pred.label_ids]
     result = [
         {"token": token, "predicted_tag": display_tag(tag, names), "top_prob": str(round(prob, 4)), "tag": tag}
@@ -291,6 +339,8 @@ def to_response(pred: TokenPredictions, labels: Sequence[str], names: Mapping[st
     entities = []
     for kind, first, last in group_entities(tags):
         start, end = pred.offsets[first][0], pred.offsets[last][1]
+        if trim is not None:
+            end = trim(pred.text, start, end, pred.offsets[last][0])
         score = sum(pred.probs[first : last + 1]) / (last - first + 1)
         entities.append(
             {
