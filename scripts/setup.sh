@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Set up the project on a fresh machine: checks Python and Java, creates .venv, installs the
+# pinned requirements. Safe to rerun: it reinstalls only when requirements.txt changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
+    echo "setup: error: Python 3.10+ is needed (found: $("$PYTHON" --version 2>&1))" >&2
+    exit 1
+fi
+java_major=$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1 || true)
+if [ -z "$java_major" ] || [ "$java_major" -lt 11 ]; then
+    echo "setup: error: TorchServe needs Java 11+ (17 recommended); found: ${java_major:-none}." >&2
+    echo "       Debian/Ubuntu: apt-get install -y openjdk-17-jre-headless" >&2
+    exit 1
+fi
+
+if [ ! -x .venv/bin/python ]; then
+    echo "setup: creating .venv"
+    "$PYTHON" -m venv .venv
+fi
+stamp=.venv/.requirements.sha256
+want=$(sha256sum requirements.txt | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    echo "setup: installing pinned requirements (torch 2.13.0 CPU build; a few minutes the first time)"
+    .venv/bin/python -m pip install --quiet --upgrade pip
+    .venv/bin/python -m pip install --quiet -r requirements.txt
+    echo "$want" > "$stamp"
+fi
+echo "setup: ready (.venv: $(.venv/bin/python --version), Java $java_major)"
