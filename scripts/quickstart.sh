@@ -17,10 +17,15 @@ $PY scripts/tsctl.py start --register kor_ner.mar
 echo "== tagging a sample sentence"
 $PY scripts/predict.py "이순신은 조선 중기의 무신이다." "삼성전자는 2024년 3월 서울에서 신제품을 발표했다."
 
+echo "== starting the demo page"
+[ -f var/webapp.pid ] && kill "$(cat var/webapp.pid)" 2>/dev/null || true
+nohup $PY scripts/webapp.py > var/logs/webapp.log 2>&1 &
+echo $! > var/webapp.pid
+
 cat <<'MSG'
 
-TorchServe is running in the background. Next:
+Demo page: http://127.0.0.1:8090/   (type a sentence, see its entities)
+TorchServe and the page run in the background. Next:
   .venv/bin/python scripts/predict.py "문장을 입력하세요"     # more sentences
-  .venv/bin/python scripts/webapp.py                          # the demo page: http://127.0.0.1:8090/
-  .venv/bin/python scripts/tsctl.py stop                      # stop TorchServe
+  kill $(cat var/webapp.pid); .venv/bin/python scripts/tsctl.py stop   # stop both
 MSG
