@@ -150,6 +150,10 @@ class NerModel:
     def pad_id(self) -> int:
         return self.tokenizer.token_to_id("[PAD]")
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
 
 def load_model(model_dir: Path, settings: HandlerSettings) -> NerModel:
     """Load a packaged model directory: safetensors weights only, never a pickle."""
@@ -181,6 +185,10 @@ def load_model(model_dir: Path, settings: HandlerSettings) -> NerModel:
             f"unexpected {result.unexpected_keys[:5]}"
         )
     model.eval()
+    if torch.cuda.is_available():  # a GPU build on a GPU machine; a CPU worker never gets here
+        if settings.quantize == "int8":
+            raise ModelLoadError("quantize: int8 is a CPU optimisation; on a GPU use dtype: bfloat16")
+        model.to(device="cuda", dtype=torch.bfloat16 if settings.dtype == "bfloat16" else torch.float32)
     if settings.quantize == "int8":
         model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
     if settings.torch_threads:
@@ -226,6 +234,7 @@ class TokenPredictions:
     offsets: list[tuple[int, int]]
     label_ids: list[int]
     probs: list[float]
+    windows: int = 1  # model inputs the text took (long texts are cut into overlapping windows)
 
 
 def _forward(ner: NerModel, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -236,10 +245,11 @@ def _forward(ner: NerModel, rows: list[list[int]]) -> tuple[torch.Tensor, torch.
     for i, row in enumerate(rows):
         input_ids[i, : len(row) + 2] = torch.tensor([ner.cls_id, *row, ner.sep_id])
         attention[i, : len(row) + 2] = 1
+    input_ids, attention = input_ids.to(ner.device), attention.to(ner.device)
     with torch.inference_mode():
         logits = ner.model(input_ids=input_ids, attention_mask=attention, token_type_ids=torch.zeros_like(input_ids)).logits
     top_probs, top_ids = logits.float().softmax(dim=-1).max(dim=-1)
-    return top_ids[:, 1:-1], top_probs[:, 1:-1]  # drop [CLS]; [SEP]/pads sliced per row
+    return top_ids[:, 1:-1].cpu(), top_probs[:, 1:-1].cpu()  # drop [CLS]; [SEP]/pads sliced per row
 
 
 def plan_batches(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
@@ -259,20 +269,27 @@ def plan_batches(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
     return batches
 
 
-def predict(ner: NerModel, texts: Sequence[str]) -> list[TokenPredictions]:
-    """Tag many texts: every text tokenised once, long ones windowed, windows batched."""
-    settings = ner.settings
-    encodings = encode_texts(ner.tokenizer, texts)
-    size = settings.max_seq_length - 2
+def window_rows(ner: NerModel, encodings: Sequence[tuple[list[int], Any, Any]]) -> tuple[list[list[int]], list[list[tuple[int, int, int]]]]:
+    """The model inputs of encoded texts: each text's wordpieces cut into windows (rows), and
+    per text the (row index, keep start, keep end) parts that answer for its tokens."""
+    size = ner.settings.max_seq_length - 2
     rows: list[list[int]] = []
-    row_of: list[list[tuple[int, int, int]]] = []  # per text: (row index, keep start, keep end)
+    row_of: list[list[tuple[int, int, int]]] = []
     for ids, _, _ in encodings:
-        windows = plan_windows(len(ids), size, settings.window_stride)
+        windows = plan_windows(len(ids), size, ner.settings.window_stride)
         parts = []
         for (start, end), (keep_start, keep_end) in zip(windows, keep_ranges(windows)):
             parts.append((len(rows), keep_start - start, keep_end - start))
             rows.append(ids[start:end])
         row_of.append(parts)
+    return rows, row_of
+
+
+def predict(ner: NerModel, texts: Sequence[str]) -> list[TokenPredictions]:
+    """Tag many texts: every text tokenised once, long ones windowed, windows batched."""
+    settings = ner.settings
+    encodings = encode_texts(ner.tokenizer, texts)
+    rows, row_of = window_rows(ner, encodings)
 
     row_ids: list[torch.Tensor] = [torch.empty(0, dtype=torch.long)] * len(rows)
     row_probs: list[torch.Tensor] = [torch.empty(0)] * len(rows)
@@ -285,7 +302,7 @@ def predict(ner: NerModel, texts: Sequence[str]) -> list[TokenPredictions]:
     for text, (_, tokens, offsets), parts in zip(texts, encodings, row_of):
         ids = torch.cat([row_ids[r][a:b] for r, a, b in parts])
         probs = torch.cat([row_probs[r][a:b] for r, a, b in parts])
-        out.append(TokenPredictions(text, tokens, offsets, ids.tolist(), probs.tolist()))
+        out.append(TokenPredictions(text, tokens, offsets, ids.tolist(), probs.tolist(), len(parts)))
     return out
 
 

@@ -2,28 +2,38 @@
 
 Every accepted input shape is handled here, in one function, so the handler and the tests
 agree on what a request may be. Messages name what was received (type, length) but never
-echo the text itself: request text is personal data.
+echo the text itself: request text is personal data. A KServe v2 (Open Inference Protocol)
+request is answered in kind, so its answer's shape lives here too (``shape_answer``).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
 ACCEPTED = (
     'a UTF-8 text body (Content-Type: text/plain), a JSON string, {"sentence": "..."}, '
-    '{"text": "..."}, or a JSON list of strings'
+    '{"text": "..."}, a JSON list of strings, or a KServe v2 request '
+    '{"inputs": [{"name": "...", "shape": [n], "datatype": "BYTES", "data": ["...", ...]}]}'
 )
 TEXT_KEYS = ("sentence", "text")
+# Open Inference Protocol tensor types, named back to a client that sent the wrong one.
+V2_DATATYPES = ("BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
+                "FP16", "FP32", "FP64", "BYTES")
+V2_OUTPUT = "ner"  # name of the v2 output tensor: one JSON answer (as for a plain request) per text
 
 
 class InputError(ValueError):
-    """A request that cannot be answered; ``status`` is the HTTP code to send back."""
+    """A request that cannot be answered; ``status`` is the HTTP code to send back and
+    ``reason`` a short fixed word for the rejected-inputs metric (never the message: that
+    would give Prometheus one series per distinct message)."""
 
-    def __init__(self, message: str, status: int = 400) -> None:
+    def __init__(self, message: str, status: int = 400, reason: str = "invalid") -> None:
         super().__init__(message)
         self.status = status
+        self.reason = reason
 
     def body(self) -> dict[str, Any]:
         return {"error": str(self), "accepted": ACCEPTED, "status": self.status}
@@ -33,6 +43,8 @@ class InputError(ValueError):
 class ParsedRequest:
     texts: list[str]
     is_list: bool  # answer with a JSON list (the request was a list) or a single object
+    protocol: str = "plain"  # "v2": a KServe v2 request, answered with a v2 response
+    request_id: str | None = None  # the v2 request's "id", echoed in its answer
 
 
 def _describe(value: Any) -> str:
@@ -57,7 +69,8 @@ def _decode_utf8(body: bytes) -> str:
         return body.decode("utf-8")
     except UnicodeDecodeError as err:
         raise InputError(
-            f"body is not valid UTF-8: byte 0x{body[err.start]:02x} at position {err.start}"
+            f"body is not valid UTF-8: byte 0x{body[err.start]:02x} at position {err.start}",
+            reason="not_utf8",
         ) from None
 
 
@@ -70,20 +83,59 @@ def _from_bytes(body: bytes, content_type: str) -> Any:
             return json.loads(text)
         except json.JSONDecodeError as err:
             if is_json_type:
-                raise InputError(f"body is not valid JSON: {err.msg} at position {err.pos}") from None
+                raise InputError(f"body is not valid JSON: {err.msg} at position {err.pos}", reason="bad_json") from None
         except RecursionError:
-            raise InputError("body is JSON nested too deeply") from None
+            raise InputError("body is JSON nested too deeply", reason="bad_json") from None
     return text
 
 
 def _check_text(text: Any, max_chars: int, where: str = "text") -> str:
     if not isinstance(text, str):
-        raise InputError(f"{where} must be a string, received {_describe(text)}")
+        raise InputError(f"{where} must be a string, received {_describe(text)}", reason="not_text")
     if not text.strip():
-        raise InputError(f"{where} is empty or blank ({len(text)} characters)")
+        raise InputError(f"{where} is empty or blank ({len(text)} characters)", reason="empty")
     if len(text) > max_chars:
-        raise InputError(f"{where} has {len(text)} characters; the limit is {max_chars}")
+        raise InputError(f"{where} has {len(text)} characters; the limit is {max_chars}", reason="too_long")
+    try:  # JSON's "\ud800" escape gives a lone surrogate: the tokenizer would fail the whole batch
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise InputError(
+            f"{where} has a lone UTF-16 surrogate U+{ord(text[err.start]):04X} at position {err.start}",
+            reason="not_utf8",
+        ) from None
     return text
+
+
+def _check_count(n: int, max_texts: int, what: str) -> None:
+    if n == 0:
+        raise InputError(f"{what} is empty", reason="empty")
+    if n > max_texts:
+        raise InputError(f"{what} has {n} texts; the limit is {max_texts}", reason="too_many_texts")
+
+
+def _parse_v2(body: dict[str, Any], max_chars: int, max_texts: int) -> ParsedRequest:
+    """A KServe v2 / Open Inference Protocol request: one BYTES input whose data are the texts."""
+    inputs = body["inputs"]
+    if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
+        raise InputError(f'v2 "inputs" must be a list of one input, received {_describe(inputs)}', reason="bad_shape")
+    tensor = inputs[0]
+    datatype = tensor.get("datatype")
+    if datatype != "BYTES":
+        named = datatype if datatype in V2_DATATYPES else _describe(datatype)
+        raise InputError(f'v2 input datatype must be "BYTES" (UTF-8 texts), received {named}', reason="bad_shape")
+    data, shape = tensor.get("data"), tensor.get("shape")
+    if not isinstance(data, list):
+        raise InputError(f'v2 input "data" must be a list of texts, received {_describe(data)}', reason="bad_shape")
+    _check_count(len(data), max_texts, 'v2 input "data"')
+    if not (isinstance(shape, list) and all(isinstance(d, int) and not isinstance(d, bool) for d in shape)
+            and math.prod(shape) == len(data)):
+        raise InputError(f'v2 input "shape" must be [{len(data)}] for {len(data)} texts, received {_describe(shape)}',
+                         reason="bad_shape")
+    request_id = body.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise InputError(f'v2 "id" must be a string, received {_describe(request_id)}', reason="bad_shape")
+    texts = [_check_text(item, max_chars, f"v2 input data[{i}]") for i, item in enumerate(data)]
+    return ParsedRequest(texts, is_list=True, protocol="v2", request_id=request_id)
 
 
 def parse_request(
@@ -102,7 +154,8 @@ def parse_request(
     else:
         raise InputError(
             "no request body found (a form-encoded body is split into fields by TorchServe: "
-            "send the text with Content-Type: text/plain or application/json)"
+            "send the text with Content-Type: text/plain or application/json)",
+            reason="no_body",
         )
     if isinstance(value, (bytes, bytearray)):
         value = _from_bytes(bytes(value), content_type.lower())
@@ -110,18 +163,35 @@ def parse_request(
     if isinstance(value, str):
         return ParsedRequest([_check_text(value, max_chars)], is_list=False)
     if isinstance(value, dict):
+        if "inputs" in value:
+            return _parse_v2(value, max_chars, max_texts)
         present = [key for key in TEXT_KEYS if key in value]
         if len(present) != 1:
             raise InputError(
-                f'JSON object must have exactly one of "sentence" or "text", received {_describe(value)}'
+                f'JSON object must have exactly one of "sentence" or "text", received {_describe(value)}',
+                reason="bad_shape",
             )
         key = present[0]
         return ParsedRequest([_check_text(value[key], max_chars, f'"{key}"')], is_list=False)
     if isinstance(value, list):
-        if not value:
-            raise InputError("JSON list is empty")
-        if len(value) > max_texts:
-            raise InputError(f"JSON list has {len(value)} texts; the limit is {max_texts}")
+        _check_count(len(value), max_texts, "JSON list")
         texts = [_check_text(item, max_chars, f"list item {i}") for i, item in enumerate(value)]
         return ParsedRequest(texts, is_list=True)
-    raise InputError(f"received {_describe(value)}")
+    raise InputError(f"received {_describe(value)}", reason="bad_shape")
+
+
+def shape_answer(request: ParsedRequest, answers: list[dict[str, Any]], *, model_name: str,
+                 model_version: str, request_id: str) -> Any:
+    """The JSON value answering ``request``: one answer or a list, or a KServe v2 response whose
+    output holds one JSON string per text (``request_id`` when the v2 request had no "id")."""
+    if request.protocol != "v2":
+        return answers if request.is_list else answers[0]
+    return {
+        "model_name": model_name,
+        "model_version": model_version,
+        "id": request.request_id or request_id,
+        "outputs": [{
+            "name": V2_OUTPUT, "datatype": "BYTES", "shape": [len(answers)],
+            "data": [json.dumps(answer, ensure_ascii=False) for answer in answers],
+        }],
+    }

@@ -28,6 +28,7 @@ SEED_LABEL_NAMES: Mapping[str, str] = MappingProxyType(
 )
 
 QUANTIZE_CHOICES = ("none", "int8")
+DTYPE_CHOICES = ("float32", "bfloat16")
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class HandlerSettings:
     max_batch_tokens: int = 4096  # a forward pass holds at most this many padded tokens
     torch_threads: int = 0  # intra-op threads per worker; 0 keeps torch's default
     quantize: str = "none"  # "int8": dynamic int8 quantization of the Linear layers
+    dtype: str = "float32"  # "bfloat16": bf16 weights and activations, on a CUDA device only
     trim_particles: bool = False  # cut Korean particles (조사) off entity ends
     label_names: Mapping[str, str] = field(default_factory=lambda: SEED_LABEL_NAMES)
 
@@ -57,6 +59,11 @@ class HandlerSettings:
             ),
             (self.torch_threads >= 0, "torch_threads must be 0 (torch default) or more"),
             (self.quantize in QUANTIZE_CHOICES, f"quantize must be one of {QUANTIZE_CHOICES}"),
+            (self.dtype in DTYPE_CHOICES, f"dtype must be one of {DTYPE_CHOICES}"),
+            (
+                not (self.dtype == "bfloat16" and self.quantize == "int8"),
+                "dtype bfloat16 (GPU) and quantize int8 (CPU) exclude each other",
+            ),
         ]
         for ok, message in checks:
             if not ok:

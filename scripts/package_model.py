@@ -31,7 +31,7 @@ from transformers import BertConfig, BertForTokenClassification
 import ner_core
 from ner_settings import HandlerSettings
 
-HANDLER_FILES = ("ner_handler.py", "ner_core.py", "ner_inputs.py", "ner_settings.py")
+HANDLER_FILES = ("ner_handler.py", "ner_core.py", "ner_inputs.py", "ner_settings.py", "ner_particles.py")
 VAL_LOSS = re.compile(r"val_loss=([0-9]+(?:\.[0-9]+)?)")
 IGNORED_KEYS = re.compile(r"(^|\.)position_ids$")  # a buffer older transformers saved
 
@@ -84,8 +84,10 @@ def load_state_dict(source: Path) -> tuple[dict[str, torch.Tensor], str]:
     try:
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     except Exception as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise PackagingError(f"refusing to load {ckpt_path} with weights_only=True: {first_line}") from None
+        # torch's first line advises weights_only=False; the line naming the refused GLOBAL says why
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
+        reason = next((line for line in lines if "GLOBAL" in line), lines[0])
+        raise PackagingError(f"refusing to load {ckpt_path} with weights_only=True: {reason}") from None
     if not isinstance(ckpt, dict):
         raise PackagingError(f"{ckpt_path} holds a {type(ckpt).__name__}, not a checkpoint dict")
     state = ckpt.get("state_dict", ckpt)

@@ -6,8 +6,11 @@
     python scripts/predict.py --json "문장"                        # the raw JSON answer
 
 Every call has a timeout and is retried (with back-off) when TorchServe is briefly
-unavailable (connection refused, 503 while a worker restarts), so no request is lost silently:
-a request that still fails after the retries is reported and the exit code is non-zero.
+unavailable (connection refused, 503 while a worker restarts, 500/507 "Worker died."), so no
+request is lost silently: a request that still fails after the retries is reported and the exit
+code is non-zero. The read timeout matters most: TorchServe 0.12 never answers the requests a
+worker was gathering into its batch when it died (docs/reliability.md); only the timeout and
+the resend recover them.
 """
 
 from __future__ import annotations
@@ -24,12 +27,14 @@ import requests
 
 import tsctl
 
-RETRY_STATUSES = {502, 503, 504}  # no worker free / worker restarting: safe to resend
+# 503: no worker free or worker restarting; 500 and 507: "Worker died." for the requests of the
+# batch a dead worker held (507 when it was SIGKILLed, e.g. by the OOM killer); 502/504: a proxy.
+RETRY_STATUSES = {500, 502, 503, 504, 507}
 
 
 def predict_with_retry(server: tsctl.Server, model: str, payload, retries: int = 3, timeout: float = 30,
                        backoff: float = 0.5) -> requests.Response:
-    """POST with a timeout; resend on connection errors, timeouts and 502/503/504.
+    """POST with a timeout; resend on connection errors, timeouts and the statuses above.
 
     NER is a pure function of its input, so resending a request is always safe.
     """
@@ -75,7 +80,10 @@ def main(argv: list[str] | None = None) -> int:
             failed += 1
             continue
         if resp.status_code != 200:
-            print(f"predict: HTTP {resp.status_code}: {resp.text.strip()}", file=sys.stderr)
+            # TorchServe's own 413 has an empty body: say what it means
+            detail = resp.text.strip() or ("the text is larger than TorchServe's max_request_size"
+                                           if resp.status_code == 413 else "(empty answer)")
+            print(f"predict: HTTP {resp.status_code}: {detail}", file=sys.stderr)
             failed += 1
         elif args.json:
             print(json.dumps(resp.json(), ensure_ascii=False, indent=2))

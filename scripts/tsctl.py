@@ -4,7 +4,9 @@
 Each action is one small function that the CLI below and the integration tests both call.
 TorchServe runs with ``var/`` (or ``--run-dir``) as its working directory: the generated
 config.properties, key_file.json, logs/ and a pid file live there. Keys are read from
-key_file.json on every call, so nobody copies tokens by hand.
+key_file.json on every call, so nobody copies tokens by hand; an expired key is regenerated
+through TorchServe's token API. registered.json there records what is registered (archive,
+workers, batch settings), so ``start`` brings the models back after a restart.
 """
 
 from __future__ import annotations
@@ -15,10 +17,13 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +35,11 @@ BASE_CONFIG = repo.CONFIG_DIR / "config.properties"
 LOG_CONFIG = repo.CONFIG_DIR / "log4j2.xml"
 ADDRESS_KEYS = ("inference_address", "management_address", "metrics_address")
 GRPC_PORT_KEYS = ("grpc_inference_port", "grpc_management_port")
+PATH_KEYS = ("metrics_config",)  # file paths in config.properties, relative to the repo root
 TIMEOUT = (5, 120)  # (connect, read) seconds for every HTTP call
+STATE_FILE = "registered.json"  # in the run dir; TorchServe's own snapshots are off (--ncs)
+KEY_APIS = ("inference", "management")  # keys that expire (token_expiration_min); "API" never does
+_KEY_LOCK = threading.Lock()  # one thread renews an expired key, the others then use the new one
 _CHILDREN: dict[int, subprocess.Popen] = {}  # servers this process started, reaped by stop()
 
 
@@ -49,6 +58,24 @@ def read_properties(path: Path) -> dict[str, str]:
             key, value = line.split("=", 1)
             props[key.strip()] = value.strip()
     return props
+
+
+def repo_paths(props: dict[str, str]) -> dict[str, str]:
+    """The file paths of ``props`` made absolute: TorchServe runs from the run dir, not the repo."""
+    return {key: str((repo.ROOT / props[key]).resolve()) for key in PATH_KEYS if key in props}
+
+
+def port_overrides() -> dict[str, str]:
+    """Free loopback ports for every listener, for a TorchServe beside the developer's own
+    (tests, benchmark). The OS picks them; a race with another process is unlikely."""
+    socks = [socket.socket() for _ in ADDRESS_KEYS + GRPC_PORT_KEYS]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    addresses = {key: f"http://127.0.0.1:{port}" for key, port in zip(ADDRESS_KEYS, ports)}
+    return {**addresses, **{key: str(port) for key, port in zip(GRPC_PORT_KEYS, ports[len(ADDRESS_KEYS):])}}
 
 
 def write_config(run_dir: Path, overrides: dict[str, str] | None = None, base: Path = BASE_CONFIG) -> Path:
@@ -92,11 +119,38 @@ class Server:
         return {"Authorization": f"Bearer {key}"} if key else {}
 
     def call(self, method: str, api: str, path: str, **kwargs: Any) -> requests.Response:
-        """One authorized HTTP call; ``api`` is 'management', 'inference' or 'metrics'."""
+        """One authorized HTTP call; ``api`` is 'management', 'inference' or 'metrics'.
+
+        A refused key (TorchServe answers 400 InvalidKeyException) is resent once when the key
+        file has a newer key by then, or after renewing the key if it had expired.
+        """
         base = {"management": self.management_url, "inference": self.inference_url, "metrics": self.metrics_url}[api]
         key_api = "inference" if api == "metrics" else api
-        headers = {**self.headers(key_api), **kwargs.pop("headers", {})}
-        return requests.request(method, base + path, headers=headers, timeout=kwargs.pop("timeout", TIMEOUT), **kwargs)
+        extra, timeout = kwargs.pop("headers", {}), kwargs.pop("timeout", TIMEOUT)
+        used = self.headers(key_api)
+        resp = requests.request(method, base + path, headers={**used, **extra}, timeout=timeout, **kwargs)
+        if resp.status_code == 400 and "InvalidKeyException" in resp.text and "Authorization" not in extra \
+                and self._renewed(key_api, used):
+            resp = requests.request(method, base + path, headers={**self.headers(key_api), **extra}, timeout=timeout, **kwargs)
+        return resp
+
+    def key_expired(self, api: str) -> bool:
+        path = self.run_dir / "key_file.json"
+        entry = json.loads(path.read_text(encoding="utf-8")).get(api, {}) if path.is_file() else {}
+        expires = entry.get("expiration time")  # e.g. 2026-11-26T16:18:01.155080076Z (UTC)
+        return expires is not None and datetime.strptime(expires[:19], "%Y-%m-%dT%H:%M:%S").replace(
+            tzinfo=timezone.utc) <= datetime.now(timezone.utc)
+
+    def _renewed(self, api: str, used: dict[str, str]) -> bool:
+        """True when a retry may succeed: the key changed since ``used`` was read, or it had
+        expired and has just been regenerated."""
+        with _KEY_LOCK:
+            if self.headers(api) != used:  # rotated meanwhile, by another thread or process
+                return True
+            if api in KEY_APIS and self.key_expired(api):
+                rotate_keys(self, (api,))
+                return True
+            return False
 
 
 def _check(resp: requests.Response, what: str) -> Any:
@@ -125,8 +179,10 @@ def start(
     model_store: Path = repo.MODEL_STORE,
     overrides: dict[str, str] | None = None,
     timeout: float = 120,
+    reregister: bool = True,
 ) -> Server:
-    """Start TorchServe in its own process group and wait until it answers /ping."""
+    """Start TorchServe in its own process group, wait until it answers /ping, and (unless
+    ``reregister`` is False) register again what the run dir's registered.json lists."""
     if shutil.which("java") is None:
         raise TsError("java not found: TorchServe needs Java 17 (Debian: apt-get install openjdk-17-jre-headless)")
     run_dir = run_dir.resolve()
@@ -134,8 +190,10 @@ def start(
         raise TsError(f"TorchServe already runs from {run_dir} (pid {pid_of(run_dir)}); stop it first")
     for sub in ("logs", "tmp"):
         (run_dir / sub).mkdir(parents=True, exist_ok=True)
-    config = write_config(run_dir, overrides)
+    config = write_config(run_dir, {**repo_paths(read_properties(BASE_CONFIG)), **(overrides or {})})
     (run_dir / "key_file.json").unlink(missing_ok=True)  # TorchServe writes fresh keys at start
+    # TorchServe's own pid file: a stale one whose pid was reused makes it refuse to start.
+    (run_dir / "tmp" / ".model_server.pid").unlink(missing_ok=True)
     # TEMP/TMPDIR hold TorchServe's pid file and worker sockets: one per instance.
     env = {**os.environ, "TEMP": str(run_dir / "tmp"), "TMPDIR": str(run_dir / "tmp"),
            "LOG_LOCATION": str(run_dir / "logs"), "METRICS_LOCATION": str(run_dir / "logs")}
@@ -153,12 +211,16 @@ def start(
         try:
             if (run_dir / "key_file.json").exists() or "disable_token_authorization=true" in config.read_text():
                 if server.call("GET", "inference", "/ping", timeout=2).status_code == 200:
-                    return server
-        except (requests.ConnectionError, ValueError):  # not listening yet / key file half-written
+                    break
+        except (requests.ConnectionError, requests.Timeout, ValueError):  # not listening yet, busy, key file half-written
             pass
         time.sleep(0.25)
-    stop(run_dir)
-    raise TsError(f"TorchServe did not answer /ping within {timeout:.0f} s; see {run_dir / 'logs'}")
+    else:
+        stop(run_dir)
+        raise TsError(f"TorchServe did not answer /ping within {timeout:.0f} s; see {run_dir / 'logs'}")
+    if reregister:
+        restore(server)
+    return server
 
 
 def stop(run_dir: Path = repo.RUN_DIR, timeout: float = 30) -> bool:
@@ -223,14 +285,149 @@ def wait_ready(server: Server, model: str, workers: int = 1, timeout: float = 18
     return time.monotonic() - started
 
 
-def register(server: Server, mar: str, workers: int = 1, timeout: float = 180) -> str:
-    """Register an archive of the model store (by file name) and wait for its workers."""
+def register(server: Server, mar: str, workers: int = 1, timeout: float = 180,
+             batch_size: int | None = None, max_batch_delay: int | None = None) -> str:
+    """Register an archive of the model store (by file name) and wait for its workers.
+
+    The name and version come from the archive's manifest; a second version of a registered
+    model is added beside the first (the default version stays as it was). ``batch_size`` and
+    ``max_batch_delay`` (ms), when given, win over the archive's model-config.yaml.
+    """
     params = {"url": mar, "initial_workers": workers, "synchronous": "true"}
-    answer = _check(server.call("POST", "management", "/models", params=params, timeout=(5, timeout)), f"register {mar}")
-    model = re.search(r'Model "([^"]+)"', json.dumps(answer))
-    name = model.group(1) if model else Path(mar).stem
-    wait_ready(server, name, workers, timeout)
+    params.update({k: v for k, v in (("batch_size", batch_size), ("max_batch_delay", max_batch_delay)) if v is not None})
+    log_start = {name: _size(server.run_dir / "logs" / name) for name, _ in LOAD_FAILURE_LINES}
+    try:
+        answer = _check(server.call("POST", "management", "/models", params=params, timeout=(5, timeout)), f"register {mar}")
+    except TsError as err:
+        raise TsError(handle_load_failure(server, str(err), log_start)) from None
+    status = answer.get("status", "") if isinstance(answer, dict) else str(answer)
+    model = re.search(r'Model "([^"]+)" Version: (\S+)', status)
+    name, version = model.groups() if model else (Path(mar).stem, None)
+    if workers and describe(server, name, version)[0]["minWorkers"] != workers:
+        scale(server, name, workers, timeout, version)  # the archive's minWorkers won over initial_workers
+    wait_ready(server, name, workers, timeout, version=version)
+    save_state(server)
     return name
+
+
+# Where a failed load says why, first match wins: the worker's exception, else the frontend's
+# (a worker that did not start or load within startupTimeout / responseTimeout).
+LOAD_FAILURE_LINES = (
+    ("model_log.log", r"-{model}-stdout MODEL_LOG - Failed to load model \S+, exception (.*)"),
+    ("ts_log.log", r"W-\d+-{model} \S+ - Backend worker error\n\S*Exception: (.*)"),
+)
+
+
+def handle_load_failure(server: Server, message: str, log_start: dict[str, int] | None = None, wait: float = 5) -> str:
+    """Add the reason from the logs (written after byte ``log_start[file]``) to TorchServe's bare
+    "Failed to start workers for model X version: V", and remove the half-registered model
+    (TorchServe keeps it with 0 workers: registering the fixed archive would answer 409)."""
+    failed = re.search(r"Failed to start workers for model (\S+) version: ([^\s\"]+)", message)
+    if not failed:
+        return message
+    name, version = failed.groups()
+    logs = server.run_dir / "logs"
+    deadline = time.monotonic() + wait  # the frontend copies the worker's stdout to the log asynchronously
+    while True:
+        reasons = [(log, found) for log, pattern in LOAD_FAILURE_LINES
+                   for found in re.findall(pattern.format(model=re.escape(f"{name}_{version}")),
+                                           _read_from(logs / log, (log_start or {}).get(log, 0)))]
+        if reasons or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    try:
+        unregister(server, name, version)
+    except (TsError, requests.RequestException):
+        pass
+    log, reason = reasons[0] if reasons else ("model_log.log", "no reason found in model_log.log or ts_log.log")
+    return f"{message}\nmodel {name} {version} did not load: {reason}\n(see {logs / log}; the failed registration was removed)"
+
+
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.is_file() else 0
+
+
+def _read_from(path: Path, offset: int) -> str:
+    """The file's text after byte ``offset`` (all of it if it was rolled over since)."""
+    if not path.is_file():
+        return ""
+    with open(path, "rb") as f:
+        f.seek(offset if offset <= _size(path) else 0)
+        return f.read().decode("utf-8", errors="replace")
+
+
+def save_state(server: Server) -> None:
+    """Record every registered version's archive, workers and batch settings in the run dir's
+    registered.json, which ``restore`` reads after a restart."""
+    entries = []
+    for model in list_models(server):
+        try:
+            default = describe(server, model["modelName"])[0]["modelVersion"]
+            infos = describe(server, model["modelName"], "all")
+        except TsError:  # unregistered meanwhile by another caller
+            continue
+        for info in infos:
+            entries.append({
+                "name": info["modelName"], "version": info["modelVersion"], "mar": info["modelUrl"],
+                "default": info["modelVersion"] == default, "min_workers": info["minWorkers"],
+                "max_workers": info["maxWorkers"], "batch_size": info["batchSize"],
+                "max_batch_delay": info["maxBatchDelay"],
+            })
+    path = server.run_dir / STATE_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(entries, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)  # never a half-written file, even if tsctl is killed midway
+
+
+def restore(server: Server, timeout: float = 180) -> list[str]:
+    """Register again what registered.json lists, with its workers, batch settings and default
+    versions. Tries every entry; on any failure raises TsError and keeps the file as it was."""
+    path = server.run_dir / STATE_FILE
+    if not path.is_file():
+        return []
+    saved = path.read_text(encoding="utf-8")
+    entries, failures, restored = json.loads(saved), [], []
+    for e in entries:
+        try:  # the archive's minWorkers/maxWorkers win over initial_workers: set the workers after
+            register(server, e["mar"], 0, timeout, e["batch_size"], e["max_batch_delay"])
+            params = {"min_worker": e["min_workers"], "max_worker": e["max_workers"], "synchronous": "true"}
+            _check(server.call("PUT", "management", f"/models/{e['name']}/{e['version']}", params=params,
+                               timeout=(5, timeout)), f"scale {e['name']}")
+            wait_ready(server, e["name"], e["min_workers"], timeout, e["version"])
+            restored.append(f"{e['name']} {e['version']}")
+        except (TsError, requests.RequestException) as err:
+            failures.append(f"{e['name']} {e['version']} ({e['mar']}): {err}")
+    for e in entries:
+        if e["default"] and f"{e['name']} {e['version']}" in restored:
+            set_default(server, e["name"], e["version"])
+    if failures:
+        path.write_text(saved, encoding="utf-8")
+        raise TsError(f"TorchServe is up at {server.inference_url}, but re-registering failed for: " + "; ".join(failures))
+    return restored
+
+
+def rotate_keys(server: Server, apis: tuple[str, ...] = KEY_APIS) -> None:
+    """Regenerate keys through TorchServe's token API (GET /token?type=inference|management on
+    the management port, authorized by the "API" key, which never expires). TorchServe
+    rewrites key_file.json and refuses the old key at once."""
+    api_key = server.keys().get("API")
+    if api_key is None:
+        raise TsError(f"no API key in {server.run_dir / 'key_file.json'}: is token authorization off?")
+    for api in apis:
+        resp = server.call("GET", "management", "/token", params={"type": api},
+                           headers={"Authorization": f"Bearer {api_key}"})
+        _check(resp, f"regenerate the {api} key")
+
+
+def versions(server: Server, model: str) -> list[dict[str, Any]]:
+    """Every registered version of ``model``: version, default or not, READY and all workers."""
+    default = describe(server, model)[0]["modelVersion"]
+    return [
+        {"version": info["modelVersion"], "default": info["modelVersion"] == default,
+         "ready_workers": sum(1 for w in info.get("workers", []) if w.get("status") == "READY"),
+         "workers": len(info.get("workers", []))}
+        for info in describe(server, model, "all")
+    ]
 
 
 def scale(server: Server, model: str, workers: int, timeout: float = 180, version: str | None = None) -> None:
@@ -238,6 +435,7 @@ def scale(server: Server, model: str, workers: int, timeout: float = 180, versio
     path = f"/models/{model}" + (f"/{version}" if version else "")
     params = {"min_worker": workers, "max_worker": workers, "synchronous": "true"}
     _check(server.call("PUT", "management", path, params=params, timeout=(5, timeout)), f"scale {model}")
+    save_state(server)
     deadline = time.monotonic() + timeout
     while len(describe(server, model, version)[0].get("workers", [])) != workers or ready_workers(server, model, version) != workers:
         if time.monotonic() > deadline:
@@ -248,10 +446,12 @@ def scale(server: Server, model: str, workers: int, timeout: float = 180, versio
 def unregister(server: Server, model: str, version: str | None = None, timeout: float = 60) -> None:
     path = f"/models/{model}" + (f"/{version}" if version else "")
     _check(server.call("DELETE", "management", path, timeout=(5, timeout)), f"unregister {model}")
+    save_state(server)
 
 
 def set_default(server: Server, model: str, version: str) -> None:
     _check(server.call("PUT", "management", f"/models/{model}/{version}/set-default"), f"set-default {model} {version}")
+    save_state(server)
 
 
 def predict(server: Server, model: str, payload: Any, timeout: float = 60, version: str | None = None) -> requests.Response:
@@ -270,12 +470,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run-dir", type=Path, default=repo.RUN_DIR, help="TorchServe's working directory (default: var/)")
     sub = parser.add_subparsers(dest="action", required=True)
-    p = sub.add_parser("start", help="start TorchServe and wait for /ping")
+    p = sub.add_parser("start", help="start TorchServe, wait for /ping, register again what was registered before it stopped")
     p.add_argument("--model-store", type=Path, default=repo.MODEL_STORE)
+    p.add_argument("--no-restore", action="store_true", help=f"do not re-register what the run dir's {STATE_FILE} lists")
     p.add_argument("--register", metavar="MAR", action="append", default=[], help="also register this archive (repeatable)")
     p.add_argument("--timeout", type=float, default=120)
     sub.add_parser("stop", help="stop TorchServe")
-    p = sub.add_parser("register", help="register an archive from the model store")
+    p = sub.add_parser("register", help="register an archive from the model store (a new version goes beside the default one)")
     p.add_argument("mar", help="file name in the model store, e.g. kor_ner.mar")
     p.add_argument("--workers", type=int, default=1)
     for name, text in (("describe", "show a model's workers and settings"), ("unregister", "remove a model (or one version)")):
@@ -287,16 +488,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("workers", type=int)
     p.add_argument("--version")
     sub.add_parser("list", help="list registered models")
+    p = sub.add_parser("versions", help="list a model's versions, which is the default, and their workers")
+    p.add_argument("model")
     p = sub.add_parser("set-default", help="make a version the default one")
     p.add_argument("model")
     p.add_argument("version")
+    p = sub.add_parser("rotate-keys", help="regenerate the inference and management keys (old ones stop working at once)")
+    p.add_argument("--api", choices=KEY_APIS, action="append", help="only this key (repeatable; default: both)")
     args = parser.parse_args(argv)
 
     try:
         if args.action == "start":
             started = time.monotonic()
-            server = start(args.run_dir, args.model_store, timeout=args.timeout)
+            server = start(args.run_dir, args.model_store, timeout=args.timeout, reregister=not args.no_restore)
             print(f"TorchServe up at {server.inference_url} (management {server.management_url}, metrics {server.metrics_url})")
+            for model in list_models(server):
+                print(f"registered again {model['modelName']} ({model['modelUrl']})")
             for mar in args.register:
                 name = register(server, mar)
                 print(f"registered {name}: ready {time.monotonic() - started:.1f} s after start")
@@ -310,15 +517,22 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps(describe(server, args.model, args.version), indent=2, ensure_ascii=False))
             elif args.action == "unregister":
                 unregister(server, args.model, args.version)
-                print(f"unregistered {args.model}")
+                print(f"unregistered {args.model} {args.version or '(default version)'}")
             elif args.action == "scale":
                 scale(server, args.model, args.workers, version=args.version)
                 print(f"{args.model}: {args.workers} READY workers")
             elif args.action == "list":
                 print(json.dumps(list_models(server), indent=2))
+            elif args.action == "versions":
+                for row in versions(server, args.model):
+                    print(f"{args.model} {row['version']:<10} {'default' if row['default'] else '':<8}"
+                          f"{row['ready_workers']}/{row['workers']} workers READY")
             elif args.action == "set-default":
                 set_default(server, args.model, args.version)
                 print(f"{args.model}: default version is now {args.version}")
+            elif args.action == "rotate-keys":
+                rotate_keys(server, tuple(args.api or KEY_APIS))
+                print(f"new {' and '.join(args.api or KEY_APIS)} key(s) in {args.run_dir / 'key_file.json'}")
     except (TsError, requests.RequestException, FileNotFoundError) as err:
         print(f"tsctl: error: {err}", file=sys.stderr)
         return 1

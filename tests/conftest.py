@@ -8,7 +8,6 @@ import pytest
 
 import make_checkpoint
 import package_model
-import repo
 
 
 @pytest.fixture(scope="session")
@@ -26,11 +25,3 @@ def tiny_model_dir(tiny_checkpoint_dir, tmp_path_factory) -> Path:
     args = package_model.parse_args(["--checkpoint", str(tiny_checkpoint_dir)])
     package_model.stage(args, out)
     return out
-
-
-def shared_corpus(split: str) -> Path:
-    """The KMOU corpus from ../shared, or a skip: a user's clone has no ../shared."""
-    path = repo.SHARED_DATA / f"{split}.txt"
-    if not path.is_file():
-        pytest.skip(f"KMOU corpus not found at {path} (it lives in the workplace's ../shared/, not in the repo)")
-    return path

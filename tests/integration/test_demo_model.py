@@ -6,7 +6,7 @@ import pytest
 
 import repo
 import tsctl
-from conftest import TEST_MODEL_CONFIG, build_archive, demo_model_available
+from serving import TEST_MODEL_CONFIG, build_archive, demo_model_available
 
 pytestmark = [
     pytest.mark.integration,

@@ -87,7 +87,7 @@ def test_requests_need_the_key(server, tiny_model):
 
 
 def test_register_and_unregister_another_model(server, tiny_checkpoint_dir, model_store):
-    from conftest import build_archive
+    from serving import build_archive
 
     mar = build_archive(tiny_checkpoint_dir, model_store, "tiny_ner_extra")
     name = tsctl.register(server, mar, workers=1)

@@ -32,7 +32,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 import repo
 import tsctl
 import webapp
-from conftest import TEST_MODEL_CONFIG, build_archive, demo_model_available, port_overrides
+from serving import TEST_MODEL_CONFIG, build_archive, demo_model_available, port_overrides
 
 pytestmark = pytest.mark.integration
 

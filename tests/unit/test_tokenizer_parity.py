@@ -10,7 +10,7 @@ from transformers import BertTokenizerLegacy
 
 import ner_core
 import repo
-from conftest import shared_corpus
+from shared_data import shared_corpus
 
 DEMO_VOCAB = repo.DEMO_MODEL_DIR / "vocab.txt"
 

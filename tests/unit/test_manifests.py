@@ -1,0 +1,184 @@
+"""The Kubernetes manifests (config/k8s/) and the TorchServe configs they mount agree with each
+other and with what TorchServe, KServe and the handler need. No cluster here: the plain
+Kubernetes objects are checked against Kubernetes' JSON schemas when kubernetes-validate is
+installed, and every cross-file fact is checked by hand."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import yaml
+
+import repo
+import tsctl
+
+K8S = repo.CONFIG_DIR / "k8s"
+WORKER_MB = 400  # resident memory of one worker serving bert-base (docs/operations.md)
+FRONTEND_MB = 250  # TorchServe's JVM frontend
+MODEL = "kor_ner"
+
+
+def documents(name: str) -> dict[str, dict]:
+    """The YAML documents of config/k8s/<name>, by kind."""
+    docs = [d for d in yaml.safe_load_all((K8S / name).read_text(encoding="utf-8")) if d]
+    kinds = {d["kind"]: d for d in docs}
+    assert len(kinds) == len(docs), f"{name}: one document per kind expected"
+    return kinds
+
+
+def megabytes(quantity: str) -> float:
+    number, unit = re.fullmatch(r"(\d+(?:\.\d+)?)(Mi|Gi|M|G)", quantity).groups()
+    return float(number) * {"Mi": 1.048576, "Gi": 1073.741824, "M": 1, "G": 1000}[unit]
+
+
+def port(address: str) -> int:
+    return int(address.rsplit(":", 1)[1])
+
+
+def handler_threads() -> int:
+    model_config = yaml.safe_load((repo.CONFIG_DIR / "model-config.yaml").read_text(encoding="utf-8"))
+    return model_config["handler"]["torch_threads"]
+
+
+def check_resources(resources: dict, workers: int, extra_mb: int = 0) -> None:
+    """Workers x torch threads fit the CPU limit; the memory limit holds the workers and the frontend."""
+    assert workers * handler_threads() <= float(resources["limits"]["cpu"])
+    assert megabytes(resources["limits"]["memory"]) >= workers * WORKER_MB + FRONTEND_MB + extra_mb
+    assert megabytes(resources["requests"]["memory"]) <= megabytes(resources["limits"]["memory"])
+
+
+# --------------------------------------------------------------------------- plain Deployment
+
+
+def test_plain_manifests_pass_the_kubernetes_schemas():
+    validator = pytest.importorskip(
+        "kubernetes_validate",
+        reason="kubernetes-validate not installed (it ships Kubernetes' JSON schemas: pip install kubernetes-validate==1.37.0)",
+    )
+    for kind, doc in documents("deployment.yaml").items():
+        validator.validate(doc, "1.30", strict=True)  # raises ValidationError naming the field
+
+
+def test_deployment_serves_the_pod_config_it_mounts():
+    kinds = documents("deployment.yaml")
+    pod = kinds["Deployment"]["spec"]["template"]
+    [container] = pod["spec"]["containers"]
+    args = dict(a.split("=", 1) for a in container["args"] if "=" in a)
+    props = tsctl.read_properties(K8S / "pod-config.properties")
+    [mount] = [m for m in container["volumeMounts"] if m["name"] == "config"]
+    [volume] = [v for v in pod["spec"]["volumes"] if v["name"] == "config"]
+
+    assert "--foreground" in container["args"]
+    assert args["--ts-config"] == f"{mount['mountPath']}/config.properties"
+    assert props["metrics_config"] == f"{mount['mountPath']}/metrics.yaml"
+    assert volume["configMap"]["name"] == "kor-ner-config"
+    assert args["--model-store"] == props["model_store"] and props["load_models"] == f"{MODEL}.mar"
+
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert props["inference_address"] == f"http://0.0.0.0:{ports['inference']}"
+    assert props["metrics_address"] == f"http://0.0.0.0:{ports['metrics']}"
+    assert props["management_address"].startswith("http://127.0.0.1:")  # never off the pod
+    assert pod["metadata"]["annotations"]["prometheus.io/port"] == str(ports["metrics"])
+    assert props["disable_token_authorization"] == "true" and props["enable_envvars_config"] == "false"
+
+
+def test_deployment_probes_ask_for_a_ready_worker_of_the_model():
+    [container] = documents("deployment.yaml")["Deployment"]["spec"]["template"]["spec"]["containers"]
+    props = tsctl.read_properties(K8S / "pod-config.properties")
+    for probe in ("startupProbe", "readinessProbe"):
+        script = container[probe]["exec"]["command"][-1]
+        assert f"{props['management_address']}/models/{MODEL}" in script, probe
+        assert '"READY"' in script
+    assert container["livenessProbe"]["httpGet"] == {"path": "/ping", "port": "inference"}
+
+
+def test_deployment_runs_unprivileged_and_sized_for_its_workers():
+    kinds = documents("deployment.yaml")
+    spec = kinds["Deployment"]["spec"]["template"]["spec"]
+    [container] = spec["containers"]
+    assert spec["securityContext"]["runAsNonRoot"] is True and spec["securityContext"]["runAsUser"] != 0
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    model_config = yaml.safe_load((repo.CONFIG_DIR / "model-config.yaml").read_text(encoding="utf-8"))
+    check_resources(container["resources"], workers=model_config["minWorkers"])
+
+
+def test_service_hpa_and_network_policy_point_at_the_deployment():
+    kinds = documents("deployment.yaml")
+    deployment = kinds["Deployment"]
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    container_ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+
+    assert kinds["Service"]["spec"]["selector"] == labels
+    assert {p["targetPort"] for p in kinds["Service"]["spec"]["ports"]} == set(container_ports)
+    target = kinds["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]
+    assert (target["kind"], target["name"]) == ("Deployment", deployment["metadata"]["name"])
+    policy = kinds["NetworkPolicy"]["spec"]
+    assert policy["podSelector"]["matchLabels"] == labels
+    assert {p["port"] for rule in policy["ingress"] for p in rule["ports"]} == set(container_ports.values())
+
+
+# --------------------------------------------------------------------------- KServe
+
+
+def test_inference_service_uses_the_runtime_and_storage_layout_kserve_expects():
+    kinds = documents("kserve.yaml")
+    model = kinds["InferenceService"]["spec"]["predictor"]["model"]
+    runtime = kinds["ServingRuntime"]
+    [container] = runtime["spec"]["containers"]
+    args = dict(a.split("=", 1) for a in container["args"] if "=" in a)
+    env = {e["name"]: e["value"] for e in container.get("env", [])}
+
+    assert kinds["InferenceService"]["apiVersion"] == "serving.kserve.io/v1beta1"
+    assert model["runtime"] == runtime["metadata"]["name"] and model["protocolVersion"] == "v2"
+    assert model["modelFormat"]["name"] in {f["name"] for f in runtime["spec"]["supportedModelFormats"]}
+    assert model["storageUri"].split("://")[0] in {"s3", "gs", "pvc", "https", "hdfs", "oci"}
+    assert args == {"--model-store": "/mnt/models/model-store", "--ts-config": "/mnt/models/config/config.properties"}
+    assert env.get("PROTOCOL_VERSION") == "v2" and "TS_SERVICE_ENVELOPE" not in env
+    assert model["securityContext"]["runAsNonRoot"] is True
+    check_resources(model["resources"], workers=1, extra_mb=150)  # + KServe's Python wrapper
+
+
+def test_kserve_config_properties_fit_the_wrapper():
+    props = tsctl.read_properties(K8S / "kserve-config.properties")
+    runtime = documents("kserve.yaml")["ServingRuntime"]
+    snapshot = json.loads(props["model_snapshot"])
+
+    # KServe's wrapper takes 8080 (REST) and 8081 (gRPC) and reads one address for both APIs.
+    assert props["inference_address"] == props["management_address"]
+    assert props["inference_address"].startswith("http://127.0.0.1:")
+    assert port(props["inference_address"]) not in (8080, 8081)
+    assert port(props["metrics_address"]) == int(runtime["spec"]["annotations"]["prometheus.kserve.io/port"])
+    assert props["enable_envvars_config"] == "false" and "service_envelope" not in props
+    assert props["disable_token_authorization"] == "true"
+    assert props["model_store"] == "/mnt/models/model-store"
+    assert props["metrics_config"] == "/mnt/models/config/metrics.yaml"
+    [(name, versions)] = snapshot["models"].items()
+    [(_, version)] = versions.items()
+    assert (name, version["marName"], version["defaultVersion"]) == (MODEL, f"{MODEL}.mar", True)
+    assert version["minWorkers"] * handler_threads() <= 2  # the pod's CPU limit
+
+
+@pytest.mark.parametrize("name", ["pod-config.properties", "kserve-config.properties"])
+def test_pod_configs_keep_the_local_limits(name):
+    """Request and response limits, queue, timeout and metrics as in config/config.properties."""
+    local = tsctl.read_properties(repo.CONFIG_DIR / "config.properties")
+    pod = tsctl.read_properties(K8S / name)
+    keys = ("max_request_size", "max_response_size", "job_queue_size", "default_response_timeout",
+            "metrics_mode", "allowed_urls")
+    assert {k: pod.get(k) for k in keys} == {k: local[k] for k in keys}
+
+
+# --------------------------------------------------------------------------- metrics config
+
+
+def test_every_handler_metric_is_declared_for_prometheus():
+    """TorchServe drops an undeclared handler metric without a word: each ner_* name the handler
+    emits is in config/metrics.yaml, with TorchServe's ModelName and Level dimensions last."""
+    emitted = set(re.findall(r'"(ner_[a-z_]+)"', (repo.HANDLER_DIR / "ner_handler.py").read_text(encoding="utf-8")))
+    declared = yaml.safe_load((repo.CONFIG_DIR / "metrics.yaml").read_text(encoding="utf-8"))["model_metrics"]
+    dims = {m["name"]: m["dimensions"] for kind in declared.values() for m in kind}
+    assert len(emitted) == 8 and emitted <= set(dims), sorted(emitted - set(dims))
+    assert all(dims[name][-2:] == ["ModelName", "Level"] for name in emitted)

@@ -1,0 +1,160 @@
+"""Cutting Korean particles (조사) off entity ends: hand-made cases, the to_response hook,
+the setting, and the oracle F1 on the validation split."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+import eval_particles
+import ner_core
+import ner_particles
+import repo
+import train_demo
+from shared_data import shared_corpus
+from ner_particles import trim_end
+from ner_settings import HandlerSettings
+
+
+def trimmed(text: str, entity: str, piece: str | None = None) -> str:
+    """The entity left after trimming, where ``entity`` occurs first in ``text`` and its last
+    wordpiece is ``piece`` (default: the entity is one wordpiece)."""
+    start = text.index(entity)
+    end = start + len(entity)
+    piece_start = end - len(piece) if piece else start
+    return text[start : trim_end(text, start, end, piece_start)]
+
+
+@pytest.mark.parametrize(
+    ("text", "entity", "expected"),
+    [
+        ("서울에서 비가 왔다.", "서울에서", "서울"),
+        ("삼성전자가 발표했다.", "삼성전자가", "삼성전자"),
+        ("이순신은 조선의 무신이다.", "이순신은", "이순신"),
+        ("일본의 수도", "일본의", "일본"),
+        ("한국과 일본", "한국과", "한국"),
+        ("부산으로 간다", "부산으로", "부산"),
+        ("서울로 간다", "서울로", "서울"),  # 로 after ㄹ
+        ("KBS는 보도했다", "KBS는", "KBS"),  # after Latin letters any particle fits
+        ("상위 20%가 하위", "20%가", "20%"),
+    ],
+)
+def test_a_single_particle_is_cut(text, entity, expected):
+    assert trimmed(text, entity) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "entity", "expected"),
+    [
+        ("서울에서는 비가 왔다.", "서울에서는", "서울"),
+        ("정부에서의 역할", "정부에서의", "정부"),
+        ("서울에도 눈이 왔다", "서울에도", "서울"),
+        ("정부에서만 안다", "정부에서만", "정부"),
+        ("경기도에서는 비가 왔다", "경기도에서는", "경기도"),
+    ],
+)
+def test_a_chain_of_particles_is_cut(text, entity, expected):
+    assert trimmed(text, entity) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "entity", "piece", "expected"),
+    [
+        ("3월에 만나자", "3월에", None, "3월"),
+        ("1,000원을 냈다", "1,000원을", "000원을", "1,000원"),
+        ("1,000원 냈다", "1,000원", "000원", "1,000원"),
+        ("3명이 왔다", "3명이", None, "3명"),
+    ],
+)
+def test_numbers_with_counters_keep_the_counter(text, entity, piece, expected):
+    assert trimmed(text, entity, piece) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "entity", "expected"),
+    [
+        ("미나 씨가 왔다", "미나", "미나"),  # 나 ("or") is never cut on its own
+        ("미나는 갔다", "미나는", "미나"),
+        ("미나가 왔다", "미나가", "미나"),
+        ("이가 말했다", "이가", "이"),  # the surname 이 + subject 가
+        ("이 씨가 말했다", "이", "이"),  # at least one character stays
+        ("상하이에 간다", "상하이", "상하이"),  # 이 after a vowel is not the subject particle
+        ("김고은 주연", "김고은", "김고은"),  # 은 after a vowel is not the topic particle
+        ("봉하마을 방문", "봉하마을", "봉하마을"),  # 을 after a vowel is not the object particle
+        ("종로 거리", "종로", "종로"),  # 로 after ㅇ is not the direction particle
+        ("경기도 주민", "경기도", "경기도"),  # 도 only after another particle
+        ("대만 정부", "대만", "대만"),
+        ("우크라이나 사태", "우크라이나", "우크라이나"),
+        ("한국시간 오전", "한국시간", "한국시간"),  # not a particle: nothing to cut
+    ],
+)
+def test_names_that_end_like_a_particle_stay_whole(text, entity, expected):
+    assert trimmed(text, entity) == expected
+
+
+def test_known_limit_a_name_ending_in_a_fitting_particle_is_cut():
+    """A fixed list cannot tell 김정은 (a name) from 김정 + 은; docs/particles.md counts these."""
+    assert trimmed("김정은 위원장", "김정은") == "김정"
+
+
+def test_only_the_last_wordpiece_is_cut():
+    # wordpieces 서울에서 | ##는: the chain's head lies in the earlier wordpiece, so it stays
+    assert trimmed("서울에서는 비가", "서울에서는", piece="는") == "서울에서"
+    # wordpieces 중국 | ##의: a last wordpiece that is all particle goes
+    assert trimmed("중국의 경제", "중국의", piece="의") == "중국"
+
+
+LABELS = ["[CLS]", "[SEP]", "[PAD]", "[MASK]", "O", "B-PER", "B-LOC", "I-PER", "I-LOC"]
+TEXT = "이순신은 서울에서 태어났다"
+
+
+def hand_made_prediction() -> ner_core.TokenPredictions:
+    return ner_core.TokenPredictions(
+        text=TEXT,
+        tokens=["이순", "##신은", "서울에서", "태어", "##났다"],
+        offsets=[(0, 2), (2, 4), (5, 9), (10, 12), (12, 14)],
+        label_ids=[LABELS.index(t) for t in ("B-PER", "I-PER", "B-LOC", "O", "O")],
+        probs=[0.9, 0.8, 0.7, 0.99, 0.98],
+    )
+
+
+def test_to_response_trims_entities_and_leaves_tokens_alone():
+    pred = hand_made_prediction()
+    plain = ner_core.to_response(pred, LABELS)
+    clean = ner_core.to_response(pred, LABELS, trim=ner_particles.trimmer(HandlerSettings(trim_particles=True)))
+    assert clean["result"] == plain["result"]
+    assert [r["token"] for r in clean["result"]] == pred.tokens
+    assert [(e["text"], e["label"], e["start"], e["end"], e["score"]) for e in clean["entities"]] == [
+        ("이순신", "PER", 0, 3, 0.85),
+        ("서울", "LOC", 5, 7, 0.7),
+    ]
+    assert all(TEXT[e["start"] : e["end"]] == e["text"] for e in clean["entities"])
+
+
+def test_setting_off_leaves_the_spans_as_the_wordpieces_give_them():
+    trim = ner_particles.trimmer(HandlerSettings())
+    assert trim is None
+    entities = ner_core.to_response(hand_made_prediction(), LABELS, trim=trim)["entities"]
+    assert [(e["text"], e["start"], e["end"]) for e in entities] == [("이순신은", 0, 4), ("서울에서", 5, 9)]
+
+
+def test_shipped_config_turns_trimming_on():
+    raw = yaml.safe_load((repo.CONFIG_DIR / "model-config.yaml").read_text(encoding="utf-8"))
+    settings = HandlerSettings.from_mapping(raw["handler"])
+    assert ner_particles.trimmer(settings) is ner_particles.trim_end
+
+
+def test_oracle_f1_on_validation_rises_with_trimming():
+    """Perfect token labels on the demo model's vocab: particles cost ~11 F1 points, the list
+    wins nearly all of them back (docs/particles.md has the full table)."""
+    path = shared_corpus("val")
+    vocab = repo.DEMO_MODEL_DIR / "vocab.txt"
+    if not vocab.is_file():
+        pytest.skip(f"demo model vocab not found at {vocab} (train it with scripts/train_demo.py --export)")
+    examples, _ = train_demo.read_corpus(path)
+    labels = train_demo.build_label_map(examples)
+    oracle = eval_particles.oracle_predictions(examples, ner_core.build_tokenizer(vocab), labels)
+    before = eval_particles.entity_f1(examples, oracle, labels, None)["f1"]
+    after = eval_particles.entity_f1(examples, oracle, labels, ner_particles.trim_end)["f1"]
+    assert before < 0.90
+    assert after > 0.98
