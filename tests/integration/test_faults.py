@@ -203,15 +203,15 @@ BROKEN = {  # name: (what breaks the archive, what the operator must be told)
                         "model.safetensors: Error while deserializing header"),
     "label_mismatch": (lambda f, d: b"\n".join(d.splitlines()[:-3]) + b"\n" if f == "label_map.txt" else d,
                        "label_map.txt has 22 labels but config.json num_labels is 25"),
-    # no worker loads a model in 1 s: TorchServe gives up, and says so in ts_log.log only
-    "load_timeout": (lambda f, d: d.replace(b"responseTimeout: 300", b"responseTimeout: 1") if f.endswith("config.yaml") else d,
+    # no worker loads the model within startupTimeout 1 s: TorchServe gives up, saying so in ts_log.log only
+    "load_timeout": (lambda f, d: d.replace(b"startupTimeout: 300", b"startupTimeout: 1") if f.endswith("config.yaml") else d,
                      "Backend worker did not respond in given time"),
 }
 
 
 @pytest.fixture(scope="module")
 def failed_registrations(own_server, fault_mar, model_store) -> dict[str, tuple[int, str, float]]:
-    """``tsctl register`` of each broken archive, as an operator runs it, both at once."""
+    """``tsctl register`` of each broken archive, as an operator runs it, all at once."""
     def register(name: str) -> tuple[int, str, float]:
         mar = broken_copy(model_store / fault_mar, name, BROKEN[name][0])
         started = time.monotonic()
