@@ -10,8 +10,8 @@ Three guards keep it from eating the end of a name:
 - it only cuts inside the entity's last wordpiece, and never the whole entity;
 - a particle must fit the syllable before it: ``가/는/를/와/로`` follow a vowel, ``이/은/을/과/으로``
   a consonant (so ``상하이``, ``김고은`` and ``마을`` stay whole);
-- particles that end many names (``도`` 경기도, ``만`` 대만, ``나`` 하나) are cut only right after
-  another particle (``서울에도``, ``정부에서만``).
+- particles that end many names are left out (``나``: 하나) or cut only right after another
+  particle (``도``: 경기도 but ``서울에도``; ``만``: 대만 but ``정부에서만``).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ PARTICLES = {
 # Particles that other particles may follow (``에서`` + ``는``), and the ones that may follow.
 CHAIN_HEADS = {"에서": ANY, "에": ANY, "에게": ANY, "으로": CONSONANT, "로": VOWEL_OR_L,
                "과": CONSONANT, "와": VOWEL, "까지": ANY, "부터": ANY}
-CHAIN_TAILS = ("는", "의", "도", "만")
+CHAIN_TAILS = {"는": ANY, "의": ANY, "도": ANY, "만": ANY}
 
 HANGUL_FIRST, HANGUL_LAST = 0xAC00, 0xD7A3
 RIEUL = 8  # index of ㄹ among the final consonants of a Hangul syllable
@@ -64,13 +64,12 @@ def fits(before: str, sound: str) -> bool:
     return final != 0  # CONSONANT
 
 
-def strip_one(text: str, floor: int, end: int, particles: dict[str, str] | tuple[str, ...]) -> int:
+def strip_one(text: str, floor: int, end: int, particles: dict[str, str]) -> int:
     """Start of the longest particle from ``particles`` that ends at ``end``, begins at or after
     ``floor`` and fits the character before it; ``end`` when none does."""
     for particle in sorted(particles, key=len, reverse=True):
         cut = end - len(particle)
-        sound = particles[particle] if isinstance(particles, dict) else ANY
-        if cut >= floor and cut > 0 and text[cut:end] == particle and fits(text[cut - 1], sound):
+        if cut >= floor and text[cut:end] == particle and fits(text[cut - 1], particles[particle]):
             return cut
     return end
 
