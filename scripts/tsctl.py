@@ -285,15 +285,18 @@ def wait_ready(server: Server, model: str, workers: int = 1, timeout: float = 18
     return time.monotonic() - started
 
 
-def register(server: Server, mar: str, workers: int = 1, timeout: float = 180,
+def register(server: Server, mar: str, workers: int | None = None, timeout: float = 180,
              batch_size: int | None = None, max_batch_delay: int | None = None) -> str:
     """Register an archive of the model store (by file name) and wait for its workers.
 
-    The name and version come from the archive's manifest; a second version of a registered
-    model is added beside the first (the default version stays as it was). ``batch_size`` and
-    ``max_batch_delay`` (ms), when given, win over the archive's model-config.yaml.
+    ``workers``: None keeps the archive's model-config.yaml (minWorkers); a number scales to it;
+    0 does not wait. The name and version come from the archive's manifest; a second version of
+    a registered model is added beside the first (the default version stays as it was).
+    ``batch_size`` and ``max_batch_delay`` (ms), when given, win over the archive's config.
     """
-    params = {"url": mar, "initial_workers": workers, "synchronous": "true"}
+    params = {"url": mar, "synchronous": "true"}
+    if workers is not None:
+        params["initial_workers"] = workers
     params.update({k: v for k, v in (("batch_size", batch_size), ("max_batch_delay", max_batch_delay)) if v is not None})
     log_start = {name: _size(server.run_dir / "logs" / name) for name, _ in LOAD_FAILURE_LINES}
     try:
@@ -303,7 +306,10 @@ def register(server: Server, mar: str, workers: int = 1, timeout: float = 180,
     status = answer.get("status", "") if isinstance(answer, dict) else str(answer)
     model = re.search(r'Model "([^"]+)" Version: (\S+)', status)
     name, version = model.groups() if model else (Path(mar).stem, None)
-    if workers and describe(server, name, version)[0]["minWorkers"] != workers:
+    archive_workers = describe(server, name, version)[0]["minWorkers"]
+    if workers is None:
+        workers = archive_workers
+    elif workers and archive_workers != workers:
         scale(server, name, workers, timeout, version)  # the archive's minWorkers won over initial_workers
     wait_ready(server, name, workers, timeout, version=version)
     save_state(server)
@@ -478,7 +484,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("stop", help="stop TorchServe")
     p = sub.add_parser("register", help="register an archive from the model store (a new version goes beside the default one)")
     p.add_argument("mar", help="file name in the model store, e.g. kor_ner.mar")
-    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--workers", type=int, help="scale to this many workers (default: the archive's minWorkers)")
     for name, text in (("describe", "show a model's workers and settings"), ("unregister", "remove a model (or one version)")):
         p = sub.add_parser(name, help=text)
         p.add_argument("model")
