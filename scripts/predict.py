@@ -20,6 +20,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import repo
 
@@ -33,19 +34,24 @@ RETRY_STATUSES = {500, 502, 503, 504, 507}
 
 
 def predict_with_retry(server: tsctl.Server, model: str, payload, retries: int = 3, timeout: float = 30,
-                       backoff: float = 0.5) -> requests.Response:
+                       backoff: float = 0.5, on_retry: Callable[[str], None] | None = None) -> requests.Response:
     """POST with a timeout; resend on connection errors, timeouts and the statuses above.
 
-    NER is a pure function of its input, so resending a request is always safe.
+    NER is a pure function of its input, so resending a request is always safe. ``on_retry``
+    is told why before each resend ("HTTP 507", "ReadTimeout", ...).
     """
     for attempt in range(retries + 1):
         try:
             resp = tsctl.predict(server, model, payload, timeout=timeout)
             if resp.status_code not in RETRY_STATUSES or attempt == retries:
                 return resp
-        except (requests.ConnectionError, requests.Timeout):
+            reason = f"HTTP {resp.status_code}"
+        except (requests.ConnectionError, requests.Timeout) as err:
             if attempt == retries:
                 raise
+            reason = type(err).__name__
+        if on_retry:
+            on_retry(reason)
         time.sleep(backoff * 2**attempt)
     raise AssertionError("unreachable")
 

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+import fault_drill
 import repo
 import tsctl
 from serving import TEST_MODEL_CONFIG, build_archive, port_overrides
@@ -238,3 +239,15 @@ def test_a_model_that_cannot_load_is_explained_in_model_log(own_server, failed_r
     log = (own_server.run_dir / "logs" / "model_log.log").read_text(encoding="utf-8", errors="replace")
     lines = [line for line in log.splitlines() if f"Failed to load model {name}, exception" in line]
     assert lines and BROKEN[name][1] in lines[-1]
+
+
+def test_fault_drill_recovers_from_kills_without_losing_a_request(server, tiny_model):
+    """scripts/fault_drill.py, as docs/reliability.md runs it on the demo model: two kills under load."""
+    before = {w["pid"] for w in tsctl.describe(server, tiny_model)[0]["workers"]}
+    report = fault_drill.drill(server, tiny_model, kills=2, clients=4, settle=1.0, timeout=5,
+                               progress=lambda line: None)
+    after = {w["pid"] for w in tsctl.describe(server, tiny_model)[0]["workers"]}
+    assert report["lost"] == 0, report["lost_why"]
+    assert report["answered"] > 0 and len(report["recovery_s"]) == 2
+    assert all(0 < s < 180 for s in report["recovery_s"])
+    assert not before & after and tsctl.ready_workers(server, tiny_model) == len(before)
