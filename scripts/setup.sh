@@ -1,8 +1,16 @@
 #!/usr/bin/env bash
 # Set up the project on a fresh machine: checks Python and Java, creates .venv, installs the
-# pinned requirements. Safe to rerun: it reinstalls only when requirements.txt changed.
+# pinned requirements (requirements.txt; with --test also requirements-test.txt: pytest, the
+# browser driver, Kubernetes schemas). Safe to rerun: it installs only when a file changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+requirements=requirements.txt
+case "${1:-}" in
+    --test) requirements=requirements-test.txt ;;
+    "") ;;
+    *) echo "usage: scripts/setup.sh [--test]" >&2; exit 2 ;;
+esac
 
 PYTHON=${PYTHON:-python3}
 if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
@@ -20,12 +28,14 @@ if [ ! -x .venv/bin/python ]; then
     echo "setup: creating .venv"
     "$PYTHON" -m venv .venv
 fi
-stamp=.venv/.requirements.sha256
-want=$(sha256sum requirements.txt | cut -d' ' -f1)
+# One stamp per requirements file: the hash of everything it installs (the test file includes
+# the runtime one).
+stamp=.venv/.${requirements%.txt}.sha256
+want=$(cat requirements.txt "$requirements" | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    echo "setup: installing pinned requirements (torch 2.13.0 CPU build; a few minutes the first time)"
+    echo "setup: installing $requirements (torch 2.13.0 CPU build; a few minutes the first time)"
     .venv/bin/python -m pip install --quiet --upgrade pip
-    .venv/bin/python -m pip install --quiet -r requirements.txt
+    .venv/bin/python -m pip install --quiet -r "$requirements"
     echo "$want" > "$stamp"
 fi
 echo "setup: ready (.venv: $(.venv/bin/python --version), Java $java_major)"

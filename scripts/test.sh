@@ -3,5 +3,5 @@
 # fixtures start on free loopback ports. Extra arguments go to pytest (e.g. -k spine, -x).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
+scripts/setup.sh --test
 exec .venv/bin/python -m pytest "$@"

@@ -1,13 +1,14 @@
 """The Kubernetes manifests (config/k8s/) and the TorchServe configs they mount agree with each
 other and with what TorchServe, KServe and the handler need. No cluster here: the plain
-Kubernetes objects are checked against Kubernetes' JSON schemas when kubernetes-validate is
-installed, and every cross-file fact is checked by hand."""
+Kubernetes objects are checked against Kubernetes' own JSON schemas (kubernetes-validate, pinned in
+requirements-test.txt, ships them offline), and every cross-file fact is checked by hand."""
 
 from __future__ import annotations
 
 import json
 import re
 
+import kubernetes_validate
 import pytest
 import yaml
 
@@ -18,6 +19,7 @@ K8S = repo.CONFIG_DIR / "k8s"
 WORKER_MB = 400  # resident memory of one worker serving bert-base (docs/operations.md)
 FRONTEND_MB = 250  # TorchServe's JVM frontend
 MODEL = "kor_ner"
+KUBERNETES_VERSION = "1.30"  # the API the manifests target (HPA autoscaling/v2, NetworkPolicy v1)
 
 
 def documents(name: str) -> dict[str, dict]:
@@ -53,12 +55,15 @@ def check_resources(resources: dict, workers: int, extra_mb: int = 0) -> None:
 
 
 def test_plain_manifests_pass_the_kubernetes_schemas():
-    validator = pytest.importorskip(
-        "kubernetes_validate",
-        reason="kubernetes-validate not installed (it ships Kubernetes' JSON schemas: pip install kubernetes-validate==1.37.0)",
-    )
     for kind, doc in documents("deployment.yaml").items():
-        validator.validate(doc, "1.30", strict=True)  # raises ValidationError naming the field
+        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)  # raises ValidationError naming the field
+
+
+def test_the_schema_check_would_catch_a_misspelt_field():
+    deployment = documents("deployment.yaml")["Deployment"]
+    deployment["spec"]["template"]["spec"]["containers"][0]["resource"] = {}  # "resources", misspelt
+    with pytest.raises(kubernetes_validate.ValidationError, match="resource"):
+        kubernetes_validate.validate(deployment, KUBERNETES_VERSION, strict=True)
 
 
 def test_deployment_serves_the_pod_config_it_mounts():
