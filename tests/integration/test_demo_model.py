@@ -1,4 +1,5 @@
-"""The committed demo model, packaged by the user's own command and served, finds people."""
+"""The committed demo model, packaged by the user's own command and served, finds people and
+places, with Korean particles cut off the entity spans as the shipped config does."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def demo_model(server, model_store):
-    config = {**TEST_MODEL_CONFIG, "handler": {**TEST_MODEL_CONFIG["handler"], "max_seq_length": 128, "window_stride": 32}}
+    handler = {**TEST_MODEL_CONFIG["handler"], "max_seq_length": 128, "window_stride": 32, "trim_particles": True}
+    config = {**TEST_MODEL_CONFIG, "handler": handler}  # trim_particles as config/model-config.yaml ships it
     name = tsctl.register(server, build_archive(repo.DEMO_MODEL_DIR, model_store, "demo_ner", config), workers=1)
     yield name
     tsctl.unregister(server, name)
@@ -32,3 +34,13 @@ def test_finds_the_person(server, demo_model, sentence, person):
     assert [e["text"] for e in people] == [person], answer["entities"]
     assert people[0]["label_name"] == "인명" and sentence[people[0]["start"]:people[0]["end"]] == person
     assert answer["result"][0]["tag"] == "B-PER"
+
+
+def test_particles_are_cut_off_the_served_entity(server, demo_model):
+    sentence = "삼성전자는 2024년 3월 서울에서 신제품을 발표했다."
+    answer = tsctl.predict(server, demo_model, sentence).json()
+    places = [e for e in answer["entities"] if e["label"] == "LOC"]
+    assert [(e["text"], sentence[e["start"]:e["end"]]) for e in places] == [("서울", "서울")], answer["entities"]
+    # the model tags the whole wordpiece, particle included; the per-token rows keep that
+    assert {"token": "서울에서", "tag": "B-LOC"}.items() <= next(
+        row for row in answer["result"] if row["token"] == "서울에서").items()
