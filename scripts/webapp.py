@@ -20,6 +20,7 @@ import hashlib
 import html
 import json
 import re
+import signal
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -179,7 +180,11 @@ def make_server(run_dir: Path = repo.RUN_DIR, model: str = "kor_ner", host: str 
 
 
 def serve(server: DemoServer) -> None:
-    """Print the page's address and answer requests until Ctrl+C; then release the port."""
+    """Print the page's address and answer requests until Ctrl+C or SIGTERM; then release the port."""
+    # Explicit handlers: a process started in the background by a shell (`cmd &`, nohup)
+    # inherits SIGINT ignored, and Python then installs no KeyboardInterrupt for it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     print(f"Demo page: {server.url}  (model {server.model}, TorchServe from {server.run_dir}; Ctrl+C stops)",
           flush=True)
     with server:
