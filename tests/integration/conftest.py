@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import tsctl
-from serving import build_archive, port_overrides
+from serving import build_archive, own_torchserve
 
 pytestmark = pytest.mark.integration
 
@@ -29,12 +29,8 @@ def tiny_mar(tiny_checkpoint_dir, model_store) -> str:
 @pytest.fixture(scope="session")
 def server(model_store, tmp_path_factory):
     """One TorchServe for the session; stopped (TERM, then KILL) whatever happens."""
-    run_dir = tmp_path_factory.mktemp("ts-run")
-    srv = tsctl.start(run_dir, model_store, overrides=port_overrides())
-    try:
+    with own_torchserve(tmp_path_factory.mktemp("ts-run"), model_store) as srv:
         yield srv
-    finally:
-        tsctl.stop(run_dir)
 
 
 @pytest.fixture(scope="module")

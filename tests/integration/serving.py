@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
 
 import package_model
 import repo
+import tsctl
 from tsctl import port_overrides  # noqa: F401  (re-exported for the tests)
 
 # Test archives: a long batch delay so concurrent requests surely form batches.
@@ -39,3 +42,14 @@ def build_archive(checkpoint: Path, store: Path, name: str, config: dict | None 
 
 def demo_model_available() -> bool:
     return (repo.DEMO_MODEL_DIR / "model.safetensors").is_file()
+
+
+@contextmanager
+def own_torchserve(run_dir: Path, store: Path, **overrides: str) -> Iterator[tsctl.Server]:
+    """A TorchServe from ``run_dir`` on free loopback ports (``overrides``: more config keys);
+    stopped (TERM, then KILL) whatever happens."""
+    server = tsctl.start(run_dir, store, overrides={**port_overrides(), **overrides})
+    try:
+        yield server
+    finally:
+        tsctl.stop(run_dir)

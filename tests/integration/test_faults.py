@@ -28,7 +28,7 @@ import pytest
 import fault_drill
 import repo
 import tsctl
-from serving import TEST_MODEL_CONFIG, build_archive, port_overrides
+from serving import TEST_MODEL_CONFIG, build_archive, own_torchserve
 from predict import predict_with_retry
 
 pytestmark = pytest.mark.integration
@@ -44,12 +44,8 @@ LOAD_CLIENTS = 6
 
 @pytest.fixture(scope="module")
 def own_server(model_store, tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("ts-faults")
-    server = tsctl.start(run_dir, model_store, overrides=port_overrides())
-    try:
+    with own_torchserve(tmp_path_factory.mktemp("ts-faults"), model_store) as server:
         yield server
-    finally:
-        tsctl.stop(run_dir)
 
 
 @pytest.fixture(scope="module")

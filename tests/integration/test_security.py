@@ -20,7 +20,7 @@ import pytest
 import requests
 
 import tsctl
-from serving import build_archive, port_overrides
+from serving import build_archive, own_torchserve
 
 pytestmark = pytest.mark.integration
 
@@ -82,12 +82,8 @@ def test_rotate_keys_replaces_both_keys_and_the_old_ones_stop_working(server, ti
 @pytest.fixture(scope="module")
 def short_key_server(model_store, tmp_path_factory):
     """A TorchServe (no model needed) whose keys live 3 seconds."""
-    run_dir = tmp_path_factory.mktemp("ts-short-keys")
-    server = tsctl.start(run_dir, model_store, overrides={**port_overrides(), "token_expiration_min": "0.05"})
-    try:
+    with own_torchserve(tmp_path_factory.mktemp("ts-short-keys"), model_store, token_expiration_min="0.05") as server:
         yield server
-    finally:
-        tsctl.stop(run_dir)
 
 
 def test_an_expired_key_is_renewed_by_the_scripts(short_key_server):
