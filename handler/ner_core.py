@@ -20,10 +20,10 @@ from safetensors.torch import load_file
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
 from transformers import BertConfig, BertForTokenClassification
 
+import ner_onnx
 from ner_settings import SEED_LABEL_NAMES, HandlerSettings
 
 SPECIAL_LABELS = ("[CLS]", "[SEP]", "[PAD]", "[MASK]")
-MODEL_FILES = ("model.safetensors", "config.json", "vocab.txt", "label_map.txt")
 
 
 class ModelLoadError(RuntimeError):
@@ -114,10 +114,10 @@ def read_label_map(path: Path) -> list[str]:
     return labels
 
 
-def check_consistency(labels: Sequence[str], config: BertConfig, state: Mapping[str, torch.Tensor], vocab_size: int) -> None:
-    """Refuse a model whose label map, config, classifier and vocab do not agree."""
-    classifier_rows = state["classifier.weight"].shape[0] if "classifier.weight" in state else None
-    embedding_rows = state["bert.embeddings.word_embeddings.weight"].shape[0] if "bert.embeddings.word_embeddings.weight" in state else None
+def check_consistency(labels: Sequence[str], config: BertConfig, vocab_size: int,
+                      classifier_rows: int | None, embedding_rows: int | None) -> None:
+    """Refuse a model whose label map, config, classifier and vocab do not agree
+    (``None``: that size is not known for the weights at hand)."""
     problems = []
     if len(labels) != config.num_labels:
         problems.append(f"label_map.txt has {len(labels)} labels but config.json num_labels is {config.num_labels}")
@@ -133,7 +133,7 @@ def check_consistency(labels: Sequence[str], config: BertConfig, state: Mapping[
 
 @dataclass
 class NerModel:
-    model: BertForTokenClassification
+    model: Any  # BertForTokenClassification, or ner_onnx.OnnxTokenClassifier (called the same way)
     tokenizer: Tokenizer
     labels: list[str]
     settings: HandlerSettings
@@ -152,28 +152,54 @@ class NerModel:
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        return self.model.device
+
+
+def weights_file(settings: HandlerSettings) -> str:
+    """The file in the model directory that holds the weights the settings serve."""
+    if settings.runtime == "onnxruntime":
+        return ner_onnx.onnx_file(settings.quantize)
+    return "model.safetensors"
 
 
 def load_model(model_dir: Path, settings: HandlerSettings) -> NerModel:
-    """Load a packaged model directory: safetensors weights only, never a pickle."""
+    """Load a packaged model directory: safetensors or ONNX weights, never a pickle."""
     model_dir = Path(model_dir)
-    missing = [name for name in MODEL_FILES if not (model_dir / name).is_file()]
+    weights = weights_file(settings)
+    missing = [name for name in (weights, "config.json", "vocab.txt", "label_map.txt") if not (model_dir / name).is_file()]
     if missing:
-        raise ModelLoadError(f"{model_dir} lacks {missing}; package it with scripts/package_model.py")
+        hint = f" with runtime: {settings.runtime}, quantize: {settings.quantize} in its model config" if weights != "model.safetensors" else ""
+        raise ModelLoadError(f"{model_dir} lacks {missing}; package it with scripts/package_model.py{hint}")
     config = BertConfig.from_json_file(str(model_dir / "config.json"))
     labels = read_label_map(model_dir / "label_map.txt")
     tokenizer = build_tokenizer(model_dir / "vocab.txt")
-    try:
-        state = load_file(str(model_dir / "model.safetensors"))
-    except Exception as err:  # safetensors raises several types for a corrupt file
-        raise ModelLoadError(f"cannot read {model_dir / 'model.safetensors'}: {err}") from None
-    check_consistency(labels, config, state, tokenizer.get_vocab_size())
     if settings.max_seq_length > config.max_position_embeddings:
         raise ModelLoadError(
             f"max_seq_length {settings.max_seq_length} exceeds the model's "
             f"max_position_embeddings {config.max_position_embeddings}"
         )
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+    if settings.runtime == "onnxruntime":
+        try:
+            model = ner_onnx.OnnxTokenClassifier(model_dir / weights, settings.torch_threads)
+        except Exception as err:  # onnxruntime raises its own types for a corrupt or foreign file
+            raise ModelLoadError(f"cannot load {model_dir / weights} in ONNX Runtime: {err}") from None
+        check_consistency(labels, config, tokenizer.get_vocab_size(), model.num_labels, None)
+    else:
+        model = _load_torch(model_dir / weights, config, labels, tokenizer, settings)
+    return NerModel(model=model, tokenizer=tokenizer, labels=labels, settings=settings)
+
+
+def _load_torch(path: Path, config: BertConfig, labels: list[str], tokenizer: Tokenizer,
+                settings: HandlerSettings) -> BertForTokenClassification:
+    try:
+        state = load_file(str(path))
+    except Exception as err:  # safetensors raises several types for a corrupt file
+        raise ModelLoadError(f"cannot read {path}: {err}") from None
+    rows = {key: state[key].shape[0] if key in state else None
+            for key in ("classifier.weight", "bert.embeddings.word_embeddings.weight")}
+    check_consistency(labels, config, tokenizer.get_vocab_size(), *rows.values())
     config._attn_implementation = "sdpa"
     model = BertForTokenClassification(config)
     result = model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
@@ -191,9 +217,7 @@ def load_model(model_dir: Path, settings: HandlerSettings) -> NerModel:
         model.to(device="cuda", dtype=torch.bfloat16 if settings.dtype == "bfloat16" else torch.float32)
     if settings.quantize == "int8":
         model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
-    if settings.torch_threads:
-        torch.set_num_threads(settings.torch_threads)
-    return NerModel(model=model, tokenizer=tokenizer, labels=labels, settings=settings)
+    return model
 
 
 # --------------------------------------------------------------------------- windows

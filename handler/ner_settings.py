@@ -27,6 +27,7 @@ SEED_LABEL_NAMES: Mapping[str, str] = MappingProxyType(
     }
 )
 
+RUNTIME_CHOICES = ("torch", "onnxruntime")
 QUANTIZE_CHOICES = ("none", "int8")
 DTYPE_CHOICES = ("float32", "bfloat16")
 
@@ -38,7 +39,8 @@ class HandlerSettings:
     max_text_chars: int = 20_000  # longer texts are refused with 400
     max_texts_per_request: int = 32  # longer JSON lists are refused with 400
     max_batch_tokens: int = 4096  # a forward pass holds at most this many padded tokens
-    torch_threads: int = 0  # intra-op threads per worker; 0 keeps torch's default
+    torch_threads: int = 0  # intra-op threads per worker (torch or ONNX Runtime); 0 keeps the default
+    runtime: str = "torch"  # "onnxruntime": the ONNX file packaging exported, on the CPU
     quantize: str = "none"  # "int8": dynamic int8 quantization of the Linear layers
     dtype: str = "float32"  # "bfloat16": bf16 weights and activations, on a CUDA device only
     trim_particles: bool = False  # cut Korean particles (조사) off entity ends
@@ -58,11 +60,16 @@ class HandlerSettings:
                 "max_batch_tokens must be at least max_seq_length",
             ),
             (self.torch_threads >= 0, "torch_threads must be 0 (torch default) or more"),
+            (self.runtime in RUNTIME_CHOICES, f"runtime must be one of {RUNTIME_CHOICES}"),
             (self.quantize in QUANTIZE_CHOICES, f"quantize must be one of {QUANTIZE_CHOICES}"),
             (self.dtype in DTYPE_CHOICES, f"dtype must be one of {DTYPE_CHOICES}"),
             (
                 not (self.dtype == "bfloat16" and self.quantize == "int8"),
                 "dtype bfloat16 (GPU) and quantize int8 (CPU) exclude each other",
+            ),
+            (
+                not (self.dtype == "bfloat16" and self.runtime == "onnxruntime"),
+                "dtype bfloat16 is for torch on a GPU; runtime onnxruntime runs float32 or int8 on the CPU",
             ),
         ]
         for ok, message in checks:

@@ -12,8 +12,10 @@ One run, one machine, for each model of --models:
 Every cell runs --repeats rounds of whole passes over the sentences (at least --min-seconds
 each): sentences/s is the median round, latency percentiles pool every call of every round.
 Ratios: served / ceiling "forward" of the same precision and batch size, and served / seed
-path served at the same concurrency. --accuracy adds int8 against fp32 on the validation
-corpus (token-tag agreement, entity F1) for trained models. Writes results.json and
+path served at the same concurrency. Precisions: fp32 and int8 on torch, bf16 on a CUDA
+device, ort-fp32 and ort-int8 on ONNX Runtime (handler setting runtime: onnxruntime; the
+ONNX files are exported next to the staged weights once). --accuracy adds every precision
+against torch fp32 on the validation corpus (token-tag agreement, entity F1) for trained models. Writes results.json and
 results.md to --out, which also holds the staged models, archives and TorchServe's run dir.
 """
 
@@ -51,9 +53,11 @@ from ner_settings import HandlerSettings
 SEPARATOR = "\u241e"  # ratsnlp line format: sentence, U+241E, tagged sentence
 SEED_HANDLER = Path(__file__).with_name("seed_handler.py")
 PRECISIONS = {  # handler settings of each precision; bf16 is for a CUDA device
-    "fp32": {"quantize": "none", "dtype": "float32"},
-    "int8": {"quantize": "int8", "dtype": "float32"},
-    "bf16": {"quantize": "none", "dtype": "bfloat16"},
+    "fp32": {"runtime": "torch", "quantize": "none", "dtype": "float32"},
+    "int8": {"runtime": "torch", "quantize": "int8", "dtype": "float32"},
+    "bf16": {"runtime": "torch", "quantize": "none", "dtype": "bfloat16"},
+    "ort-fp32": {"runtime": "onnxruntime", "quantize": "none", "dtype": "float32"},
+    "ort-int8": {"runtime": "onnxruntime", "quantize": "int8", "dtype": "float32"},
 }
 SEED_CONFIG = {"minWorkers": 1, "maxWorkers": 1, "batchSize": 1, "maxBatchDelay": 100,
                "responseTimeout": 120, "startupTimeout": 300}
@@ -288,6 +292,14 @@ class Plan:
         handler = with_handler(self.base_config, **PRECISIONS[precision], torch_threads=threads)["handler"]
         return HandlerSettings.from_mapping(handler)
 
+    def load(self, staged: Path, precision: str, threads: int) -> ner_core.NerModel:
+        """The staged model in-process, exporting its ONNX file first where the precision needs one."""
+        settings = self.settings(precision, threads)
+        onnx = staged / ner_core.weights_file(settings)
+        if settings.runtime == "onnxruntime" and not _up_to_date(onnx, staged / "model.safetensors"):
+            package_model.export_onnx(staged, settings)
+        return ner_core.load_model(staged, settings)
+
     def threads(self, workers: int) -> int:
         """torch threads per worker so that workers x threads <= cores."""
         return max(1, self.cores // workers)
@@ -297,7 +309,7 @@ def ceiling_rows(model: str, staged: Path, plan: Plan, bar: tqdm) -> list[dict]:
     """In-process: the forward pass alone, and ner_core.predict, at batch 1 and each served size."""
     rows = []
     for precision in plan.precisions:
-        ner = ner_core.load_model(staged, plan.settings(precision, plan.cores))
+        ner = plan.load(staged, precision, plan.cores)
         for batch in sorted({1, *plan.batch_sizes}):
             chunks = [plan.sentences[i : i + batch] for i in range(0, len(plan.sentences), batch)]
             windows = [ner_core.window_rows(ner, ner_core.encode_texts(ner.tokenizer, c))[0] for c in chunks]
@@ -397,25 +409,31 @@ def benchmark_model(spec: str, plan: Plan, out: Path, server: tsctl.Server | Non
 # --------------------------------------------------------------------------- accuracy
 
 
-def accuracy_row(model: str, staged: Path, corpus: Path, plan: Plan, limit: int = 0) -> dict[str, Any]:
-    """int8 against fp32 on a tagged corpus: token-tag agreement over every wordpiece, and
-    entity F1 (exact character spans, as served) against the gold markup."""
+def accuracy_rows(model: str, staged: Path, corpus: Path, plan: Plan, limit: int = 0) -> list[dict[str, Any]]:
+    """Each precision of the plan but fp32 against torch fp32 on a tagged corpus: token-tag
+    agreement over every wordpiece, and entity F1 (exact character spans, as served) against
+    the gold markup."""
     import train_demo  # the corpus reader and scorer the demo model was evaluated with
 
     examples, _ = train_demo.read_corpus(corpus)
     examples = examples[:limit] if limit else examples
     texts = [ex.text for ex in examples]
+    encoded = None
     labels, f1 = {}, {}
-    for precision in ("fp32", "int8"):
-        ner = ner_core.load_model(staged, plan.settings(precision, plan.cores))
+    variants = [p for p in plan.precisions if p not in ("fp32", "bf16")] or ["int8"]
+    for precision in ("fp32", *variants):
+        ner = plan.load(staged, precision, plan.cores)
+        encoded = encoded or train_demo.encode(examples, ner.tokenizer)
         labels[precision] = [p.label_ids for p in ner_core.predict(ner, texts)]
-        scores = train_demo.evaluate(ner, examples, train_demo.encode(examples, ner.tokenizer))
-        f1[precision] = scores["char"]["overall"]["f1"]
-    pairs = [(a, b) for fp32, int8 in zip(labels["fp32"], labels["int8"]) for a, b in zip(fp32, int8)]
-    return {"model": model, "sentences": len(texts), "tokens": len(pairs),
-            "token_tag_agreement": round(sum(a == b for a, b in pairs) / len(pairs), 5),
-            "entity_f1_fp32": round(f1["fp32"], 4), "entity_f1_int8": round(f1["int8"], 4),
-            "f1_loss_points": round(100 * (f1["fp32"] - f1["int8"]), 2)}
+        f1[precision] = train_demo.evaluate(ner, examples, encoded)["char"]["overall"]["f1"]
+    rows = []
+    for precision in variants:
+        pairs = [(a, b) for ref, got in zip(labels["fp32"], labels[precision]) for a, b in zip(ref, got)]
+        rows.append({"model": model, "precision": precision, "sentences": len(texts), "tokens": len(pairs),
+                     "token_tag_agreement": round(sum(a == b for a, b in pairs) / len(pairs), 5),
+                     "entity_f1_fp32": round(f1["fp32"], 4), "entity_f1": round(f1[precision], 4),
+                     "f1_loss_points": round(100 * (f1["fp32"] - f1[precision]), 2)})
+    return rows
 
 
 # --------------------------------------------------------------------------- report
@@ -450,27 +468,31 @@ def target_rows(rows: Sequence[dict], accuracy: Sequence[dict]) -> list[dict]:
         top = max(r["concurrency"] for r in served)
         best = {p: max((r for r in served if r["precision"] == p and r["concurrency"] == top),
                        key=lambda r: r["sentences_per_s"], default=None) for p in PRECISIONS}
-        fp32, int8 = best["fp32"], best["int8"]
 
         def add(target: str, value: float | None, bar: float, higher: bool = True, where: dict | None = None) -> None:
             met = None if value is None else (value >= bar if higher else value <= bar)
             cfg = f"b{where['batch']} d{where['delay_ms']} w{where['workers']}" if where else ""
             out.append({"model": model, "target": target, "value": value, "bar": bar, "met": met, "config": cfg})
 
-        if fp32:
-            add(f"served fp32 / ceiling forward fp32 (c{top})", fp32["vs_ceiling"], 0.85, where=fp32)
-            add(f"served fp32 / seed served (c{top})", fp32["vs_seed"], 1.5, where=fp32)
-            single = find(rows, model=model, path="ceiling-predict", precision="fp32", batch=1)
-            c1 = find(served, precision="fp32", batch=fp32["batch"], delay_ms=fp32["delay_ms"], workers=fp32["workers"], concurrency=1)
+        for p in ("fp32", "ort-fp32"):  # each runtime against its own ceiling
+            if best[p] is None:
+                continue
+            add(f"served {p} / ceiling forward {p} (c{top})", best[p]["vs_ceiling"], 0.85, where=best[p])
+            add(f"served {p} / seed served (c{top})", best[p]["vs_seed"], 1.5, where=best[p])
+            single = find(rows, model=model, path="ceiling-predict", precision=p, batch=1)
+            c1 = find(served, precision=p, batch=best[p]["batch"], delay_ms=best[p]["delay_ms"], workers=best[p]["workers"], concurrency=1)
             if single and c1:
-                budget = round(single["p50_ms"] + fp32["delay_ms"] + 5, 1)
-                add("served fp32 p50 ms at c1 <= single-sentence predict + delay + 5", c1["p50_ms"], budget, higher=False, where=c1)
-        if int8:
-            add(f"served int8 / seed served (c{top})", int8["vs_seed"], 5.0, where=int8)
+                budget = round(single["p50_ms"] + best[p]["delay_ms"] + 5, 1)
+                add(f"served {p} p50 ms at c1 <= single-sentence predict + delay + 5", c1["p50_ms"], budget, higher=False, where=c1)
+        for p in ("int8", "ort-int8"):
+            if best[p] is not None:
+                add(f"served {p} / seed served (c{top})", best[p]["vs_seed"], 5.0, where=best[p])
     for acc in accuracy:
-        out.append({"model": acc["model"], "target": "int8 token-tag agreement with fp32", "value": acc["token_tag_agreement"],
+        if not acc["precision"].endswith("int8"):
+            continue  # ort-fp32 agreement is reported in the accuracy table, not a target
+        out.append({"model": acc["model"], "target": f"{acc['precision']} token-tag agreement with fp32", "value": acc["token_tag_agreement"],
                     "bar": 0.99, "met": acc["token_tag_agreement"] >= 0.99, "config": ""})
-        out.append({"model": acc["model"], "target": "int8 entity F1 loss (points)", "value": acc["f1_loss_points"],
+        out.append({"model": acc["model"], "target": f"{acc['precision']} entity F1 loss (points)", "value": acc["f1_loss_points"],
                     "bar": 0.5, "met": acc["f1_loss_points"] <= 0.5, "config": ""})
     return out
 
@@ -511,11 +533,11 @@ def markdown(report: dict) -> str:
             met = {True: "yes", False: "**no**", None: "n/a"}[t["met"]]
             lines.append(f"| {t['model']} | {t['target']} | {fmt(t['value'])} | {t['bar']} | {met} | {t['config']} |")
     if report["accuracy"]:
-        lines += ["", "| model | sentences | wordpieces | int8 token-tag agreement | entity F1 fp32 | entity F1 int8 | F1 loss (points) |",
-                  "|---|---:|---:|---:|---:|---:|---:|"]
+        lines += ["", "| model | precision | sentences | wordpieces | token-tag agreement with fp32 | entity F1 fp32 | entity F1 | F1 loss (points) |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|"]
         for a in report["accuracy"]:
-            lines.append(f"| {a['model']} | {a['sentences']} | {a['tokens']} | {a['token_tag_agreement']} | "
-                         f"{a['entity_f1_fp32']} | {a['entity_f1_int8']} | {a['f1_loss_points']} |")
+            lines.append(f"| {a['model']} | {a['precision']} | {a['sentences']} | {a['tokens']} | {a['token_tag_agreement']} | "
+                         f"{a['entity_f1_fp32']} | {a['entity_f1']} | {a['f1_loss_points']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -555,7 +577,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--sentences", type=Path, default=default_sentences(),
                         help="plain or ratsnlp-format sentence file (default: the KMOU val.txt when present, else a built-in set)")
     parser.add_argument("--limit", type=int, default=96, help="first N sentences; 0: all (default: %(default)s)")
-    parser.add_argument("--precisions", type=name_list(list(PRECISIONS)), default=["fp32", "int8"], help="(default: fp32,int8)")
+    parser.add_argument("--precisions", type=name_list(list(PRECISIONS)), default=["fp32", "int8"],
+                        help=f"from {list(PRECISIONS)} (default: fp32,int8; ort-* run on ONNX Runtime)")
     parser.add_argument("--batch-sizes", type=int_list, default=[1, 8], help="served batch sizes (default: 1,8)")
     parser.add_argument("--delays", type=int_list, default=[5], help="max batch delays in ms (default: 5)")
     parser.add_argument("--workers", type=int_list, default=[1], help="worker counts; torch threads = cores // workers (default: 1)")
@@ -567,7 +590,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="per-model YAML whose handler settings every archive and the ceilings use (default: config/model-config.yaml)")
     parser.add_argument("--no-seed", dest="seed", action="store_false", help="skip the tutorial's path")
     parser.add_argument("--no-serve", dest="serve", action="store_false", help="in-process only: no TorchServe (no Java needed)")
-    parser.add_argument("--accuracy", action="store_true", help="also int8 vs fp32 accuracy of trained models on the corpus")
+    parser.add_argument("--accuracy", action="store_true", help="also each precision vs fp32: accuracy of trained models on the corpus")
     parser.add_argument("--corpus", type=Path, default=repo.SHARED_DATA / "val.txt", help="tagged corpus for --accuracy (default: %(default)s)")
     parser.add_argument("--rebuild", action="store_true", help="re-create checkpoints, staged models and archives")
     parser.add_argument("--out", type=Path, default=repo.RUN_DIR / "bench", help="results, models, archives, run dir (default: var/bench)")
@@ -605,8 +628,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 if args.accuracy and spec not in make_checkpoint.SHAPES:
                     if not args.corpus.is_file():
                         raise BenchError(f"--accuracy needs the tagged corpus {args.corpus}")
-                    bar.set_description(f"{name} accuracy int8 vs fp32")
-                    report["accuracy"].append(accuracy_row(name, args.out / "models" / name, args.corpus, plan))
+                    bar.set_description(f"{name} accuracy vs fp32")
+                    report["accuracy"] += accuracy_rows(name, args.out / "models" / name, args.corpus, plan)
     finally:
         if server is not None:
             tsctl.stop(run_dir)

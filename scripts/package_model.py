@@ -8,18 +8,22 @@ Accepts what a ratsnlp user has:
     (``--pretrained``: a directory, or a Hugging Face model id found in the local cache);
   * or a Hugging Face ``save_pretrained`` directory (config.json + model.safetensors).
 Checkpoints are opened with ``torch.load(weights_only=True)``: no arbitrary unpickling. The
-archive holds ``model.safetensors``, so TorchServe never unpickles anything either. Before
-archiving, the staged model is loaded by the very code TorchServe will run.
+archive holds ``model.safetensors``, so TorchServe never unpickles anything either; with
+``runtime: onnxruntime`` in the model config's ``handler:`` section it holds the ONNX export
+instead (``model.onnx``, or ``model.int8.onnx`` with ``quantize: int8``). Before archiving,
+the staged model is loaded by the very code TorchServe will run, with the archive's settings.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import repo
@@ -29,9 +33,10 @@ from safetensors.torch import load_file, save_file
 from transformers import BertConfig, BertForTokenClassification
 
 import ner_core
+import ner_onnx
 from ner_settings import HandlerSettings
 
-HANDLER_FILES = ("ner_handler.py", "ner_core.py", "ner_inputs.py", "ner_settings.py", "ner_particles.py")
+HANDLER_FILES = ("ner_handler.py", "ner_core.py", "ner_inputs.py", "ner_settings.py", "ner_particles.py", "ner_onnx.py")
 VAL_LOSS = re.compile(r"val_loss=([0-9]+(?:\.[0-9]+)?)")
 IGNORED_KEYS = re.compile(r"(^|\.)position_ids$")  # a buffer older transformers saved
 
@@ -149,7 +154,16 @@ def stage(args: argparse.Namespace, out: Path) -> None:
     print(f"staged {len(weights)} tensors from {where} ({len(labels)} labels)", file=sys.stderr)
 
 
-def archive(args: argparse.Namespace, staged: Path) -> Path:
+def export_onnx(staged: Path, settings: HandlerSettings) -> None:
+    """For ``runtime: onnxruntime``: the staged weights as the ONNX file the handler will run."""
+    torch_model = ner_core.load_model(staged, dataclasses.replace(settings, runtime="torch", quantize="none")).model
+    started = time.perf_counter()
+    print(f"exporting to ONNX{' and quantizing to int8' if settings.quantize == 'int8' else ''} ...", file=sys.stderr)
+    path = ner_onnx.export(torch_model, staged, settings.quantize)
+    print(f"wrote {path.name} ({path.stat().st_size / 1e6:.0f} MB) in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+
+
+def archive(args: argparse.Namespace, staged: Path, settings: HandlerSettings) -> Path:
     handler = repo.HANDLER_DIR
     extra = [staged / n for n in ("config.json", "vocab.txt", "label_map.txt")]
     extra += [handler / n for n in HANDLER_FILES[1:]]
@@ -157,7 +171,7 @@ def archive(args: argparse.Namespace, staged: Path) -> Path:
         sys.executable, "-m", "model_archiver.model_packaging",
         "--model-name", args.name, "--version", args.version,
         "--handler", str(handler / HANDLER_FILES[0]),
-        "--serialized-file", str(staged / "model.safetensors"),
+        "--serialized-file", str(staged / ner_core.weights_file(settings)),
         "--extra-files", ",".join(map(str, extra)),
         "--config-file", str(args.model_config),
         "--export-path", str(args.export_path),
@@ -176,14 +190,20 @@ def package(args: argparse.Namespace) -> Path:
     if target.exists() and not args.force:
         raise PackagingError(f"{target} exists; pass --force to overwrite")
     args.export_path.mkdir(parents=True, exist_ok=True)
+    try:
+        settings = HandlerSettings.from_mapping(read_handler_settings(args.model_config))
+    except ValueError as err:
+        raise PackagingError(f"{args.model_config}: {err}") from None
     with tempfile.TemporaryDirectory(prefix="ner-package-") as tmp:
         staged = Path(tmp)
         stage(args, staged)
-        try:  # the serve-time loader, with the settings the archive will carry
-            ner_core.load_model(staged, HandlerSettings.from_mapping(read_handler_settings(args.model_config)))
-        except (ner_core.ModelLoadError, ValueError) as err:
+        try:
+            if settings.runtime == "onnxruntime":
+                export_onnx(staged, settings)
+            ner_core.load_model(staged, settings)  # the serve-time loader, with the archive's settings
+        except ner_core.ModelLoadError as err:
             raise PackagingError(f"the staged model would not load: {err}") from None
-        return archive(args, staged)
+        return archive(args, staged, settings)
 
 
 def read_handler_settings(model_config: Path) -> dict:

@@ -27,7 +27,7 @@ def report(tmp_path_factory) -> tuple[dict, str, Path]:
     out = tmp_path_factory.mktemp("bench")
     sentences = out / "sentences.txt"
     sentences.write_text("\n".join(SENTENCES) + "\n", encoding="utf-8")
-    argv = ["--models", "tiny", "--sentences", str(sentences), "--precisions", "fp32", "--batch-sizes", "2",
+    argv = ["--models", "tiny", "--sentences", str(sentences), "--precisions", "fp32,ort-fp32", "--batch-sizes", "2",
             "--delays", "5", "--workers", "1", "--concurrency", "1,2", "--repeats", "2", "--min-seconds", "0",
             "--out", str(out)]
     assert benchmark.main(argv) == 0
@@ -37,15 +37,14 @@ def report(tmp_path_factory) -> tuple[dict, str, Path]:
 
 def test_report_has_one_row_per_cell(report):
     data, _, _ = report
-    cells = {(r["path"], r["batch"], r["concurrency"]) for r in data["rows"]}
-    assert cells == {
-        ("ceiling-forward", 1, None), ("ceiling-forward", 2, None),
-        ("ceiling-predict", 1, None), ("ceiling-predict", 2, None),
-        ("seed-inprocess", 1, None), ("seed-served", 1, 1), ("seed-served", 1, 2),
-        ("served", 2, 1), ("served", 2, 2),
-    }
+    cells = {(r["path"], r["precision"], r["batch"], r["concurrency"]) for r in data["rows"]}
+    per_precision = {(path, p, batch, conc) for p in ("fp32", "ort-fp32") for path, batch, conc in [
+        ("ceiling-forward", 1, None), ("ceiling-forward", 2, None), ("ceiling-predict", 1, None),
+        ("ceiling-predict", 2, None), ("served", 2, 1), ("served", 2, 2)]}
+    seed = {("seed-inprocess", "fp32", 1, None), ("seed-served", "fp32", 1, 1), ("seed-served", "fp32", 1, 2)}
+    assert cells == per_precision | seed
     assert len(data["rows"]) == len(cells)
-    assert {r["model"] for r in data["rows"]} == {"tiny"} and {r["precision"] for r in data["rows"]} == {"fp32"}
+    assert {r["model"] for r in data["rows"]} == {"tiny"}
     assert data["sentence_count"] == len(SENTENCES) and data["machine"]["cores"] >= 1
 
 
@@ -64,7 +63,7 @@ def test_ratios_are_the_rates_divided(report):
     data, _, _ = report
     rows = data["rows"]
     for r in (r for r in rows if r["path"] == "served"):
-        ceiling = benchmark.find(rows, path="ceiling-forward", batch=r["batch"])
+        ceiling = benchmark.find(rows, path="ceiling-forward", precision=r["precision"], batch=r["batch"])
         seed = benchmark.find(rows, path="seed-served", concurrency=r["concurrency"])
         # ratios are rounded to 3 decimals, rates to 2: a small ratio differs by up to 0.0005
         assert r["vs_ceiling"] == pytest.approx(r["sentences_per_s"] / ceiling["sentences_per_s"], rel=0.01, abs=6e-4)
@@ -76,9 +75,9 @@ def test_targets_are_judged(report):
     data, _, _ = report
     targets = {t["target"]: t for t in data["targets"]}
     assert set(targets) == {
-        "served fp32 / ceiling forward fp32 (c2)", "served fp32 / seed served (c2)",
-        "served fp32 p50 ms at c1 <= single-sentence predict + delay + 5",
-    }
+        f"served {p} / ceiling forward {p} (c2)" for p in ("fp32", "ort-fp32")} | {
+        f"served {p} / seed served (c2)" for p in ("fp32", "ort-fp32")} | {
+        f"served {p} p50 ms at c1 <= single-sentence predict + delay + 5" for p in ("fp32", "ort-fp32")}
     for t in targets.values():
         assert t["met"] == (t["value"] <= t["bar"] if "p50" in t["target"] else t["value"] >= t["bar"])
 
@@ -87,7 +86,7 @@ def test_markdown_lists_every_row_and_target(report):
     data, md, _ = report
     table_rows = [line for line in md.splitlines() if line.startswith("| tiny |")]
     assert len(table_rows) == len(data["rows"]) + len(data["targets"])
-    assert "| tiny | served | fp32 | 2 | 5 | 1 × " in md
+    assert "| tiny | served | fp32 | 2 | 5 | 1 × " in md and "| tiny | served | ort-fp32 | 2 | 5 | 1 × " in md
     assert "AMD" in md or data["machine"]["cpu"] in md
 
 
@@ -95,7 +94,7 @@ def test_archives_are_rebuilt_only_when_their_config_changes(report):
     _, _, out = report
     store, staged = out / "store", out / "models" / "tiny"
     fp32 = "tiny_fp32_w1"  # one worker: torch threads = cores
-    assert sorted(p.name for p in store.glob("*.mar")) == [f"{fp32}.mar", "tiny_seed.mar"]
+    assert sorted(p.name for p in store.glob("*.mar")) == [f"{fp32}.mar", "tiny_ort_fp32_w1.mar", "tiny_seed.mar"]
     config = yaml.safe_load((store / f"{fp32}.yaml").read_text(encoding="utf-8"))
     assert config["handler"]["torch_threads"] == os.cpu_count() and config["handler"]["quantize"] == "none"
     built = (store / f"{fp32}.mar").stat().st_mtime_ns
@@ -110,19 +109,25 @@ def _plan() -> benchmark.Plan:
 
 
 @pytest.mark.filterwarnings("ignore:torch.ao.quantization is deprecated:DeprecationWarning")
-def test_accuracy_compares_int8_with_fp32(report, tmp_path):
+def test_accuracy_compares_each_precision_with_fp32(report, tmp_path):
     _, _, out = report
     corpus = tmp_path / "val.txt"
     corpus.write_text("\n".join(TAGGED) + "\n", encoding="utf-8")
     plan = _plan()
+    plan.precisions = ["fp32", "int8", "ort-fp32"]
     staged = out / "models" / "tiny"
-    acc = benchmark.accuracy_row("tiny", staged, corpus, plan)
+    rows = benchmark.accuracy_rows("tiny", staged, corpus, plan)
+    assert [r["precision"] for r in rows] == ["int8", "ort-fp32"]
+    assert (staged / "model.onnx").is_file()  # exported on first use
     texts = [line.split("\u241e")[0] for line in TAGGED]
     wordpieces = ner_core.encode_texts(ner_core.build_tokenizer(staged / "vocab.txt"), texts)
-    assert acc["sentences"] == 2 and acc["tokens"] == sum(len(ids) for ids, _, _ in wordpieces)
-    assert 0 <= acc["token_tag_agreement"] <= 1
-    assert 0 <= acc["entity_f1_int8"] <= 1 and 0 <= acc["entity_f1_fp32"] <= 1
-    assert acc["f1_loss_points"] == pytest.approx(100 * (acc["entity_f1_fp32"] - acc["entity_f1_int8"]), abs=0.02)
+    for acc in rows:
+        assert acc["sentences"] == 2 and acc["tokens"] == sum(len(ids) for ids, _, _ in wordpieces)
+        assert 0 <= acc["entity_f1"] <= 1 and 0 <= acc["entity_f1_fp32"] <= 1
+        assert acc["f1_loss_points"] == pytest.approx(100 * (acc["entity_f1_fp32"] - acc["entity_f1"]), abs=0.02)
+    ort = rows[1]  # the same fp32 model on another runtime: the same tags
+    assert ort["token_tag_agreement"] == 1.0 and ort["f1_loss_points"] == 0
+    assert 0 <= rows[0]["token_tag_agreement"] <= 1
 
 
 def test_sentences_from_ratsnlp_lines_and_limit(tmp_path):
