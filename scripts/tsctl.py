@@ -436,11 +436,29 @@ def versions(server: Server, model: str) -> list[dict[str, Any]]:
     ]
 
 
+# TorchServe 0.12 can answer a synchronous scale with 500 ConcurrentModificationException:
+# after applying the change, ApiUtils.updateModelWorkers counts the running workers by iterating
+# WorkLoadManager's plain ArrayList of worker threads, which another frontend thread may be
+# changing at that moment. The change itself has been applied, and min = max = N is idempotent,
+# so resending is safe.
+SCALE_ATTEMPTS = 3
+
+
+def _scale_race(resp: requests.Response) -> bool:
+    return resp.status_code == 500 and "ConcurrentModificationException" in resp.text
+
+
 def scale(server: Server, model: str, workers: int, timeout: float = 180, version: str | None = None) -> None:
     """Set the model's worker count (min = max = ``workers``) and wait until it holds."""
     path = f"/models/{model}" + (f"/{version}" if version else "")
     params = {"min_worker": workers, "max_worker": workers, "synchronous": "true"}
-    _check(server.call("PUT", "management", path, params=params, timeout=(5, timeout)), f"scale {model}")
+    for attempt in range(1, SCALE_ATTEMPTS + 1):
+        resp = server.call("PUT", "management", path, params=params, timeout=(5, timeout))
+        if not _scale_race(resp) or attempt == SCALE_ATTEMPTS:
+            break
+        print(f"scale {model}: TorchServe answered 500 ConcurrentModificationException (a frontend race); "
+              f"resending ({attempt + 1}/{SCALE_ATTEMPTS})", file=sys.stderr)
+    _check(resp, f"scale {model}")
     save_state(server)
     deadline = time.monotonic() + timeout
     while len(describe(server, model, version)[0].get("workers", [])) != workers or ready_workers(server, model, version) != workers:
