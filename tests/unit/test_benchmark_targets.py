@@ -1,0 +1,48 @@
+"""benchmark.target_rows on hand-made rows: which measured cell each of the issue's bars is
+judged on. (The benchmark end to end, on a real TorchServe: tests/integration/test_benchmark.py.)"""
+
+from __future__ import annotations
+
+import benchmark
+
+
+def row(path: str, rate: float, p50: float, *, batch: int = 8, workers: int | None = None, threads: int = 2,
+        concurrency: int | None = None, precision: str = "fp32") -> dict:
+    return {"model": "m", "path": path, "precision": precision, "batch": batch, "delay_ms": 5 if workers else None,
+            "workers": workers, "threads": threads, "concurrency": concurrency, "sentences_per_s": rate, "p50_ms": p50}
+
+
+ROWS = [
+    row("ceiling-forward", 6.0, 150, batch=8),
+    row("ceiling-predict", 7.0, 120, batch=1),
+    row("seed-served", 5.0, 5000, batch=1, workers=1, concurrency=32),
+    # 2 workers x 1 thread: the best throughput, slow alone (one thread)
+    row("served", 10.0, 3000, workers=2, threads=1, concurrency=32),
+    row("served", 4.0, 210, workers=2, threads=1, concurrency=1),
+    # 1 worker x 2 threads: what a lone request gets in-process
+    row("served", 8.0, 3500, workers=1, threads=2, concurrency=32),
+    row("served", 6.0, 128, workers=1, threads=2, concurrency=1),
+]
+
+
+def targets(rows: list[dict]) -> dict[str, dict]:
+    benchmark.add_ratios(rows)
+    return {t["target"]: t for t in benchmark.target_rows(rows, [])}
+
+
+def test_throughput_bars_use_the_best_config_at_the_top_concurrency():
+    t = targets([dict(r) for r in ROWS])
+    assert t["served fp32 / ceiling forward fp32 (c32)"]["value"] == round(10 / 6, 3)
+    seed = t["served fp32 / seed served (c32)"]
+    assert (seed["value"], seed["met"], seed["config"]) == (2.0, True, "b8 d5 w2")
+
+
+def test_latency_bar_uses_the_layout_with_the_in_process_thread_count():
+    latency = targets([dict(r) for r in ROWS])["served fp32 p50 ms at c1 <= single-sentence predict + delay + 5"]
+    assert (latency["value"], latency["bar"], latency["met"], latency["config"]) == (128, 130, True, "b8 d5 w1")
+
+
+def test_latency_bar_falls_back_to_the_best_config_without_that_layout():
+    rows = [dict(r) for r in ROWS if r["workers"] != 1 or r["path"] == "seed-served"]
+    latency = targets(rows)["served fp32 p50 ms at c1 <= single-sentence predict + delay + 5"]
+    assert (latency["value"], latency["met"], latency["config"]) == (210, False, "b8 d5 w2")
