@@ -15,8 +15,10 @@ Ratios: served / ceiling "forward" of the same precision and batch size, and ser
 path served at the same concurrency. Precisions: fp32 and int8 on torch, bf16 on a CUDA
 device, ort-fp32 and ort-int8 on ONNX Runtime (handler setting runtime: onnxruntime; the
 ONNX files are exported next to the staged weights once). --accuracy adds every precision
-against torch fp32 on the validation corpus (token-tag agreement, entity F1) for trained models. Writes results.json and
-results.md to --out, which also holds the staged models, archives and TorchServe's run dir.
+against torch fp32 on the validation corpus (token-tag agreement, entity F1) for trained models.
+Writes results.json and results.md to --out, which also holds the staged models, archives and
+TorchServe's run dir. --rejudge RESULTS_JSON measures nothing: it recomputes a saved run's ratios
+and target verdicts with this version of the script and rewrites that run's two files.
 """
 
 from __future__ import annotations
@@ -599,6 +601,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--corpus", type=Path, default=repo.SHARED_DATA / "val.txt", help="tagged corpus for --accuracy (default: %(default)s)")
     parser.add_argument("--rebuild", action="store_true", help="re-create checkpoints, staged models and archives")
     parser.add_argument("--out", type=Path, default=repo.RUN_DIR / "bench", help="results, models, archives, run dir (default: var/bench)")
+    parser.add_argument("--rejudge", type=Path, metavar="RESULTS_JSON",
+                        help="measure nothing: judge a saved results.json against the current targets and rewrite it and its results.md")
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.limit < 0 or args.cores < 1:
         parser.error("--repeats and --cores must be at least 1, --limit at least 0")
@@ -644,10 +648,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
+def rejudge(path: Path) -> dict[str, Any]:
+    """A saved report with its ratios and targets recomputed by this version of the script."""
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+        add_ratios(report["rows"])
+        report["targets"] = target_rows(report["rows"], report["accuracy"])
+        markdown(report)
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise BenchError(f"{path} is not a benchmark results.json: {err}") from err
+    return report
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        report = run(args)
+        if args.rejudge is not None:
+            args.out = args.rejudge.parent
+            report = rejudge(args.rejudge)
+        else:
+            report = run(args)
     except (BenchError, tsctl.TsError, package_model.PackagingError, ner_core.ModelLoadError) as err:
         print(f"benchmark: error: {err}", file=sys.stderr)
         return 1

@@ -3,13 +3,16 @@ judged on. (The benchmark end to end, on a real TorchServe: tests/integration/te
 
 from __future__ import annotations
 
+import json
+
 import benchmark
 
 
 def row(path: str, rate: float, p50: float, *, batch: int = 8, workers: int | None = None, threads: int = 2,
         concurrency: int | None = None, precision: str = "fp32") -> dict:
     return {"model": "m", "path": path, "precision": precision, "batch": batch, "delay_ms": 5 if workers else None,
-            "workers": workers, "threads": threads, "concurrency": concurrency, "sentences_per_s": rate, "p50_ms": p50}
+            "workers": workers, "threads": threads, "concurrency": concurrency, "sentences_per_s": rate, "p50_ms": p50, "p95_ms": 2 * p50, "p99_ms": 3 * p50,
+            "errors": 0}
 
 
 ROWS = [
@@ -46,3 +49,23 @@ def test_latency_bar_falls_back_to_the_best_config_without_that_layout():
     rows = [dict(r) for r in ROWS if r["workers"] != 1 or r["path"] == "seed-served"]
     latency = targets(rows)["served fp32 p50 ms at c1 <= single-sentence predict + delay + 5"]
     assert (latency["value"], latency["met"], latency["config"]) == (210, False, "b8 d5 w2")
+
+
+def test_rejudge_rewrites_a_saved_run_with_the_current_bars(tmp_path):
+    saved = {"machine": {"cpu": "test CPU", "cores": 2, "memory_gib": 1.0, "torch": "t", "transformers": "x"},
+             "load_before": 0.1, "load_after": 0.2, "sentences": "s.txt", "sentence_count": 3, "repeats": 3,
+             "min_seconds": 2.0, "rows": [dict(r) for r in ROWS], "accuracy": [], "targets": ["stale"]}
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps(saved), encoding="utf-8")
+    assert benchmark.main(["--rejudge", str(results)]) == 0
+    report = json.loads(results.read_text(encoding="utf-8"))
+    assert report["targets"] == list(targets([dict(r) for r in ROWS]).values())
+    assert "| m | served fp32 p50 ms at c1 <= single-sentence predict + delay + 5 | 128 | 130 | yes | b8 d5 w1 |" in \
+        (tmp_path / "results.md").read_text(encoding="utf-8")
+
+
+def test_rejudge_names_a_file_that_is_not_a_run(tmp_path, capsys):
+    other = tmp_path / "results.json"
+    other.write_text('{"rows": 3}', encoding="utf-8")
+    assert benchmark.main(["--rejudge", str(other)]) == 1
+    assert f"{other} is not a benchmark results.json" in capsys.readouterr().err
