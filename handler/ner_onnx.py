@@ -73,6 +73,11 @@ class OnnxTokenClassifier:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads  # 0: ONNX Runtime's default (one per core)
         options.inter_op_num_threads = 1
+        # No busy-waiting between ops: a worker shares its cores with TorchServe's frontend, the
+        # other workers and the clients, and ONNX Runtime's spinning threads took their CPU.
+        # Measured on the demo model, 1 worker x 2 threads, batch 8: served 1.5-1.7x the
+        # sentences/s at c32 and about half the p50 at c1 without spinning (docs/performance.md).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.path = Path(path)
         names = [i.name for i in self.session.get_inputs()]

@@ -46,6 +46,8 @@ def test_onnx_fp32_gives_torch_answers_on_padded_batches(onnx_model_dir):
     _, ref = predictions(onnx_model_dir)
     ner, got = predictions(onnx_model_dir, runtime="onnxruntime")
     assert isinstance(ner.model, ner_onnx.OnnxTokenClassifier)
+    options = ner.model.session.get_session_options()
+    assert (options.intra_op_num_threads, options.get_session_config_entry("session.intra_op.allow_spinning")) == (1, "0")
     assert [p.windows for p in got] == [p.windows for p in ref] and max(p.windows for p in got) > 1
     for r, g in zip(ref, got):
         assert g.label_ids == r.label_ids
