@@ -485,10 +485,10 @@ def target_rows(rows: Sequence[dict], accuracy: Sequence[dict]) -> list[dict]:
             # served layout that gives a lone request as many (1 worker x all threads), at the
             # best config's batch and delay; a run without that layout falls back to the best.
             single = find(rows, model=model, path="ceiling-predict", precision=p, batch=1)
-            c1 = find(served, precision=p, batch=best[p]["batch"], delay_ms=best[p]["delay_ms"], concurrency=1,
-                      threads=single["threads"] if single else None) or \
-                find(served, precision=p, batch=best[p]["batch"], delay_ms=best[p]["delay_ms"], workers=best[p]["workers"], concurrency=1)
-            if single and c1:
+            at_c1 = {"precision": p, "batch": best[p]["batch"], "delay_ms": best[p]["delay_ms"], "concurrency": 1}
+            c1 = single and (find(served, **at_c1, workers=1, threads=single["threads"])
+                             or find(served, **at_c1, workers=best[p]["workers"]))
+            if c1:
                 budget = round(single["p50_ms"] + best[p]["delay_ms"] + 5, 1)
                 add(f"served {p} p50 ms at c1 <= single-sentence predict + delay + 5", c1["p50_ms"], budget, higher=False, where=c1)
         for p in ("int8", "ort-int8"):

@@ -396,9 +396,7 @@ def restore(server: Server, timeout: float = 180) -> list[str]:
     for e in entries:
         try:  # the archive's minWorkers/maxWorkers win over initial_workers: set the workers after
             register(server, e["mar"], 0, timeout, e["batch_size"], e["max_batch_delay"])
-            params = {"min_worker": e["min_workers"], "max_worker": e["max_workers"], "synchronous": "true"}
-            _check(server.call("PUT", "management", f"/models/{e['name']}/{e['version']}", params=params,
-                               timeout=(5, timeout)), f"scale {e['name']}")
+            _set_workers(server, e["name"], e["version"], e["min_workers"], e["max_workers"], timeout)
             wait_ready(server, e["name"], e["min_workers"], timeout, e["version"])
             restored.append(f"{e['name']} {e['version']}")
         except (TsError, requests.RequestException) as err:
@@ -444,21 +442,23 @@ def versions(server: Server, model: str) -> list[dict[str, Any]]:
 SCALE_ATTEMPTS = 3
 
 
-def _scale_race(resp: requests.Response) -> bool:
-    return resp.status_code == 500 and "ConcurrentModificationException" in resp.text
-
-
-def scale(server: Server, model: str, workers: int, timeout: float = 180, version: str | None = None) -> None:
-    """Set the model's worker count (min = max = ``workers``) and wait until it holds."""
+def _set_workers(server: Server, model: str, version: str | None, min_workers: int, max_workers: int,
+                 timeout: float) -> None:
+    """PUT the worker range synchronously, resending TorchServe's spurious 500 (above)."""
     path = f"/models/{model}" + (f"/{version}" if version else "")
-    params = {"min_worker": workers, "max_worker": workers, "synchronous": "true"}
+    params = {"min_worker": min_workers, "max_worker": max_workers, "synchronous": "true"}
     for attempt in range(1, SCALE_ATTEMPTS + 1):
         resp = server.call("PUT", "management", path, params=params, timeout=(5, timeout))
-        if not _scale_race(resp) or attempt == SCALE_ATTEMPTS:
+        if not (resp.status_code == 500 and "ConcurrentModificationException" in resp.text) or attempt == SCALE_ATTEMPTS:
             break
         print(f"scale {model}: TorchServe answered 500 ConcurrentModificationException (a frontend race); "
               f"resending ({attempt + 1}/{SCALE_ATTEMPTS})", file=sys.stderr)
     _check(resp, f"scale {model}")
+
+
+def scale(server: Server, model: str, workers: int, timeout: float = 180, version: str | None = None) -> None:
+    """Set the model's worker count (min = max = ``workers``) and wait until it holds."""
+    _set_workers(server, model, version, workers, workers, timeout)
     save_state(server)
     deadline = time.monotonic() + timeout
     while len(describe(server, model, version)[0].get("workers", [])) != workers or ready_workers(server, model, version) != workers:

@@ -11,8 +11,8 @@ import benchmark
 def row(path: str, rate: float, p50: float, *, batch: int = 8, workers: int | None = None, threads: int = 2,
         concurrency: int | None = None, precision: str = "fp32") -> dict:
     return {"model": "m", "path": path, "precision": precision, "batch": batch, "delay_ms": 5 if workers else None,
-            "workers": workers, "threads": threads, "concurrency": concurrency, "sentences_per_s": rate, "p50_ms": p50, "p95_ms": 2 * p50, "p99_ms": 3 * p50,
-            "errors": 0}
+            "workers": workers, "threads": threads, "concurrency": concurrency, "sentences_per_s": rate,
+            "p50_ms": p50, "p95_ms": 2 * p50, "p99_ms": 3 * p50, "errors": 0}
 
 
 ROWS = [
