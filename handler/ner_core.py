@@ -9,7 +9,6 @@ Output keeps the tutorial's shape ({"sentence", "result": [{"token", "predicted_
 
 from __future__ import annotations
 
-import json
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,8 +161,19 @@ def weights_file(settings: HandlerSettings) -> str:
     return "model.safetensors"
 
 
-def load_model(model_dir: Path, settings: HandlerSettings) -> NerModel:
-    """Load a packaged model directory: safetensors or ONNX weights, never a pickle."""
+def choose_device(gpu_id: int | str | None, cuda_available: bool) -> torch.device:
+    """Where a worker runs the model: the GPU TorchServe assigned it (``gpu_id`` in the
+    context's system properties, one per worker, round-robin over the visible GPUs), else
+    the CPU."""
+    if gpu_id is None or gpu_id == "" or not cuda_available:
+        return torch.device("cpu")
+    return torch.device(f"cuda:{int(gpu_id)}")
+
+
+def load_model(model_dir: Path, settings: HandlerSettings, device: torch.device | None = None) -> NerModel:
+    """Load a packaged model directory onto ``device`` (default: the CPU): safetensors or
+    ONNX weights (ONNX Runtime always runs on the CPU), never a pickle."""
+    device = device or torch.device("cpu")
     model_dir = Path(model_dir)
     weights = weights_file(settings)
     missing = [name for name in (weights, "config.json", "vocab.txt", "label_map.txt") if not (model_dir / name).is_file()]
@@ -187,12 +197,12 @@ def load_model(model_dir: Path, settings: HandlerSettings) -> NerModel:
             raise ModelLoadError(f"cannot load {model_dir / weights} in ONNX Runtime: {err}") from None
         check_consistency(labels, config, tokenizer.get_vocab_size(), model.num_labels, None)
     else:
-        model = _load_torch(model_dir / weights, config, labels, tokenizer, settings)
+        model = _load_torch(model_dir / weights, config, labels, tokenizer, settings, device)
     return NerModel(model=model, tokenizer=tokenizer, labels=labels, settings=settings)
 
 
 def _load_torch(path: Path, config: BertConfig, labels: list[str], tokenizer: Tokenizer,
-                settings: HandlerSettings) -> BertForTokenClassification:
+                settings: HandlerSettings, device: torch.device) -> BertForTokenClassification:
     try:
         state = load_file(str(path))
     except Exception as err:  # safetensors raises several types for a corrupt file
@@ -211,10 +221,10 @@ def _load_torch(path: Path, config: BertConfig, labels: list[str], tokenizer: To
             f"unexpected {result.unexpected_keys[:5]}"
         )
     model.eval()
-    if torch.cuda.is_available():  # a GPU build on a GPU machine; a CPU worker never gets here
+    if device.type == "cuda":
         if settings.quantize == "int8":
             raise ModelLoadError("quantize: int8 is a CPU optimisation; on a GPU use dtype: bfloat16")
-        model.to(device="cuda", dtype=torch.bfloat16 if settings.dtype == "bfloat16" else torch.float32)
+        model.to(device=device, dtype=torch.bfloat16 if settings.dtype == "bfloat16" else torch.float32)
     if settings.quantize == "int8":
         model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
     return model
@@ -261,8 +271,36 @@ class TokenPredictions:
     windows: int = 1  # model inputs the text took (long texts are cut into overlapping windows)
 
 
-def _forward(ner: NerModel, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """One forward pass over rows of wordpiece ids, padded to the longest row."""
+@dataclass(frozen=True)
+class EncodedText:
+    """One text ready for the model: its wordpieces with character offsets, and the windows
+    (token ranges, one model input each) that cover them."""
+
+    text: str
+    ids: list[int]
+    tokens: list[str]
+    offsets: list[tuple[int, int]]
+    windows: list[tuple[int, int]]
+
+    @property
+    def cost(self) -> int:
+        """Model-input tokens the text takes: every window's wordpieces plus [CLS] and [SEP].
+        Compute grows with this number, so the per-request work budget counts it."""
+        return sum(end - start + 2 for start, end in self.windows)
+
+
+def encode(ner: NerModel, texts: Sequence[str]) -> list[EncodedText]:
+    """Tokenise texts and cut each into the windows the model will see: no forward pass yet."""
+    size, stride = ner.settings.max_seq_length - 2, ner.settings.window_stride
+    return [
+        EncodedText(text, ids, tokens, offsets, plan_windows(len(ids), size, stride))
+        for text, (ids, tokens, offsets) in zip(texts, encode_texts(ner.tokenizer, texts))
+    ]
+
+
+def forward(ner: NerModel, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """One forward pass over rows of wordpiece ids, padded to the longest row: the top label
+    id and its probability per wordpiece ([CLS] dropped; [SEP] and pads are sliced per row)."""
     width = max(len(r) for r in rows) + 2
     input_ids = torch.full((len(rows), width), ner.pad_id, dtype=torch.long)
     attention = torch.zeros((len(rows), width), dtype=torch.long)
@@ -273,7 +311,7 @@ def _forward(ner: NerModel, rows: list[list[int]]) -> tuple[torch.Tensor, torch.
     with torch.inference_mode():
         logits = ner.model(input_ids=input_ids, attention_mask=attention, token_type_ids=torch.zeros_like(input_ids)).logits
     top_probs, top_ids = logits.float().softmax(dim=-1).max(dim=-1)
-    return top_ids[:, 1:-1].cpu(), top_probs[:, 1:-1].cpu()  # drop [CLS]; [SEP]/pads sliced per row
+    return top_ids[:, 1:-1].cpu(), top_probs[:, 1:-1].cpu()
 
 
 def plan_batches(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
@@ -293,41 +331,41 @@ def plan_batches(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
     return batches
 
 
-def window_rows(ner: NerModel, encodings: Sequence[tuple[list[int], Any, Any]]) -> tuple[list[list[int]], list[list[tuple[int, int, int]]]]:
-    """The model inputs of encoded texts: each text's wordpieces cut into windows (rows), and
-    per text the (row index, keep start, keep end) parts that answer for its tokens."""
-    size = ner.settings.max_seq_length - 2
+def window_rows(encoded: Sequence[EncodedText]) -> tuple[list[list[int]], list[list[tuple[int, int, int]]]]:
+    """The model inputs of encoded texts: each window's wordpiece ids (rows), and per text the
+    (row index, keep start, keep end) parts that answer for its tokens."""
     rows: list[list[int]] = []
     row_of: list[list[tuple[int, int, int]]] = []
-    for ids, _, _ in encodings:
-        windows = plan_windows(len(ids), size, ner.settings.window_stride)
+    for enc in encoded:
         parts = []
-        for (start, end), (keep_start, keep_end) in zip(windows, keep_ranges(windows)):
+        for (start, end), (keep_start, keep_end) in zip(enc.windows, keep_ranges(enc.windows)):
             parts.append((len(rows), keep_start - start, keep_end - start))
-            rows.append(ids[start:end])
+            rows.append(enc.ids[start:end])
         row_of.append(parts)
     return rows, row_of
 
 
-def predict(ner: NerModel, texts: Sequence[str]) -> list[TokenPredictions]:
-    """Tag many texts: every text tokenised once, long ones windowed, windows batched."""
-    settings = ner.settings
-    encodings = encode_texts(ner.tokenizer, texts)
-    rows, row_of = window_rows(ner, encodings)
-
+def predict_encoded(ner: NerModel, encoded: Sequence[EncodedText]) -> list[TokenPredictions]:
+    """Tag encoded texts: their windows sorted by length and batched, stitched back per text."""
+    rows, row_of = window_rows(encoded)
     row_ids: list[torch.Tensor] = [torch.empty(0, dtype=torch.long)] * len(rows)
     row_probs: list[torch.Tensor] = [torch.empty(0)] * len(rows)
-    for batch in plan_batches([len(r) for r in rows], settings.max_batch_tokens):
-        ids, probs = _forward(ner, [rows[i] for i in batch])
+    for batch in plan_batches([len(r) for r in rows], ner.settings.max_batch_tokens):
+        ids, probs = forward(ner, [rows[i] for i in batch])
         for j, i in enumerate(batch):
             row_ids[i], row_probs[i] = ids[j, : len(rows[i])], probs[j, : len(rows[i])]
 
     out = []
-    for text, (_, tokens, offsets), parts in zip(texts, encodings, row_of):
+    for enc, parts in zip(encoded, row_of):
         ids = torch.cat([row_ids[r][a:b] for r, a, b in parts])
         probs = torch.cat([row_probs[r][a:b] for r, a, b in parts])
-        out.append(TokenPredictions(text, tokens, offsets, ids.tolist(), probs.tolist(), len(parts)))
+        out.append(TokenPredictions(enc.text, enc.tokens, enc.offsets, ids.tolist(), probs.tolist(), len(parts)))
     return out
+
+
+def predict(ner: NerModel, texts: Sequence[str]) -> list[TokenPredictions]:
+    """Tag many texts: every text tokenised once, long ones windowed, windows batched."""
+    return predict_encoded(ner, encode(ner, texts))
 
 
 # --------------------------------------------------------------------------- decoding
@@ -365,18 +403,21 @@ def display_tag(tag: str, names: Mapping[str, str]) -> str:
 
 def to_response(
     pred: TokenPredictions, labels: Sequence[str], names: Mapping[str, str] = SEED_LABEL_NAMES,
-    trim: Callable[[str, int, int, int], int] | None = None,
+    trim: Callable[[str, int, int, int], int] | None = None, result: bool = True,
 ) -> dict[str, Any]:
     """The answer for one text: the tutorial's fields plus raw tags and entity spans.
 
     ``trim(text, start, end, last wordpiece start) -> end`` may shorten each entity (Korean
-    particles, see ner_particles); the per-token ``result`` is never changed.
+    particles, see ner_particles); the per-token ``result`` is never changed. ``result=False``
+    leaves the per-token rows out (the answer then grows with the entities, not the tokens).
     """
     tags = [labels[i] for i in pred.label_ids]
-    result = [
-        {"token": token, "predicted_tag": display_tag(tag, names), "top_prob": str(round(prob, 4)), "tag": tag}
-        for token, tag, prob in zip(pred.tokens, tags, pred.probs)
-    ]
+    answer: dict[str, Any] = {"sentence": pred.text}
+    if result:
+        answer["result"] = [
+            {"token": token, "predicted_tag": display_tag(tag, names), "top_prob": str(round(prob, 4)), "tag": tag}
+            for token, tag, prob in zip(pred.tokens, tags, pred.probs)
+        ]
     entities = []
     for kind, first, last in group_entities(tags):
         start, end = pred.offsets[first][0], pred.offsets[last][1]
@@ -393,9 +434,5 @@ def to_response(
                 "score": round(score, 4),
             }
         )
-    return {"sentence": pred.text, "result": result, "entities": entities}
-
-
-def dumps(value: Any) -> bytes:
-    """UTF-8 JSON with Korean kept readable (TorchServe's default escapes it)."""
-    return json.dumps(value, ensure_ascii=False).encode("utf-8")
+    answer["entities"] = entities
+    return answer

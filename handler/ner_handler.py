@@ -1,30 +1,41 @@
-"""TorchServe handler for Korean NER: glue only, the NER logic lives in ner_core.
+"""TorchServe handler for Korean NER: glue only. The wire format lives in ner_wire, the NER chain
+in ner_core.
 
-One request may be a text or a list of texts; TorchServe hands us a dynamic batch of
-requests. Bad requests are answered with a JSON 400 for that request alone, the rest of the
-batch is tagged in one pass, and every answer is UTF-8 JSON with its content type set.
-A KServe v2 request gets a v2 response. Each batch reports its own metrics (``ner_*``,
-declared in config/metrics.yaml) through TorchServe's metrics API.
+One request may be a text or a list of texts; TorchServe hands us a dynamic batch of requests.
+Each request goes through the three stages inside a bulkhead (``_guarded``): whatever it raises
+(a refusal of its input, or anything nobody anticipated: ValueError, RecursionError,
+MemoryError, an error of the tokenizer or the model on its text) answers that request alone,
+with a JSON 4xx when its input is at fault and a JSON 500 naming its request id otherwise.
+The texts of the good requests share one batched forward pass; if that pass fails, each
+request is run alone so only the guilty one fails. A request whose texts would cost more
+model-input tokens than ``max_request_tokens`` is refused before any inference, and an answer
+over ``max_response_bytes`` is refused instead of sent (TorchServe would drop the worker's
+connection). Each batch reports its metrics (``ner_*``, declared in config/metrics.yaml).
 """
 
 from __future__ import annotations
 
 import functools
+import http
 import logging
 import time
+import traceback
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any, Callable
 
+import torch
 from ts.metrics.dimension import Dimension
 from ts.metrics.metric_type_enum import MetricTypes
 from ts.torch_handler.base_handler import BaseHandler
 
 import ner_core
 import ner_particles
-from ner_inputs import InputError, ParsedRequest, parse_request, shape_answer
 from ner_settings import HandlerSettings
+from ner_wire import (JSON_UTF8, InputError, ParsedRequest, RequestError, ServerError, checked_size, dumps,
+                      parse_body, parse_options, shape_answer)
 
 logger = logging.getLogger(__name__)
-JSON_UTF8 = "application/json; charset=utf-8"
 
 
 # --------------------------------------------------------------------------- metrics
@@ -69,75 +80,157 @@ def record_batch(context, predictions: list[ner_core.TokenPredictions]) -> None:
     emit(context, "ner_windows_total", sum(p.windows for p in predictions), MetricTypes.COUNTER)
 
 
-def record_answers(context, answers: list[dict]) -> None:
-    """How many entities each answered text held."""
-    for answer in answers:
-        emit(context, "ner_entities_per_text", len(answer["entities"]))
+# --------------------------------------------------------------------------- TorchServe's rows
+
+
+def request_body(row: dict[str, Any]) -> Any:
+    """The body of one TorchServe request row: under ``data`` or ``body``, already ``str`` for
+    text/*, a decoded JSON value for application/json, else ``bytes``."""
+    for key in ("data", "body"):
+        if key in row:
+            return row[key]
+    raise InputError(
+        "no request body found (a form-encoded body is split into fields by TorchServe: "
+        "send the text with Content-Type: text/plain or application/json)",
+        reason="no_body",
+    )
+
+
+@dataclass(frozen=True)
+class Job:
+    """One request on its way through the stages: parsed, encoded, then tagged."""
+
+    request: ParsedRequest
+    encoded: list[ner_core.EncodedText]
+    predictions: list[ner_core.TokenPredictions] | None = None
 
 
 class KoreanNerHandler(BaseHandler):
     def initialize(self, context):
         model_dir = Path(context.system_properties["model_dir"])
         self.settings = HandlerSettings.from_mapping((context.model_yaml_config or {}).get("handler"))
+        device = ner_core.choose_device(context.system_properties.get("gpu_id"), torch.cuda.is_available())
         started = time.perf_counter()
-        self.ner = ner_core.load_model(model_dir, self.settings)
+        self.ner = ner_core.load_model(model_dir, self.settings, device)
+        self.answer: Callable[..., dict] = functools.partial(
+            ner_core.to_response, labels=self.ner.labels, names=self.settings.label_names,
+            trim=ner_particles.trimmer(self.settings),
+        )
         self.model_version = str(((context.manifest or {}).get("model") or {}).get("modelVersion", ""))
         logger.info(
-            "loaded %s: %d labels, vocab %d, settings %s, in %.1f s",
-            context.model_name, len(self.ner.labels), self.ner.tokenizer.get_vocab_size(),
+            "loaded %s on %s: %d labels, vocab %d, settings %s, in %.1f s",
+            context.model_name, device, len(self.ner.labels), self.ner.tokenizer.get_vocab_size(),
             self.settings, time.perf_counter() - started,
         )
         self.initialized = True
 
+    def handle(self, data, context):
+        """BaseHandler.handle, with a last guard: should anything escape the per-request
+        bulkheads (a bug), every request still gets a JSON 500 naming its id, and the worker
+        lives on. An exception leaving here would make TorchServe fail the batch with 503."""
+        try:
+            return super().handle(data, context)
+        except Exception as err:  # noqa: BLE001
+            self.context = context
+            return [self._respond(idx, self._internal_error(idx, "handle", err)) for idx in range(len(data))]
+
     @timed("ner_preprocess_seconds")
     def preprocess(self, data):
-        """Each request becomes a ParsedRequest or the InputError that answers it."""
-        parsed = []
-        for idx, row in enumerate(data):
-            try:
-                parsed.append(parse_request(
-                    row, self._content_type(idx, row),
-                    max_chars=self.settings.max_text_chars, max_texts=self.settings.max_texts_per_request,
-                ))
-            except InputError as err:
-                parsed.append(err)
-        return parsed
+        """Each request becomes a Job (its texts encoded, within the work budget) or the
+        RequestError that answers it."""
+        return [self._guarded(idx, "preprocess", self._prepare, idx, row) for idx, row in enumerate(data)]
 
     @timed("ner_inference_seconds")
     def inference(self, data):
-        """One forward pass (split only by the token budget) over every text of the batch."""
-        texts = [text for req in data if isinstance(req, ParsedRequest) for text in req.texts]
+        """One forward pass (split only by max_batch_tokens) over every text of the batch; if it
+        fails, each request alone, so a text that breaks the model fails only its own request."""
+        jobs = {idx: job for idx, job in enumerate(data) if isinstance(job, Job)}
+        texts = [enc for job in jobs.values() for enc in job.encoded]
         logger.info("batch of %d requests, %d texts", len(data), len(texts))
-        batch = ner_core.predict(self.ner, texts)
-        record_batch(self.context, batch)
-        predictions = iter(batch)
-        return [
-            req if isinstance(req, InputError) else (req, [next(predictions) for _ in req.texts])
-            for req in data
-        ]
+        out = list(data)
+        try:
+            predictions = iter(ner_core.predict_encoded(self.ner, texts)) if texts else iter(())
+            for idx, job in jobs.items():
+                out[idx] = replace(job, predictions=[next(predictions) for _ in job.encoded])
+        except Exception as err:  # noqa: BLE001
+            logger.warning("forward pass over %d requests failed (%s); running each alone", len(jobs), type(err).__name__)
+            for idx, job in jobs.items():
+                out[idx] = self._guarded(idx, "inference", self._predict_alone, job)
+        record_batch(self.context, [p for item in out if isinstance(item, Job) for p in item.predictions])
+        return out
 
     @timed("ner_postprocess_seconds")
     def postprocess(self, data):
-        responses = []
-        for idx, item in enumerate(data):
-            self.context.set_response_content_type(idx, JSON_UTF8)
-            if isinstance(item, InputError):
-                logger.info("request %s rejected (%d): %s", self.context.get_request_id(idx), item.status, item)
-                self.context.set_response_status(item.status, str(item), idx)
-                emit(self.context, "ner_rejected_inputs_total", 1, MetricTypes.COUNTER, Reason=item.reason)
-                responses.append(ner_core.dumps(item.body()))
-                continue
-            request, predictions = item
-            trim = ner_particles.trimmer(self.settings)
-            answers = [ner_core.to_response(p, self.ner.labels, self.settings.label_names, trim) for p in predictions]
-            record_answers(self.context, answers)
-            responses.append(ner_core.dumps(shape_answer(
-                request, answers, model_name=self.context.model_name, model_version=self.model_version,
-                request_id=self.context.get_request_id(idx),
-            )))
-        return responses
+        return [
+            self._respond(idx, self._guarded(idx, "postprocess", self._answer, idx, item) if isinstance(item, Job) else item)
+            for idx, item in enumerate(data)
+        ]
 
-    def _content_type(self, idx, row) -> str:
+    # ----------------------------------------------------------------------- one request
+
+    def _prepare(self, idx: int, row: dict[str, Any]) -> Job:
+        limits = dict(max_chars=self.settings.max_text_chars, max_texts=self.settings.max_texts_per_request)
+        request = parse_body(request_body(row), self._content_type(idx, row), **limits)
+        request = replace(request, options=parse_options(row))
+        encoded = ner_core.encode(self.ner, request.texts)
+        cost = sum(enc.cost for enc in encoded)
+        if cost > self.settings.max_request_tokens:
+            windows = sum(len(enc.windows) for enc in encoded)
+            raise InputError(
+                f"the request's texts need {cost} model-input tokens ({windows} windows of at most "
+                f"{self.settings.max_seq_length}); the limit is {self.settings.max_request_tokens} per request: "
+                "send fewer or shorter texts",
+                status=413, reason="too_much_work",
+            )
+        return Job(request, encoded)
+
+    def _predict_alone(self, job: Job) -> Job:
+        return replace(job, predictions=ner_core.predict_encoded(self.ner, job.encoded))
+
+    def _answer(self, idx: int, job: Job) -> bytes:
+        answers = [self.answer(p, result=job.request.options.result) for p in job.predictions]
+        for answer in answers:
+            emit(self.context, "ner_entities_per_text", len(answer["entities"]))
+        body = shape_answer(job.request, answers, model_name=self.context.model_name,
+                            model_version=self.model_version, request_id=self._request_id(idx))
+        return checked_size(dumps(body), self.settings.max_response_bytes)
+
+    def _guarded(self, idx: int, stage: str, step: Callable[..., Any], *args: Any) -> Any:
+        """The bulkhead: one request's step, whatever it raises answering that request alone."""
+        try:
+            return step(*args)
+        except RequestError as err:
+            return err
+        except Exception as err:  # noqa: BLE001  (MemoryError and RecursionError included)
+            return self._internal_error(idx, stage, err)
+
+    def _internal_error(self, idx: int, stage: str, err: BaseException) -> ServerError:
+        """Log an unexpected failure with the request id, the exception type and where it was
+        raised; never its message, which may quote the request's text."""
+        request_id = self._request_id(idx)
+        logger.error("request %s failed in %s: %s\n%s", request_id, stage, type(err).__name__,
+                     "".join(traceback.format_tb(err.__traceback__)).rstrip())
+        return ServerError(request_id)
+
+    def _respond(self, idx: int, outcome: bytes | RequestError) -> bytes:
+        """Set request ``idx``'s content type and status; the bytes that answer it."""
+        self.context.set_response_content_type(idx, JSON_UTF8)
+        if not isinstance(outcome, RequestError):
+            return outcome
+        # The standard reason phrase: the message may hold characters a status line cannot.
+        self.context.set_response_status(outcome.status, http.HTTPStatus(outcome.status).phrase, idx)
+        if isinstance(outcome, InputError):
+            logger.info("request %s rejected (%d): %s", self._request_id(idx), outcome.status, outcome.reason)
+            emit(self.context, "ner_rejected_inputs_total", 1, MetricTypes.COUNTER, Reason=outcome.reason)
+        else:  # logged with its exception where it was caught
+            emit(self.context, "ner_failed_requests_total", 1, MetricTypes.COUNTER)
+        return dumps(outcome.body())
+
+    def _request_id(self, idx: int) -> str:
+        ids = getattr(self.context, "request_ids", None) or {}
+        return str(ids.get(idx, f"#{idx}"))
+
+    def _content_type(self, idx: int, row: dict[str, Any]) -> str:
         """The content type TorchServe recorded for the body parameter of request ``idx``."""
         headers = self.context.get_all_request_header(idx) if self.context else {}
         for name in ("data", "body"):

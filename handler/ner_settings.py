@@ -38,6 +38,8 @@ class HandlerSettings:
     window_stride: int = 32  # tokens shared by two consecutive windows of a long text
     max_text_chars: int = 20_000  # longer texts are refused with 400
     max_texts_per_request: int = 32  # longer JSON lists are refused with 400
+    max_request_tokens: int = 1536  # model-input tokens (windows, [CLS]/[SEP] included) per request; more: 413
+    max_response_bytes: int = 8 * 1024 * 1024  # a larger answer is refused with 413 (keep under max_response_size)
     max_batch_tokens: int = 4096  # a forward pass holds at most this many padded tokens
     torch_threads: int = 0  # intra-op threads per worker (torch or ONNX Runtime); 0 keeps the default
     runtime: str = "torch"  # "onnxruntime": the ONNX file packaging exported, on the CPU
@@ -55,6 +57,11 @@ class HandlerSettings:
             ),
             (self.max_text_chars >= 1, "max_text_chars must be at least 1"),
             (self.max_texts_per_request >= 1, "max_texts_per_request must be at least 1"),
+            (
+                self.max_request_tokens >= self.max_seq_length,
+                "max_request_tokens must be at least max_seq_length (one full window)",
+            ),
+            (self.max_response_bytes >= 1024, "max_response_bytes must be at least 1024"),
             (
                 self.max_batch_tokens >= self.max_seq_length,
                 "max_batch_tokens must be at least max_seq_length",

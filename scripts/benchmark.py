@@ -314,9 +314,9 @@ def ceiling_rows(model: str, staged: Path, plan: Plan, bar: tqdm) -> list[dict]:
         ner = plan.load(staged, precision, plan.cores)
         for batch in sorted({1, *plan.batch_sizes}):
             chunks = [plan.sentences[i : i + batch] for i in range(0, len(plan.sentences), batch)]
-            windows = [ner_core.window_rows(ner, ner_core.encode_texts(ner.tokenizer, c))[0] for c in chunks]
+            windows = [ner_core.window_rows(ner_core.encode(ner, c))[0] for c in chunks]
             cells = {
-                "forward": (lambda rows_: ner_core._forward(ner, rows_), [(len(c), w) for c, w in zip(chunks, windows)]),
+                "forward": (lambda rows_: ner_core.forward(ner, rows_), [(len(c), w) for c, w in zip(chunks, windows)]),
                 "predict": (lambda texts: ner_core.predict(ner, texts), [(len(c), c) for c in chunks]),
             }
             for path, (call, items) in cells.items():

@@ -36,7 +36,7 @@ import ner_core
 import ner_onnx
 from ner_settings import HandlerSettings
 
-HANDLER_FILES = ("ner_handler.py", "ner_core.py", "ner_inputs.py", "ner_settings.py", "ner_particles.py", "ner_onnx.py")
+HANDLER_FILES = ("ner_handler.py", "ner_core.py", "ner_wire.py", "ner_settings.py", "ner_particles.py", "ner_onnx.py")
 VAL_LOSS = re.compile(r"val_loss=([0-9]+(?:\.[0-9]+)?)")
 IGNORED_KEYS = re.compile(r"(^|\.)position_ids$")  # a buffer older transformers saved
 

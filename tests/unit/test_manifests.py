@@ -185,5 +185,5 @@ def test_every_handler_metric_is_declared_for_prometheus():
     emitted = set(re.findall(r'"(ner_[a-z_]+)"', (repo.HANDLER_DIR / "ner_handler.py").read_text(encoding="utf-8")))
     declared = yaml.safe_load((repo.CONFIG_DIR / "metrics.yaml").read_text(encoding="utf-8"))["model_metrics"]
     dims = {m["name"]: m["dimensions"] for kind in declared.values() for m in kind}
-    assert len(emitted) == 8 and emitted <= set(dims), sorted(emitted - set(dims))
+    assert len(emitted) == 9 and emitted <= set(dims), sorted(emitted - set(dims))
     assert all(dims[name][-2:] == ["ModelName", "Level"] for name in emitted)

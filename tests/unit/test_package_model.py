@@ -30,7 +30,7 @@ def test_picks_the_lowest_val_loss_and_archives_safetensors(tiny_checkpoint_dir,
     with zipfile.ZipFile(mar) as archive:
         names = set(archive.namelist())
         assert {"model.safetensors", "config.json", "vocab.txt", "label_map.txt", "ner_handler.py",
-                "ner_core.py", "ner_inputs.py", "ner_settings.py", "model-config.yaml"} <= names
+                "ner_core.py", "ner_wire.py", "ner_settings.py", "model-config.yaml"} <= names
         assert not any(n.endswith((".ckpt", ".bin", ".pt")) for n in names)
         archive.extract("model.safetensors", tmp_path)
     weights = load_file(tmp_path / "model.safetensors")

@@ -1,17 +1,19 @@
-"""Turn one TorchServe request into the texts to tag, or an ``InputError`` saying why not.
+"""The wire format: request bodies in, answer and error bytes out. Plain Python, no TorchServe
+import and no model: the handler hands over one request's body, gets back the texts to tag (or
+the ``RequestError`` that answers the request), and turns answers and errors into JSON bytes here.
 
-Every accepted input shape is handled here, in one function, so the handler and the tests
-agree on what a request may be. Messages name what was received (type, length) but never
+Every accepted input shape is handled in one function (``parse_body``), so the handler and the
+tests agree on what a request may be. Messages name what was received (type, length) but never
 echo the text itself: request text is personal data. A KServe v2 (Open Inference Protocol)
-request is answered in kind, so its answer's shape lives here too (``shape_answer``).
+request is answered in kind (``shape_answer``).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Mapping
 
 ACCEPTED = (
     'a UTF-8 text body (Content-Type: text/plain), a JSON string, {"sentence": "..."}, '
@@ -23,12 +25,28 @@ TEXT_KEYS = ("sentence", "text")
 V2_DATATYPES = ("BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
                 "FP16", "FP32", "FP64", "BYTES")
 V2_OUTPUT = "ner"  # name of the v2 output tensor: one JSON answer (as for a plain request) per text
+# Query parameters a request may carry (POST /predictions/<model>?result=false).
+OPTION_VALUES = {"true": True, "1": True, "false": False, "0": False}
+JSON_UTF8 = "application/json; charset=utf-8"
 
 
-class InputError(ValueError):
-    """A request that cannot be answered; ``status`` is the HTTP code to send back and
-    ``reason`` a short fixed word for the rejected-inputs metric (never the message: that
-    would give Prometheus one series per distinct message)."""
+# --------------------------------------------------------------------------- errors
+
+
+class RequestError(Exception):
+    """Answers one request with an error. ``status`` is the HTTP code to send back and ``reason``
+    a short fixed word for the rejected-inputs metric (never the message: that would give
+    Prometheus one series per distinct message)."""
+
+    status = 500
+    reason = "internal"
+
+    def body(self) -> dict[str, Any]:
+        return {"error": str(self), "status": self.status}
+
+
+class InputError(RequestError):
+    """The request itself is at fault (4xx): the message says what was received and what not."""
 
     def __init__(self, message: str, status: int = 400, reason: str = "invalid") -> None:
         super().__init__(message)
@@ -36,7 +54,24 @@ class InputError(ValueError):
         self.reason = reason
 
     def body(self) -> dict[str, Any]:
-        return {"error": str(self), "accepted": ACCEPTED, "status": self.status}
+        return {**super().body(), "accepted": ACCEPTED} if self.status == 400 else super().body()
+
+
+class ServerError(RequestError):
+    """Answering failed for a reason that is not the request's (500). The message names the
+    request id, which is also the key to the server log line with the exception."""
+
+    def __init__(self, request_id: str) -> None:
+        super().__init__(f"internal error answering request {request_id}; the server log has the details under this id")
+        self.request_id = request_id
+
+
+# --------------------------------------------------------------------------- requests
+
+
+@dataclass(frozen=True)
+class Options:
+    result: bool = True  # the per-wordpiece "result" rows; false: only "sentence" and "entities"
 
 
 @dataclass(frozen=True)
@@ -45,6 +80,7 @@ class ParsedRequest:
     is_list: bool  # answer with a JSON list (the request was a list) or a single object
     protocol: str = "plain"  # "v2": a KServe v2 request, answered with a v2 response
     request_id: str | None = None  # the v2 request's "id", echoed in its answer
+    options: Options = field(default_factory=Options)
 
 
 def _describe(value: Any) -> str:
@@ -59,17 +95,17 @@ def _describe(value: Any) -> str:
     if isinstance(value, list):
         return f"a JSON list of {len(value)} items"
     if isinstance(value, dict):
-        keys = sorted(value)[:5]
+        keys = sorted(str(key) for key in value)[:5]
         return f"a JSON object with keys {keys}" if keys else "an empty JSON object"
     return f"a value of type {type(value).__name__}"
 
 
-def _decode_utf8(body: bytes) -> str:
+def _decode_utf8(body: bytes, what: str = "body") -> str:
     try:
         return body.decode("utf-8")
     except UnicodeDecodeError as err:
         raise InputError(
-            f"body is not valid UTF-8: byte 0x{body[err.start]:02x} at position {err.start}",
+            f"{what} is not valid UTF-8: byte 0x{body[err.start]:02x} at position {err.start}",
             reason="not_utf8",
         ) from None
 
@@ -81,11 +117,14 @@ def _from_bytes(body: bytes, content_type: str) -> Any:
     if is_json_type or (not content_type.startswith("text/") and text.lstrip()[:1] in ('"', "[", "{")):
         try:
             return json.loads(text)
-        except json.JSONDecodeError as err:
-            if is_json_type:
-                raise InputError(f"body is not valid JSON: {err.msg} at position {err.pos}", reason="bad_json") from None
         except RecursionError:
             raise InputError("body is JSON nested too deeply", reason="bad_json") from None
+        except ValueError as err:
+            # JSONDecodeError, and every other refusal of the parser (a number longer than
+            # Python's integer-string limit raises a plain ValueError): all are the body's fault.
+            if is_json_type:
+                where = f"{err.msg} at position {err.pos}" if isinstance(err, json.JSONDecodeError) else str(err)
+                raise InputError(f"body is not valid JSON: {where}", reason="bad_json") from None
     return text
 
 
@@ -96,7 +135,7 @@ def _check_text(text: Any, max_chars: int, where: str = "text") -> str:
         raise InputError(f"{where} is empty or blank ({len(text)} characters)", reason="empty")
     if len(text) > max_chars:
         raise InputError(f"{where} has {len(text)} characters; the limit is {max_chars}", reason="too_long")
-    try:  # JSON's "\ud800" escape gives a lone surrogate: the tokenizer would fail the whole batch
+    try:  # JSON's "\ud800" escape gives a lone surrogate: the tokenizer would fail on it
         text.encode("utf-8")
     except UnicodeEncodeError as err:
         raise InputError(
@@ -138,25 +177,9 @@ def _parse_v2(body: dict[str, Any], max_chars: int, max_texts: int) -> ParsedReq
     return ParsedRequest(texts, is_list=True, protocol="v2", request_id=request_id)
 
 
-def parse_request(
-    row: dict[str, Any], content_type: str, *, max_chars: int, max_texts: int
-) -> ParsedRequest:
-    """Normalise one request of a TorchServe batch.
-
-    ``row`` is TorchServe's per-request dict: the body is under ``data`` or ``body`` and is
-    already ``str`` for text/* and a decoded JSON value for application/json (bytes when
-    decoding failed, or for any other content type).
-    """
-    if "data" in row:
-        value = row["data"]
-    elif "body" in row:
-        value = row["body"]
-    else:
-        raise InputError(
-            "no request body found (a form-encoded body is split into fields by TorchServe: "
-            "send the text with Content-Type: text/plain or application/json)",
-            reason="no_body",
-        )
+def parse_body(value: Any, content_type: str, *, max_chars: int, max_texts: int) -> ParsedRequest:
+    """Normalise one request body: ``str`` (TorchServe decoded text/*), a decoded JSON value
+    (application/json), or ``bytes`` (any other content type, or when decoding failed)."""
     if isinstance(value, (bytes, bytearray)):
         value = _from_bytes(bytes(value), content_type.lower())
 
@@ -180,6 +203,21 @@ def parse_request(
     raise InputError(f"received {_describe(value)}", reason="bad_shape")
 
 
+def parse_options(params: Mapping[str, Any]) -> Options:
+    """Request options from the URL's query parameters (``str`` or ``bytes`` values)."""
+    if "result" not in params:
+        return Options()
+    raw = params["result"]
+    value = raw.decode("utf-8", "replace") if isinstance(raw, (bytes, bytearray)) else str(raw)
+    if value.lower() not in OPTION_VALUES:
+        raise InputError(f"query parameter result must be true or false, received {len(value)} characters",
+                         reason="bad_option")
+    return Options(result=OPTION_VALUES[value.lower()])
+
+
+# --------------------------------------------------------------------------- answers
+
+
 def shape_answer(request: ParsedRequest, answers: list[dict[str, Any]], *, model_name: str,
                  model_version: str, request_id: str) -> Any:
     """The JSON value answering ``request``: one answer or a list, or a KServe v2 response whose
@@ -195,3 +233,21 @@ def shape_answer(request: ParsedRequest, answers: list[dict[str, Any]], *, model
             "data": [json.dumps(answer, ensure_ascii=False) for answer in answers],
         }],
     }
+
+
+def dumps(value: Any) -> bytes:
+    """UTF-8 JSON with Korean kept readable (TorchServe's default escapes it)."""
+    return json.dumps(value, ensure_ascii=False).encode("utf-8")
+
+
+def checked_size(answer: bytes, max_bytes: int) -> bytes:
+    """``answer`` if it fits ``max_bytes``; TorchServe drops the worker's connection (and every
+    request in flight on it) for an answer over its ``max_response_size``, so a larger one is
+    refused here instead."""
+    if len(answer) > max_bytes:
+        raise InputError(
+            f"the answer would be {len(answer)} bytes; the limit is {max_bytes}: send fewer or shorter "
+            "texts, or ask without the per-token rows (?result=false)",
+            status=413, reason="answer_too_large",
+        )
+    return answer
