@@ -36,9 +36,9 @@ DTYPE_CHOICES = ("float32", "bfloat16")
 class HandlerSettings:
     max_seq_length: int = 128  # tokens per model input, [CLS] and [SEP] included
     window_stride: int = 32  # tokens shared by two consecutive windows of a long text
-    max_text_chars: int = 20_000  # longer texts are refused with 400
+    max_text_chars: int = 2_000  # longer texts are refused with 400
     max_texts_per_request: int = 32  # longer JSON lists are refused with 400
-    max_request_tokens: int = 1536  # model-input tokens (windows, [CLS]/[SEP] included) per request; more: 413
+    max_request_tokens: int = 1664  # model-input tokens (windows, [CLS]/[SEP] included) per request; more: 413
     max_response_bytes: int = 8 * 1024 * 1024  # a larger answer is refused with 413 (keep under max_response_size)
     max_batch_tokens: int = 4096  # a forward pass holds at most this many padded tokens
     torch_threads: int = 0  # intra-op threads per worker (torch or ONNX Runtime); 0 keeps the default

@@ -20,7 +20,7 @@ from tsctl import port_overrides  # noqa: F401  (re-exported for the tests)
 TEST_MODEL_CONFIG = {
     "minWorkers": 1, "maxWorkers": 2, "batchSize": 8, "maxBatchDelay": 50,
     "responseTimeout": 60, "startupTimeout": 120,
-    "handler": {"max_seq_length": 32, "window_stride": 8, "max_text_chars": 20000,
+    "handler": {"max_seq_length": 32, "window_stride": 8, "max_text_chars": 20000, "max_request_tokens": 200_000,
                 "max_texts_per_request": 8, "torch_threads": 1},
 }
 

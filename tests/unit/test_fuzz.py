@@ -1,0 +1,130 @@
+"""Property-based tests (hypothesis): arbitrary bodies x content types x JSON values x query
+options, through ``parse_body`` and through the whole handler with a real ``ts.context.Context``.
+
+Whatever arrives: no exception leaves ``handle``, every request gets exactly one JSON answer, a
+refusal is a 4xx (never a 500: random input is the input's fault), a request that parses is
+answered 200 with its own texts, and the known-good request in every batch is answered 200
+with its own sentence.
+"""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ner_wire import InputError, parse_body
+from test_handler import GOOD, make_handler, run_batch
+
+LIMITS = dict(max_chars=100, max_texts=4)
+CONTENT_TYPES = ["text/plain", "text/plain; charset=utf-8", "application/json", "application/json; charset=utf-8",
+                 "", "application/octet-stream", "TEXT/PLAIN", "application/jsonx", "text/html",
+                 "multipart/form-data", "application/x-www-form-urlencoded"]
+SURROGATES = st.sampled_from(["\ud800", "\udbff", "\udc00", "\udfff"])
+ODD_TEXT = st.text(
+    alphabet=st.one_of(st.characters(), SURROGATES, st.sampled_from(list("\x00\x1b\u200b\u202e\ufeff\\\"가힣가"))),
+    max_size=40,
+)
+JSON_VALUES = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True), ODD_TEXT),
+    lambda inner: st.one_of(st.lists(inner, max_size=6), st.dictionaries(st.sampled_from(["sentence", "text", "inputs", "id", "x", "data", "shape", "datatype"]) | ODD_TEXT, inner, max_size=4)),
+    max_leaves=20,
+)
+V2 = st.builds(
+    lambda data, shape, datatype, rid: {"inputs": [{"name": "t", "shape": shape, "datatype": datatype, "data": data}], **rid},
+    st.lists(ODD_TEXT, max_size=5) | JSON_VALUES, st.lists(st.integers(-2, 10**30), max_size=3) | JSON_VALUES,
+    st.sampled_from(["BYTES", "FP32", "bytes", None]), st.sampled_from([{}, {"id": "abc"}, {"id": 5}]),
+)
+
+
+@st.composite
+def json_bytes(draw) -> bytes:
+    """JSON text as clients send it, and as they should not: huge numbers, deep nesting, escapes."""
+    kind = draw(st.sampled_from(["value", "v2", "huge number", "deep", "escapes", "truncated"]))
+    if kind == "huge number":
+        digits = draw(st.integers(4000, 9000))
+        return draw(st.sampled_from([b"%s", b'{"sentence": %s}', b'["a", %s]', b'-%s', b"%s.5e3"])) % (b"7" * digits)
+    if kind == "deep":
+        depth = draw(st.integers(500, 50_000))
+        return draw(st.sampled_from([b"[" * depth + b"]" * depth, b'{"a":' * depth + b"1" + b"}" * depth, b"[" * depth]))
+    if kind == "escapes":
+        parts = draw(st.lists(st.sampled_from(["\\ud800", "\\udc00", "\\ud83d\\ude00", "\\u0000", "\\n", "\\\\", '\\"', "\\x", "\\u12", "가"]), max_size=8))
+        return ('{"sentence": "' + "".join(parts) + '"}').encode()
+    value = draw(V2 if kind == "v2" else JSON_VALUES)
+    text = json.dumps(value, ensure_ascii=draw(st.booleans()))
+    return text.encode("utf-8", "surrogatepass")[: draw(st.integers(0, 10**6))] if kind == "truncated" else text.encode("utf-8", "surrogatepass")
+
+
+BODIES = st.one_of(st.binary(max_size=300), json_bytes(), ODD_TEXT.map(lambda t: t.encode("utf-8", "surrogatepass")))
+OPTIONS = st.one_of(st.just({}), st.fixed_dictionaries({"result": st.one_of(st.binary(max_size=8), ODD_TEXT, st.sampled_from(["true", "false", "0", "1"]))}))
+
+
+def as_torchserve_gives(body: bytes, content_type: str):
+    """What the worker hands the handler for this body (ts/protocol/otf_message_handler.py)."""
+    if content_type == "application/json":
+        try:
+            return json.loads(body.decode("utf-8"))
+        except Exception:  # noqa: BLE001  (TorchServe forwards the bytes, whatever failed)
+            return body
+    if content_type.startswith("text"):
+        try:
+            return body.decode("utf-8")
+        except Exception:  # noqa: BLE001
+            return body
+    return body
+
+
+@settings(max_examples=400, deadline=None)
+@given(body=BODIES, content_type=st.sampled_from(CONTENT_TYPES))
+def test_parse_body_accepts_or_refuses_with_a_4xx_and_nothing_else(body, content_type):
+    try:
+        parsed = parse_body(as_torchserve_gives(body, content_type), content_type, **LIMITS)
+    except InputError as err:
+        assert 400 <= err.status < 500 and err.body()["error"]
+    else:
+        assert 1 <= len(parsed.texts) <= LIMITS["max_texts"]
+        assert all(isinstance(t, str) and t.strip() and len(t) <= LIMITS["max_chars"] for t in parsed.texts)
+
+
+@settings(max_examples=400, deadline=None)
+@given(value=st.one_of(JSON_VALUES, V2), content_type=st.sampled_from(CONTENT_TYPES))
+def test_parse_body_on_decoded_json_values(value, content_type):
+    try:
+        parse_body(value, content_type, **LIMITS)
+    except InputError as err:
+        assert 400 <= err.status < 500
+
+
+_HANDLER = {}
+
+
+def handler(tiny_model_dir):
+    """One handler for every example (hypothesis runs a test body many times per fixture)."""
+    if "h" not in _HANDLER:
+        _HANDLER["h"] = make_handler(tiny_model_dir, max_text_chars=100, max_texts_per_request=4, max_request_tokens=200)
+    return _HANDLER["h"]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(requests=st.lists(st.tuples(BODIES, st.sampled_from(CONTENT_TYPES), OPTIONS), min_size=1, max_size=6),
+       good_at=st.integers(0, 6))
+def test_the_handler_answers_every_request_and_the_good_one_correctly(tiny_model_dir, requests, good_at):
+    batch = [(as_torchserve_gives(body, ct), ct, opts) for body, ct, opts in requests]
+    good_at = min(good_at, len(batch))
+    batch.insert(good_at, (GOOD, "text/plain", {}))
+    answers, statuses, types = run_batch(handler(tiny_model_dir), batch)  # asserts one answer per request
+    assert types == ["application/json; charset=utf-8"] * len(batch)
+    assert statuses[good_at] == 200 and answers[good_at]["sentence"] == GOOD
+    h, _ = handler(tiny_model_dir)
+    for (value, ct, _), answer, status in zip(batch, answers, statuses):
+        assert status in (200, 400, 413), (status, answer)
+        if status != 200:
+            assert answer["status"] == status and answer["error"]
+            continue
+        parsed = parse_body(value, ct, max_chars=h.settings.max_text_chars, max_texts=h.settings.max_texts_per_request)
+        if parsed.protocol == "v2":
+            got = [json.loads(text)["sentence"] for text in answer["outputs"][0]["data"]]
+        else:
+            got = [a["sentence"] for a in (answer if parsed.is_list else [answer])]
+        assert got == parsed.texts
