@@ -363,6 +363,16 @@ def predict_encoded(ner: NerModel, encoded: Sequence[EncodedText]) -> list[Token
     return out
 
 
+@dataclass(frozen=True)
+class Job:
+    """One request's texts on their way through the chain: encoded, then tagged. ``request``
+    is the caller's own record of the request (the handler's parsed request)."""
+
+    request: Any
+    encoded: list[EncodedText]
+    predictions: list[TokenPredictions] | None = None
+
+
 def predict(ner: NerModel, texts: Sequence[str]) -> list[TokenPredictions]:
     """Tag many texts: every text tokenised once, long ones windowed, windows batched."""
     return predict_encoded(ner, encode(ner, texts))

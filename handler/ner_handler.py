@@ -20,7 +20,7 @@ import http
 import logging
 import time
 import traceback
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -31,8 +31,9 @@ from ts.torch_handler.base_handler import BaseHandler
 
 import ner_core
 import ner_particles
+from ner_core import Job
 from ner_settings import HandlerSettings
-from ner_wire import (JSON_UTF8, InputError, ParsedRequest, RequestError, ServerError, checked_size, dumps,
+from ner_wire import (JSON_UTF8, InputError, RequestError, ServerError, checked_size, dumps,
                       parse_body, parse_options, shape_answer)
 
 logger = logging.getLogger(__name__)
@@ -94,15 +95,6 @@ def request_body(row: dict[str, Any]) -> Any:
         "send the text with Content-Type: text/plain or application/json)",
         reason="no_body",
     )
-
-
-@dataclass(frozen=True)
-class Job:
-    """One request on its way through the stages: parsed, encoded, then tagged."""
-
-    request: ParsedRequest
-    encoded: list[ner_core.EncodedText]
-    predictions: list[ner_core.TokenPredictions] | None = None
 
 
 class KoreanNerHandler(BaseHandler):
@@ -171,7 +163,7 @@ class KoreanNerHandler(BaseHandler):
     def _prepare(self, idx: int, row: dict[str, Any]) -> Job:
         limits = dict(max_chars=self.settings.max_text_chars, max_texts=self.settings.max_texts_per_request)
         request = parse_body(request_body(row), self._content_type(idx, row), **limits)
-        request = replace(request, options=parse_options(row))
+        request = replace(request, options=parse_options(self._headers(idx)))
         encoded = ner_core.encode(self.ner, request.texts)
         cost = sum(enc.cost for enc in encoded)
         if cost > self.settings.max_request_tokens:
@@ -230,9 +222,13 @@ class KoreanNerHandler(BaseHandler):
         ids = getattr(self.context, "request_ids", None) or {}
         return str(ids.get(idx, f"#{idx}"))
 
+    def _headers(self, idx: int) -> dict[str, Any]:
+        """Request ``idx``'s HTTP headers, and per body parameter a dict with its content type."""
+        return (self.context.get_all_request_header(idx) if self.context else None) or {}
+
     def _content_type(self, idx: int, row: dict[str, Any]) -> str:
         """The content type TorchServe recorded for the body parameter of request ``idx``."""
-        headers = self.context.get_all_request_header(idx) if self.context else {}
+        headers = self._headers(idx)
         for name in ("data", "body"):
             if name in row and isinstance(headers.get(name), dict):
                 return headers[name].get("content-type") or ""

@@ -25,7 +25,9 @@ TEXT_KEYS = ("sentence", "text")
 V2_DATATYPES = ("BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
                 "FP16", "FP32", "FP64", "BYTES")
 V2_OUTPUT = "ner"  # name of the v2 output tensor: one JSON answer (as for a plain request) per text
-# Query parameters a request may carry (POST /predictions/<model>?result=false).
+# Request options travel as HTTP headers: TorchServe 0.12 drops the query string of
+# /predictions/<model> before the handler sees it.
+RESULT_HEADER = "x-ner-result"  # "false": answer without the per-wordpiece "result" rows
 OPTION_VALUES = {"true": True, "1": True, "false": False, "0": False}
 JSON_UTF8 = "application/json; charset=utf-8"
 
@@ -203,16 +205,18 @@ def parse_body(value: Any, content_type: str, *, max_chars: int, max_texts: int)
     raise InputError(f"received {_describe(value)}", reason="bad_shape")
 
 
-def parse_options(params: Mapping[str, Any]) -> Options:
-    """Request options from the URL's query parameters (``str`` or ``bytes`` values)."""
-    if "result" not in params:
+def parse_options(headers: Mapping[str, Any]) -> Options:
+    """Request options from the request's HTTP headers (names in any case; ``str`` or ``bytes``
+    values; other headers are ignored)."""
+    found = [value for name, value in headers.items() if isinstance(name, str) and name.lower() == RESULT_HEADER]
+    if not found:
         return Options()
-    raw = params["result"]
+    raw = found[0]
     value = raw.decode("utf-8", "replace") if isinstance(raw, (bytes, bytearray)) else str(raw)
-    if value.lower() not in OPTION_VALUES:
-        raise InputError(f"query parameter result must be true or false, received {len(value)} characters",
+    if value.strip().lower() not in OPTION_VALUES:
+        raise InputError(f"header X-NER-Result must be true or false, received {len(value)} characters",
                          reason="bad_option")
-    return Options(result=OPTION_VALUES[value.lower()])
+    return Options(result=OPTION_VALUES[value.strip().lower()])
 
 
 # --------------------------------------------------------------------------- answers
@@ -247,7 +251,7 @@ def checked_size(answer: bytes, max_bytes: int) -> bytes:
     if len(answer) > max_bytes:
         raise InputError(
             f"the answer would be {len(answer)} bytes; the limit is {max_bytes}: send fewer or shorter "
-            "texts, or ask without the per-token rows (?result=false)",
+            "texts, or ask without the per-token rows (header X-NER-Result: false)",
             status=413, reason="answer_too_large",
         )
     return answer

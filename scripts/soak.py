@@ -62,11 +62,14 @@ class Case:
     content_type: str
     texts: tuple[str, ...] = ()  # what the answer must echo, in order (empty: must be a 4xx)
     is_list: bool = False
+    headers: tuple[tuple[str, str], ...] = ()  # more HTTP headers, e.g. (("X-NER-Result", "false"),)
+    frontend_refuses: bool = False  # over max_request_size: TorchServe's frontend answers a bare 413
 
 
 @dataclass
 class Tally:
     outcomes: Counter = field(default_factory=Counter)  # ok, mismatch, 5xx, lost, invalid_4xx, invalid_not_4xx
+    by_kind: Counter = field(default_factory=Counter)  # (first word of the case's kind, outcome)
     statuses: Counter = field(default_factory=Counter)  # 2xx, 4xx, 5xx
     latencies: list[float] = field(default_factory=list)
     examples: list[str] = field(default_factory=list)  # the first few failures, without request text
@@ -99,6 +102,8 @@ def judge(case: Case, status: int, body: bytes) -> str:
         answer = json.loads(body)
     except ValueError:
         answer = None
+    if case.frontend_refuses and status == 413 and not body:
+        return "invalid_4xx"
     if not case.texts:
         return "invalid_4xx" if 400 <= status < 500 and isinstance(answer, dict) and "error" in answer else "invalid_not_4xx"
     answers = answer if case.is_list and isinstance(answer, list) else [answer]
@@ -109,7 +114,7 @@ def judge(case: Case, status: int, body: bytes) -> str:
 
 def send(server: tsctl.Server, model: str, case: Case, timeout: float) -> tuple[int, bytes]:
     resp = server.call("POST", "inference", f"/predictions/{model}", data=case.body,
-                       headers={"Content-Type": case.content_type}, timeout=(5, timeout))
+                       headers={"Content-Type": case.content_type, **dict(case.headers)}, timeout=(5, timeout))
     return resp.status_code, resp.content
 
 
@@ -132,6 +137,7 @@ def run(server: tsctl.Server, model: str, cases: list[Case], concurrency: int, t
         for future in tqdm(as_completed(futures), total=len(futures), desc=desc, unit="req", disable=not progress):
             case, outcome, status, seconds = future.result()
             tally.outcomes[outcome.split(" (")[0]] += 1
+            tally.by_kind[case.kind.split(" ")[0], outcome.split(" (")[0]] += 1
             tally.statuses[f"{status // 100}xx" if status else "none"] += 1
             tally.latencies.append(seconds)
             if outcome not in ("ok", "invalid_4xx") and len(tally.examples) < 10:

@@ -57,7 +57,7 @@ def json_bytes(draw) -> bytes:
 
 
 BODIES = st.one_of(st.binary(max_size=300), json_bytes(), ODD_TEXT.map(lambda t: t.encode("utf-8", "surrogatepass")))
-OPTIONS = st.one_of(st.just({}), st.fixed_dictionaries({"result": st.one_of(st.binary(max_size=8), ODD_TEXT, st.sampled_from(["true", "false", "0", "1"]))}))
+OPTIONS = st.one_of(st.just({}), st.fixed_dictionaries({"X-NER-Result": st.one_of(st.binary(max_size=8), ODD_TEXT, st.sampled_from(["true", "false", "0", "1"]))}))
 
 
 def as_torchserve_gives(body: bytes, content_type: str):

@@ -44,14 +44,15 @@ def handler(tiny_model_dir):
 
 
 def run_batch(handler_and_context, requests):
-    """requests: (body, content type[, query parameters]) tuples, as TorchServe hands them to
-    the worker. Returns the decoded answers, statuses and content types, one per request."""
+    """requests: (body, content type[, HTTP headers]) tuples, as TorchServe hands them to the
+    worker. Returns the decoded answers, statuses and content types, one per request."""
     handler, context = handler_and_context
     context.request_ids = {i: f"req-{i}" for i in range(len(requests))}
-    context.request_processor = [RequestProcessor({"body": {"content-type": r[1]}}) for r in requests]
+    context.request_processor = [RequestProcessor({"body": {"content-type": r[1]}, **(r[2] if len(r) > 2 else {})})
+                                 for r in requests]
     context.metrics.request_ids = context.request_ids
     context._response_status = {}  # noqa: SLF001  (a fresh batch; TorchServe's service does the same)
-    rows = [{"body": r[0], **(r[2] if len(r) > 2 else {})} for r in requests]
+    rows = [{"body": r[0]} for r in requests]
     answers = handler.handle(rows, context)
     assert len(answers) == len(requests)
     statuses = [context.get_response_status(i)[0] for i in range(len(requests))]
@@ -223,18 +224,18 @@ def test_an_answer_over_max_response_bytes_is_refused_and_the_batch_mates_answer
     small = make_handler(tiny_model_dir, max_response_bytes=2048, max_request_tokens=512)
     answers, statuses, _ = run_batch(small, [("서울", "text/plain"), (LETTERS, "text/plain")])
     assert statuses == [200, 413] and answers[0]["sentence"] == "서울"
-    assert "the limit is 2048" in answers[1]["error"] and "?result=false" in answers[1]["error"]
+    assert "the limit is 2048" in answers[1]["error"] and "X-NER-Result: false" in answers[1]["error"]
 
 
 def test_result_false_leaves_out_the_token_rows_and_keeps_the_entities(handler):
-    answers, statuses, _ = run_batch(handler, [(GOOD, "text/plain"), (GOOD, "text/plain", {"result": b"false"})])
+    answers, statuses, _ = run_batch(handler, [(GOOD, "text/plain"), (GOOD, "text/plain", {"X-NER-Result": "false"})])
     full, lean = answers
     assert statuses == [200, 200] and "result" in full and set(lean) == {"sentence", "entities"}
     assert lean["entities"] == full["entities"]
 
 
 def test_a_bad_option_is_a_400_for_that_request_alone(handler):
-    _, statuses, _ = run_batch(handler, [(GOOD, "text/plain", {"result": "maybe"}), (GOOD, "text/plain")])
+    _, statuses, _ = run_batch(handler, [(GOOD, "text/plain", {"x-ner-result": "maybe"}), (GOOD, "text/plain")])
     assert statuses == [400, 200]
 
 

@@ -113,15 +113,16 @@ def test_every_refusal_of_the_json_parser_is_a_400(body):
     assert err.value.status == 400 and err.value.reason == "bad_json"
 
 
-@pytest.mark.parametrize("params, result", [({}, True), ({"result": b"false"}, False), ({"result": "0"}, False),
-                                            ({"result": "TRUE"}, True), ({"body": b"x", "result": "1"}, True)])
-def test_the_result_option_comes_from_the_query(params, result):
-    assert parse_options(params) == Options(result=result)
+@pytest.mark.parametrize("headers, result", [({}, True), ({"X-NER-Result": b"false"}, False), ({"x-ner-result": "0"}, False),
+                                             ({"X-Ner-Result": " TRUE"}, True), ({"body": {"content-type": "text/plain"}, "X-NER-RESULT": "1"}, True),
+                                             ({"result": "false"}, True)])
+def test_the_result_option_comes_from_a_header(headers, result):
+    assert parse_options(headers) == Options(result=result)
 
 
 def test_a_bad_option_value_is_refused_without_echoing_it():
-    with pytest.raises(InputError, match="result must be true or false, received 6 characters") as err:
-        parse_options({"result": "홍길동홍길동"})
+    with pytest.raises(InputError, match="X-NER-Result must be true or false, received 6 characters") as err:
+        parse_options({"X-NER-Result": "홍길동홍길동"})
     assert err.value.status == 400 and "홍길동" not in str(err.value)
 
 
