@@ -92,8 +92,10 @@ def _too_long(rng, limits):
 
 
 def _over_budget(rng, limits):
-    """Within the text length and count limits, over the token budget."""
-    text = ("이순신은 1592년 한산도에서 왜군을 무찔렀다. " * 200)[: limits["max_chars"]]
+    """Within the text length and count limits, over the token budget: ordinary Korean, or text
+    where nearly every character is a wordpiece of its own (the largest answer per character)."""
+    unit = rng.choice(["이순신은 1592년 한산도에서 왜군을 무찔렀다. ", "1.2,3;4:5!6?7(8)9-0/"])
+    text = (unit * (limits["max_chars"] // len(unit) + 1))[: limits["max_chars"]]
     return json.dumps([text] * limits["max_texts"], ensure_ascii=False).encode(), "application/json", ()
 
 

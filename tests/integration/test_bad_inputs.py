@@ -16,13 +16,14 @@ from typing import Any
 import pytest
 
 import ner_core
+import repo
 import tsctl
 
 pytestmark = pytest.mark.integration
 
 LIMIT_CHARS = 20_000  # TEST_MODEL_CONFIG keeps the real max_text_chars
 LIMIT_TEXTS = 8  # TEST_MODEL_CONFIG's max_texts_per_request
-MAX_REQUEST_SIZE = 2_621_440  # config/config.properties
+MAX_REQUEST_SIZE = int(tsctl.read_properties(repo.CONFIG_DIR / "config.properties")["max_request_size"])
 SENTENCE = "이순신은 1592년 조선 한산도에서 왜군을 크게 무찔렀다. "
 LONG = (SENTENCE * (LIMIT_CHARS // len(SENTENCE) + 1))[:LIMIT_CHARS]
 TEXT = "text/plain; charset=utf-8"
