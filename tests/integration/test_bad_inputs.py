@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 import ner_core
-import tsctl
+
+from ops import tsctl
 
 pytestmark = pytest.mark.integration
 
