@@ -1,8 +1,7 @@
 """Operate the local TorchServe: start, stop, register, scale, describe, unregister.
 
 Each action is one small function that the CLI (scripts/tsctl.py) and the integration tests
-both call.
-TorchServe runs with ``var/`` (or ``--run-dir``) as its working directory: the generated
+both call. TorchServe runs with ``var/`` (or ``--run-dir``) as its working directory: the generated
 config.properties, key_file.json, logs/ and a pid file live there. Keys are read from
 key_file.json on every call, so nobody copies tokens by hand; an expired key is regenerated
 through TorchServe's token API. registered.json there records what is registered (archive,
