@@ -65,9 +65,10 @@ def test_ratios_are_the_rates_divided(report):
     for r in (r for r in rows if r["path"] == "served"):
         ceiling = benchmark.find(rows, path="ceiling-forward", precision=r["precision"], batch=r["batch"])
         seed = benchmark.find(rows, path="seed-served", concurrency=r["concurrency"])
-        # ratios are rounded to 3 decimals, rates to 2: a small ratio differs by up to 0.0005
+        # vs_ceiling is rounded to 3 decimals, vs_seed to 2, rates to 2: a small ratio differs by
+        # up to 0.0005 and 0.005 (a served rate below the seed's on a busy machine: 0.23 for 0.2338)
         assert r["vs_ceiling"] == pytest.approx(r["sentences_per_s"] / ceiling["sentences_per_s"], rel=0.01, abs=6e-4)
-        assert r["vs_seed"] == pytest.approx(r["sentences_per_s"] / seed["sentences_per_s"], rel=0.01, abs=6e-4)
+        assert r["vs_seed"] == pytest.approx(r["sentences_per_s"] / seed["sentences_per_s"], rel=0.01, abs=6e-3)
     assert all(r["vs_ceiling"] is None for r in rows if r["path"] != "served")
 
 
