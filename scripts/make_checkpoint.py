@@ -1,87 +1,9 @@
 #!/usr/bin/env python3
-"""Write a randomly initialised BERT token classifier laid out like a ratsnlp user's model.
+"""Runs ops/cli/make_checkpoint.py (its --help says what it does). The ops package is installed editable by scripts/setup.sh."""
 
-The output directory holds what packaging expects from a user: ``epoch=0-val_loss=9.99.ckpt``
-(a Lightning-style dict with ``state_dict`` keys prefixed ``model.``), ``label_map.txt`` and
-the "pretrained" side, ``config.json`` and ``vocab.txt``. Random weights cost the same compute
-as trained ones, so ``--shape bert-base`` is the benchmark's stand-in for beomi/kcbert-base.
-"""
-
-from __future__ import annotations
-
-import argparse
-import random
 import sys
-from pathlib import Path
 
-import repo  # noqa: F401  (puts handler/ on the import path)
-
-import torch
-from transformers import BertConfig, BertForTokenClassification
-
-SHAPES = {
-    # beomi/kcbert-base's published config
-    "bert-base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072, max_position_embeddings=300, vocab_size=30000),
-    "tiny": dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, max_position_embeddings=300, vocab_size=0),
-}
-TYPES = ("PER", "LOC", "ORG", "DAT", "TIM", "DUR", "MNY", "PNT", "NOH", "POH")
-RATSNLP_LABELS = ["[CLS]", "[SEP]", "[PAD]", "[MASK]", "O", *[f"B-{t}" for t in TYPES], *[f"I-{t}" for t in TYPES]]
-SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-
-
-def synthetic_vocab(size: int, seed: int = 0) -> list[str]:
-    """Special tokens, ASCII, common punctuation, then Hangul syllables and ## pieces, then
-    two-syllable pieces: 11,172 syllables alone stop at 22,450 entries, short of kcbert's 30,000."""
-    base = SPECIAL_TOKENS + [chr(c) for c in range(33, 127)] + list("·‘’“”…~∼")
-    hangul = [chr(c) for c in range(0xAC00, 0xD7A4)]
-    random.Random(seed).shuffle(hangul)
-    words = list(dict.fromkeys(base))
-    pool = iter(hangul + [a + b for a, b in zip(hangul, hangul[1:])])
-    while len(words) < size:
-        syllable = next(pool, None)
-        if syllable is None:
-            break
-        words.append(syllable)
-        if len(words) < size:
-            words.append("##" + syllable)
-    return words[:size]
-
-
-def write_checkpoint(out: Path, shape: str = "tiny", vocab_size: int = 0, seed: int = 0) -> Path:
-    torch.manual_seed(seed)
-    params = dict(SHAPES[shape])
-    vocab = synthetic_vocab(vocab_size or params["vocab_size"] or 2000, seed)
-    params["vocab_size"] = len(vocab)
-    config = BertConfig(**params, num_labels=len(RATSNLP_LABELS))
-    model = BertForTokenClassification(config)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    (out / "label_map.txt").write_text("\n".join(RATSNLP_LABELS) + "\n", encoding="utf-8")
-    BertConfig(**params).to_json_file(str(out / "config.json"))  # the pretrained side: no num_labels
-    ckpt = {
-        "epoch": 0,
-        "global_step": 0,
-        "pytorch-lightning_version": "1.9.0",
-        "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
-        "optimizer_states": [],
-        "lr_schedulers": [],
-    }
-    path = out / "epoch=0-val_loss=9.99.ckpt"
-    torch.save(ckpt, path)
-    return path
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("out", type=Path, help="directory to write")
-    parser.add_argument("--shape", choices=sorted(SHAPES), default="tiny")
-    parser.add_argument("--vocab-size", type=int, default=0, help="override the shape's vocab size")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    path = write_checkpoint(args.out, args.shape, args.vocab_size, args.seed)
-    print(f"wrote {path}", file=sys.stderr)
-    return 0
-
+from ops.cli.make_checkpoint import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
-# Run every test: unit tests in-process, integration tests against a real TorchServe that the
-# fixtures start on free loopback ports. Extra arguments go to pytest (e.g. -k spine, -x).
+# Run the tests: unit tests in-process, integration tests against a real TorchServe that the
+# fixtures start on free loopback ports. --fast runs only what needs no TorchServe (no Java;
+# under a minute). Other arguments go to pytest (e.g. -k spine, -x).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+select=()
+if [ "${1:-}" = "--fast" ]; then
+    shift
+    select=(-m "not integration")
+fi
 scripts/setup.sh --test
-exec .venv/bin/python -m pytest "$@"
+exec .venv/bin/python -m pytest ${select[@]+"${select[@]}"} "$@"

@@ -1,4 +1,6 @@
-"""Fixtures shared by unit and integration tests: tiny models built in tmp dirs."""
+"""Fixtures for every test: tiny models built in tmp dirs, the workplace's corpus; and the
+``integration`` mark on every test under tests/integration/ (``scripts/test.sh --fast`` leaves
+them out)."""
 
 from __future__ import annotations
 
@@ -6,15 +8,24 @@ from pathlib import Path
 
 import pytest
 
-import make_checkpoint
-import package_model
+from ops import checkpoints, paths
+from ops.packaging import PackageSpec, stage
+
+INTEGRATION_DIR = Path(__file__).parent / "integration"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark what starts a real TorchServe by where it lives (a conftest's pytestmark is ignored)."""
+    for item in items:
+        if INTEGRATION_DIR in Path(item.path).parents:
+            item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint_dir(tmp_path_factory) -> Path:
     """A ratsnlp-layout checkpoint directory with a tiny random BERT."""
     out = tmp_path_factory.mktemp("tiny-ckpt")
-    make_checkpoint.write_checkpoint(out, shape="tiny", vocab_size=3000)
+    checkpoints.write_checkpoint(out, shape="tiny", vocab_size=3000)
     return out
 
 
@@ -22,6 +33,19 @@ def tiny_checkpoint_dir(tmp_path_factory) -> Path:
 def tiny_model_dir(tiny_checkpoint_dir, tmp_path_factory) -> Path:
     """The tiny checkpoint staged as the handler sees it inside a .mar."""
     out = tmp_path_factory.mktemp("tiny-model")
-    args = package_model.parse_args(["--checkpoint", str(tiny_checkpoint_dir)])
-    package_model.stage(args, out)
+    stage(PackageSpec(tiny_checkpoint_dir), out)
     return out
+
+
+@pytest.fixture(scope="session")
+def kmou_split():
+    """``kmou_split("val")``: the KMOU corpus file from the workplace's shared/, or a skip (a
+    user's clone has no shared/; NER_SHARED_DIR points elsewhere)."""
+
+    def find(split: str) -> Path:
+        path = paths.SHARED_DATA / f"{split}.txt"
+        if not path.is_file():
+            pytest.skip(f"KMOU corpus not found at {path} (it lives in the workplace's shared/, not in the repo)")
+        return path
+
+    return find

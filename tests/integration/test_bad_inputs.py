@@ -16,14 +16,14 @@ from typing import Any
 import pytest
 
 import ner_core
-import repo
-import tsctl
+
+from ops import paths, tsctl
 
 pytestmark = pytest.mark.integration
 
 LIMIT_CHARS = 20_000  # TEST_MODEL_CONFIG keeps the real max_text_chars
 LIMIT_TEXTS = 8  # TEST_MODEL_CONFIG's max_texts_per_request
-MAX_REQUEST_SIZE = int(tsctl.read_properties(repo.CONFIG_DIR / "config.properties")["max_request_size"])
+MAX_REQUEST_SIZE = int(tsctl.read_properties(paths.CONFIG_DIR / "config.properties")["max_request_size"])
 SENTENCE = "이순신은 1592년 조선 한산도에서 왜군을 크게 무찔렀다. "
 LONG = (SENTENCE * (LIMIT_CHARS // len(SENTENCE) + 1))[:LIMIT_CHARS]
 TEXT = "text/plain; charset=utf-8"
@@ -165,10 +165,6 @@ def check_answer(answer: dict, text: str, tokenizer) -> None:
     for ent in answer["entities"]:
         assert 0 <= ent["start"] < ent["end"] <= len(text), ent
         assert text[ent["start"]:ent["end"]] == ent["text"] and ent["start"] in starts, ent
-
-
-def test_the_matrix_is_large_enough():
-    assert len(CASES) >= 40 and len({c.id for c in CASES}) == len(CASES)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-import benchmark
 import ner_core
 
-pytestmark = pytest.mark.integration
+from ops import benchmark
+from ops.cli import benchmark as benchmark_cli
 
 SENTENCES = benchmark.BUILTIN_SENTENCES[:3] + benchmark.BUILTIN_SENTENCES[-2:]  # short and long
-TAGGED = [  # ratsnlp line format, written for this test
+TAGGED = [  # ratsnlp line format, written for this test (also in tests/unit/test_load.py)
     "김민수는 어제 부산에 갔다.\u241e<김민수:PER>는 <어제:DAT> <부산:LOC>에 갔다.",
     "한국은행은 금리를 동결했다.\u241e<한국은행:ORG>은 금리를 동결했다.",
 ]
@@ -30,7 +30,7 @@ def report(tmp_path_factory) -> tuple[dict, str, Path]:
     argv = ["--models", "tiny", "--sentences", str(sentences), "--precisions", "fp32,ort-fp32", "--batch-sizes", "2",
             "--delays", "5", "--workers", "1", "--concurrency", "1,2", "--repeats", "2", "--min-seconds", "0",
             "--out", str(out)]
-    assert benchmark.main(argv) == 0
+    assert benchmark_cli.main(argv) == 0
     return (json.loads((out / "results.json").read_text(encoding="utf-8")),
             (out / "results.md").read_text(encoding="utf-8"), out)
 
@@ -65,9 +65,10 @@ def test_ratios_are_the_rates_divided(report):
     for r in (r for r in rows if r["path"] == "served"):
         ceiling = benchmark.find(rows, path="ceiling-forward", precision=r["precision"], batch=r["batch"])
         seed = benchmark.find(rows, path="seed-served", concurrency=r["concurrency"])
-        # ratios are rounded to 3 decimals, rates to 2: a small ratio differs by up to 0.0005
+        # vs_ceiling is rounded to 3 decimals, vs_seed to 2, rates to 2: a small ratio differs by
+        # up to 0.0005 and 0.005 (a served rate below the seed's on a busy machine: 0.23 for 0.2338)
         assert r["vs_ceiling"] == pytest.approx(r["sentences_per_s"] / ceiling["sentences_per_s"], rel=0.01, abs=6e-4)
-        assert r["vs_seed"] == pytest.approx(r["sentences_per_s"] / seed["sentences_per_s"], rel=0.01, abs=6e-4)
+        assert r["vs_seed"] == pytest.approx(r["sentences_per_s"] / seed["sentences_per_s"], rel=0.01, abs=6e-3)
     assert all(r["vs_ceiling"] is None for r in rows if r["path"] != "served")
 
 
@@ -128,18 +129,3 @@ def test_accuracy_compares_each_precision_with_fp32(report, tmp_path):
     ort = rows[1]  # the same fp32 model on another runtime: the same tags
     assert ort["token_tag_agreement"] == 1.0 and ort["f1_loss_points"] == 0
     assert 0 <= rows[0]["token_tag_agreement"] <= 1
-
-
-def test_sentences_from_ratsnlp_lines_and_limit(tmp_path):
-    path = tmp_path / "val.txt"
-    path.write_text("\n".join(TAGGED) + "\n\n", encoding="utf-8")
-    assert benchmark.read_sentences(path) == ["김민수는 어제 부산에 갔다.", "한국은행은 금리를 동결했다."]
-    assert benchmark.read_sentences(path, limit=1) == ["김민수는 어제 부산에 갔다."]
-    assert benchmark.read_sentences(None, limit=2) == benchmark.BUILTIN_SENTENCES[:2]
-
-
-def test_percentile_and_feed():
-    values = [float(v) for v in range(1, 101)]
-    assert [benchmark.percentile(values, q) for q in (50, 95, 99, 100)] == [50.0, 95.0, 99.0, 100.0]
-    feed = benchmark.Feed(["a", "b", "c"], min_seconds=0)
-    assert [feed.next() for _ in range(4)] == ["a", "b", "c", None]  # one whole pass, then done

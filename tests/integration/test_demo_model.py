@@ -5,21 +5,16 @@ from __future__ import annotations
 
 import pytest
 
-import repo
-import tsctl
-from serving import TEST_MODEL_CONFIG, build_archive, demo_model_available
+from ops import paths, tsctl
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(not demo_model_available(), reason=f"no demo model at {repo.DEMO_MODEL_DIR}"),
-]
+pytestmark = pytest.mark.skipif(not paths.demo_model_available(), reason=f"no demo model at {paths.DEMO_MODEL_DIR}")
 
 
 @pytest.fixture(scope="module")
-def demo_model(server, model_store):
-    handler = {**TEST_MODEL_CONFIG["handler"], "max_seq_length": 128, "window_stride": 32, "trim_particles": True}
-    config = {**TEST_MODEL_CONFIG, "handler": handler}  # trim_particles as config/model-config.yaml ships it
-    name = tsctl.register(server, build_archive(repo.DEMO_MODEL_DIR, model_store, "demo_ner", config), workers=1)
+def demo_model(server, build_archive, test_model_config):
+    handler = {**test_model_config["handler"], "max_seq_length": 128, "window_stride": 32, "trim_particles": True}
+    config = {**test_model_config, "handler": handler}  # trim_particles as config/model-config.yaml ships it
+    name = tsctl.register(server, build_archive(paths.DEMO_MODEL_DIR, "demo_ner", config), workers=1)
     yield name
     tsctl.unregister(server, name)
 

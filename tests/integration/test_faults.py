@@ -4,7 +4,7 @@ module): a worker killed with SIGKILL, TorchServe restarted, archives that canno
 The finding these tests pin down (TorchServe 0.12, WorkerThread.run / BatchAggregator): the
 requests a worker thread is still *gathering* into its next batch when the worker process dies
 are dropped from the aggregator without an answer. Only a client read timeout and a resend
-(scripts/predict.py:predict_with_retry) recover them. See docs/reliability.md.
+(ops/client.py:predict_with_retry, the client of scripts/predict.py) recover them. See docs/reliability.md.
 """
 
 from __future__ import annotations
@@ -25,18 +25,10 @@ from urllib.parse import urlsplit
 
 import pytest
 
-import fault_drill
-import repo
-import tsctl
-from serving import TEST_MODEL_CONFIG, build_archive, own_torchserve
-from predict import predict_with_retry
+from ops import fault_drill, paths, tsctl
+from ops.client import predict_with_retry
 
-pytestmark = pytest.mark.integration
-
-# One worker; a 5 s batch window, so requests sent to an idle worker wait there for company.
-# Generous start and load timeouts: a worker restart on a busy 2-core machine took up to 2 min.
-FAULT_CONFIG = {**TEST_MODEL_CONFIG, "minWorkers": 1, "maxWorkers": 1, "maxBatchDelay": 5000,
-                "responseTimeout": 300, "startupTimeout": 300}
+BATCH_DELAY_MS = 5000  # the archive's maxBatchDelay (fault_mar)
 BATCH_SIZE = 4  # given at registration, unlike the archive's 8: a restart must bring it back
 RETRY_TIMEOUT = 15  # the resending client's read timeout, seconds
 LOAD_CLIENTS = 6
@@ -44,13 +36,17 @@ LOAD_CLIENTS = 6
 
 @pytest.fixture(scope="module")
 def own_server(model_store, tmp_path_factory):
-    with own_torchserve(tmp_path_factory.mktemp("ts-faults"), model_store) as server:
+    with tsctl.running(tmp_path_factory.mktemp("ts-faults"), model_store) as server:
         yield server
 
 
 @pytest.fixture(scope="module")
-def fault_mar(tiny_checkpoint_dir, model_store) -> str:
-    return build_archive(tiny_checkpoint_dir, model_store, "fault_ner", FAULT_CONFIG)
+def fault_mar(tiny_checkpoint_dir, build_archive, test_model_config) -> str:
+    # One worker; a 5 s batch window, so requests sent to an idle worker wait there for company.
+    # Generous start and load timeouts: a worker restart on a busy 2-core machine took up to 2 min.
+    config = {**test_model_config, "minWorkers": 1, "maxWorkers": 1, "maxBatchDelay": BATCH_DELAY_MS,
+              "responseTimeout": 300, "startupTimeout": 300}
+    return build_archive(tiny_checkpoint_dir, "fault_ner", config)
 
 
 @pytest.fixture(scope="module")
@@ -177,7 +173,7 @@ def test_restart_brings_the_model_back_with_its_settings(own_server, fault_model
     assert tsctl.stop(own_server.run_dir)
     server = tsctl.start(own_server.run_dir, model_store, overrides=same_ports)
     after = {k: tsctl.describe(server, fault_model)[0][k] for k in keys}
-    assert after == before and after["batchSize"] == BATCH_SIZE and after["maxBatchDelay"] == FAULT_CONFIG["maxBatchDelay"]
+    assert after == before and after["batchSize"] == BATCH_SIZE and after["maxBatchDelay"] == BATCH_DELAY_MS
     assert tsctl.ready_workers(server, fault_model) == 1
     resp = tsctl.predict(server, fault_model, "다시 켜진 뒤의 문장")
     assert resp.status_code == 200 and resp.json()["sentence"] == "다시 켜진 뒤의 문장"
@@ -212,7 +208,7 @@ def failed_registrations(own_server, fault_mar, model_store) -> dict[str, tuple[
     def register(name: str) -> tuple[int, str, float]:
         mar = broken_copy(model_store / fault_mar, name, BROKEN[name][0])
         started = time.monotonic()
-        done = subprocess.run([sys.executable, str(repo.ROOT / "scripts" / "tsctl.py"), "--run-dir", str(own_server.run_dir),
+        done = subprocess.run([sys.executable, str(paths.ROOT / "scripts" / "tsctl.py"), "--run-dir", str(own_server.run_dir),
                                "register", mar], capture_output=True, text=True, timeout=300)
         return done.returncode, done.stderr, time.monotonic() - started
 

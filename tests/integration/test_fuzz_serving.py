@@ -12,23 +12,20 @@ import json
 import pytest
 import yaml
 
-import fuzz
-import repo
-import tsctl
-from serving import TEST_MODEL_CONFIG, build_archive
-
-pytestmark = pytest.mark.integration
+from ops import fuzz, paths, soak, tsctl
+from ops.cli import fuzz as fuzz_cli
+from tests.integration.conftest import TEST_MODEL_CONFIG
 
 REQUESTS, CONCURRENCY = 800, 16
-SHIPPED = yaml.safe_load((repo.CONFIG_DIR / "model-config.yaml").read_text(encoding="utf-8"))["handler"]
+SHIPPED = yaml.safe_load(paths.MODEL_CONFIG.read_text(encoding="utf-8"))["handler"]
 LIMITS = ("max_text_chars", "max_texts_per_request", "max_request_tokens", "max_response_bytes")
 CONFIG = {**TEST_MODEL_CONFIG, "minWorkers": 2, "maxWorkers": 2,
           "handler": {**TEST_MODEL_CONFIG["handler"], **{key: SHIPPED[key] for key in LIMITS}}}
 
 
 @pytest.fixture(scope="module")
-def fuzz_model(server, tiny_checkpoint_dir, model_store):
-    name = tsctl.register(server, build_archive(tiny_checkpoint_dir, model_store, "fuzz_ner", CONFIG))
+def fuzz_model(server, tiny_checkpoint_dir, build_archive):
+    name = tsctl.register(server, build_archive(tiny_checkpoint_dir, "fuzz_ner", CONFIG))
     yield name
     tsctl.unregister(server, name)
 
@@ -37,8 +34,8 @@ def fuzz_model(server, tiny_checkpoint_dir, model_store):
 def report(server, fuzz_model, tmp_path_factory) -> dict:
     """One short fuzz run through the CLI (its exit code included), read back from --report."""
     path = tmp_path_factory.mktemp("fuzz") / "report.json"
-    max_request_size = tsctl.read_properties(repo.CONFIG_DIR / "config.properties")["max_request_size"]
-    code = fuzz.main(["--run-dir", str(server.run_dir), "--model", fuzz_model, "--requests", str(REQUESTS),
+    max_request_size = tsctl.read_properties(paths.CONFIG_DIR / "config.properties")["max_request_size"]
+    code = fuzz_cli.main(["--run-dir", str(server.run_dir), "--model", fuzz_model, "--requests", str(REQUESTS),
                       "--concurrency", str(CONCURRENCY), "--max-chars", str(SHIPPED["max_text_chars"]),
                       "--max-texts", str(SHIPPED["max_texts_per_request"]), "--max-request-size", max_request_size,
                       "--report", str(path)])
@@ -66,4 +63,4 @@ def test_no_worker_restarted(report):
 def test_the_checker_counts_a_5xx_for_a_valid_request_as_a_failure():
     """valid_failed == 0 means something only if a failed valid request would be counted."""
     case = fuzz.make_cases(1, 0.0, fuzz.HOSTILE, {"max_chars": 10, "max_texts": 2, "max_request_size": 100}, 0)[0]
-    assert fuzz.soak.judge(case, 503, b"") == "5xx" and fuzz.soak.judge(case, 200, b'{"sentence": "other"}') == "mismatch"
+    assert soak.judge(case, 503, b"") == "5xx" and soak.judge(case, 200, b'{"sentence": "other"}') == "mismatch"

@@ -4,51 +4,29 @@ requests imply: tokens and windows counted from the answers, rejections by reaso
 from __future__ import annotations
 
 import json
-import re
 import time
 
 import pytest
 import requests
 
 import ner_core
-import tsctl
-from serving import TEST_MODEL_CONFIG, build_archive
 
-pytestmark = pytest.mark.integration
+from ops import tsctl
+from ops.tsctl import metric_value as value
+from ops.tsctl import metrics as scrape
 
 MODEL = "metrics_ner"
-SAMPLE = re.compile(r"^([A-Za-z_:][\w:]*)\{(.*)\}\s+(\S+)$")
 LONG_TEXT = "이순신은 조선 중기의 무신이다. 한산도에서 왜군을 크게 무찔렀다. " * 6
 
 
-def scrape(server: tsctl.Server) -> dict[tuple[str, frozenset], float]:
-    """Every sample of the Prometheus text answer, keyed by (name, labels)."""
-    resp = server.call("GET", "metrics", "/metrics")
-    assert resp.status_code == 200, resp.text
-    samples = {}
-    for line in resp.text.splitlines():
-        match = SAMPLE.match(line)
-        if match:
-            labels = frozenset(re.findall(r'(\w+)="([^"]*)"', match.group(2)))
-            samples[(match.group(1), labels)] = float(match.group(3))
-    return samples
-
-
-def value(samples: dict, name: str, **labels: str) -> float | None:
-    """The one sample called ``name`` whose labels include ``labels`` (None if absent)."""
-    found = [v for (n, have), v in samples.items() if n == name and set(labels.items()) <= have]
-    assert len(found) <= 1, f"{len(found)} samples of {name} match {labels}"
-    return found[0] if found else None
-
-
 @pytest.fixture(scope="module")
-def metrics_model(server, tiny_checkpoint_dir, model_store):
-    name = tsctl.register(server, build_archive(tiny_checkpoint_dir, model_store, MODEL))
+def metrics_model(server, tiny_checkpoint_dir, build_archive):
+    name = tsctl.register(server, build_archive(tiny_checkpoint_dir, MODEL))
     yield name
     tsctl.unregister(server, name)
 
 
-def test_handler_metrics_reach_prometheus(server, metrics_model):
+def test_handler_metrics_reach_prometheus(server, metrics_model, test_model_config):
     """Five requests sent one after another, so five batches: two answered (five texts, one
     long enough for several windows) and three rejected, each for another reason."""
     good = [
@@ -58,14 +36,14 @@ def test_handler_metrics_reach_prometheus(server, metrics_model):
     ]
     bad = [
         tsctl.predict(server, metrics_model, {"sentence": "  "}),
-        tsctl.predict(server, metrics_model, "가" * (TEST_MODEL_CONFIG["handler"]["max_text_chars"] + 1)),
+        tsctl.predict(server, metrics_model, "가" * (test_model_config["handler"]["max_text_chars"] + 1)),
         tsctl.predict(server, metrics_model, [1, 2]),
     ]
     assert [r.status_code for r in good + bad] == [200, 200, 400, 400, 400]
     answers = good[0].json() + [json.loads(item) for item in good[1].json()["outputs"][0]["data"]]
     tokens = [len(a["result"]) for a in answers]
-    size = TEST_MODEL_CONFIG["handler"]["max_seq_length"] - 2
-    windows = [len(ner_core.plan_windows(n, size, TEST_MODEL_CONFIG["handler"]["window_stride"])) for n in tokens]
+    size = test_model_config["handler"]["max_seq_length"] - 2
+    windows = [len(ner_core.plan_windows(n, size, test_model_config["handler"]["window_stride"])) for n in tokens]
     assert max(windows) > 1, f"the long text should need several windows: {tokens} tokens"
 
     model = {"ModelName": metrics_model}

@@ -19,10 +19,8 @@ import psutil
 import pytest
 import requests
 
-import tsctl
-from serving import build_archive, own_torchserve
-
-pytestmark = pytest.mark.integration
+from ops import tsctl
+from ops.cli import tsctl as tsctl_cli
 
 REFUSED = "InvalidKeyException"
 
@@ -68,7 +66,7 @@ def test_requests_without_or_with_a_wrong_key_are_refused(server, tiny_model, wh
 
 def test_rotate_keys_replaces_both_keys_and_the_old_ones_stop_working(server, tiny_model):
     old = server.keys()
-    assert tsctl.main(["--run-dir", str(server.run_dir), "rotate-keys"]) == 0
+    assert tsctl_cli.main(["--run-dir", str(server.run_dir), "rotate-keys"]) == 0
     new = server.keys()
     assert new["inference"] != old["inference"] and new["management"] != old["management"]
     assert new["API"] == old["API"]  # TorchServe cannot rotate its API key short of a restart
@@ -82,7 +80,7 @@ def test_rotate_keys_replaces_both_keys_and_the_old_ones_stop_working(server, ti
 @pytest.fixture(scope="module")
 def short_key_server(model_store, tmp_path_factory):
     """A TorchServe (no model needed) whose keys live 3 seconds."""
-    with own_torchserve(tmp_path_factory.mktemp("ts-short-keys"), model_store, token_expiration_min="0.05") as server:
+    with tsctl.running(tmp_path_factory.mktemp("ts-short-keys"), model_store, {"token_expiration_min": "0.05"}) as server:
         yield server
 
 
@@ -121,10 +119,10 @@ def test_every_listener_is_on_loopback_and_workers_listen_on_unix_sockets_only(s
 
 
 @pytest.fixture(scope="module")
-def outside_archive(tiny_checkpoint_dir, model_store, tmp_path_factory) -> Path:
+def outside_archive(tiny_checkpoint_dir, model_store, build_archive, tmp_path_factory) -> Path:
     """A valid archive one level above the model store, with a name nothing else uses."""
     elsewhere = tmp_path_factory.mktemp("elsewhere")
-    built = elsewhere / build_archive(tiny_checkpoint_dir, elsewhere, "outside_ner")
+    built = elsewhere / build_archive(tiny_checkpoint_dir, "outside_ner", store=elsewhere)
     return built.replace(model_store.parent / built.name)
 
 

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
 
-import tsctl
-
-pytestmark = pytest.mark.integration
+from ops import tsctl
 
 SENTENCES = [f"{i}번째 문장: 이순신은 조선 중기의 무신이다. 서울에서 {i}월에 만났다." for i in range(32)]
 
@@ -48,16 +45,16 @@ def test_bad_request_gets_json_400(server, tiny_model):
     assert "must be a string" in resp.json()["error"] and "JSON number" in resp.json()["error"]
 
 
-def test_concurrent_requests_batch_and_keep_their_answers(server, tiny_model):
-    """32 distinct sentences at once: each answer is its own, and batches > 1 really formed."""
-    log = server.run_dir / "logs" / "model_log.log"
-    before = log.read_text(encoding="utf-8", errors="replace").count("batch of")
+def test_concurrent_requests_batch_and_keep_their_answers(server, tiny_model, batches_and_texts):
+    """32 distinct sentences at once: each answer is its own, and batches > 1 really formed
+    (the handler's ner_texts_per_batch metric counts fewer batches than one-text requests)."""
+    before = batches_and_texts(server, tiny_model)
     with ThreadPoolExecutor(32) as pool:
         answers = list(pool.map(lambda s: tsctl.predict(server, tiny_model, s), SENTENCES))
     assert [a.status_code for a in answers] == [200] * 32
     assert [a.json()["sentence"] for a in answers] == SENTENCES
-    sizes = [int(n) for n in re.findall(r"batch of (\d+) requests", log.read_text(encoding="utf-8", errors="replace"))]
-    assert len(sizes) > before and max(sizes[before:]) > 1, f"no batch larger than 1 formed: {sizes[before:]}"
+    batches, texts = batches_and_texts(server, tiny_model, since=before, texts=32)
+    assert texts == 32 and 0 < batches < 32, f"no batch larger than 1 formed: {batches:.0f} batches for {texts:.0f} texts"
 
 
 def test_bad_request_inside_a_batch_fails_alone(server, tiny_model):
@@ -86,10 +83,8 @@ def test_requests_need_the_key(server, tiny_model):
     assert requests.post(url, data="문장".encode(), headers=wrong, timeout=10).status_code in (400, 401)
 
 
-def test_register_and_unregister_another_model(server, tiny_checkpoint_dir, model_store):
-    from serving import build_archive
-
-    mar = build_archive(tiny_checkpoint_dir, model_store, "tiny_ner_extra")
+def test_register_and_unregister_another_model(server, tiny_checkpoint_dir, build_archive):
+    mar = build_archive(tiny_checkpoint_dir, "tiny_ner_extra")
     name = tsctl.register(server, mar, workers=1)
     assert name == "tiny_ner_extra" and tsctl.ready_workers(server, name) == 1
     tsctl.unregister(server, name)

@@ -29,12 +29,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
-import repo
-import tsctl
-import webapp
-from serving import TEST_MODEL_CONFIG, build_archive, demo_model_available, port_overrides
-
-pytestmark = pytest.mark.integration
+from ops import paths, tsctl, webapp
+from ops.cli import webapp as webapp_cli
 
 SENTENCE = "이순신은 조선 중기의 무신이다."
 CHROMIUM = Path("/usr/bin/chromium")
@@ -42,9 +38,7 @@ CHROMEDRIVER = Path("/usr/bin/chromedriver")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--window-size=1000,800"]
-SCREENSHOT = repo.ROOT / "docs" / "webapp.png"
-DEMO_CONFIG = {**TEST_MODEL_CONFIG,
-               "handler": {**TEST_MODEL_CONFIG["handler"], "max_seq_length": 128, "window_stride": 32}}
+SCREENSHOT = paths.ROOT / "docs" / "webapp.png"
 
 
 @contextmanager
@@ -71,18 +65,19 @@ def app(server, tiny_model):
 def dead_app(tmp_path_factory):
     """The app pointed at a run dir whose TorchServe addresses nothing listens on."""
     run_dir = tmp_path_factory.mktemp("dead-ts")
-    tsctl.write_config(run_dir, port_overrides())
+    tsctl.write_config(run_dir, tsctl.port_overrides())
     with running_app(run_dir, "kor_ner") as url:
         yield url
 
 
 @pytest.fixture(scope="module")
-def demo_model(server, model_store):
+def demo_model(server, build_archive, test_model_config):
     """The trained demo model registered as kor_ner (what the app asks for by default)."""
-    if not demo_model_available():
-        pytest.skip(f"demo model not found at {repo.DEMO_MODEL_DIR / 'model.safetensors'} "
+    if not paths.demo_model_available():
+        pytest.skip(f"demo model not found at {paths.DEMO_MODEL_DIR / 'model.safetensors'} "
                     "(train it: scripts/train_demo.py --export)")
-    name = tsctl.register(server, build_archive(repo.DEMO_MODEL_DIR, model_store, "kor_ner", DEMO_CONFIG), workers=1)
+    config = {**test_model_config, "handler": {**test_model_config["handler"], "max_seq_length": 128, "window_stride": 32}}
+    name = tsctl.register(server, build_archive(paths.DEMO_MODEL_DIR, "kor_ner", config), workers=1)
     yield name
     tsctl.unregister(server, name)
 
@@ -179,7 +174,7 @@ def test_other_paths_get_json_errors(app, method, path, status):
 
 
 def test_cli_prints_the_address_and_stops_on_ctrl_c(tmp_path):
-    cmd = [sys.executable, str(repo.ROOT / "scripts" / "webapp.py"), "--port", "0", "--run-dir", str(tmp_path)]
+    cmd = [sys.executable, str(paths.ROOT / "scripts" / "webapp.py"), "--port", "0", "--run-dir", str(tmp_path)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     try:
         url = re.match(r"Demo page: (http://127\.0\.0\.1:\d+/) ", proc.stdout.readline()).group(1)
@@ -194,7 +189,7 @@ def test_cli_prints_the_address_and_stops_on_ctrl_c(tmp_path):
 def test_cli_says_when_the_port_is_taken(capsys):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
-        assert webapp.main(["--port", str(taken.getsockname()[1])]) == 1
+        assert webapp_cli.main(["--port", str(taken.getsockname()[1])]) == 1
     assert "cannot listen on 127.0.0.1:" in capsys.readouterr().err
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 
-import benchmark
+from ops import benchmark
+from ops.cli import benchmark as benchmark_cli
 
 
 def row(path: str, rate: float, p50: float, *, batch: int = 8, workers: int | None = None, threads: int = 2,
@@ -57,7 +58,7 @@ def test_rejudge_rewrites_a_saved_run_with_the_current_bars(tmp_path):
              "min_seconds": 2.0, "rows": [dict(r) for r in ROWS], "accuracy": [], "targets": ["stale"]}
     results = tmp_path / "results.json"
     results.write_text(json.dumps(saved), encoding="utf-8")
-    assert benchmark.main(["--rejudge", str(results)]) == 0
+    assert benchmark_cli.main(["--rejudge", str(results)]) == 0
     report = json.loads(results.read_text(encoding="utf-8"))
     assert report["targets"] == list(targets([dict(r) for r in ROWS]).values())
     assert "| m | served fp32 p50 ms at c1 <= single-sentence predict + delay + 5 | 128 | 130 | yes | b8 d5 w1 |" in \
@@ -67,5 +68,5 @@ def test_rejudge_rewrites_a_saved_run_with_the_current_bars(tmp_path):
 def test_rejudge_names_a_file_that_is_not_a_run(tmp_path, capsys):
     other = tmp_path / "results.json"
     other.write_text('{"rows": 3}', encoding="utf-8")
-    assert benchmark.main(["--rejudge", str(other)]) == 1
+    assert benchmark_cli.main(["--rejudge", str(other)]) == 1
     assert f"{other} is not a benchmark results.json" in capsys.readouterr().err

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ner_wire import InputError, parse_body
-from test_handler import GOOD, make_handler, run_batch
+from tests.unit.test_handler import GOOD, make_handler, run_batch
 
 LIMITS = dict(max_chars=100, max_texts=4)
 CONTENT_TYPES = ["text/plain", "text/plain; charset=utf-8", "application/json", "application/json; charset=utf-8",

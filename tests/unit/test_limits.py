@@ -21,9 +21,10 @@ import ner_core
 from ner_core import TokenPredictions
 from ner_settings import HandlerSettings
 from ner_wire import ParsedRequest, dumps, shape_answer
+from ops import paths
 
-ROOT = Path(__file__).resolve().parents[2]
-KCBERT_VOCAB = ROOT.parent / "shared" / "data" / "ratsnlp-checkpoint" / "pretrained" / "vocab.txt"
+ROOT = paths.ROOT
+KCBERT_VOCAB = paths.RATSNLP_CHECKPOINT / "pretrained" / "vocab.txt"
 LABELS = (ROOT / "demo_model" / "label_map.txt").read_text(encoding="utf-8").split()
 # Measured: a kcbert-base-shaped model (12 layers, hidden 768) on one core of this project's
 # 2-core reference machine (AMD EPYC, AVX2), windows of 128 batched by max_batch_tokens 256,

@@ -12,10 +12,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
-import repo
-import tsctl
+from ops import paths, tsctl
 
-K8S = repo.CONFIG_DIR / "k8s"
+K8S = paths.CONFIG_DIR / "k8s"
 WORKER_MB = 400  # resident memory of one worker serving bert-base (docs/operations.md)
 FRONTEND_MB = 250  # TorchServe's JVM frontend
 MODEL = "kor_ner"
@@ -40,7 +39,7 @@ def port(address: str) -> int:
 
 
 def handler_threads() -> int:
-    model_config = yaml.safe_load((repo.CONFIG_DIR / "model-config.yaml").read_text(encoding="utf-8"))
+    model_config = yaml.safe_load((paths.CONFIG_DIR / "model-config.yaml").read_text(encoding="utf-8"))
     return model_config["handler"]["torch_threads"]
 
 
@@ -105,7 +104,7 @@ def test_deployment_runs_unprivileged_and_sized_for_its_workers():
     [container] = spec["containers"]
     assert spec["securityContext"]["runAsNonRoot"] is True and spec["securityContext"]["runAsUser"] != 0
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
-    model_config = yaml.safe_load((repo.CONFIG_DIR / "model-config.yaml").read_text(encoding="utf-8"))
+    model_config = yaml.safe_load((paths.CONFIG_DIR / "model-config.yaml").read_text(encoding="utf-8"))
     check_resources(container["resources"], workers=model_config["minWorkers"])
 
 
@@ -169,7 +168,7 @@ def test_kserve_config_properties_fit_the_wrapper():
 @pytest.mark.parametrize("name", ["pod-config.properties", "kserve-config.properties"])
 def test_pod_configs_keep_the_local_limits(name):
     """Request and response limits, queue, timeout and metrics as in config/config.properties."""
-    local = tsctl.read_properties(repo.CONFIG_DIR / "config.properties")
+    local = tsctl.read_properties(paths.CONFIG_DIR / "config.properties")
     pod = tsctl.read_properties(K8S / name)
     keys = ("max_request_size", "max_response_size", "job_queue_size", "default_response_timeout",
             "metrics_mode", "allowed_urls")
@@ -182,8 +181,8 @@ def test_pod_configs_keep_the_local_limits(name):
 def test_every_handler_metric_is_declared_for_prometheus():
     """TorchServe drops an undeclared handler metric without a word: each ner_* name the handler
     emits is in config/metrics.yaml, with TorchServe's ModelName and Level dimensions last."""
-    emitted = set(re.findall(r'"(ner_[a-z_]+)"', (repo.HANDLER_DIR / "ner_handler.py").read_text(encoding="utf-8")))
-    declared = yaml.safe_load((repo.CONFIG_DIR / "metrics.yaml").read_text(encoding="utf-8"))["model_metrics"]
+    emitted = set(re.findall(r'"(ner_[a-z_]+)"', (paths.HANDLER_DIR / "ner_handler.py").read_text(encoding="utf-8")))
+    declared = yaml.safe_load((paths.CONFIG_DIR / "metrics.yaml").read_text(encoding="utf-8"))["model_metrics"]
     dims = {m["name"]: m["dimensions"] for kind in declared.values() for m in kind}
     assert len(emitted) == 9 and emitted <= set(dims), sorted(emitted - set(dims))
     assert all(dims[name][-2:] == ["ModelName", "Level"] for name in emitted)

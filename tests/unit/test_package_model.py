@@ -9,8 +9,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import make_checkpoint
-import package_model
+from ops import checkpoints, packaging, paths
+from ops.cli import package_model
 
 
 def package(tmp_path, checkpoint, *extra):
@@ -75,9 +75,19 @@ def test_refuses_to_overwrite_without_force(tiny_model_dir, tmp_path, capsys):
 
 
 def test_make_checkpoint_writes_the_ratsnlp_layout(tmp_path):
-    path = make_checkpoint.write_checkpoint(tmp_path, shape="tiny", vocab_size=500)
+    path = checkpoints.write_checkpoint(tmp_path, shape="tiny", vocab_size=500)
     ckpt = torch.load(path, weights_only=True)
     assert path.name == "epoch=0-val_loss=9.99.ckpt"
     assert all(k.startswith("model.") for k in ckpt["state_dict"])
     assert (tmp_path / "label_map.txt").read_text().splitlines()[:5] == ["[CLS]", "[SEP]", "[PAD]", "[MASK]", "O"]
     assert len((tmp_path / "vocab.txt").read_text().splitlines()) == 500
+
+
+def test_the_archive_holds_every_handler_module(tiny_model_dir, tmp_path):
+    """The handler file list is derived from handler/*.py (entry module first), not kept by hand."""
+    files = packaging.handler_files()
+    assert [p.name for p in files] == ["ner_handler.py"] + sorted(
+        p.name for p in paths.HANDLER_DIR.glob("*.py") if p.name != "ner_handler.py")
+    assert package(tmp_path, tiny_model_dir, "--name", "all") == 0
+    with zipfile.ZipFile(tmp_path / "store" / "all.mar") as archive:
+        assert {p.name for p in files} <= set(archive.namelist())

@@ -12,7 +12,7 @@ import shutil
 
 import torch
 
-import package_model
+from ops.cli import package_model
 
 
 class Payload:

@@ -6,14 +6,13 @@ from __future__ import annotations
 import pytest
 import yaml
 
-import eval_particles
 import ner_core
 import ner_particles
-import repo
-import train_demo
-from shared_data import shared_corpus
 from ner_particles import trim_end
 from ner_settings import HandlerSettings
+
+from ops import corpus, paths
+from ops import particles_eval as eval_particles
 
 
 def trimmed(text: str, entity: str, piece: str | None = None) -> str:
@@ -139,20 +138,20 @@ def test_setting_off_leaves_the_spans_as_the_wordpieces_give_them():
 
 
 def test_shipped_config_turns_trimming_on():
-    raw = yaml.safe_load((repo.CONFIG_DIR / "model-config.yaml").read_text(encoding="utf-8"))
+    raw = yaml.safe_load(paths.MODEL_CONFIG.read_text(encoding="utf-8"))
     settings = HandlerSettings.from_mapping(raw["handler"])
     assert ner_particles.trimmer(settings) is ner_particles.trim_end
 
 
-def test_oracle_f1_on_validation_rises_with_trimming():
+def test_oracle_f1_on_validation_rises_with_trimming(kmou_split):
     """Perfect token labels on the demo model's vocab: particles cost ~11 F1 points, the list
     wins nearly all of them back (docs/particles.md has the full table)."""
-    path = shared_corpus("val")
-    vocab = repo.DEMO_MODEL_DIR / "vocab.txt"
+    path = kmou_split("val")
+    vocab = paths.DEMO_MODEL_DIR / "vocab.txt"
     if not vocab.is_file():
         pytest.skip(f"demo model vocab not found at {vocab} (train it with scripts/train_demo.py --export)")
-    examples, _ = train_demo.read_corpus(path)
-    labels = train_demo.build_label_map(examples)
+    examples, _ = corpus.read_corpus(path)
+    labels = corpus.build_label_map(examples)
     oracle = eval_particles.oracle_predictions(examples, ner_core.build_tokenizer(vocab), labels)
     before = eval_particles.entity_f1(examples, oracle, labels, None)["f1"]
     after = eval_particles.entity_f1(examples, oracle, labels, ner_particles.trim_end)["f1"]

@@ -9,10 +9,10 @@ import pytest
 from transformers import BertTokenizerLegacy
 
 import ner_core
-import repo
-from shared_data import shared_corpus
 
-DEMO_VOCAB = repo.DEMO_MODEL_DIR / "vocab.txt"
+from ops import corpus, paths
+
+DEMO_VOCAB = paths.DEMO_MODEL_DIR / "vocab.txt"
 
 
 @pytest.fixture(scope="module")
@@ -21,10 +21,10 @@ def tokenizers(tiny_model_dir):
     return ner_core.build_tokenizer(vocab), BertTokenizerLegacy(str(vocab), do_lower_case=False)
 
 
-def test_same_wordpieces_on_every_validation_sentence(tokenizers):
+def test_same_wordpieces_on_every_validation_sentence(tokenizers, kmou_split):
     fast, slow = tokenizers
-    lines = shared_corpus("val").read_text(encoding="utf-8").splitlines()
-    sentences = [line.split("\u241e")[0] for line in lines if line.strip()]
+    lines = kmou_split("val").read_text(encoding="utf-8").splitlines()
+    sentences = [line.split(corpus.SEPARATOR)[0] for line in lines if line.strip()]
     encoded = ner_core.encode_texts(fast, sentences)
     differ = [s for s, (_, tokens, _) in zip(sentences, encoded) if tokens != slow.tokenize(s)]
     assert len(sentences) > 2000

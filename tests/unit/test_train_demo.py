@@ -8,10 +8,11 @@ import pytest
 import torch
 
 import ner_core
-import package_model
-import repo
-import train_demo
 from ner_settings import HandlerSettings
+
+from ops import corpus, paths
+from ops.cli import package_model as package_cli
+from ops.cli import train_demo as train_cli
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
@@ -23,24 +24,24 @@ def tokenizer_with(tmp_path, words):
 
 
 def test_parse_tagged_gives_plain_text_and_character_spans():
-    example = train_demo.parse_tagged("<이순신:PER>은 <조선 중기:DAT>의 무신이다.")
+    example = corpus.parse_tagged("<이순신:PER>은 <조선 중기:DAT>의 무신이다.")
     assert example.text == "이순신은 조선 중기의 무신이다."
     assert example.spans == [(0, 3, "PER"), (5, 10, "DAT")]
     assert [example.text[a:b] for a, b, _ in example.spans] == ["이순신", "조선 중기"]
 
 
 def test_parse_tagged_keeps_angle_brackets_inside_a_surface():
-    example = train_demo.parse_tagged("<<2>:NOH> 문제의 근원")
+    example = corpus.parse_tagged("<<2>:NOH> 문제의 근원")
     assert example.text == "<2> 문제의 근원"
     assert example.spans == [(0, 3, "NOH")]
 
 
 def test_align_labels_by_wordpiece_start(tmp_path):
     tokenizer = tokenizer_with(tmp_path, ["이순", "##신", "##은", "조선", "중기", "##의", "무신", "##이다", "."])
-    example = train_demo.parse_tagged("<이순신:PER>은 <조선 중기:DAT>의 무신이다.")
+    example = corpus.parse_tagged("<이순신:PER>은 <조선 중기:DAT>의 무신이다.")
     enc = tokenizer.encode(example.text, add_special_tokens=False)
     assert enc.tokens == ["이순", "##신", "##은", "조선", "중기", "##의", "무신", "##이다", "."]
-    tags = train_demo.align_labels(enc.offsets, example.spans)
+    tags = corpus.align_labels(enc.offsets, example.spans)
     assert tags == ["B-PER", "I-PER", "O", "B-DAT", "I-DAT", "O", "O", "O", "O"]
     assert ner_core.group_entities(tags) == [("PER", 0, 1), ("DAT", 3, 4)]
 
@@ -49,25 +50,25 @@ def test_align_labels_wordpiece_crossing_the_entity_end_and_adjacent_entities(tm
     tokenizer = tokenizer_with(tmp_path, ["이순", "##신은", "김", "##철수"])
     enc = tokenizer.encode("이순신은", add_special_tokens=False)
     assert enc.tokens == ["이순", "##신은"]
-    assert train_demo.align_labels(enc.offsets, [(0, 3, "PER")]) == ["B-PER", "I-PER"]
+    assert corpus.align_labels(enc.offsets, [(0, 3, "PER")]) == ["B-PER", "I-PER"]
     enc = tokenizer.encode("김철수", add_special_tokens=False)  # two entities touching
-    assert train_demo.align_labels(enc.offsets, [(0, 1, "PER"), (1, 3, "PER")]) == ["B-PER", "B-PER"]
+    assert corpus.align_labels(enc.offsets, [(0, 1, "PER"), (1, 3, "PER")]) == ["B-PER", "B-PER"]
 
 
 def test_label_map_in_ratsnlp_order():
-    examples = [train_demo.parse_tagged("<서울:LOC>의 <김철수:PER>"), train_demo.parse_tagged("<홍길동:PER>")]
-    assert train_demo.build_label_map(examples) == ["[CLS]", "[SEP]", "[PAD]", "[MASK]", "O", "B-LOC", "B-PER", "I-LOC", "I-PER"]
+    examples = [corpus.parse_tagged("<서울:LOC>의 <김철수:PER>"), corpus.parse_tagged("<홍길동:PER>")]
+    assert corpus.build_label_map(examples) == ["[CLS]", "[SEP]", "[PAD]", "[MASK]", "O", "B-LOC", "B-PER", "I-LOC", "I-PER"]
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A 3-step run on a small slice of the corpus: (ratsnlp-style folder, export folder)."""
-    if not (repo.SHARED_DATA / "train.txt").is_file():
-        pytest.skip(f"KMOU corpus not found at {repo.SHARED_DATA}")
+    if not (paths.SHARED_DATA / "train.txt").is_file():
+        pytest.skip(f"KMOU corpus not found at {paths.SHARED_DATA}")
     tmp = tmp_path_factory.mktemp("train_demo")
     out, export = tmp / "train", tmp / "export"
     argv = ["--max-steps", "3", "--train-limit", "200", "--val-limit", "50", "--vocab-size", "500"]
-    assert train_demo.main([*argv, "--out", str(out), "--export", str(export)]) == 0
+    assert train_cli.main([*argv, "--out", str(out), "--export", str(export)]) == 0
     return out, export
 
 
@@ -96,14 +97,14 @@ def test_export_loads_with_the_serving_code(trained):
 def test_training_output_packages_into_a_mar(trained, tmp_path):
     out, _ = trained
     argv = ["--checkpoint", str(out), "--name", "demo", "--export-path", str(tmp_path)]
-    assert package_model.main(argv) == 0
+    assert package_cli.main(argv) == 0
     assert (tmp_path / "demo.mar").is_file()
 
 
 def test_committed_demo_model_finds_the_person():
-    if not (repo.DEMO_MODEL_DIR / "model.safetensors").is_file():
-        pytest.skip(f"no demo model in {repo.DEMO_MODEL_DIR}; make it with scripts/train_demo.py --export")
-    ner = ner_core.load_model(repo.DEMO_MODEL_DIR, HandlerSettings())
+    if not paths.demo_model_available():
+        pytest.skip(f"no demo model in {paths.DEMO_MODEL_DIR}; make it with scripts/train_demo.py --export")
+    ner = ner_core.load_model(paths.DEMO_MODEL_DIR, HandlerSettings())
     (pred,) = ner_core.predict(ner, ["이순신은 조선 중기의 무신이다."])
     entities = ner_core.to_response(pred, ner.labels)["entities"]
     assert ("이순신", "PER") in [(e["text"], e["label"]) for e in entities]

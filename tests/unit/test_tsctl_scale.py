@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import requests
 
-import tsctl
+from ops import tsctl
 
 
 def answer(status: int, body: str) -> requests.Response:

@@ -1,0 +1,522 @@
+"""Benchmark Korean NER serving against the model's own ceiling and the tutorial's path.
+
+One run, one machine, for each model of --models:
+  ceiling  in-process, at batch 1 and at each served batch size, on the same sentences:
+           "forward" is the model's forward pass alone (texts tokenised beforehand),
+           "predict" is ner_core.predict (tokenise, window, sort and split, forward);
+  seed     the tutorial's inference_fn (ops/seed_handler.py: pure-Python tokenizer,
+           padding to 64, one sentence per call), in-process and behind TorchServe, batch 1;
+  served   this project's handler behind TorchServe over batch size x max batch delay x
+           workers, at each client concurrency, keep-alive clients (a requests.Session each).
+Every cell runs --repeats rounds of whole passes over the sentences (at least --min-seconds
+each): sentences/s is the median round, latency percentiles pool every call of every round.
+Ratios: served / ceiling "forward" of the same precision and batch size, and served / seed
+path served at the same concurrency. Precisions: fp32 and int8 on torch, bf16 on a CUDA
+device, ort-fp32 and ort-int8 on ONNX Runtime (handler setting runtime: onnxruntime; the
+ONNX files are exported next to the staged weights once). --accuracy adds every precision
+against torch fp32 on the validation corpus (token-tag agreement, entity F1) for trained models.
+Writes results.json and results.md to --out, which also holds the staged models, archives and
+TorchServe's run dir. --rejudge RESULTS_JSON measures nothing: it recomputes a saved run's ratios
+and target verdicts with this version of the script and rewrites that run's two files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import yaml
+from tqdm import tqdm
+
+import ner_core
+from ner_settings import HandlerSettings
+
+from ops import checkpoints, corpus, packaging, paths, tsctl
+from ops.load import Round, http_load, summarise, timed_calls
+from ops.packaging import PackageSpec
+from ops.retry import retry
+
+SEED_HANDLER = Path(__file__).with_name("seed_handler.py")  # the tutorial's handler, archived alone
+PRECISIONS = {  # handler settings of each precision; bf16 is for a CUDA device
+    "fp32": {"runtime": "torch", "quantize": "none", "dtype": "float32"},
+    "int8": {"runtime": "torch", "quantize": "int8", "dtype": "float32"},
+    "bf16": {"runtime": "torch", "quantize": "none", "dtype": "bfloat16"},
+    "ort-fp32": {"runtime": "onnxruntime", "quantize": "none", "dtype": "float32"},
+    "ort-int8": {"runtime": "onnxruntime", "quantize": "int8", "dtype": "float32"},
+}
+SEED_CONFIG = {"minWorkers": 1, "maxWorkers": 1, "batchSize": 1, "maxBatchDelay": 100,
+               "responseTimeout": 120, "startupTimeout": 300}
+# Used when the KMOU corpus is absent: written for this project, short and long on purpose.
+BUILTIN_SENTENCES = [
+    "서울에서 만났다.",
+    "김민수는 어제 부산에 갔다.",
+    "한국은행은 기준금리를 연 3.5%로 동결했다.",
+    "오늘 오후 3시에 회의가 있습니다.",
+    "이순신 장군은 1592년 한산도 앞바다에서 일본 수군을 크게 물리쳤다.",
+    "삼성전자는 지난해 매출이 300조 원을 넘었다고 31일 밝혔다.",
+    "박지영 교수 연구팀은 3년 동안 제주도 해안의 플라스틱 쓰레기를 조사했다.",
+    "대전시는 다음 달부터 시내버스 요금을 1,500원으로 올린다고 발표했다.",
+    "올림픽 대표팀은 두 시간 동안 훈련한 뒤 인천국제공항을 통해 출국했다.",
+    "국립중앙박물관은 이번 특별전에 조선 후기 회화 120점을 선보인다며, 관람객이 "
+    "작품의 제작 배경을 이해할 수 있도록 해설 영상과 체험 공간도 함께 마련했다고 설명했다.",
+    "세계보건기구는 10일 발표한 보고서에서 전 세계 인구의 약 25%가 충분한 신체 활동을 하지 "
+    "않는다며 각국 정부가 도시 계획 단계부터 걷기와 자전거 이용을 장려해야 한다고 권고했다.",
+    "정부는 2030년까지 재생에너지 비중을 30% 이상으로 늘리겠다는 계획을 세웠지만, 전문가들은 "
+    "송전망 확충과 지역 주민과의 협의가 늦어지고 있어 목표 달성이 쉽지 않을 것이라고 지적했다. "
+    "산업통상자원부는 내년 상반기에 세부 이행 방안을 내놓을 예정이다.",
+]
+
+
+class BenchError(RuntimeError):
+    """A benchmark input is missing or cannot work; the CLI prints it and exits 1."""
+
+
+@dataclass(frozen=True)
+class BenchSpec:
+    """One benchmark run (the CLI's flags, one field each; see ops/cli/benchmark.py)."""
+
+    models: list[str] = field(default_factory=lambda: ["demo", "bert-base"])
+    sentences: Path | None = None  # None: the built-in set
+    limit: int = 96
+    precisions: list[str] = field(default_factory=lambda: ["fp32", "int8"])
+    batch_sizes: list[int] = field(default_factory=lambda: [1, 8])
+    delays: list[int] = field(default_factory=lambda: [5])
+    workers: list[int] = field(default_factory=lambda: [1])
+    concurrency: list[int] = field(default_factory=lambda: [1, 8, 32])
+    repeats: int = 3
+    min_seconds: float = 2.0
+    cores: int = os.cpu_count() or 1
+    model_config: Path = paths.MODEL_CONFIG
+    seed: bool = True  # also the tutorial's path
+    serve: bool = True  # False: in-process only, no TorchServe
+    accuracy: bool = False
+    corpus: Path = paths.SHARED_DATA / "val.txt"
+    rebuild: bool = False
+    out: Path = paths.RUN_DIR / "bench"
+    rejudge: Path | None = None
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def default_sentences() -> Path | None:
+    val = paths.SHARED_DATA / "val.txt"
+    return val if val.is_file() else None
+
+
+def read_sentences(path: Path | None, limit: int = 0) -> list[str]:
+    """Plain sentences, in file order: a ratsnlp line keeps its part before U+241E."""
+    texts = list(BUILTIN_SENTENCES) if path is None else corpus.plain_sentences(path)
+    if not texts:
+        raise BenchError(f"no sentences in {path}")
+    return texts[:limit] if limit else texts
+
+
+def _up_to_date(target: Path, source: Path) -> bool:
+    """``target`` exists and is newer than ``source`` (a file, or every file of a directory)."""
+    files = [source] if source.is_file() else [p for p in source.rglob("*") if p.is_file()]
+    return target.is_file() and all(target.stat().st_mtime >= f.stat().st_mtime for f in files)
+
+
+def prepare_model(spec: str, out: Path, rebuild: bool = False) -> tuple[str, Path]:
+    """'demo', a make_checkpoint shape ('bert-base', 'tiny') or a checkpoint path ->
+    (name, model directory staged by the normal packaging, as the handler sees it)."""
+    if spec == "demo":
+        name, source = "demo", paths.DEMO_MODEL_DIR
+        if not paths.demo_model_available():
+            raise BenchError(f"{source}/model.safetensors not found: train the demo model or leave 'demo' out of --models")
+    elif spec in checkpoints.SHAPES:  # random weights cost the same compute as trained ones
+        name, source = spec, out / "models" / f"{spec}-ckpt"
+        if rebuild or not any(source.glob("*.ckpt")):
+            checkpoints.write_checkpoint(source, shape=spec)
+    else:
+        source = Path(spec)
+        if not source.exists():
+            raise BenchError(f"--models: {spec} is neither demo, {sorted(checkpoints.SHAPES)} nor a checkpoint path")
+        name = (source if source.is_dir() else source.parent).name
+    staged = out / "models" / name
+    if rebuild or not _up_to_date(staged / "model.safetensors", source):
+        staged.mkdir(parents=True, exist_ok=True)
+        packaging.stage(PackageSpec(source), staged)
+    return name, staged
+
+
+def archive_name(model: str, variant: str) -> str:
+    return f"{model}_{variant}".replace("-", "_")
+
+
+def build_archive(store: Path, name: str, staged: Path, config: dict, seed: bool = False) -> str:
+    """``<name>.mar`` in ``store`` (file name returned), rebuilt only when the weights, the
+    model config or the handler code changed: a BERT-base archive takes a minute to write."""
+    code = [SEED_HANDLER] if seed else packaging.handler_files()
+    weights = (staged / "model.safetensors").stat()
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
+    for path in code:
+        digest.update(path.read_bytes())
+    digest.update(f"{weights.st_size}:{weights.st_mtime_ns}".encode())
+    mar, stamp = store / f"{name}.mar", store / f"{name}.fingerprint"
+    if mar.is_file() and stamp.is_file() and stamp.read_text() == digest.hexdigest():
+        return mar.name
+    store.mkdir(parents=True, exist_ok=True)
+    config_path = packaging.write_model_config(config, store / f"{name}.yaml")
+    if seed:
+        archive_seed(store, name, staged, config_path)
+    else:
+        packaging.package(PackageSpec(staged, name=name, model_config=config_path, export_path=store, force=True))
+    stamp.write_text(digest.hexdigest())
+    return mar.name
+
+
+def archive_seed(store: Path, name: str, staged: Path, config_path: Path) -> None:
+    """The tutorial's handler around the same staged weights (package_model packs ours)."""
+    extra = [staged / n for n in ("config.json", "vocab.txt", "label_map.txt")]
+    packaging.run_archiver(name, "1.0", SEED_HANDLER, staged / "model.safetensors", extra, config_path, store)
+
+
+def with_handler(base: dict, **handler: Any) -> dict:
+    """The model config ``base`` with some ``handler:`` settings replaced."""
+    return {**base, "handler": {**(base.get("handler") or {}), **handler}}
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+def row(model: str, path: str, precision: str, stats: dict, **config: Any) -> dict[str, Any]:
+    keys = ("batch", "delay_ms", "workers", "threads", "concurrency")
+    return {"model": model, "path": path, "precision": precision, **{k: config.get(k) for k in keys},
+            **stats, "load1": round(os.getloadavg()[0], 2)}
+
+
+# --------------------------------------------------------------------------- the three paths
+
+
+@dataclass
+class Plan:
+    sentences: list[str]
+    precisions: list[str]
+    batch_sizes: list[int]
+    delays: list[int]
+    workers: list[int]
+    concurrency: list[int]
+    repeats: int
+    min_seconds: float
+    cores: int
+    base_config: dict
+
+    def settings(self, precision: str, threads: int) -> HandlerSettings:
+        handler = with_handler(self.base_config, **PRECISIONS[precision], torch_threads=threads)["handler"]
+        return HandlerSettings.from_mapping(handler)
+
+    def load(self, staged: Path, precision: str, threads: int) -> ner_core.NerModel:
+        """The staged model in-process, exporting its ONNX file first where the precision needs one."""
+        settings = self.settings(precision, threads)
+        onnx = staged / ner_core.weights_file(settings)
+        if settings.runtime == "onnxruntime" and not _up_to_date(onnx, staged / "model.safetensors"):
+            packaging.export_onnx(staged, settings)
+        return ner_core.load_model(staged, settings)
+
+    def threads(self, workers: int) -> int:
+        """torch threads per worker so that workers x threads <= cores."""
+        return max(1, self.cores // workers)
+
+
+def ceiling_rows(model: str, staged: Path, plan: Plan, bar: tqdm) -> list[dict]:
+    """In-process: the forward pass alone, and ner_core.predict, at batch 1 and each served size."""
+    rows = []
+    for precision in plan.precisions:
+        ner = plan.load(staged, precision, plan.cores)
+        for batch in sorted({1, *plan.batch_sizes}):
+            chunks = [plan.sentences[i : i + batch] for i in range(0, len(plan.sentences), batch)]
+            windows = [ner_core.window_rows(ner_core.encode(ner, c))[0] for c in chunks]
+            cells = {
+                "forward": (lambda rows_: ner_core.forward(ner, rows_), [(len(c), w) for c, w in zip(chunks, windows)]),
+                "predict": (lambda texts: ner_core.predict(ner, texts), [(len(c), c) for c in chunks]),
+            }
+            for path, (call, items) in cells.items():
+                bar.set_description(f"{model} ceiling {path} {precision} b{batch}")
+                timed_calls(call, items[:2], 0)  # warm-up: first calls of a shape are slow
+                stats = summarise([timed_calls(call, items, plan.min_seconds) for _ in range(plan.repeats)])
+                rows.append(row(model, f"ceiling-{path}", precision, stats, batch=batch, threads=plan.cores))
+                bar.update()
+        del ner
+    return rows
+
+
+def seed_inprocess_row(model: str, staged: Path, plan: Plan, bar: tqdm) -> dict:
+    from ops import seed_handler  # imports TorchServe's BaseHandler: only where the seed path runs
+
+    torch.set_num_threads(plan.cores)
+    inference_fn = seed_handler.load_seed(staged)
+    items = [(1, s) for s in plan.sentences]
+    bar.set_description(f"{model} seed in-process")
+    timed_calls(inference_fn, items[:2], 0)
+    stats = summarise([timed_calls(inference_fn, items, plan.min_seconds) for _ in range(plan.repeats)])
+    bar.update()
+    return row(model, "seed-inprocess", "fp32", stats, batch=1, threads=plan.cores)
+
+
+def register_with_retry(server: tsctl.Server, mar: str, workers: int, batch: int, delay: int, attempts: int = 3) -> str:
+    """TorchServe gives a worker process a fixed 2 minutes to start (WorkerLifeCycle.java,
+    not startupTimeout): on a CPU shared with other load that can fail, so try again."""
+    return retry(
+        lambda: tsctl.register(server, mar, workers=workers, batch_size=batch, max_batch_delay=delay, timeout=600),
+        attempts, errors=(tsctl.TsError,), error_reason=str,
+        on_retry=lambda err, attempt: print(f"benchmark: warning: {err}; trying again ({attempt}/{attempts - 1})",
+                                            file=sys.stderr),
+    )
+
+
+def served_rows(server: tsctl.Server, model: str, mar: str, plan: Plan, bar: tqdm, path: str, precision: str,
+                batch: int, delay: int, workers: int) -> list[dict]:
+    """Register ``mar`` with one batching config, measure every concurrency, unregister."""
+    name = register_with_retry(server, mar, workers, batch, delay)
+    try:
+        url = f"{server.inference_url}/predictions/{name}"
+        headers = server.headers("inference")
+        warm = http_load(url, headers, plan.sentences[: 2 * workers], workers, 0)  # each worker's first batches
+        if warm.errors:
+            raise BenchError(f"{name}: {warm.errors} of {len(warm.latencies)} warm-up requests failed; see {server.run_dir / 'logs'}")
+        rounds: dict[int, list[Round]] = {c: [] for c in plan.concurrency}
+        for _ in range(plan.repeats):  # rounds interleaved, so a burst of outside load hits all alike
+            for conc in plan.concurrency:
+                bar.set_description(f"{model} {path} {precision} b{batch} d{delay} w{workers} c{conc}")
+                rounds[conc].append(http_load(url, headers, plan.sentences, conc, plan.min_seconds))
+        bar.update(len(plan.concurrency))
+    finally:
+        tsctl.unregister(server, name)
+    return [row(model, path, precision, summarise(rounds[conc]), batch=batch, delay_ms=delay, workers=workers,
+                threads=plan.threads(workers) if path == "served" else plan.cores, concurrency=conc)
+            for conc in plan.concurrency]
+
+
+def count_cells(plan: Plan, seed: bool, serve: bool) -> int:
+    ceilings = 2 * len(plan.precisions) * len({1, *plan.batch_sizes})
+    seeds = (1 + (len(plan.concurrency) if serve else 0)) if seed else 0
+    served = len(plan.precisions) * len(plan.batch_sizes) * len(plan.delays) * len(plan.workers) * len(plan.concurrency)
+    return ceilings + seeds + (served if serve else 0)
+
+
+def benchmark_model(spec: str, plan: Plan, out: Path, server: tsctl.Server | None, seed: bool,
+                    bar: tqdm, rebuild: bool = False) -> tuple[str, list[dict]]:
+    name, staged = prepare_model(spec, out, rebuild)
+    rows = ceiling_rows(name, staged, plan, bar)
+    if seed:
+        rows.append(seed_inprocess_row(name, staged, plan, bar))
+    if server is None:
+        return name, rows
+    store = out / "store"
+    if seed:
+        mar = build_archive(store, archive_name(name, "seed"), staged, SEED_CONFIG, seed=True)
+        rows += served_rows(server, name, mar, plan, bar, "seed-served", "fp32", 1, SEED_CONFIG["maxBatchDelay"], 1)
+    for precision in plan.precisions:
+        for workers in plan.workers:
+            config = with_handler({**plan.base_config, "minWorkers": workers, "maxWorkers": workers},
+                                  **PRECISIONS[precision], torch_threads=plan.threads(workers))
+            mar = build_archive(store, archive_name(name, f"{precision}_w{workers}"), staged, config)
+            for batch in plan.batch_sizes:
+                for delay in plan.delays:
+                    rows += served_rows(server, name, mar, plan, bar, "served", precision, batch, delay, workers)
+    return name, rows
+
+
+# --------------------------------------------------------------------------- accuracy
+
+
+def accuracy_rows(model: str, staged: Path, corpus_path: Path, plan: Plan, limit: int = 0) -> list[dict[str, Any]]:
+    """Each precision of the plan but fp32 against torch fp32 on a tagged corpus: token-tag
+    agreement over every wordpiece, and entity F1 (exact character spans, as served) against
+    the gold markup."""
+    examples, _ = corpus.read_corpus(corpus_path)
+    examples = examples[:limit] if limit else examples
+    texts = [ex.text for ex in examples]
+    encoded = None
+    labels, f1 = {}, {}
+    variants = [p for p in plan.precisions if p not in ("fp32", "bf16")] or ["int8"]
+    for precision in ("fp32", *variants):
+        ner = plan.load(staged, precision, plan.cores)
+        encoded = encoded or corpus.encode(examples, ner.tokenizer)
+        labels[precision] = [p.label_ids for p in ner_core.predict(ner, texts)]
+        f1[precision] = corpus.evaluate(ner, examples, encoded)["char"]["overall"]["f1"]
+    rows = []
+    for precision in variants:
+        pairs = [(a, b) for ref, got in zip(labels["fp32"], labels[precision]) for a, b in zip(ref, got)]
+        rows.append({"model": model, "precision": precision, "sentences": len(texts), "tokens": len(pairs),
+                     "token_tag_agreement": round(sum(a == b for a, b in pairs) / len(pairs), 5),
+                     "entity_f1_fp32": round(f1["fp32"], 4), "entity_f1": round(f1[precision], 4),
+                     "f1_loss_points": round(100 * (f1["fp32"] - f1[precision]), 2)})
+    return rows
+
+
+# --------------------------------------------------------------------------- report
+
+
+def find(rows: Sequence[dict], **where: Any) -> dict | None:
+    return next((r for r in rows if all(r.get(k) == v for k, v in where.items())), None)
+
+
+def add_ratios(rows: list[dict]) -> None:
+    """served / ceiling forward (same model, precision, batch) and / seed served (same concurrency);
+    ceilings / seed in-process."""
+    for r in rows:
+        if r["path"] == "served":
+            ceiling = find(rows, model=r["model"], path="ceiling-forward", precision=r["precision"], batch=r["batch"])
+            seed = find(rows, model=r["model"], path="seed-served", concurrency=r["concurrency"])
+        elif r["path"].startswith("ceiling"):
+            ceiling, seed = None, find(rows, model=r["model"], path="seed-inprocess")
+        else:
+            ceiling = seed = None
+        r["vs_ceiling"] = round(r["sentences_per_s"] / ceiling["sentences_per_s"], 3) if ceiling else None
+        r["vs_seed"] = round(r["sentences_per_s"] / seed["sentences_per_s"], 2) if seed else None
+
+
+def target_rows(rows: Sequence[dict], accuracy: Sequence[dict]) -> list[dict]:
+    """The issue's bars, each against the best served config at the highest concurrency."""
+    out = []
+    for model in dict.fromkeys(r["model"] for r in rows):
+        served = [r for r in rows if r["model"] == model and r["path"] == "served"]
+        if not served:
+            continue
+        top = max(r["concurrency"] for r in served)
+        best = {p: max((r for r in served if r["precision"] == p and r["concurrency"] == top),
+                       key=lambda r: r["sentences_per_s"], default=None) for p in PRECISIONS}
+
+        def add(target: str, value: float | None, bar: float, higher: bool = True, where: dict | None = None) -> None:
+            met = None if value is None else (value >= bar if higher else value <= bar)
+            cfg = f"b{where['batch']} d{where['delay_ms']} w{where['workers']}" if where else ""
+            out.append({"model": model, "target": target, "value": value, "bar": bar, "met": met, "config": cfg})
+
+        for p in ("fp32", "ort-fp32"):  # each runtime against its own ceiling
+            if best[p] is None:
+                continue
+            add(f"served {p} / ceiling forward {p} (c{top})", best[p]["vs_ceiling"], 0.85, where=best[p])
+            add(f"served {p} / seed served (c{top})", best[p]["vs_seed"], 1.5, where=best[p])
+            # Latency: the in-process single-sentence time runs on all threads, so compare the
+            # served layout that gives a lone request as many (1 worker x all threads), at the
+            # best config's batch and delay; a run without that layout falls back to the best.
+            single = find(rows, model=model, path="ceiling-predict", precision=p, batch=1)
+            at_c1 = {"precision": p, "batch": best[p]["batch"], "delay_ms": best[p]["delay_ms"], "concurrency": 1}
+            c1 = single and (find(served, **at_c1, workers=1, threads=single["threads"])
+                             or find(served, **at_c1, workers=best[p]["workers"]))
+            if c1:
+                budget = round(single["p50_ms"] + best[p]["delay_ms"] + 5, 1)
+                add(f"served {p} p50 ms at c1 <= single-sentence predict + delay + 5", c1["p50_ms"], budget, higher=False, where=c1)
+        for p in ("int8", "ort-int8"):
+            if best[p] is not None:
+                add(f"served {p} / seed served (c{top})", best[p]["vs_seed"], 5.0, where=best[p])
+    for acc in accuracy:
+        if not acc["precision"].endswith("int8"):
+            continue  # ort-fp32 agreement is reported in the accuracy table, not a target
+        out.append({"model": acc["model"], "target": f"{acc['precision']} token-tag agreement with fp32", "value": acc["token_tag_agreement"],
+                    "bar": 0.99, "met": acc["token_tag_agreement"] >= 0.99, "config": ""})
+        out.append({"model": acc["model"], "target": f"{acc['precision']} entity F1 loss (points)", "value": acc["f1_loss_points"],
+                    "bar": 0.5, "met": acc["f1_loss_points"] <= 0.5, "config": ""})
+    return out
+
+
+def machine() -> dict[str, Any]:
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), platform.processor())
+    meminfo = Path("/proc/meminfo").read_text() if Path("/proc/meminfo").is_file() else ""
+    mem_kb = next((int(line.split()[1]) for line in meminfo.splitlines() if line.startswith("MemTotal")), 0)
+    import transformers
+
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem_kb / 2**20, 1), "python": platform.python_version(),
+            "torch": torch.__version__, "transformers": transformers.__version__}
+
+
+def fmt(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def markdown(report: dict) -> str:
+    m = report["machine"]
+    lines = [
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB; torch {m['torch']}, transformers {m['transformers']}. "
+        f"Load average (1 min) {report['load_before']} before, {report['load_after']} after; {report['sentence_count']} sentences "
+        f"from {report['sentences']}; {report['repeats']} rounds per cell, each at least {report['min_seconds']} s of whole passes.",
+        "",
+        "| model | path | precision | batch | delay ms | workers × threads | concurrency | sentences/s | p50 ms | p95 ms | p99 ms | errors | ÷ ceiling | ÷ seed |",
+        "|---|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in report["rows"]:
+        wt = f"{r['workers']} × {r['threads']}" if r["workers"] else f"in-process × {r['threads']}"
+        lines.append(f"| {r['model']} | {r['path']} | {r['precision']} | {fmt(r['batch'])} | {fmt(r['delay_ms'])} | {wt} | "
+                     f"{fmt(r['concurrency'])} | {r['sentences_per_s']} | {r['p50_ms']} | {r['p95_ms']} | {r['p99_ms']} | "
+                     f"{r['errors']} | {fmt(r['vs_ceiling'])} | {fmt(r['vs_seed'])} |")
+    if report["targets"]:
+        lines += ["", "| model | target | measured | bar | met | config |", "|---|---|---:|---:|---|---|"]
+        for t in report["targets"]:
+            met = {True: "yes", False: "**no**", None: "n/a"}[t["met"]]
+            lines.append(f"| {t['model']} | {t['target']} | {fmt(t['value'])} | {t['bar']} | {met} | {t['config']} |")
+    if report["accuracy"]:
+        lines += ["", "| model | precision | sentences | wordpieces | token-tag agreement with fp32 | entity F1 fp32 | entity F1 | F1 loss (points) |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|"]
+        for a in report["accuracy"]:
+            lines.append(f"| {a['model']} | {a['precision']} | {a['sentences']} | {a['tokens']} | {a['token_tag_agreement']} | "
+                         f"{a['entity_f1_fp32']} | {a['entity_f1']} | {a['f1_loss_points']} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(out: Path, report: dict) -> tuple[Path, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = out / "results.json", out / "results.md"
+    json_path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    md_path.write_text(markdown(report), encoding="utf-8")
+    return json_path, md_path
+
+
+def run(args: BenchSpec) -> dict[str, Any]:
+    """Measure every cell of the plan (and the accuracy): the report, ratios and targets included."""
+    specs = list(args.models)
+    if "demo" in specs and not paths.demo_model_available():
+        print(f"benchmark: warning: {paths.DEMO_MODEL_DIR} has no model.safetensors yet; skipping 'demo'", file=sys.stderr)
+        specs.remove("demo")
+    if not specs:
+        raise BenchError("no model to benchmark")
+    if "bf16" in args.precisions and not torch.cuda.is_available():
+        raise BenchError("--precisions bf16 needs a CUDA device (the handler uses dtype: bfloat16 only there)")
+    base_config = yaml.safe_load(args.model_config.read_text(encoding="utf-8")) or {}
+    plan = Plan(read_sentences(args.sentences, args.limit), args.precisions, args.batch_sizes, args.delays, args.workers,
+                args.concurrency, args.repeats, args.min_seconds, args.cores, base_config)
+    report: dict[str, Any] = {"machine": machine(), "load_before": round(os.getloadavg()[0], 2),
+                              "sentences": str(args.sentences or "built-in set"), "sentence_count": len(plan.sentences),
+                              "repeats": args.repeats, "min_seconds": args.min_seconds,
+                              "args": {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(args).items()},
+                              "rows": [], "accuracy": []}
+    run_dir, store = args.out / "run", args.out / "store"
+    store.mkdir(parents=True, exist_ok=True)
+    serving = tsctl.running(run_dir, store, timeout=600) if args.serve else contextlib.nullcontext()
+    with serving as server, tqdm(total=len(specs) * count_cells(plan, args.seed, args.serve), unit="cell", mininterval=1) as bar:
+        for spec in specs:
+            name, rows = benchmark_model(spec, plan, args.out, server, args.seed, bar, args.rebuild)
+            report["rows"] += rows
+            if args.accuracy and spec not in checkpoints.SHAPES:
+                if not args.corpus.is_file():
+                    raise BenchError(f"--accuracy needs the tagged corpus {args.corpus}")
+                bar.set_description(f"{name} accuracy vs fp32")
+                report["accuracy"] += accuracy_rows(name, args.out / "models" / name, args.corpus, plan)
+    add_ratios(report["rows"])
+    report["targets"] = target_rows(report["rows"], report["accuracy"])
+    report["load_after"] = round(os.getloadavg()[0], 2)
+    return report
+
+
+def rejudge(path: Path) -> dict[str, Any]:
+    """A saved report with its ratios and targets recomputed by this version of the script."""
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+        add_ratios(report["rows"])
+        report["targets"] = target_rows(report["rows"], report["accuracy"])
+        markdown(report)
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise BenchError(f"{path} is not a benchmark results.json: {err}") from err
+    return report

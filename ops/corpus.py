@@ -1,0 +1,151 @@
+"""The KMOU NER corpus in ratsnlp's line format, and entity scoring against it.
+
+A line is ``sentence`` U+241E ``tagged sentence``, entities marked ``<surface:TAG>``. The
+separator, the markup, the special tokens and ratsnlp's label order are defined here once:
+demo training, the benchmark's accuracy, the particle evaluation and the synthetic checkpoints
+all read them from this module.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from tokenizers import Tokenizer
+
+import ner_core
+
+SEPARATOR = "\u241e"  # ratsnlp line format: sentence, U+241E, tagged sentence
+ENTITY = re.compile(r"<(.+?):([A-Z]{3})>")  # ratsnlp's pattern
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]  # BERT's, in vocab order
+TYPES = ("PER", "LOC", "ORG", "DAT", "TIM", "DUR", "MNY", "PNT", "NOH", "POH")  # KMOU's entity types
+
+
+def ratsnlp_labels(types: Iterable[str] = TYPES) -> list[str]:
+    """ratsnlp's label order: specials, O, then the B- tags, then the I- tags."""
+    types = list(types)
+    return [*ner_core.SPECIAL_LABELS, "O", *[f"B-{t}" for t in types], *[f"I-{t}" for t in types]]
+
+
+# --------------------------------------------------------------------------- reading
+
+
+@dataclass
+class Example:
+    text: str
+    spans: list[tuple[int, int, str]]  # (start, end, type), character offsets into text
+
+
+def parse_tagged(tagged: str) -> Example:
+    """``<이순신:PER>은`` -> text ``이순신은`` with the span (0, 3, "PER")."""
+    parts, spans, length, last = [], [], 0, 0
+    for match in ENTITY.finditer(tagged):
+        before = tagged[last : match.start()]
+        surface, kind = match.group(1), match.group(2)
+        start = length + len(before)
+        spans.append((start, start + len(surface), kind))
+        parts += [before, surface]
+        length, last = start + len(surface), match.end()
+    parts.append(tagged[last:])
+    return Example("".join(parts), spans)
+
+
+def read_corpus(path: Path) -> tuple[list[Example], int]:
+    """The examples, and how many lines were skipped because the plain sentence is not the
+    tagged one with its markup removed."""
+    examples, skipped = [], 0
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        sentence, _, tagged = line.partition(SEPARATOR)
+        example = parse_tagged(tagged)
+        if example.text != sentence:
+            skipped += 1
+            continue
+        examples.append(example)
+    return examples, skipped
+
+
+def plain_sentences(path: Path) -> list[str]:
+    """The sentences of a file, in order: a ratsnlp line keeps its part before U+241E; blank
+    lines are skipped, so a plain file of one sentence a line works too."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [line.split(SEPARATOR)[0].strip() for line in lines if line.split(SEPARATOR)[0].strip()]
+
+
+def build_label_map(examples: list[Example]) -> list[str]:
+    """ratsnlp's order, types in first-seen order (as ratsnlp's NERCorpus builds it)."""
+    return ratsnlp_labels(dict.fromkeys(kind for ex in examples for _, _, kind in ex.spans))
+
+
+def align_labels(offsets: list[tuple[int, int]], spans: list[tuple[int, int, str]]) -> list[str]:
+    """BIO tag per wordpiece: a wordpiece whose start lies inside an entity is ``B-`` if it is
+    the entity's first wordpiece, else ``I-``; any other wordpiece is ``O``."""
+    tags, seen = [], set()
+    for start, _ in offsets:
+        entity = next((i for i, (a, b, _) in enumerate(spans) if a <= start < b), None)
+        if entity is None:
+            tags.append("O")
+            continue
+        tags.append(("I-" if entity in seen else "B-") + spans[entity][2])
+        seen.add(entity)
+    return tags
+
+
+@dataclass
+class Encoded:
+    ids: list[int]
+    tags: list[str]  # gold BIO per wordpiece, the whole text (no truncation)
+
+
+def encode(examples: list[Example], tokenizer: Tokenizer) -> list[Encoded]:
+    """Tokenised as at serve time (NFC, offsets into the original text), labels aligned."""
+    encodings = ner_core.encode_texts(tokenizer, [ex.text for ex in examples])
+    return [Encoded(ids, align_labels(offsets, ex.spans)) for (ids, _, offsets), ex in zip(encodings, examples)]
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def score(gold: list[set], predicted: list[set]) -> dict[str, dict[str, float]]:
+    """Entity precision / recall / F1 per type and overall (micro); entities are tuples
+    starting with their type and match exactly."""
+    counts = {key: Counter() for key in ("gold", "predicted", "correct")}
+    for g, p in zip(gold, predicted):
+        for key, entities in (("gold", g), ("predicted", p), ("correct", g & p)):
+            counts[key].update(e[0] for e in entities)
+            counts[key]["overall"] += len(entities)
+    types = sorted({*counts["gold"], *counts["predicted"]} - {"overall"}) + ["overall"]
+    table = {}
+    for kind in types:
+        n_gold, n_pred, n_ok = (counts[key][kind] for key in ("gold", "predicted", "correct"))
+        precision = n_ok / n_pred if n_pred else 0.0
+        recall = n_ok / n_gold if n_gold else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if n_ok else 0.0
+        table[kind] = dict(precision=precision, recall=recall, f1=f1, gold=n_gold, predicted=n_pred)
+    return table
+
+
+def evaluate(ner: ner_core.NerModel, examples: list[Example], encoded: list[Encoded]) -> dict[str, dict]:
+    """Both views of one prediction pass through the serving code (windows of the handler's
+    default max_seq_length): (a) wordpiece BIO spans, (b) exact character spans."""
+    predictions = ner_core.predict(ner, [ex.text for ex in examples])
+    gold_pieces, pred_pieces, pred_chars = [], [], []
+    for pred, row in zip(predictions, encoded):
+        gold_pieces.append(set(ner_core.group_entities(row.tags)))
+        pred_pieces.append(set(ner_core.group_entities([ner.labels[i] for i in pred.label_ids])))
+        entities = ner_core.to_response(pred, ner.labels)["entities"]
+        pred_chars.append({(e["label"], e["start"], e["end"]) for e in entities})
+    gold_chars = [{(kind, a, b) for a, b, kind in ex.spans} for ex in examples]
+    return {"wordpiece": score(gold_pieces, pred_pieces), "char": score(gold_chars, pred_chars)}
+
+
+def markdown_table(table: dict[str, dict[str, float]]) -> str:
+    lines = ["| type | precision | recall | F1 | gold | predicted |", "|---|---:|---:|---:|---:|---:|"]
+    for kind, m in table.items():
+        name = "**overall**" if kind == "overall" else kind
+        lines.append(f"| {name} | {m['precision']:.4f} | {m['recall']:.4f} | {m['f1']:.4f} | {m['gold']} | {m['predicted']} |")
+    return "\n".join(lines)

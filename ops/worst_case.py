@@ -1,0 +1,90 @@
+"""Time the largest legal request on a served model: the request the shipped limits allow that
+costs the most (model-input tokens up to max_request_tokens), alone and as a full batch of
+batchSize such requests at once, against the batch's response timeout.
+
+    .venv/bin/python scripts/worst_case.py --model bert-base    # kcbert-base's shape, random weights
+
+It packages the model with the given model config (default: config/model-config.yaml, the
+shipped one), starts its own TorchServe on free loopback ports, and reports seconds, answer
+bytes and whether any worker restarted. Nothing is retried.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import ner_core
+from ner_settings import HandlerSettings
+from ops import benchmark, tsctl
+
+SENTENCES = [
+    "이순신은 1592년 임진왜란 때 한산도 앞바다에서 일본 수군을 크게 무찔렀다.",
+    "서울시는 내년 3월부터 시내버스 요금을 150원 올린다고 밝혔다.",
+    "삼성전자는 2024년 1분기 영업이익이 6조 6천억 원으로 잠정 집계됐다고 5일 공시했다.",
+    "국립중앙박물관은 다음 달 15일부터 두 달 동안 고려 청자 특별전을 연다.",
+]
+
+
+def largest_request(staged: Path, settings: HandlerSettings) -> tuple[list[str], int]:
+    """Texts of ordinary Korean, as long as max_text_chars allows, added while the request's
+    model-input tokens stay within max_request_tokens: (texts, their cost)."""
+    ner = ner_core.NerModel(None, ner_core.build_tokenizer(staged / "vocab.txt"), [], settings)
+    paragraph = " ".join(SENTENCES)
+    long_text = (paragraph * (settings.max_text_chars // len(paragraph) + 1))[: settings.max_text_chars]
+    texts: list[str] = []
+    cost = 0
+    for candidate in [long_text] + [s for _ in range(settings.max_texts_per_request) for s in SENTENCES]:
+        extra = ner_core.encode(ner, [candidate])[0].cost
+        if len(texts) < settings.max_texts_per_request and cost + extra <= settings.max_request_tokens:
+            texts.append(candidate)
+            cost += extra
+    return texts, cost
+
+
+def timed_post(server: tsctl.Server, model: str, texts: list[str], timeout: float) -> tuple[float, int, int]:
+    started = time.perf_counter()
+    resp = server.call("POST", "inference", f"/predictions/{model}", json=texts, timeout=(5, timeout))
+    return time.perf_counter() - started, resp.status_code, len(resp.content)
+
+
+def measure(spec: str, config: dict, out: Path, rounds: int) -> dict:
+    settings = HandlerSettings.from_mapping(config.get("handler"))
+    name, staged = benchmark.prepare_model(spec, out)
+    store = out / "store"
+    print(f"worst_case: packaging {name} with the model config's limits", file=sys.stderr, flush=True)
+    mar = benchmark.build_archive(store, f"worst_{name}".replace("-", "_"), staged, config)
+    texts, cost = largest_request(staged, settings)
+    timeout = config.get("responseTimeout", 120)
+    batch = config.get("batchSize", 1)
+    run_dir = out / "run"
+    server = tsctl.start(run_dir, store, overrides=tsctl.port_overrides())
+    try:
+        model = tsctl.register(server, mar)
+        pids = {w["pid"] for w in tsctl.describe(server, model)[0]["workers"]}
+        print(f"worst_case: {len(texts)} texts, {cost} model-input tokens; {rounds} rounds alone", file=sys.stderr, flush=True)
+        timed_post(server, model, SENTENCES[:1], timeout)  # warm-up
+        alone = [timed_post(server, model, texts, timeout * 2) for _ in range(rounds)]
+        print(f"worst_case: {batch} per worker at once (a full batch each)", file=sys.stderr, flush=True)
+        workers = len(pids)
+        with ThreadPoolExecutor(batch * workers) as pool:
+            together = list(pool.map(lambda _: timed_post(server, model, texts, timeout * 2), range(batch * workers)))
+        after = {w["pid"]: w["status"] for w in tsctl.describe(server, model)[0]["workers"]}
+    finally:
+        tsctl.stop(run_dir)
+    return {
+        "model": name, "texts": len(texts), "chars": sum(map(len, texts)), "model_input_tokens": cost,
+        "limits": {k: getattr(settings, k) for k in ("max_text_chars", "max_texts_per_request", "max_request_tokens",
+                                                        "max_response_bytes", "torch_threads", "runtime")},
+        "batch_size": batch, "workers": workers, "response_timeout_s": timeout,
+        "alone_s": {"median": round(statistics.median(t for t, _, _ in alone), 2), "max": round(max(t for t, _, _ in alone), 2)},
+        "alone_statuses": sorted({s for _, s, _ in alone}), "answer_bytes": max(b for _, _, b in alone),
+        "full_batches_s": {"median": round(statistics.median(t for t, _, _ in together), 2),
+                           "max": round(max(t for t, _, _ in together), 2)},
+        "full_batches_statuses": sorted({s for _, s, _ in together}),
+        "worker_restarted": set(after) != pids or any(s != "READY" for s in after.values()),
+        "seconds_per_token": round(statistics.median(t for t, _, _ in alone) / cost, 5),
+    }
