@@ -18,7 +18,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--model", default="kor_ner", help="registered model name (default: %(default)s)")
     parser.add_argument("--run-dir", type=Path, default=paths.RUN_DIR, help="TorchServe's run dir, for its address and keys")
     parser.add_argument("--long-chars", type=int, default=2000, help="characters of a long input (default: %(default)s)")
-    parser.add_argument("--max-chars", type=int, default=20000, help="the model's max_text_chars; one invalid input is 1 longer")
+    parser.add_argument("--max-chars", type=int, default=2000, help="the model's max_text_chars (default: %(default)s, the shipped one); one invalid input is 1 longer")
     parser.add_argument("--timeout", type=float, default=120, help="seconds to wait for an answer before counting it lost")
     parser.add_argument("--max-rss-growth", type=float, default=0.10, help="allowed worker memory growth after warm-up (default: 0.10)")
     parser.add_argument("--seed", type=int, default=0)
