@@ -11,6 +11,7 @@ bytes and whether any worker restarted. Nothing is retried.
 
 from __future__ import annotations
 
+import shutil
 import statistics
 import sys
 import time
@@ -30,18 +31,25 @@ SENTENCES = [
 
 
 def largest_request(staged: Path, settings: HandlerSettings) -> tuple[list[str], int]:
-    """Texts of ordinary Korean, as long as max_text_chars allows, added while the request's
-    model-input tokens stay within max_request_tokens: (texts, their cost)."""
+    """The most work one legal request can hold: texts of ordinary Korean, each the longest
+    prefix (at most max_text_chars) that still fits the room left in max_request_tokens, up to
+    max_texts_per_request texts: (texts, their model-input tokens)."""
     ner = ner_core.NerModel(None, ner_core.build_tokenizer(staged / "vocab.txt"), [], settings)
     paragraph = " ".join(SENTENCES)
-    long_text = (paragraph * (settings.max_text_chars // len(paragraph) + 1))[: settings.max_text_chars]
+    source = paragraph * (settings.max_text_chars // len(paragraph) + 1)
+    cost_of = lambda text: ner_core.encode(ner, [text])[0].cost  # noqa: E731
     texts: list[str] = []
     cost = 0
-    for candidate in [long_text] + [s for _ in range(settings.max_texts_per_request) for s in SENTENCES]:
-        extra = ner_core.encode(ner, [candidate])[0].cost
-        if len(texts) < settings.max_texts_per_request and cost + extra <= settings.max_request_tokens:
-            texts.append(candidate)
-            cost += extra
+    while len(texts) < settings.max_texts_per_request:
+        room = settings.max_request_tokens - cost
+        lo, hi = 0, settings.max_text_chars  # binary search: the cost grows with the prefix
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if cost_of(source[:mid]) <= room else (lo, mid - 1)
+        if not source[:lo].strip():
+            break
+        texts.append(source[:lo])
+        cost += cost_of(source[:lo])
     return texts, cost
 
 
@@ -61,6 +69,7 @@ def measure(spec: str, config: dict, out: Path, rounds: int) -> dict:
     timeout = config.get("responseTimeout", 120)
     batch = config.get("batchSize", 1)
     run_dir = out / "run"
+    shutil.rmtree(run_dir, ignore_errors=True)  # a fresh TorchServe: no models restored from a last run
     server = tsctl.start(run_dir, store, overrides=tsctl.port_overrides())
     try:
         model = tsctl.register(server, mar)
