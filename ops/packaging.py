@@ -38,6 +38,7 @@ from ops import paths
 
 HANDLER_ENTRY = "ner_handler.py"  # the module TorchServe loads; the other handler/*.py go beside it
 VAL_LOSS = re.compile(r"val_loss=([0-9]+(?:\.[0-9]+)?)")
+ARCHIVE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 IGNORED_KEYS = re.compile(r"(^|\.)position_ids$")  # a buffer older transformers saved
 
 
@@ -57,6 +58,7 @@ class PackageSpec:
     model_config: Path = paths.MODEL_CONFIG
     export_path: Path = paths.MODEL_STORE
     force: bool = False
+    archive_name: str | None = None  # the .mar's file name (default: the model name), e.g. kor_ner-2.0
 
 
 def handler_files() -> list[Path]:
@@ -210,11 +212,20 @@ def archive(spec: PackageSpec, staged: Path, settings: HandlerSettings) -> Path:
                         spec.model_config, spec.export_path, spec.force)
 
 
+def archive_target(spec: PackageSpec) -> Path:
+    """Where the archive goes: ``<export path>/<archive name or model name>.mar``."""
+    name = spec.archive_name or spec.name
+    name = name[: -len(".mar")] if name.endswith(".mar") else name
+    if not ARCHIVE_NAME.fullmatch(name):
+        raise PackagingError(f"archive name {name!r}: use letters, digits, '.', '_' and '-' (e.g. kor_ner-2.0)")
+    return spec.export_path / f"{name}.mar"
+
+
 def package(spec: PackageSpec) -> Path:
     """Check, stage, (export,) load as TorchServe will, archive: the path of the .mar."""
     if not spec.model_config.is_file():
         raise PackagingError(f"model config {spec.model_config} not found")
-    target = spec.export_path / f"{spec.name}.mar"
+    target = archive_target(spec)
     if target.exists() and not spec.force:
         raise PackagingError(f"{target} exists; pass --force to overwrite")
     spec.export_path.mkdir(parents=True, exist_ok=True)
@@ -231,7 +242,12 @@ def package(spec: PackageSpec) -> Path:
             ner_core.load_model(staged, settings)  # the serve-time loader, with the archive's settings
         except ner_core.ModelLoadError as err:
             raise PackagingError(f"the staged model would not load: {err}") from None
-        return archive(spec, staged, settings)
+        if target == spec.export_path / f"{spec.name}.mar":
+            return archive(spec, staged, settings)
+        # torch-model-archiver always writes <model name>.mar: build it beside the staged files,
+        # then move it to its own name, so the archive of the version being served stays as it is
+        built = archive(dataclasses.replace(spec, export_path=staged, force=True), staged, settings)
+        return Path(shutil.move(built, target))
 
 
 def read_handler_settings(model_config: Path) -> dict:

@@ -79,6 +79,32 @@ def port_overrides() -> dict[str, str]:
     return {**addresses, **{key: str(port) for key, port in zip(GRPC_PORT_KEYS, ports[len(ADDRESS_KEYS):])}}
 
 
+def port_block(first: int) -> dict[str, str]:
+    """Five consecutive loopback ports from ``first``: inference, management, metrics, gRPC
+    inference, gRPC management (the shipped config's 8080-8082 and 7070-7071 are one instance)."""
+    if not 1024 <= first <= 65531:
+        raise TsError(f"--ports {first}: the first of five ports must be between 1024 and 65531")
+    ports = range(first, first + len(ADDRESS_KEYS) + len(GRPC_PORT_KEYS))
+    addresses = {key: f"http://127.0.0.1:{port}" for key, port in zip(ADDRESS_KEYS, ports)}
+    return {**addresses, **{key: str(port) for key, port in zip(GRPC_PORT_KEYS, ports[len(ADDRESS_KEYS):])}}
+
+
+def ports_in_use(overrides: dict[str, str] | None = None) -> list[str]:
+    """The listeners of the config (with ``overrides``) whose loopback port is taken, e.g.
+    ['inference_address 8080']: TorchServe would fail on them, with a less clear message."""
+    props = {**read_properties(BASE_CONFIG), **(overrides or {})}
+    wanted = [(key, int(props[key].rsplit(":", 1)[1])) for key in ADDRESS_KEYS if key in props]
+    wanted += [(key, int(props[key])) for key in GRPC_PORT_KEYS if key in props]
+    taken = []
+    for key, port in wanted:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                taken.append(f"{key} {port}")
+    return taken
+
+
 def write_config(run_dir: Path, overrides: dict[str, str] | None = None, base: Path = BASE_CONFIG) -> Path:
     """Copy the base config.properties into ``run_dir``, replacing the keys in ``overrides``."""
     overrides = dict(overrides or {})

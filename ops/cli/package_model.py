@@ -20,6 +20,8 @@ def parse_args(argv: list[str] | None) -> PackageSpec:
     parser.add_argument("--model-config", type=Path, default=paths.MODEL_CONFIG, help="per-model YAML (default: config/model-config.yaml)")
     parser.add_argument("--export-path", type=Path, default=paths.MODEL_STORE, help="where the .mar goes (default: model_store/)")
     parser.add_argument("--force", action="store_true", help="overwrite an existing archive")
+    parser.add_argument("--archive-name", help="archive file name (default: the model name): e.g. kor_ner-2.0 for "
+                        "model_store/kor_ner-2.0.mar, a new version beside the one being served")
     return PackageSpec(**vars(parser.parse_args(argv)))
 
 

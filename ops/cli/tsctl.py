@@ -13,6 +13,24 @@ import requests
 from ops import paths, tsctl
 
 
+def start_ports(ports: str | None, run_dir: Path) -> dict[str, str] | None:
+    """The listener overrides for ``--ports`` (None: the config's own ports), refused with the
+    taken ports named when another process holds one and no TorchServe runs from ``run_dir``."""
+    if ports is None:
+        overrides = None
+    elif ports == "free":
+        overrides = tsctl.port_overrides()
+    elif ports.isdigit():
+        overrides = tsctl.port_block(int(ports))
+    else:
+        raise tsctl.TsError(f"--ports {ports!r}: give the first port (e.g. 8180) or 'free'")
+    taken = tsctl.ports_in_use(overrides) if not tsctl.pid_of(run_dir.resolve()) else []
+    if taken:
+        raise tsctl.TsError(f"port(s) in use: {', '.join(taken)}; another TorchServe? Give this one other ports: "
+                            "--run-dir DIR --ports FIRST (or free)")
+    return overrides
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=tsctl.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run-dir", type=Path, default=paths.RUN_DIR, help="TorchServe's working directory (default: var/)")
@@ -22,6 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-restore", action="store_true", help=f"do not re-register what the run dir's {tsctl.STATE_FILE} lists")
     p.add_argument("--register", metavar="MAR", action="append", default=[], help="also register this archive (repeatable)")
     p.add_argument("--timeout", type=float, default=120)
+    p.add_argument("--ports", metavar="FIRST|free",
+                   help="listen on five loopback ports from FIRST (inference, management, metrics, gRPC x2), or on "
+                        "free ones: for a second TorchServe beside a first, with its own --run-dir (default: the "
+                        "ports of config/config.properties, 8080-8082 and 7070-7071)")
     sub.add_parser("stop", help="stop TorchServe")
     p = sub.add_parser("register", help="register an archive from the model store (a new version goes beside the default one)")
     p.add_argument("mar", help="file name in the model store, e.g. kor_ner.mar")
@@ -47,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.action == "start":
             started = time.monotonic()
-            server = tsctl.start(args.run_dir, args.model_store, timeout=args.timeout, reregister=not args.no_restore)
+            server = tsctl.start(args.run_dir, args.model_store, overrides=start_ports(args.ports, args.run_dir),
+                                 timeout=args.timeout, reregister=not args.no_restore)
             print(f"TorchServe up at {server.inference_url} (management {server.management_url}, metrics {server.metrics_url})")
             for model in tsctl.list_models(server):
                 print(f"registered again {model['modelName']} ({model['modelUrl']})")
