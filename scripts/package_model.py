@@ -38,6 +38,7 @@ from ner_settings import HandlerSettings
 
 HANDLER_FILES = ("ner_handler.py", "ner_core.py", "ner_inputs.py", "ner_settings.py", "ner_particles.py", "ner_onnx.py")
 VAL_LOSS = re.compile(r"val_loss=([0-9]+(?:\.[0-9]+)?)")
+ARCHIVE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 IGNORED_KEYS = re.compile(r"(^|\.)position_ids$")  # a buffer older transformers saved
 
 
@@ -183,10 +184,19 @@ def archive(args: argparse.Namespace, staged: Path, settings: HandlerSettings) -
     return args.export_path / f"{args.name}.mar"
 
 
+def archive_target(args: argparse.Namespace) -> Path:
+    """Where the archive goes: ``<export path>/<archive name or model name>.mar``."""
+    name = getattr(args, "archive_name", None) or args.name
+    name = name[:-len(".mar")] if name.endswith(".mar") else name
+    if not ARCHIVE_NAME.fullmatch(name):
+        raise PackagingError(f"archive name {name!r}: use letters, digits, '.', '_' and '-' (e.g. kor_ner-2.0)")
+    return args.export_path / f"{name}.mar"
+
+
 def package(args: argparse.Namespace) -> Path:
     if not args.model_config.is_file():
         raise PackagingError(f"model config {args.model_config} not found")
-    target = args.export_path / f"{args.name}.mar"
+    target = archive_target(args)
     if target.exists() and not args.force:
         raise PackagingError(f"{target} exists; pass --force to overwrite")
     args.export_path.mkdir(parents=True, exist_ok=True)
@@ -203,7 +213,12 @@ def package(args: argparse.Namespace) -> Path:
             ner_core.load_model(staged, settings)  # the serve-time loader, with the archive's settings
         except ner_core.ModelLoadError as err:
             raise PackagingError(f"the staged model would not load: {err}") from None
-        return archive(args, staged, settings)
+        if target == args.export_path / f"{args.name}.mar":
+            return archive(args, staged, settings)
+        # torch-model-archiver always writes <model name>.mar: build it beside the staged files,
+        # then move it to its own name, so the archive of the version being served stays as it is
+        built = archive(argparse.Namespace(**{**vars(args), "export_path": staged, "force": True}), staged, settings)
+        return Path(shutil.move(built, target))
 
 
 def read_handler_settings(model_config: Path) -> dict:
@@ -222,6 +237,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--model-config", type=Path, default=repo.CONFIG_DIR / "model-config.yaml", help="per-model YAML (default: config/model-config.yaml)")
     parser.add_argument("--export-path", type=Path, default=repo.MODEL_STORE, help="where the .mar goes (default: model_store/)")
     parser.add_argument("--force", action="store_true", help="overwrite an existing archive")
+    parser.add_argument("--archive-name", help="archive file name (default: the model name): e.g. kor_ner-2.0 for "
+                        "model_store/kor_ner-2.0.mar, a new version beside the one being served")
     return parser.parse_args(argv)
 
 
