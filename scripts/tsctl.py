@@ -78,6 +78,32 @@ def port_overrides() -> dict[str, str]:
     return {**addresses, **{key: str(port) for key, port in zip(GRPC_PORT_KEYS, ports[len(ADDRESS_KEYS):])}}
 
 
+def port_block(first: int) -> dict[str, str]:
+    """Five consecutive loopback ports from ``first``: inference, management, metrics, gRPC
+    inference, gRPC management (the shipped config's 8080-8082 and 7070-7071 are one instance)."""
+    if not 1024 <= first <= 65531:
+        raise TsError(f"--ports {first}: the first of five ports must be between 1024 and 65531")
+    ports = range(first, first + len(ADDRESS_KEYS) + len(GRPC_PORT_KEYS))
+    addresses = {key: f"http://127.0.0.1:{port}" for key, port in zip(ADDRESS_KEYS, ports)}
+    return {**addresses, **{key: str(port) for key, port in zip(GRPC_PORT_KEYS, ports[len(ADDRESS_KEYS):])}}
+
+
+def ports_in_use(overrides: dict[str, str] | None = None) -> list[str]:
+    """The listeners of the config (with ``overrides``) whose loopback port is taken, e.g.
+    ['inference_address 8080']: TorchServe would fail on them, with a less clear message."""
+    props = {**read_properties(BASE_CONFIG), **(overrides or {})}
+    wanted = [(key, int(props[key].rsplit(":", 1)[1])) for key in ADDRESS_KEYS if key in props]
+    wanted += [(key, int(props[key])) for key in GRPC_PORT_KEYS if key in props]
+    taken = []
+    for key, port in wanted:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                taken.append(f"{key} {port}")
+    return taken
+
+
 def write_config(run_dir: Path, overrides: dict[str, str] | None = None, base: Path = BASE_CONFIG) -> Path:
     """Copy the base config.properties into ``run_dir``, replacing the keys in ``overrides``."""
     overrides = dict(overrides or {})
@@ -499,6 +525,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-restore", action="store_true", help=f"do not re-register what the run dir's {STATE_FILE} lists")
     p.add_argument("--register", metavar="MAR", action="append", default=[], help="also register this archive (repeatable)")
     p.add_argument("--timeout", type=float, default=120)
+    p.add_argument("--ports", metavar="FIRST|free",
+                   help="listen on five loopback ports from FIRST (inference, management, metrics, gRPC x2), or on "
+                        "free ones: for a second TorchServe beside a first, with its own --run-dir (default: the "
+                        "ports of config/config.properties, 8080-8082 and 7070-7071)")
     sub.add_parser("stop", help="stop TorchServe")
     p = sub.add_parser("register", help="register an archive from the model store (a new version goes beside the default one)")
     p.add_argument("mar", help="file name in the model store, e.g. kor_ner.mar")
@@ -524,7 +554,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.action == "start":
             started = time.monotonic()
-            server = start(args.run_dir, args.model_store, timeout=args.timeout, reregister=not args.no_restore)
+            if args.ports is None:
+                ports = None
+            elif args.ports == "free":
+                ports = port_overrides()
+            elif args.ports.isdigit():
+                ports = port_block(int(args.ports))
+            else:
+                raise TsError(f"--ports {args.ports!r}: give the first port (e.g. 8180) or 'free'")
+            taken = ports_in_use(ports) if not pid_of(args.run_dir.resolve()) else []
+            if taken:
+                raise TsError(f"port(s) in use: {', '.join(taken)}; another TorchServe? Give this one other ports: "
+                              "--run-dir DIR --ports FIRST (or free)")
+            server = start(args.run_dir, args.model_store, overrides=ports, timeout=args.timeout,
+                           reregister=not args.no_restore)
             print(f"TorchServe up at {server.inference_url} (management {server.management_url}, metrics {server.metrics_url})")
             for model in list_models(server):
                 print(f"registered again {model['modelName']} ({model['modelUrl']})")
