@@ -208,3 +208,43 @@ def test_sigterm_under_load_drains_then_stops(container):
     assert sum(lost.values()) <= 8, lost  # at most the one request each client had in flight
     logs = container.logs()
     assert "SIGTERM: draining" in logs and "TorchServe exited with status 0" in logs
+
+
+@pytest.mark.parametrize("layout", ["deployment", "kserve"])
+def test_the_kubernetes_configs_run_in_the_image(image, layout, tmp_path):
+    """The image as config/k8s/ runs it: read-only root, non-root, no capabilities, only /tmp
+    writable; deployment.yaml's ConfigMap over /home/model-server/config, or KServe's storageUri
+    copy at /mnt/models (kserve-config.properties, metrics.yaml, model-store/kor_ner.mar) with the
+    ServingRuntime's environment. Both answer without a key (authentication is the ingress's)
+    and the v2 route as KServe sends it; management stays unreachable."""
+    k8s = repo.CONFIG_DIR / "k8s"
+    locked_down = ["--read-only", "--tmpfs", "/tmp", "--user", "1000:1000", "--cap-drop", "ALL",
+                   "--security-opt", "no-new-privileges"]
+    if layout == "deployment":
+        mounts = ["-v", f"{k8s / 'pod-config.properties'}:/home/model-server/config/config.properties:ro",
+                  "-v", f"{repo.CONFIG_DIR / 'metrics.yaml'}:/home/model-server/config/metrics.yaml:ro"]
+    else:
+        runtime = next(d for d in yaml.safe_load_all((k8s / "kserve.yaml").read_text(encoding="utf-8"))
+                       if d and d["kind"] == "ServingRuntime")
+        env = {e["name"]: e["value"] for e in runtime["spec"]["containers"][0]["env"]}
+        storage = tmp_path / "storage"
+        (storage / "config").mkdir(parents=True)
+        (storage / "model-store").mkdir()
+        (storage / "config" / "config.properties").write_text((k8s / "kserve-config.properties").read_text())
+        (storage / "config" / "metrics.yaml").write_text((repo.CONFIG_DIR / "metrics.yaml").read_text())
+        cid = containers.podman("create", image).stdout.strip()  # the image's archive, as the storage's
+        containers.podman("cp", f"{cid}:/home/model-server/model-store/kor_ner.mar", str(storage / "model-store"))
+        containers.podman("rm", cid)
+        mounts = ["-v", f"{storage}:/mnt/models:ro", *(a for k, v in env.items() for a in ("-e", f"{k}={v}"))]
+    ctr = containers.run(image, f"kor-ner-test-{layout}-{os.getpid()}", publish=(8080, 8081),
+                         extra=(*locked_down, *mounts))
+    try:
+        print(f"\n{layout} layout healthy {ctr.wait_healthy():.1f} s after podman run")
+        assert post(ctr, SENTENCES[0], None).json()["entities"][0]["text"] == "이순신"
+        v2 = {"id": "7", "inputs": [{"name": "texts", "shape": [1], "datatype": "BYTES", "data": [SENTENCES[1]]}]}
+        answer = requests.post(f"{ctr.url(8080)}/v2/models/kor_ner/infer", json=v2, timeout=30).json()
+        assert (answer["model_name"], answer["model_version"], answer["id"]) == ("kor_ner", "1.0", "7")
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"{ctr.url(8081)}/models", timeout=5)
+    finally:
+        ctr.remove()
