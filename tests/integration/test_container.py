@@ -1,7 +1,8 @@
 """The container image (container/Containerfile), built here from an offline Debian base and run
 with podman: lean, non-root, token auth on, only inference and metrics reachable, healthy only
-with a READY worker, the same answers as TorchServe outside a container, logs on stdout, and
-a SIGTERM under load that loses no request that was not already on a reused connection.
+with a READY worker, the same answers as TorchServe outside a container, logs on stdout, a
+SIGTERM under load that drains, refuses new connections and loses at most the request each
+client had in flight, and the Kubernetes pod configs running in it.
 
 Skips, saying why, where podman is missing or cannot run a container (.ci/run installs it)."""
 
@@ -172,9 +173,10 @@ def test_sigterm_under_load_drains_then_stops(container):
     keep sending through the SIGTERM. The container fails its health check at once, keeps
     answering while requests still arrive (the drain a load balancer needs, 5 s at most), then
     TorchServe closes its listener (new connections are refused) and answers what it holds. With
-    no load balancer in front, the clients never stop sending: a request that reaches TorchServe
-    as it closes its connections is lost, at most one per client; docs/operations.md has the
-    numbers, and the replicas drill shows none lost behind a load balancer."""
+    no load balancer in front, the clients never stop sending: a request on a connection open
+    (or being accepted) as TorchServe closes its connections is lost, at most one per client;
+    docs/operations.md has the numbers, and the replicas drill shows none lost behind a load
+    balancer."""
     key = container.keys()["inference"]
     fresh, reused, stop = Outcome(), Outcome(), threading.Event()
     threads = [threading.Thread(target=load_client, args=(container, key, i, i % 2 == 0, reused if i % 2 == 0 else fresh, stop))
