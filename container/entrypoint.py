@@ -100,12 +100,14 @@ def java_pid(launcher: int) -> int | None:
 
 class Server:
     def __init__(self) -> None:
+        self.stop_deadline: float | None = None
+        self.signalled: str | None = None
+        for sig in (signal.SIGTERM, signal.SIGINT):  # before TorchServe starts: PID 1 ignores unhandled signals
+            signal.signal(sig, self.on_signal)
         draining_marker().unlink(missing_ok=True)
         cmd = ["torchserve", "--start", "--foreground", "--ncs", "--ts-config", CONFIG,
                "--model-store", MODEL_STORE, "--log-config", LOG_CONFIG]
         self.proc = subprocess.Popen(cmd, start_new_session=True)
-        self.stop_deadline: float | None = None
-        self.signalled: str | None = None
 
     def on_signal(self, signum: int, _frame) -> None:
         """Only notes the signal: the main loop drains and stops (no I/O in a signal handler)."""
@@ -122,8 +124,6 @@ class Server:
         os.kill(java or self.proc.pid, signal.SIGTERM)
 
     def run(self) -> int:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self.on_signal)
         while True:
             try:  # reap everything: TorchServe's own exit, and orphans re-parented to PID 1
                 pid, status = os.waitpid(-1, os.WNOHANG)

@@ -84,7 +84,9 @@ def build_mounts(workdir: Path) -> tuple[list[str], bool]:
                 volumes[str(path)] = HOST_CA_IN_BUILD
                 value = HOST_CA_IN_BUILD
             elif path.exists() and path.is_absolute():
-                volumes[str(path.parent if path.is_file() else path)] = str(path.parent if path.is_file() else path)
+                # a file's directory; a local index's parent too: its pages link ../../files/<wheel>
+                shared = path.parent if path.is_file() or key.endswith("index-url") else path
+                volumes[str(shared)] = str(shared)
             values.append(value)
         lines.append(f"{key} = {' '.join(values)}")
     pip_conf = workdir / "pip.conf"
