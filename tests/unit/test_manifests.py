@@ -29,6 +29,33 @@ def documents(name: str) -> dict[str, dict]:
     return kinds
 
 
+CONTAINERFILE = paths.ROOT / "container" / "Containerfile"
+ENTRYPOINT = paths.ROOT / "container" / "entrypoint.py"
+# <registry>/kor-ner/torchserve:<TorchServe version>-ner<model version>, as container/Containerfile says
+IMAGE = re.compile(r"(?:[^/]+/)?kor-ner/torchserve:(?P<torchserve>\d+\.\d+\.\d+)-ner(?P<model>\d+(?:\.\d+)*)")
+
+
+def containerfile() -> dict:
+    """What the manifests must agree with: HEALTHCHECK command, EXPOSE, USER and uid, defaults."""
+    text = CONTAINERFILE.read_text(encoding="utf-8")
+    health = re.search(r"^HEALTHCHECK .*?CMD (\[.*?\])$", text.replace("\\\n", " "), re.M | re.S)
+    entry = ENTRYPOINT.read_text(encoding="utf-8")
+    defaults = dict(re.findall(r'os\.environ\.get\("(KOR_NER_\w+)", "([^"]+)"\)', entry))
+    return {
+        "healthcheck": json.loads(health.group(1)),
+        "expose": {int(p) for p in re.search(r"^EXPOSE (.*)$", text, re.M).group(1).split()},
+        "user": re.search(r"^USER (\S+)$", text, re.M).group(1),
+        "uid": int(re.search(r"useradd .*--uid (\d+)", text).group(1)),
+        "model_version": re.search(r"^ARG MODEL_VERSION=(\S+)$", text, re.M).group(1),
+        "entrypoint_defaults": defaults,
+        "tag_scheme": "kor-ner/torchserve:0.12.0-ner<MODEL_VERSION>" in text,
+    }
+
+
+def torchserve_version() -> str:
+    return re.search(r"^torchserve==(\S+)$", (paths.ROOT / "requirements.txt").read_text(encoding="utf-8"), re.M).group(1)
+
+
 def megabytes(quantity: str) -> float:
     number, unit = re.fullmatch(r"(\d+(?:\.\d+)?)(Mi|Gi|M|G)", quantity).groups()
     return float(number) * {"Mi": 1.048576, "Gi": 1073.741824, "M": 1, "G": 1000}[unit]
@@ -69,16 +96,16 @@ def test_deployment_serves_the_pod_config_it_mounts():
     kinds = documents("deployment.yaml")
     pod = kinds["Deployment"]["spec"]["template"]
     [container] = pod["spec"]["containers"]
-    args = dict(a.split("=", 1) for a in container["args"] if "=" in a)
     props = tsctl.read_properties(K8S / "pod-config.properties")
     [mount] = [m for m in container["volumeMounts"] if m["name"] == "config"]
     [volume] = [v for v in pod["spec"]["volumes"] if v["name"] == "config"]
+    image = containerfile()["entrypoint_defaults"]
 
-    assert "--foreground" in container["args"]
-    assert args["--ts-config"] == f"{mount['mountPath']}/config.properties"
+    assert "args" not in container and "command" not in container  # the image's entrypoint runs TorchServe
+    assert image["KOR_NER_CONFIG"] == f"{mount['mountPath']}/config.properties"  # where it reads its config
     assert props["metrics_config"] == f"{mount['mountPath']}/metrics.yaml"
     assert volume["configMap"]["name"] == "kor-ner-config"
-    assert args["--model-store"] == props["model_store"] and props["load_models"] == f"{MODEL}.mar"
+    assert props["model_store"] == image["KOR_NER_MODEL_STORE"] and props["load_models"] == f"{MODEL}.mar"
 
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert props["inference_address"] == f"http://0.0.0.0:{ports['inference']}"
@@ -86,16 +113,36 @@ def test_deployment_serves_the_pod_config_it_mounts():
     assert props["management_address"].startswith("http://127.0.0.1:")  # never off the pod
     assert pod["metadata"]["annotations"]["prometheus.io/port"] == str(ports["metrics"])
     assert props["disable_token_authorization"] == "true" and props["enable_envvars_config"] == "false"
+    # the pod drains (KOR_NER_DRAIN_MAX) and stops TorchServe (KOR_NER_STOP_TIMEOUT) within its grace period
+    env = {e["name"]: e["value"] for e in container.get("env", [])}
+    drain = float(env.get("KOR_NER_DRAIN_MAX", image["KOR_NER_DRAIN_MAX"]))
+    assert pod["spec"]["terminationGracePeriodSeconds"] >= drain + float(image["KOR_NER_STOP_TIMEOUT"])
 
 
-def test_deployment_probes_ask_for_a_ready_worker_of_the_model():
+def test_deployment_probes_ask_what_the_image_healthcheck_asks():
     [container] = documents("deployment.yaml")["Deployment"]["spec"]["template"]["spec"]["containers"]
-    props = tsctl.read_properties(K8S / "pod-config.properties")
     for probe in ("startupProbe", "readinessProbe"):
-        script = container[probe]["exec"]["command"][-1]
-        assert f"{props['management_address']}/models/{MODEL}" in script, probe
-        assert '"READY"' in script
+        assert container[probe]["exec"]["command"] == containerfile()["healthcheck"], probe
     assert container["livenessProbe"]["httpGet"] == {"path": "/ping", "port": "inference"}
+
+
+def test_manifests_run_the_image_this_build_makes():
+    """One image name and tag scheme: the Containerfile's, with the pinned TorchServe and the
+    model version it packages by default; the same image in both manifests."""
+    built = containerfile()
+    assert built["tag_scheme"]
+    deployment = documents("deployment.yaml")["Deployment"]["spec"]["template"]["spec"]["containers"]
+    runtime = documents("kserve.yaml")["ServingRuntime"]["spec"]["containers"]
+    images = {c["image"] for c in deployment + runtime}
+    assert len(images) == 1, images
+    match = IMAGE.fullmatch(images.pop())
+    assert match and match["torchserve"] == torchserve_version() and match["model"] == built["model_version"]
+    for c in deployment + runtime:
+        assert {p["containerPort"] for p in c["ports"]} <= built["expose"]
+    assert built["user"] == "model-server"
+    pod = documents("deployment.yaml")["Deployment"]["spec"]["template"]["spec"]["securityContext"]
+    isvc = documents("kserve.yaml")["InferenceService"]["spec"]["predictor"]["model"]["securityContext"]
+    assert pod["runAsUser"] == isvc["runAsUser"] == built["uid"] != 0
 
 
 def test_deployment_runs_unprivileged_and_sized_for_its_workers():
@@ -132,37 +179,36 @@ def test_inference_service_uses_the_runtime_and_storage_layout_kserve_expects():
     model = kinds["InferenceService"]["spec"]["predictor"]["model"]
     runtime = kinds["ServingRuntime"]
     [container] = runtime["spec"]["containers"]
-    args = dict(a.split("=", 1) for a in container["args"] if "=" in a)
     env = {e["name"]: e["value"] for e in container.get("env", [])}
 
     assert kinds["InferenceService"]["apiVersion"] == "serving.kserve.io/v1beta1"
     assert model["runtime"] == runtime["metadata"]["name"] and model["protocolVersion"] == "v2"
     assert model["modelFormat"]["name"] in {f["name"] for f in runtime["spec"]["supportedModelFormats"]}
     assert model["storageUri"].split("://")[0] in {"s3", "gs", "pvc", "https", "hdfs", "oci"}
-    assert args == {"--model-store": "/mnt/models/model-store", "--ts-config": "/mnt/models/config/config.properties"}
-    assert env.get("PROTOCOL_VERSION") == "v2" and "TS_SERVICE_ENVELOPE" not in env
+    # KServe copies storageUri to /mnt/models; the image's entrypoint reads config and archives there
+    assert "args" not in container and "command" not in container
+    assert env["KOR_NER_CONFIG"] == "/mnt/models/config/config.properties"
+    assert env["KOR_NER_MODEL_STORE"] == "/mnt/models/model-store"
+    assert "TS_SERVICE_ENVELOPE" not in env and "PROTOCOL_VERSION" not in env
+    assert container["readinessProbe"]["exec"]["command"] == containerfile()["healthcheck"]
     assert model["securityContext"]["runAsNonRoot"] is True
-    check_resources(model["resources"], workers=1, extra_mb=150)  # + KServe's Python wrapper
+    model_config = yaml.safe_load((paths.CONFIG_DIR / "model-config.yaml").read_text(encoding="utf-8"))
+    check_resources(model["resources"], workers=model_config["minWorkers"])
 
 
-def test_kserve_config_properties_fit_the_wrapper():
+def test_kserve_config_properties_fit_the_runtime():
     props = tsctl.read_properties(K8S / "kserve-config.properties")
     runtime = documents("kserve.yaml")["ServingRuntime"]
-    snapshot = json.loads(props["model_snapshot"])
+    [container] = runtime["spec"]["containers"]
 
-    # KServe's wrapper takes 8080 (REST) and 8081 (gRPC) and reads one address for both APIs.
-    assert props["inference_address"] == props["management_address"]
-    assert props["inference_address"].startswith("http://127.0.0.1:")
-    assert port(props["inference_address"]) not in (8080, 8081)
+    # KServe sends clients to the container port; TorchServe answers the v2 route itself there
+    assert props["inference_address"] == f"http://0.0.0.0:{container['ports'][0]['containerPort']}"
+    assert props["management_address"].startswith("http://127.0.0.1:")  # never off the pod
     assert port(props["metrics_address"]) == int(runtime["spec"]["annotations"]["prometheus.kserve.io/port"])
     assert props["enable_envvars_config"] == "false" and "service_envelope" not in props
     assert props["disable_token_authorization"] == "true"
-    assert props["model_store"] == "/mnt/models/model-store"
+    assert props["model_store"] == "/mnt/models/model-store" and props["load_models"] == f"{MODEL}.mar"
     assert props["metrics_config"] == "/mnt/models/config/metrics.yaml"
-    [(name, versions)] = snapshot["models"].items()
-    [(_, version)] = versions.items()
-    assert (name, version["marName"], version["defaultVersion"]) == (MODEL, f"{MODEL}.mar", True)
-    assert version["minWorkers"] * handler_threads() <= 2  # the pod's CPU limit
 
 
 @pytest.mark.parametrize("name", ["pod-config.properties", "kserve-config.properties"])

@@ -91,3 +91,19 @@ def test_the_archive_holds_every_handler_module(tiny_model_dir, tmp_path):
     assert package(tmp_path, tiny_model_dir, "--name", "all") == 0
     with zipfile.ZipFile(tmp_path / "store" / "all.mar") as archive:
         assert {p.name for p in files} <= set(archive.namelist())
+
+
+def test_a_new_version_gets_its_own_archive_name(tiny_model_dir, tmp_path, capsys):
+    assert package(tmp_path, tiny_model_dir) == 0
+    served = (tmp_path / "store" / "kor_ner.mar").read_bytes()
+    assert package(tmp_path, tiny_model_dir, "--version", "2.0", "--archive-name", "kor_ner-2.0") == 0
+    new = tmp_path / "store" / "kor_ner-2.0.mar"
+    assert capsys.readouterr().out.strip().splitlines()[-1] == str(new)
+    assert (tmp_path / "store" / "kor_ner.mar").read_bytes() == served  # the served archive is untouched
+    assert sorted(p.name for p in (tmp_path / "store").iterdir()) == ["kor_ner-2.0.mar", "kor_ner.mar"]
+    with zipfile.ZipFile(new) as archive:
+        manifest = __import__("json").loads(archive.read("MAR-INF/MANIFEST.json"))
+    assert (manifest["model"]["modelName"], manifest["model"]["modelVersion"]) == ("kor_ner", "2.0")
+    assert package(tmp_path, tiny_model_dir, "--version", "2.0", "--archive-name", "kor_ner-2.0") == 1  # no --force
+    assert package(tmp_path, tiny_model_dir, "--archive-name", "../kor_ner") == 1
+    assert "archive name '../kor_ner'" in capsys.readouterr().err

@@ -1,0 +1,66 @@
+#!/usr/bin/env python3
+"""Exit 0 when this TorchServe can answer: every registered model has a READY worker.
+
+The image's HEALTHCHECK and the Kubernetes readiness and startup probes (config/k8s/) run it.
+TorchServe's /ping says "Healthy" while no worker is up yet, so this asks the management API
+(on the container's own loopback) instead, with the management key from key_file.json in the
+working directory when token authorization is on. It fails while the container drains after
+SIGTERM (entrypoint.py). One line on stdout says why. Standard library only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+CONFIG = os.environ.get("KOR_NER_CONFIG", "/home/model-server/config/config.properties")
+TIMEOUT = 3
+
+
+def management_url(config: str) -> str:
+    for line in Path(config).read_text(encoding="utf-8").splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "management_address":
+            return value.strip().rstrip("/").replace("://0.0.0.0:", "://127.0.0.1:")
+    return "http://127.0.0.1:8081"  # TorchServe's default
+
+
+def get(url: str, key: str | None):
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {key}"} if key else {})
+    with urllib.request.urlopen(request, timeout=TIMEOUT) as resp:
+        return json.load(resp)
+
+
+def check() -> str | None:
+    """None when healthy, else the reason."""
+    if (Path(os.environ.get("TEMP", "/tmp")) / "kor-ner.draining").exists():
+        return "draining: shutting down after SIGTERM"
+    key_file = Path("key_file.json")
+    key = json.loads(key_file.read_text(encoding="utf-8"))["management"]["key"] if key_file.is_file() else None
+    base = management_url(CONFIG)
+    models = get(f"{base}/models", key)["models"]
+    if not models:
+        return "no model registered"
+    for model in models:
+        workers = get(f"{base}/models/{model['modelName']}", key)[0].get("workers", [])
+        ready = sum(1 for w in workers if w.get("status") == "READY")
+        if not ready:
+            return f"{model['modelName']}: 0 of {len(workers)} workers READY"
+    return None
+
+
+def main() -> int:
+    try:
+        reason = check()
+    except (OSError, ValueError, KeyError, urllib.error.URLError) as err:
+        reason = f"management API not answering: {err}"
+    print(reason or "ready: every model has a READY worker")
+    return 1 if reason else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""A second TorchServe beside a first: tsctl start --ports FIRST|free, and a clear refusal when
+a port is taken (no server needed: the check runs before TorchServe starts)."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from ops import tsctl
+from ops.cli import tsctl as tsctl_cli
+
+
+def test_a_port_block_moves_every_listener():
+    assert tsctl.port_block(8180) == {
+        "inference_address": "http://127.0.0.1:8180", "management_address": "http://127.0.0.1:8181",
+        "metrics_address": "http://127.0.0.1:8182", "grpc_inference_port": "8183", "grpc_management_port": "8184",
+    }
+    with pytest.raises(tsctl.TsError, match="between 1024 and 65531"):
+        tsctl.port_block(80)
+
+
+def test_free_ports_are_all_different_and_loopback():
+    ports = tsctl.port_overrides()
+    numbers = [v.rsplit(":", 1)[-1] for v in ports.values()]
+    assert len(set(numbers)) == 5 and all(v.startswith("http://127.0.0.1:") for k, v in ports.items() if "address" in k)
+    assert tsctl.ports_in_use(ports) == []
+
+
+def test_start_refuses_a_taken_port_and_names_it(tmp_path, capsys):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        first = busy.getsockname()[1] - 2  # the block's metrics port is the busy one
+        if first < 1024:
+            pytest.skip("the OS gave a port too low for a block before it")
+        code = tsctl_cli.main(["--run-dir", str(tmp_path / "second"), "start", "--ports", str(first), "--no-restore"])
+    err = capsys.readouterr().err
+    assert code == 1 and f"metrics_address {first + 2}" in err and "--ports" in err, err
+    assert not (tmp_path / "second" / "torchserve.pid").exists()  # nothing was started
+
+
+def test_ports_must_be_a_number_or_free(tmp_path, capsys):
+    assert tsctl_cli.main(["--run-dir", str(tmp_path), "start", "--ports", "next"]) == 1
+    assert "give the first port" in capsys.readouterr().err
