@@ -18,6 +18,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import psutil
+
 import ner_core
 from ner_settings import HandlerSettings
 from ops import benchmark, tsctl
@@ -53,6 +55,12 @@ def largest_request(staged: Path, settings: HandlerSettings) -> tuple[list[str],
     return texts, cost
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far."""
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
+
+
 def timed_post(server: tsctl.Server, model: str, texts: list[str], timeout: float) -> tuple[float, int, int]:
     started = time.perf_counter()
     resp = server.call("POST", "inference", f"/predictions/{model}", json=texts, timeout=(5, timeout))
@@ -79,8 +87,10 @@ def measure(spec: str, config: dict, out: Path, rounds: int) -> dict:
         alone = [timed_post(server, model, texts, timeout * 2) for _ in range(rounds)]
         print(f"worst_case: {batch} per worker at once (a full batch each)", file=sys.stderr, flush=True)
         workers = len(pids)
+        cpu_before = {pid: cpu_seconds(pid) for pid in pids}
         with ThreadPoolExecutor(batch * workers) as pool:
             together = list(pool.map(lambda _: timed_post(server, model, texts, timeout * 2), range(batch * workers)))
+        cpu_used = {pid: cpu_seconds(pid) - before for pid, before in cpu_before.items()}
         after = {w["pid"]: w["status"] for w in tsctl.describe(server, model)[0]["workers"]}
     finally:
         tsctl.stop(run_dir)
@@ -94,6 +104,9 @@ def measure(spec: str, config: dict, out: Path, rounds: int) -> dict:
         "full_batches_s": {"median": round(statistics.median(t for t, _, _ in together), 2),
                            "max": round(max(t for t, _, _ in together), 2)},
         "full_batches_statuses": sorted({s for _, s, _ in together}),
+        # CPU seconds each worker spent on its full batch: the wall time on an idle core, whatever
+        # else the machine was running during the measurement
+        "worker_cpu_s_per_full_batch": {str(pid): round(s, 1) for pid, s in cpu_used.items()},
         "worker_restarted": set(after) != pids or any(s != "READY" for s in after.values()),
         "seconds_per_token": round(statistics.median(t for t, _, _ in alone) / cost, 5),
     }

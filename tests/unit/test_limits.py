@@ -26,10 +26,12 @@ from ops import paths
 ROOT = paths.ROOT
 KCBERT_VOCAB = paths.RATSNLP_CHECKPOINT / "pretrained" / "vocab.txt"
 LABELS = (ROOT / "demo_model" / "label_map.txt").read_text(encoding="utf-8").split()
-# Measured: a kcbert-base-shaped model (12 layers, hidden 768) on one core of this project's
-# 2-core reference machine (AMD EPYC, AVX2), windows of 128 batched by max_batch_tokens 256,
-# took 1.97 ms per model-input token (docs/reliability.md). Rounded up.
-SECONDS_PER_TOKEN_BERT_BASE = 0.0021
+# Measured: a kcbert-base-shaped model (12 layers, hidden 768) served with the shipped config
+# (1 thread a worker, windows of 128 batched by max_batch_tokens 256) on this project's 2-core
+# VM (AMD EPYC): a full batch of 8 requests at the token budget took 31.3 s of a worker's CPU
+# time, 2.35 ms per model-input token, tokenising and answering included (scripts/worst_case.py,
+# docs/reliability.md; in-process forward alone: 2.03 ms). Rounded up.
+SECONDS_PER_TOKEN_BERT_BASE = 0.0024
 # The worst a character can cost: 12 bytes in a request (an emoji as a JSON surrogate-pair
 # escape), 6 in an answer (a control character as \u00XX; UTF-8 takes at most 4).
 REQUEST_BYTES_PER_CHAR, ANSWER_BYTES_PER_CHAR = 12, 6
