@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import yaml
 
 from ops import paths, worst_case
+from ops.cli.common import add_report_arg, emit_report
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -19,7 +19,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="the model config whose limits to test (default: the shipped one)")
     parser.add_argument("--rounds", type=int, default=3, help="timed requests alone (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=paths.RUN_DIR / "worst-case", help="work directory (default: var/worst-case)")
-    parser.add_argument("--report", type=Path, help="also write the report here as JSON")
+    add_report_arg(parser)
     return parser.parse_args(argv)
 
 
@@ -33,10 +33,7 @@ def main(argv: list[str] | None = None) -> int:
           and not report["worker_restarted"] and report["full_batches_s"]["max"] < timeout and cpu <= timeout / 2)
     report["verdict"] = (f"held: a full batch of the largest request takes {cpu} s of one core, at most half "
                          f"the {timeout} s response timeout" if ok else "FAILED")
-    text = json.dumps(report, indent=2, ensure_ascii=False)
-    print(text)
-    if args.report:
-        args.report.write_text(text + "\n", encoding="utf-8")
+    emit_report(report, args.report)
     return 0 if ok else 1
 
 
