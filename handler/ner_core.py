@@ -413,12 +413,13 @@ def display_tag(tag: str, names: Mapping[str, str]) -> str:
 
 def to_response(
     pred: TokenPredictions, labels: Sequence[str], names: Mapping[str, str] = SEED_LABEL_NAMES,
-    trim: Callable[[str, int, int, int], int] | None = None, result: bool = True,
+    trim: Callable[..., int] | None = None, result: bool = True,
 ) -> dict[str, Any]:
     """The answer for one text: the tutorial's fields plus raw tags and entity spans.
 
-    ``trim(text, start, end, last wordpiece start) -> end`` may shorten each entity (Korean
-    particles, see ner_particles); the per-token ``result`` is never changed. ``result=False``
+    ``trim(text, start, end, last wordpiece start, kind=type, next_piece=(start, end) | None)
+    -> end`` may shorten each entity (Korean particles, see ner_particles); the per-token
+    ``result`` is never changed. ``result=False``
     leaves the per-token rows out (the answer then grows with the entities, not the tokens).
     """
     tags = [labels[i] for i in pred.label_ids]
@@ -432,7 +433,8 @@ def to_response(
     for kind, first, last in group_entities(tags):
         start, end = pred.offsets[first][0], pred.offsets[last][1]
         if trim is not None:
-            end = trim(pred.text, start, end, pred.offsets[last][0])
+            following = pred.offsets[last + 1] if last + 1 < len(pred.offsets) else None
+            end = trim(pred.text, start, end, pred.offsets[last][0], kind=kind, next_piece=following)
         score = sum(pred.probs[first : last + 1]) / (last - first + 1)
         entities.append(
             {
