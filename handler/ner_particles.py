@@ -49,7 +49,7 @@ CHAINED = (*CHAIN_TAILS, "부터", "까지")
 # Wordpieces that begin with one of these are particle pieces (``##은``, ``##에서는``, ``##이다``).
 PARTICLE_STARTS = tuple(sorted({*PARTICLES, *CHAIN_HEADS, *CHAIN_TAILS}, key=len, reverse=True))
 
-# The 20 most common Korean surnames (2015 census, about 80% of the population). A person's
+# The 20 most common Korean surnames (2015 census). A person's
 # last word of three syllables starting with one of them is taken for surname + given name.
 SURNAMES = frozenset("김 이 박 최 정 강 조 윤 장 임 한 오 서 신 권 황 안 송 전 홍".split())
 # Syllables that end given names and also read as a particle after a final consonant (김정은, 맹순이).
