@@ -9,11 +9,13 @@ Output keeps the tutorial's shape ({"sentence", "result": [{"token", "predicted_
 
 from __future__ import annotations
 
+import functools
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+import numpy as np
 import torch
 from safetensors.torch import load_file
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
@@ -266,9 +268,10 @@ class TokenPredictions:
     text: str
     tokens: list[str]
     offsets: list[tuple[int, int]]
-    label_ids: list[int]
-    probs: list[float]
+    label_ids: list[int]  # the argmax label per wordpiece (the ``result`` rows)
+    probs: list[float]  # its probability
     windows: int = 1  # model inputs the text took (long texts are cut into overlapping windows)
+    distributions: torch.Tensor | None = None  # (wordpieces, labels): every label's probability
 
 
 @dataclass(frozen=True)
@@ -301,6 +304,12 @@ def encode(ner: NerModel, texts: Sequence[str]) -> list[EncodedText]:
 def forward(ner: NerModel, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
     """One forward pass over rows of wordpiece ids, padded to the longest row: the top label
     id and its probability per wordpiece ([CLS] dropped; [SEP] and pads are sliced per row)."""
+    top_ids, top_probs, _ = forward_distributions(ner, rows)
+    return top_ids, top_probs
+
+
+def forward_distributions(ner: NerModel, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``forward``, and the whole probability distribution over the labels per wordpiece."""
     width = max(len(r) for r in rows) + 2
     input_ids = torch.full((len(rows), width), ner.pad_id, dtype=torch.long)
     attention = torch.zeros((len(rows), width), dtype=torch.long)
@@ -310,8 +319,9 @@ def forward(ner: NerModel, rows: list[list[int]]) -> tuple[torch.Tensor, torch.T
     input_ids, attention = input_ids.to(ner.device), attention.to(ner.device)
     with torch.inference_mode():
         logits = ner.model(input_ids=input_ids, attention_mask=attention, token_type_ids=torch.zeros_like(input_ids)).logits
-    top_probs, top_ids = logits.float().softmax(dim=-1).max(dim=-1)
-    return top_ids[:, 1:-1].cpu(), top_probs[:, 1:-1].cpu()
+    distributions = logits.float().softmax(dim=-1)
+    top_probs, top_ids = distributions.max(dim=-1)
+    return top_ids[:, 1:-1].cpu(), top_probs[:, 1:-1].cpu(), distributions[:, 1:-1].cpu()
 
 
 def plan_batches(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
@@ -350,16 +360,19 @@ def predict_encoded(ner: NerModel, encoded: Sequence[EncodedText]) -> list[Token
     rows, row_of = window_rows(encoded)
     row_ids: list[torch.Tensor] = [torch.empty(0, dtype=torch.long)] * len(rows)
     row_probs: list[torch.Tensor] = [torch.empty(0)] * len(rows)
+    row_dists: list[torch.Tensor] = [torch.empty(0, len(ner.labels))] * len(rows)
     for batch in plan_batches([len(r) for r in rows], ner.settings.max_batch_tokens):
-        ids, probs = forward(ner, [rows[i] for i in batch])
+        ids, probs, dists = forward_distributions(ner, [rows[i] for i in batch])
         for j, i in enumerate(batch):
-            row_ids[i], row_probs[i] = ids[j, : len(rows[i])], probs[j, : len(rows[i])]
+            n = len(rows[i])
+            row_ids[i], row_probs[i], row_dists[i] = ids[j, :n], probs[j, :n], dists[j, :n]
 
     out = []
     for enc, parts in zip(encoded, row_of):
         ids = torch.cat([row_ids[r][a:b] for r, a, b in parts])
         probs = torch.cat([row_probs[r][a:b] for r, a, b in parts])
-        out.append(TokenPredictions(enc.text, enc.tokens, enc.offsets, ids.tolist(), probs.tolist(), len(parts)))
+        dists = torch.cat([row_dists[r][a:b] for r, a, b in parts])
+        out.append(TokenPredictions(enc.text, enc.tokens, enc.offsets, ids.tolist(), probs.tolist(), len(parts), dists))
     return out
 
 
@@ -406,6 +419,56 @@ def group_entities(tags: Sequence[str]) -> list[tuple[str, int, int]]:
     return spans
 
 
+def allowed_transitions(labels: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The BIO rules as masks: ``follows[i, j]`` whether label j may come right after label i
+    (``I-X`` only after ``B-X`` or ``I-X``; anything else after anything), and ``starts[j]``
+    whether a text may begin with label j (not with an ``I-`` tag)."""
+    return _transitions(tuple(labels))
+
+
+@functools.lru_cache(maxsize=8)
+def _transitions(labels: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    kinds = [entity_type(label) for label in labels]
+    inside = [label.startswith("I-") and kind is not None for label, kind in zip(labels, kinds)]
+    follows = np.ones((len(labels), len(labels)), dtype=bool)
+    for j, kind in enumerate(kinds):
+        if inside[j]:
+            follows[:, j] = [kinds[i] == kind for i in range(len(labels))]
+    return follows, ~np.array(inside, dtype=bool)
+
+
+def is_consistent(label_ids: Sequence[int], follows: np.ndarray, starts: np.ndarray) -> bool:
+    """Whether a label sequence keeps the BIO rules."""
+    if not label_ids:
+        return True
+    return bool(starts[label_ids[0]]) and all(follows[a, b] for a, b in zip(label_ids, label_ids[1:]))
+
+
+def constrained_label_ids(distributions: torch.Tensor | np.ndarray, labels: Sequence[str],
+                          greedy: Sequence[int] | None = None) -> list[int]:
+    """The most probable label sequence that keeps the BIO rules (Viterbi over the log
+    probabilities of each wordpiece's distribution, rows of ``distributions``). When the
+    argmax sequence (``greedy``, computed if not given) already keeps them, it is the answer."""
+    probs = np.asarray(distributions, dtype=np.float64)
+    if greedy is None:
+        greedy = probs.argmax(axis=1).tolist() if len(probs) else []
+    follows, starts = allowed_transitions(labels)
+    if is_consistent(greedy, follows, starts):
+        return list(greedy)
+    logp = np.log(np.maximum(probs, 1e-30))
+    barred = np.where(follows, 0.0, -np.inf)
+    score = logp[0] + np.where(starts, 0.0, -np.inf)
+    back = np.empty((len(logp), len(labels)), dtype=np.int64)
+    for t in range(1, len(logp)):
+        candidates = score[:, None] + barred  # previous label x next label
+        back[t] = candidates.argmax(axis=0)
+        score = candidates[back[t], np.arange(len(labels))] + logp[t]
+    path = [int(score.argmax())]
+    for t in range(len(logp) - 1, 0, -1):
+        path.append(int(back[t, path[-1]]))
+    return path[::-1]
+
+
 def display_tag(tag: str, names: Mapping[str, str]) -> str:
     kind = entity_type(tag)
     return names.get(kind, kind) if kind is not None else tag
@@ -413,12 +476,17 @@ def display_tag(tag: str, names: Mapping[str, str]) -> str:
 
 def to_response(
     pred: TokenPredictions, labels: Sequence[str], names: Mapping[str, str] = SEED_LABEL_NAMES,
-    trim: Callable[[str, int, int, int], int] | None = None, result: bool = True,
+    trim: Callable[..., int] | None = None, result: bool = True, decoding: str = "greedy",
 ) -> dict[str, Any]:
     """The answer for one text: the tutorial's fields plus raw tags and entity spans.
 
-    ``trim(text, start, end, last wordpiece start) -> end`` may shorten each entity (Korean
-    particles, see ner_particles); the per-token ``result`` is never changed. ``result=False``
+    ``trim(text, start, end, last wordpiece start, kind=type, next_piece=(start, end) | None)
+    -> end`` may shorten each entity (Korean particles, see ner_particles); the per-token
+    ``result`` is never changed. ``decoding`` is how the entities are read from the wordpieces'
+    labels: ``greedy`` groups the argmax tags of the ``result`` rows (an ``I-X`` without its
+    ``B-X`` starts an entity); ``constrained`` takes the most probable label sequence that keeps
+    the BIO rules (``constrained_label_ids``; needs ``pred.distributions``), and an entity's score
+    is then the mean probability of the labels that sequence gives it. ``result=False``
     leaves the per-token rows out (the answer then grows with the entities, not the tokens).
     """
     tags = [labels[i] for i in pred.label_ids]
@@ -428,12 +496,15 @@ def to_response(
             {"token": token, "predicted_tag": display_tag(tag, names), "top_prob": str(round(prob, 4)), "tag": tag}
             for token, tag, prob in zip(pred.tokens, tags, pred.probs)
         ]
+    entity_ids, entity_probs = entity_labels(pred, labels, decoding)
+    entity_tags = tags if entity_ids is pred.label_ids else [labels[i] for i in entity_ids]
     entities = []
-    for kind, first, last in group_entities(tags):
+    for kind, first, last in group_entities(entity_tags):
         start, end = pred.offsets[first][0], pred.offsets[last][1]
         if trim is not None:
-            end = trim(pred.text, start, end, pred.offsets[last][0])
-        score = sum(pred.probs[first : last + 1]) / (last - first + 1)
+            following = pred.offsets[last + 1] if last + 1 < len(pred.offsets) else None
+            end = trim(pred.text, start, end, pred.offsets[last][0], kind=kind, next_piece=following)
+        score = sum(entity_probs[first : last + 1]) / (last - first + 1)
         entities.append(
             {
                 "text": pred.text[start:end],
@@ -446,3 +517,18 @@ def to_response(
         )
     answer["entities"] = entities
     return answer
+
+
+def entity_labels(pred: TokenPredictions, labels: Sequence[str], decoding: str) -> tuple[list[int], list[float]]:
+    """The label per wordpiece that the entities are read from, and its probability."""
+    if decoding == "greedy":
+        return pred.label_ids, pred.probs
+    if decoding != "constrained":
+        raise ValueError(f"unknown decoding {decoding!r}")
+    if pred.distributions is None:
+        raise ValueError("constrained decoding needs the predictions' label distributions")
+    ids = constrained_label_ids(pred.distributions, labels, pred.label_ids)
+    if ids == pred.label_ids:
+        return pred.label_ids, pred.probs
+    chosen = pred.distributions[torch.arange(len(ids)), torch.tensor(ids, dtype=torch.long)]
+    return ids, chosen.tolist()

@@ -106,7 +106,7 @@ class KoreanNerHandler(BaseHandler):
         self.ner = ner_core.load_model(model_dir, self.settings, device)
         self.answer: Callable[..., dict] = functools.partial(
             ner_core.to_response, labels=self.ner.labels, names=self.settings.label_names,
-            trim=ner_particles.trimmer(self.settings),
+            trim=ner_particles.trimmer(self.settings), decoding=self.settings.bio_decoding,
         )
         self.model_version = str(((context.manifest or {}).get("model") or {}).get("modelVersion", ""))
         logger.info(

@@ -6,12 +6,16 @@ the place. ``trim_end`` moves an entity's end back to where its trailing particl
 
 It is a fixed list, not a morpheme analyser: measured on the KMOU validation split it gets
 most of what the Kiwi analyser gets at no memory and next to no time (docs/particles.md).
-Three guards keep it from eating the end of a name:
+Guards keep it from eating the end of a name:
 - it only cuts inside the entity's last wordpiece, and never the whole entity;
 - a particle must fit the syllable before it: ``가/는/를/와/로`` follow a vowel, ``이/은/을/과/으로``
   a consonant (so ``상하이``, ``김고은`` and ``마을`` stay whole);
 - particles that end many names are left out (``나``: 하나) or cut only right after another
-  particle (``도``: 경기도 but ``서울에도``; ``만``: 대만 but ``정부에서만``).
+  particle (``도``: 경기도 but ``서울에도``; ``만``: 대만 but ``정부에서만``);
+- when the next wordpiece, glued to the entity, is itself a particle (``김정은 ##은``), the
+  entity's end is not one: only a particle that chains with it is cut (``서울에서 ##는``);
+- a person (PER) whose last word has two syllables (``김은 씨``), or three syllables starting with
+  a common surname and ending in ``은/이`` (``김정은``), keeps that word whole.
 """
 
 from __future__ import annotations
@@ -20,8 +24,9 @@ from typing import Callable
 
 from ner_settings import HandlerSettings
 
-# (text, entity start, entity end, start of the entity's last wordpiece) -> new end
-Trim = Callable[[str, int, int, int], int]
+# (text, entity start, entity end, start of the entity's last wordpiece, *, kind=entity type,
+#  next_piece=(start, end) of the wordpiece after the entity or None) -> new end
+Trim = Callable[..., int]
 
 VOWEL, CONSONANT, VOWEL_OR_L, ANY = "vowel", "consonant", "vowel or ㄹ", "any"
 
@@ -38,6 +43,17 @@ PARTICLES = {
 CHAIN_HEADS = {"에서": ANY, "에": ANY, "에게": ANY, "으로": CONSONANT, "로": VOWEL_OR_L,
                "과": CONSONANT, "와": VOWEL, "까지": ANY, "부터": ANY}
 CHAIN_TAILS = {"는": ANY, "의": ANY, "도": ANY, "만": ANY}
+# What a particle may start, when the entity's next wordpiece is glued to it: only a chain head
+# may stand before one of these (``에서`` + ``는``, ``으로`` + ``부터``).
+CHAINED = (*CHAIN_TAILS, "부터", "까지")
+# Wordpieces that begin with one of these are particle pieces (``##은``, ``##에서는``, ``##이다``).
+PARTICLE_STARTS = tuple(sorted({*PARTICLES, *CHAIN_HEADS, *CHAIN_TAILS}, key=len, reverse=True))
+
+# The 20 most common Korean surnames (2015 census). A person's
+# last word of three syllables starting with one of them is taken for surname + given name.
+SURNAMES = frozenset("김 이 박 최 정 강 조 윤 장 임 한 오 서 신 권 황 안 송 전 홍".split())
+# Syllables that end given names and also read as a particle after a final consonant (김정은, 맹순이).
+NAME_ENDINGS = frozenset({"은", "이"})
 
 HANGUL_FIRST, HANGUL_LAST = 0xAC00, 0xD7A3
 RIEUL = 8  # index of ㄹ among the final consonants of a Hangul syllable
@@ -74,12 +90,9 @@ def strip_one(text: str, floor: int, end: int, particles: dict[str, str]) -> int
     return end
 
 
-def trim_end(text: str, start: int, end: int, piece_start: int) -> int:
-    """The entity ``text[start:end]`` without its trailing particles: returns the new end.
-
-    Only characters of the last wordpiece (from ``piece_start``) are cut, and at least one
-    character of the entity stays.
-    """
+def particle_cut(text: str, start: int, end: int, piece_start: int) -> int:
+    """Where the particles that end ``text[start:end]`` begin, by the list alone: only
+    characters of the last wordpiece (from ``piece_start``) are cut, at least one stays."""
     floor = max(start + 1, piece_start)
     tail = strip_one(text, floor, end, CHAIN_TAILS)
     if tail < end:
@@ -87,6 +100,48 @@ def trim_end(text: str, start: int, end: int, piece_start: int) -> int:
         if head < tail:
             return head
     return strip_one(text, floor, end, PARTICLES)
+
+
+def glued_particle(text: str, end: int, next_piece: tuple[int, int] | None) -> str | None:
+    """The next wordpiece's text when it follows ``end`` with no space and begins with a
+    particle (``김정은`` then ``##은``); else None."""
+    if next_piece is None or next_piece[0] != end:
+        return None
+    piece = text[next_piece[0] : next_piece[1]]
+    return piece if piece.startswith(PARTICLE_STARTS) else None
+
+
+def whole_name(word: str, cut: str) -> bool:
+    """Whether a person's last word stays whole although it ends like a particle: two
+    syllables (cutting would leave a bare surname: ``김은`` in ``김은 씨``), or three that start
+    with a common surname and end in a name syllable (``김정은``, not ``윤상`` + ``은``)."""
+    if not all(final_consonant(char) is not None for char in word):
+        return False
+    if len(word) == 2:
+        return True
+    return len(word) == 3 and word[0] in SURNAMES and cut in NAME_ENDINGS
+
+
+def trim_end(text: str, start: int, end: int, piece_start: int, *, kind: str | None = None,
+             next_piece: tuple[int, int] | None = None) -> int:
+    """The entity ``text[start:end]`` without its trailing particles: returns the new end.
+
+    Only characters of the last wordpiece (from ``piece_start``) are cut, and at least one
+    character of the entity stays. ``kind`` (the entity type) and ``next_piece`` (the character
+    range of the wordpiece after the entity, None at the end of the text) keep names whole:
+    without them the list alone decides.
+    """
+    cut = particle_cut(text, start, end, piece_start)
+    if cut == end:
+        return end
+    following = glued_particle(text, end, next_piece)
+    if following is not None and not (text[cut:end] in CHAIN_HEADS and following.startswith(CHAINED)):
+        return end  # the particle comes after the entity: its own end is not one
+    if kind == "PER":
+        word = text[start:end].split()[-1]
+        if whole_name(word, text[cut:end]):
+            return end
+    return cut
 
 
 def trimmer(settings: HandlerSettings) -> Trim | None:

@@ -30,6 +30,7 @@ SEED_LABEL_NAMES: Mapping[str, str] = MappingProxyType(
 RUNTIME_CHOICES = ("torch", "onnxruntime")
 QUANTIZE_CHOICES = ("none", "int8")
 DTYPE_CHOICES = ("float32", "bfloat16")
+BIO_DECODING_CHOICES = ("greedy", "constrained")
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class HandlerSettings:
     quantize: str = "none"  # "int8": dynamic int8 quantization of the Linear layers
     dtype: str = "float32"  # "bfloat16": bf16 weights and activations, on a CUDA device only
     trim_particles: bool = False  # cut Korean particles (조사) off entity ends
+    bio_decoding: str = "greedy"  # "constrained": entities from the best BIO-consistent label sequence
     label_names: Mapping[str, str] = field(default_factory=lambda: SEED_LABEL_NAMES)
 
     def __post_init__(self) -> None:
@@ -70,6 +72,7 @@ class HandlerSettings:
             (self.runtime in RUNTIME_CHOICES, f"runtime must be one of {RUNTIME_CHOICES}"),
             (self.quantize in QUANTIZE_CHOICES, f"quantize must be one of {QUANTIZE_CHOICES}"),
             (self.dtype in DTYPE_CHOICES, f"dtype must be one of {DTYPE_CHOICES}"),
+            (self.bio_decoding in BIO_DECODING_CHOICES, f"bio_decoding must be one of {BIO_DECODING_CHOICES}"),
             (
                 not (self.dtype == "bfloat16" and self.quantize == "int8"),
                 "dtype bfloat16 (GPU) and quantize int8 (CPU) exclude each other",

@@ -17,6 +17,7 @@ from typing import Iterable
 from tokenizers import Tokenizer
 
 import ner_core
+import ner_particles
 
 SEPARATOR = "\u241e"  # ratsnlp line format: sentence, U+241E, tagged sentence
 ENTITY = re.compile(r"<(.+?):([A-Z]{3})>")  # ratsnlp's pattern
@@ -130,17 +131,22 @@ def score(gold: list[set], predicted: list[set]) -> dict[str, dict[str, float]]:
 
 
 def evaluate(ner: ner_core.NerModel, examples: list[Example], encoded: list[Encoded]) -> dict[str, dict]:
-    """Both views of one prediction pass through the serving code (windows of the handler's
-    default max_seq_length): (a) wordpiece BIO spans, (b) exact character spans."""
+    """Three views of one prediction pass through the serving code (windows of the handler's
+    default max_seq_length): (a) wordpiece BIO spans, (b) exact character spans, both from the
+    argmax tags grouped as they come; (c) exact character spans as the shipped config serves
+    them (BIO-constrained decoding, particle trimming)."""
     predictions = ner_core.predict(ner, [ex.text for ex in examples])
-    gold_pieces, pred_pieces, pred_chars = [], [], []
+    gold_pieces, pred_pieces, pred_chars, served = [], [], [], []
     for pred, row in zip(predictions, encoded):
         gold_pieces.append(set(ner_core.group_entities(row.tags)))
         pred_pieces.append(set(ner_core.group_entities([ner.labels[i] for i in pred.label_ids])))
-        entities = ner_core.to_response(pred, ner.labels)["entities"]
+        entities = ner_core.to_response(pred, ner.labels, result=False)["entities"]
         pred_chars.append({(e["label"], e["start"], e["end"]) for e in entities})
+        entities = ner_core.to_response(pred, ner.labels, trim=ner_particles.trim_end, result=False, decoding="constrained")["entities"]
+        served.append({(e["label"], e["start"], e["end"]) for e in entities})
     gold_chars = [{(kind, a, b) for a, b, kind in ex.spans} for ex in examples]
-    return {"wordpiece": score(gold_pieces, pred_pieces), "char": score(gold_chars, pred_chars)}
+    return {"wordpiece": score(gold_pieces, pred_pieces), "char": score(gold_chars, pred_chars),
+            "served": score(gold_chars, served)}
 
 
 def markdown_table(table: dict[str, dict[str, float]]) -> str:

@@ -1,13 +1,16 @@
 """Measure cutting Korean particles (조사) off entity spans, per approach, on a KMOU split.
 
-For each approach (``none``: spans as the wordpieces give them; ``list``: the shipped
-ner_particles list; ``kiwi``: particle morphemes found by the Kiwi analyser, needs
+For each approach (``none``: spans as the wordpieces give them; ``list``: the ner_particles
+list alone; ``list+names``: the shipped trimming, the list with its name guards (entity type,
+the next wordpiece, surnames); ``kiwi``: particle morphemes found by the Kiwi analyser, needs
 ``pip install kiwipiepy==0.24.1 kiwipiepy-model==0.24.0``; ``kiwi+list``: cut only as far as
 both of them cut), prints a markdown table of:
 - oracle F1: perfect token labels (gold spans aligned to the model's wordpieces as in training,
   decoded by the served code), i.e. the best any tagger on this vocab could score;
 - model F1 of the served model (``ner_core.load_model`` / ``predict`` / ``to_response``);
-- the time the trimming adds per sentence, and the memory it adds to a process.
+- the time the trimming adds per sentence, and the memory it adds to a process;
+then, for oracle and model, how many entity spans each approach changes against the one
+before it in the table, and how many of those it fixes and breaks.
 F1 is character-exact entity F1 (type, start, end), micro over all types.
 """
 
@@ -30,7 +33,7 @@ from ner_settings import HandlerSettings
 from ops import corpus
 from ops.corpus import Example
 
-APPROACHES = ("none", "list", "kiwi", "kiwi+list")
+APPROACHES = ("none", "list", "list+names", "kiwi", "kiwi+list")
 PROBE = "서울에서는 삼성전자가 3월에 1,000원을 냈다."  # one warm-up sentence for the memory probe
 
 
@@ -43,7 +46,7 @@ def kiwi_trim(kiwi) -> ner_particles.Trim:
     cached so several entities of one sentence cost one analysis."""
     analyse = functools.lru_cache(maxsize=8)(kiwi.tokenize)
 
-    def trim(text: str, start: int, end: int, piece_start: int) -> int:
+    def trim(text: str, start: int, end: int, piece_start: int, **_context) -> int:
         floor, cut = max(start + 1, piece_start), end
         for token in reversed(analyse(text)):
             if token.start >= end:
@@ -58,11 +61,15 @@ def kiwi_trim(kiwi) -> ner_particles.Trim:
 
 def make_trims(names: list[str]) -> dict[str, ner_particles.Trim | None]:
     """A fresh trim per approach (fresh caches, so timings include the analysis)."""
-    trims: dict[str, ner_particles.Trim | None] = {"none": None, "list": ner_particles.trim_end}
+    trims: dict[str, ner_particles.Trim | None] = {
+        "none": None,
+        "list": lambda text, start, end, piece, **_context: ner_particles.trim_end(text, start, end, piece),
+        "list+names": ner_particles.trim_end,
+    }
     if any(name.startswith("kiwi") for name in names):
         kiwi = kiwi_trim(load_kiwi())
         trims["kiwi"] = kiwi
-        trims["kiwi+list"] = lambda text, start, end, piece: max(
+        trims["kiwi+list"] = lambda text, start, end, piece, **_context: max(
             kiwi(text, start, end, piece), ner_particles.trim_end(text, start, end, piece)
         )
     return {name: trims[name] for name in names}
@@ -111,6 +118,22 @@ def entity_f1(examples: list[Example], preds: list[ner_core.TokenPredictions], l
         found.append({(e["label"], e["start"], e["end"]) for e in entities})
     overall = corpus.score(gold, found)["overall"]
     return {key: overall[key] for key in ("precision", "recall", "f1")}
+
+
+def served_entities(preds: list[ner_core.TokenPredictions], labels: list[str], trim) -> list[set]:
+    return [{(e["label"], e["start"], e["end"]) for e in ner_core.to_response(p, labels, trim=trim)["entities"]} for p in preds]
+
+
+def changes(examples: list[Example], preds: list[ner_core.TokenPredictions], labels: list[str], before, after) -> dict[str, int]:
+    """Entity spans that ``after`` decodes differently from ``before``: how many, how many of
+    them it fixes (now the gold span) and breaks (the gold span before, not now)."""
+    counts = {"changed": 0, "fixed": 0, "broken": 0}
+    for ex, old, new in zip(examples, served_entities(preds, labels, before), served_entities(preds, labels, after)):
+        gold = {(kind, a, b) for a, b, kind in ex.spans}
+        counts["changed"] += len(new - old)
+        counts["fixed"] += len((new - old) & gold)
+        counts["broken"] += len((old - new) & gold)
+    return counts
 
 
 def added_ms_per_sentence(preds: list[ner_core.TokenPredictions], labels: list[str], name: str, runs: int) -> float:
@@ -200,6 +223,13 @@ def run(corpus_dir: Path, split: str, model: Path, vocab: Path | None, approache
 
     print(f"\n{split}: {len(texts)} sentences; " + (f"predict {baseline_ms:.2f} ms / sentence (chunks of 64)" if ner else "oracle only"))
     print(markdown(rows, baseline_ms))
+    names = list(trims)
+    for a, b in zip(names, names[1:]):
+        for who, predictions in (("oracle", oracle), ("model", preds)):
+            if predictions:
+                counted = changes(examples, predictions, labels, trims[a], trims[b])
+                rows[names.index(b)].setdefault("changes", {})[who] = counted
+                print(f"{b} against {a}, {who}: {counted['changed']} spans changed, {counted['fixed']} fixed, {counted['broken']} broken")
     if json_path:
         json_path.write_text(json.dumps({"sentences": len(texts), "predict_ms": baseline_ms, "rows": rows}, indent=2) + "\n", encoding="utf-8")
     return rows

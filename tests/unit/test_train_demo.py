@@ -13,6 +13,7 @@ from ner_settings import HandlerSettings
 from ops import corpus, paths
 from ops.cli import package_model as package_cli
 from ops.cli import train_demo as train_cli
+from ops.train_demo import sound_class, swap_entities
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
@@ -83,7 +84,7 @@ def test_training_writes_what_a_ratsnlp_user_has(trained):
     assert "id2label" not in json.loads((out / "config.json").read_text())  # the pretrained side
     assert (out / "vocab.txt").read_text(encoding="utf-8").splitlines()[:5] == SPECIALS
     metrics = json.loads((out / "metrics.json").read_text())
-    for view in ("wordpiece", "char"):
+    for view in ("wordpiece", "char", "served"):
         assert 0.0 <= metrics[view]["overall"]["f1"] <= 1.0
 
 
@@ -108,3 +109,40 @@ def test_committed_demo_model_finds_the_person():
     (pred,) = ner_core.predict(ner, ["이순신은 조선 중기의 무신이다."])
     entities = ner_core.to_response(pred, ner.labels)["entities"]
     assert ("이순신", "PER") in [(e["text"], e["label"]) for e in entities]
+
+
+def gaps(example: corpus.Example) -> list[str]:
+    ends = [0] + [b for _, b, _ in example.spans]
+    starts = [a for a, _, _ in example.spans] + [len(example.text)]
+    return [example.text[e:s] for e, s in zip(ends, starts)]
+
+
+def test_entity_swapping_keeps_type_markup_and_particle_sound():
+    examples = [corpus.parse_tagged(t) for t in (
+        "<서울:LOC>은 크다. <김정은:PER>이 왔다.", "<파리:LOC>는 멀다.", "<부산:LOC>은 가깝다, <이순신:PER>이 말했다.",
+        "<KBS:ORG>는 보도했다.", "<삼성전자:ORG>가 발표했다.",
+    )]
+    swapped = swap_entities(examples, copies=3, rate=1.0, seed=7)
+    assert len(swapped) == 3 * len(examples)
+    assert swapped == swap_entities(examples, copies=3, rate=1.0, seed=7)  # seeded
+    surfaces = {(ex.text[a:b], kind) for ex in examples for a, b, kind in ex.spans}
+    changed = 0
+    for new, old in zip(swapped, examples * 3):
+        assert [kind for _, _, kind in new.spans] == [kind for _, _, kind in old.spans]
+        assert gaps(new) == gaps(old)  # the text around the entities (particles included) stays
+        for (a, b, kind), (c, d, _) in zip(new.spans, old.spans):
+            assert (new.text[a:b], kind) in surfaces  # a surface of the same type from the split
+            # the same sound class, so the particle after it still fits (서울은 never becomes 파리은)
+            assert sound_class(new.text[a:b]) == sound_class(old.text[c:d])
+            changed += new.text[a:b] != old.text[c:d]
+    assert changed > 0
+    assert swap_entities(examples, copies=1, rate=0.0, seed=7) == examples
+
+
+def test_label_smoothing_and_swapping_train(tmp_path):
+    if not (paths.SHARED_DATA / "train.txt").is_file():
+        pytest.skip(f"KMOU corpus not found at {paths.SHARED_DATA}")
+    argv = ["--max-steps", "2", "--train-limit", "64", "--val-limit", "16", "--vocab-size", "500",
+            "--label-smoothing", "0.1", "--swap-copies", "1", "--out", str(tmp_path)]
+    assert train_cli.main(argv) == 0
+    assert json.loads((tmp_path / "metrics.json").read_text())["global_step"] == 2
