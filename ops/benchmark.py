@@ -38,6 +38,7 @@ import yaml
 from tqdm import tqdm
 
 import ner_core
+import ner_cpu
 from ner_settings import HandlerSettings
 
 from ops import checkpoints, corpus, packaging, paths, tsctl
@@ -422,15 +423,41 @@ def target_rows(rows: Sequence[dict], accuracy: Sequence[dict]) -> list[dict]:
     return out
 
 
-def machine() -> dict[str, Any]:
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), platform.processor())
+LIBRARIES = ("torch", "onnxruntime", "transformers", "openvino", "torchao")  # versions recorded when installed
+
+
+def library_versions(names: Sequence[str] = LIBRARIES) -> dict[str, str]:
+    """Installed versions of the libraries that decide the speed (absent ones left out)."""
+    from importlib import metadata
+
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def machine(cpuinfo: str | None = None) -> dict[str, Any]:
+    """The machine a run measured: CPU model and the features that pick the fast path, cores,
+    memory, library versions."""
+    cpuinfo = ner_cpu.cpuinfo_text() if cpuinfo is None else cpuinfo
     meminfo = Path("/proc/meminfo").read_text() if Path("/proc/meminfo").is_file() else ""
     mem_kb = next((int(line.split()[1]) for line in meminfo.splitlines() if line.startswith("MemTotal")), 0)
-    import transformers
+    return {"cpu": ner_cpu.cpu_model(cpuinfo), "features": ner_cpu.cpu_features(ner_cpu.cpu_flags(cpuinfo)),
+            "cores": os.cpu_count(), "memory_gib": round(mem_kb / 2**20, 1), "python": platform.python_version(),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "libraries": library_versions()}
 
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem_kb / 2**20, 1), "python": platform.python_version(),
-            "torch": torch.__version__, "transformers": transformers.__version__}
+
+def describe_machine(m: dict[str, Any]) -> str:
+    """One line naming the machine (also for reports written before features were recorded)."""
+    features = f" ({ner_cpu.describe(m['features'])})" if m.get("features") else ""
+    libraries = m.get("libraries") or {k: m[k] for k in ("torch", "transformers") if k in m}
+    gpu = f", GPU {m['gpu']}" if m.get("gpu") else ""
+    return (f"{m['cpu']}{features}, {m['cores']} cores, {m['memory_gib']} GiB{gpu}; "
+            + ", ".join(f"{k} {v}" for k, v in libraries.items()))
 
 
 def fmt(value: Any) -> str:
@@ -438,9 +465,8 @@ def fmt(value: Any) -> str:
 
 
 def markdown(report: dict) -> str:
-    m = report["machine"]
     lines = [
-        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB; torch {m['torch']}, transformers {m['transformers']}. "
+        f"Machine: {describe_machine(report['machine'])}. "
         f"Load average (1 min) {report['load_before']} before, {report['load_after']} after; {report['sentence_count']} sentences "
         f"from {report['sentences']}; {report['repeats']} rounds per cell, each at least {report['min_seconds']} s of whole passes.",
         "",
@@ -492,6 +518,7 @@ def run(args: BenchSpec) -> dict[str, Any]:
                               "repeats": args.repeats, "min_seconds": args.min_seconds,
                               "args": {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(args).items()},
                               "rows": [], "accuracy": []}
+    print(f"benchmark: machine: {describe_machine(report['machine'])}; load average {os.getloadavg()}", file=sys.stderr)
     run_dir, store = args.out / "run", args.out / "store"
     store.mkdir(parents=True, exist_ok=True)
     serving = tsctl.running(run_dir, store, timeout=600) if args.serve else contextlib.nullcontext()
