@@ -9,7 +9,9 @@ Output keeps the tutorial's shape ({"sentence", "result": [{"token", "predicted_
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import logging
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +23,13 @@ from safetensors.torch import load_file
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
 from transformers import BertConfig, BertForTokenClassification
 
+import ner_cpu
 import ner_onnx
 from ner_settings import SEED_LABEL_NAMES, HandlerSettings
 
 SPECIAL_LABELS = ("[CLS]", "[SEP]", "[PAD]", "[MASK]")
+
+logger = logging.getLogger(__name__)
 
 
 class ModelLoadError(RuntimeError):
@@ -156,11 +161,46 @@ class NerModel:
         return self.model.device
 
 
+def serving_runtime(settings: HandlerSettings, device: torch.device, has_onnx: bool = True) -> str:
+    """The runtime that serves these settings on ``device``. ``runtime: auto`` is ONNX Runtime on
+    a CPU (the same tags as torch fp32, faster: docs/performance.md) and torch on a GPU or for
+    ``dtype: bfloat16``; an archive without ``model.onnx`` (packaged with ``runtime: torch``)
+    is served by torch. ``torch`` and ``onnxruntime`` are taken as set."""
+    if settings.runtime != "auto":
+        return settings.runtime
+    if device.type != "cpu" or settings.dtype == "bfloat16":
+        return "torch"
+    if settings.quantize == "none" and not has_onnx:
+        return "torch"
+    return "onnxruntime"
+
+
 def weights_file(settings: HandlerSettings) -> str:
-    """The file in the model directory that holds the weights the settings serve."""
+    """The file in the model directory that holds the weights a resolved runtime serves."""
     if settings.runtime == "onnxruntime":
         return ner_onnx.onnx_file(settings.quantize)
     return "model.safetensors"
+
+
+def archive_files(settings: HandlerSettings) -> list[str]:
+    """The weight files an archive needs for these settings, the one TorchServe calls the
+    serialized file first. ``auto`` keeps both: the safetensors (torch, on a GPU) and the ONNX
+    file (a CPU), so one archive serves on either."""
+    if settings.runtime == "onnxruntime":
+        return [ner_onnx.onnx_file(settings.quantize)]
+    if settings.runtime == "auto" and settings.dtype != "bfloat16":
+        return ["model.safetensors", ner_onnx.onnx_file(settings.quantize)]
+    return ["model.safetensors"]
+
+
+def check_bf16_cpu(flags: frozenset[str] | set[str], cpu: str) -> None:
+    """``dtype: bfloat16`` on a CPU needs bfloat16 in hardware (AVX512-BF16 or AMX); without it
+    torch emulates bf16, slower than float32, so the setting is refused."""
+    if not ner_cpu.bf16_supported(flags):
+        raise ModelLoadError(
+            f"dtype: bfloat16 needs a CPU with AVX512-BF16 or AMX, and this one ({cpu}) has neither: "
+            "bf16 would be emulated, slower than float32; set dtype: float32"
+        )
 
 
 def choose_device(gpu_id: int | str | None, cuda_available: bool) -> torch.device:
@@ -177,6 +217,10 @@ def load_model(model_dir: Path, settings: HandlerSettings, device: torch.device 
     ONNX weights (ONNX Runtime always runs on the CPU), never a pickle."""
     device = device or torch.device("cpu")
     model_dir = Path(model_dir)
+    runtime = serving_runtime(settings, device, has_onnx=(model_dir / ner_onnx.onnx_file("none")).is_file())
+    if settings.runtime == "auto" and runtime == "torch" and device.type == "cpu" and settings.dtype != "bfloat16":
+        logger.warning("runtime auto: %s has no model.onnx (packaged with runtime: torch?); serving torch", model_dir)
+    settings = dataclasses.replace(settings, runtime=runtime)
     weights = weights_file(settings)
     missing = [name for name in (weights, "config.json", "vocab.txt", "label_map.txt") if not (model_dir / name).is_file()]
     if missing:
@@ -227,9 +271,35 @@ def _load_torch(path: Path, config: BertConfig, labels: list[str], tokenizer: To
         if settings.quantize == "int8":
             raise ModelLoadError("quantize: int8 is a CPU optimisation; on a GPU use dtype: bfloat16")
         model.to(device=device, dtype=torch.bfloat16 if settings.dtype == "bfloat16" else torch.float32)
+    elif settings.dtype == "bfloat16":
+        cpuinfo = ner_cpu.cpuinfo_text()
+        check_bf16_cpu(ner_cpu.cpu_flags(cpuinfo), ner_cpu.cpu_model(cpuinfo))
+        model.to(dtype=torch.bfloat16)  # oneDNN's bf16 GEMMs on AVX512-BF16 / AMX
     if settings.quantize == "int8":
-        model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        quantize_int8(model)
     return model
+
+
+def quantize_int8(model: torch.nn.Module) -> None:
+    """Dynamic int8 quantization of the Linear layers in place, with torchao (the maintained
+    successor of ``torch.ao.quantization.quantize_dynamic``): int8 weights, activations
+    quantized per token at run time; its CPU kernels use VNNI where the CPU has it."""
+    # Its import logs a warning per CUDA-only kernel library it cannot load on a CPU build.
+    quiet = [logging.getLogger(name) for name in ("torchao", "torch.utils._pytree")]
+    levels = [log.level for log in quiet]
+    for log in quiet:
+        log.setLevel(logging.ERROR)
+    try:
+        from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
+    except ImportError:
+        raise ModelLoadError(
+            "runtime: torch with quantize: int8 needs torchao (requirements.txt pins it); "
+            "runtime: auto or onnxruntime runs int8 on ONNX Runtime instead"
+        ) from None
+    finally:
+        for log, level in zip(quiet, levels):
+            log.setLevel(level)
+    quantize_(model, Int8DynamicActivationInt8WeightConfig())
 
 
 # --------------------------------------------------------------------------- windows

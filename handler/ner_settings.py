@@ -27,7 +27,7 @@ SEED_LABEL_NAMES: Mapping[str, str] = MappingProxyType(
     }
 )
 
-RUNTIME_CHOICES = ("torch", "onnxruntime")
+RUNTIME_CHOICES = ("auto", "torch", "onnxruntime")
 QUANTIZE_CHOICES = ("none", "int8")
 DTYPE_CHOICES = ("float32", "bfloat16")
 BIO_DECODING_CHOICES = ("greedy", "constrained")
@@ -43,9 +43,9 @@ class HandlerSettings:
     max_response_bytes: int = 8 * 1024 * 1024  # a larger answer is refused with 413 (keep under max_response_size)
     max_batch_tokens: int = 4096  # a forward pass holds at most this many padded tokens
     torch_threads: int = 0  # intra-op threads per worker (torch or ONNX Runtime); 0 keeps the default
-    runtime: str = "torch"  # "onnxruntime": the ONNX file packaging exported, on the CPU
-    quantize: str = "none"  # "int8": dynamic int8 quantization of the Linear layers
-    dtype: str = "float32"  # "bfloat16": bf16 weights and activations, on a CUDA device only
+    runtime: str = "auto"  # "auto": ONNX Runtime on a CPU, torch on a GPU; or "torch" / "onnxruntime" always
+    quantize: str = "none"  # "int8": dynamic int8 quantization of the Linear layers (ONNX Runtime)
+    dtype: str = "float32"  # "bfloat16": bf16 weights and activations (torch; a GPU, or a CPU with AVX512-BF16/AMX)
     trim_particles: bool = False  # cut Korean particles (조사) off entity ends
     bio_decoding: str = "greedy"  # "constrained": entities from the best BIO-consistent label sequence
     label_names: Mapping[str, str] = field(default_factory=lambda: SEED_LABEL_NAMES)
@@ -75,11 +75,11 @@ class HandlerSettings:
             (self.bio_decoding in BIO_DECODING_CHOICES, f"bio_decoding must be one of {BIO_DECODING_CHOICES}"),
             (
                 not (self.dtype == "bfloat16" and self.quantize == "int8"),
-                "dtype bfloat16 (GPU) and quantize int8 (CPU) exclude each other",
+                "dtype bfloat16 and quantize int8 exclude each other",
             ),
             (
                 not (self.dtype == "bfloat16" and self.runtime == "onnxruntime"),
-                "dtype bfloat16 is for torch on a GPU; runtime onnxruntime runs float32 or int8 on the CPU",
+                "dtype bfloat16 runs on torch (runtime auto or torch); runtime onnxruntime runs float32 or int8",
             ),
         ]
         for ok, message in checks:

@@ -38,6 +38,7 @@ import yaml
 from tqdm import tqdm
 
 import ner_core
+import ner_cpu
 from ner_settings import HandlerSettings
 
 from ops import checkpoints, corpus, packaging, paths, tsctl
@@ -55,25 +56,7 @@ PRECISIONS = {  # handler settings of each precision; bf16 is for a CUDA device
 }
 SEED_CONFIG = {"minWorkers": 1, "maxWorkers": 1, "batchSize": 1, "maxBatchDelay": 100,
                "responseTimeout": 120, "startupTimeout": 300}
-# Used when the KMOU corpus is absent: written for this project, short and long on purpose.
-BUILTIN_SENTENCES = [
-    "서울에서 만났다.",
-    "김민수는 어제 부산에 갔다.",
-    "한국은행은 기준금리를 연 3.5%로 동결했다.",
-    "오늘 오후 3시에 회의가 있습니다.",
-    "이순신 장군은 1592년 한산도 앞바다에서 일본 수군을 크게 물리쳤다.",
-    "삼성전자는 지난해 매출이 300조 원을 넘었다고 31일 밝혔다.",
-    "박지영 교수 연구팀은 3년 동안 제주도 해안의 플라스틱 쓰레기를 조사했다.",
-    "대전시는 다음 달부터 시내버스 요금을 1,500원으로 올린다고 발표했다.",
-    "올림픽 대표팀은 두 시간 동안 훈련한 뒤 인천국제공항을 통해 출국했다.",
-    "국립중앙박물관은 이번 특별전에 조선 후기 회화 120점을 선보인다며, 관람객이 "
-    "작품의 제작 배경을 이해할 수 있도록 해설 영상과 체험 공간도 함께 마련했다고 설명했다.",
-    "세계보건기구는 10일 발표한 보고서에서 전 세계 인구의 약 25%가 충분한 신체 활동을 하지 "
-    "않는다며 각국 정부가 도시 계획 단계부터 걷기와 자전거 이용을 장려해야 한다고 권고했다.",
-    "정부는 2030년까지 재생에너지 비중을 30% 이상으로 늘리겠다는 계획을 세웠지만, 전문가들은 "
-    "송전망 확충과 지역 주민과의 협의가 늦어지고 있어 목표 달성이 쉽지 않을 것이라고 지적했다. "
-    "산업통상자원부는 내년 상반기에 세부 이행 방안을 내놓을 예정이다.",
-]
+BUILTIN_SENTENCES = list(corpus.SAMPLE_SENTENCES)  # used when the KMOU corpus is absent
 
 
 class BenchError(RuntimeError):
@@ -91,6 +74,7 @@ class BenchSpec:
     batch_sizes: list[int] = field(default_factory=lambda: [1, 8])
     delays: list[int] = field(default_factory=lambda: [5])
     workers: list[int] = field(default_factory=lambda: [1])
+    threads: list[int] = field(default_factory=list)  # intra-op threads per worker; empty: cores // workers
     concurrency: list[int] = field(default_factory=lambda: [1, 8, 32])
     repeats: int = 3
     min_seconds: float = 2.0
@@ -171,7 +155,8 @@ def build_archive(store: Path, name: str, staged: Path, config: dict, seed: bool
     if seed:
         archive_seed(store, name, staged, config_path)
     else:
-        packaging.package(PackageSpec(staged, name=name, model_config=config_path, export_path=store, force=True))
+        packaging.package(PackageSpec(staged, name=name, model_config=config_path, export_path=store, force=True,
+                                      accuracy_corpus=None))
     stamp.write_text(digest.hexdigest())
     return mar.name
 
@@ -211,6 +196,7 @@ class Plan:
     min_seconds: float
     cores: int
     base_config: dict
+    thread_counts: list[int] = field(default_factory=list)  # empty: cores // workers
 
     def settings(self, precision: str, threads: int) -> HandlerSettings:
         handler = with_handler(self.base_config, **PRECISIONS[precision], torch_threads=threads)["handler"]
@@ -227,6 +213,10 @@ class Plan:
     def threads(self, workers: int) -> int:
         """torch threads per worker so that workers x threads <= cores."""
         return max(1, self.cores // workers)
+
+    def thread_options(self, workers: int) -> list[int]:
+        """The intra-op thread counts to serve ``workers`` workers with: --threads, else cores // workers."""
+        return list(self.thread_counts) or [self.threads(workers)]
 
 
 def ceiling_rows(model: str, staged: Path, plan: Plan, bar: tqdm) -> list[dict]:
@@ -276,7 +266,7 @@ def register_with_retry(server: tsctl.Server, mar: str, workers: int, batch: int
 
 
 def served_rows(server: tsctl.Server, model: str, mar: str, plan: Plan, bar: tqdm, path: str, precision: str,
-                batch: int, delay: int, workers: int) -> list[dict]:
+                batch: int, delay: int, workers: int, threads: int | None = None) -> list[dict]:
     """Register ``mar`` with one batching config, measure every concurrency, unregister."""
     name = register_with_retry(server, mar, workers, batch, delay)
     try:
@@ -288,20 +278,21 @@ def served_rows(server: tsctl.Server, model: str, mar: str, plan: Plan, bar: tqd
         rounds: dict[int, list[Round]] = {c: [] for c in plan.concurrency}
         for _ in range(plan.repeats):  # rounds interleaved, so a burst of outside load hits all alike
             for conc in plan.concurrency:
-                bar.set_description(f"{model} {path} {precision} b{batch} d{delay} w{workers} c{conc}")
+                bar.set_description(f"{model} {path} {precision} b{batch} d{delay} w{workers}x{threads or ''} c{conc}")
                 rounds[conc].append(http_load(url, headers, plan.sentences, conc, plan.min_seconds))
         bar.update(len(plan.concurrency))
     finally:
         tsctl.unregister(server, name)
     return [row(model, path, precision, summarise(rounds[conc]), batch=batch, delay_ms=delay, workers=workers,
-                threads=plan.threads(workers) if path == "served" else plan.cores, concurrency=conc)
+                threads=(threads or plan.threads(workers)) if path == "served" else plan.cores, concurrency=conc)
             for conc in plan.concurrency]
 
 
 def count_cells(plan: Plan, seed: bool, serve: bool) -> int:
     ceilings = 2 * len(plan.precisions) * len({1, *plan.batch_sizes})
     seeds = (1 + (len(plan.concurrency) if serve else 0)) if seed else 0
-    served = len(plan.precisions) * len(plan.batch_sizes) * len(plan.delays) * len(plan.workers) * len(plan.concurrency)
+    layouts = sum(len(plan.thread_options(w)) for w in plan.workers)
+    served = len(plan.precisions) * len(plan.batch_sizes) * len(plan.delays) * layouts * len(plan.concurrency)
     return ceilings + seeds + (served if serve else 0)
 
 
@@ -319,12 +310,13 @@ def benchmark_model(spec: str, plan: Plan, out: Path, server: tsctl.Server | Non
         rows += served_rows(server, name, mar, plan, bar, "seed-served", "fp32", 1, SEED_CONFIG["maxBatchDelay"], 1)
     for precision in plan.precisions:
         for workers in plan.workers:
-            config = with_handler({**plan.base_config, "minWorkers": workers, "maxWorkers": workers},
-                                  **PRECISIONS[precision], torch_threads=plan.threads(workers))
-            mar = build_archive(store, archive_name(name, f"{precision}_w{workers}"), staged, config)
-            for batch in plan.batch_sizes:
-                for delay in plan.delays:
-                    rows += served_rows(server, name, mar, plan, bar, "served", precision, batch, delay, workers)
+            for threads in plan.thread_options(workers):
+                config = with_handler({**plan.base_config, "minWorkers": workers, "maxWorkers": workers},
+                                      **PRECISIONS[precision], torch_threads=threads)
+                mar = build_archive(store, archive_name(name, f"{precision}_w{workers}t{threads}"), staged, config)
+                for batch in plan.batch_sizes:
+                    for delay in plan.delays:
+                        rows += served_rows(server, name, mar, plan, bar, "served", precision, batch, delay, workers, threads)
     return name, rows
 
 
@@ -340,7 +332,8 @@ def accuracy_rows(model: str, staged: Path, corpus_path: Path, plan: Plan, limit
     texts = [ex.text for ex in examples]
     encoded = None
     labels, f1 = {}, {}
-    variants = [p for p in plan.precisions if p not in ("fp32", "bf16")] or ["int8"]
+    cpu_bf16 = ner_cpu.bf16_supported(ner_cpu.cpu_flags(ner_cpu.cpuinfo_text()))
+    variants = [p for p in plan.precisions if p != "fp32" and (p != "bf16" or cpu_bf16)] or ["int8"]
     for precision in ("fp32", *variants):
         ner = plan.load(staged, precision, plan.cores)
         encoded = encoded or corpus.encode(examples, ner.tokenizer)
@@ -378,9 +371,62 @@ def add_ratios(rows: list[dict]) -> None:
         r["vs_seed"] = round(r["sentences_per_s"] / seed["sentences_per_s"], 2) if seed else None
 
 
-def target_rows(rows: Sequence[dict], accuracy: Sequence[dict]) -> list[dict]:
-    """The issue's bars, each against the best served config at the highest concurrency."""
+def default_cell(base_config: dict, cores: int, device: str = "cpu") -> dict[str, Any]:
+    """The served cell the shipped model config makes on ``device``: its precision (what
+    ``runtime: auto`` resolves to there), batch size, delay, workers and threads."""
+    settings = HandlerSettings.from_mapping(base_config.get("handler"))
+    runtime = ner_core.serving_runtime(settings, torch.device(device))
+    wanted = {"runtime": runtime, "quantize": settings.quantize, "dtype": settings.dtype}
+    workers = int(base_config.get("minWorkers", 1))
+    return {"precision": next((p for p, v in PRECISIONS.items() if v == wanted), None),
+            "batch": int(base_config.get("batchSize", 1)), "delay_ms": int(base_config.get("maxBatchDelay", 100)),
+            "workers": workers, "threads": settings.torch_threads or max(1, cores // workers)}
+
+
+OPT_IN = ("int8", "ort-int8", "bf16")  # the lossy precisions a user chooses explicitly
+
+
+def default_and_opt_in_targets(rows: Sequence[dict], accuracy: Sequence[dict], default: dict | None) -> list[dict]:
+    """The bars of the fast-by-default goals: the shipped default served >= 2.5 x the tutorial's
+    path, its p50 at c1 <= in-process batch-1 p50 + delay + 5 ms, and the best opt-in precision
+    whose entity F1 stays within 0.5 points of fp32 (where measured) >= 10 x the tutorial's path."""
     out = []
+    lossy_ok = {a["precision"]: a["f1_loss_points"] <= 0.5 for a in accuracy}
+    for model in dict.fromkeys(r["model"] for r in rows):
+        served = [r for r in rows if r["model"] == model and r["path"] == "served"]
+        if not served:
+            continue
+        top = max(r["concurrency"] for r in served)
+
+        def add(target: str, value: float | None, bar: float, higher: bool = True, config: str = "") -> None:
+            met = None if value is None else (value >= bar if higher else value <= bar)
+            out.append({"model": model, "target": target, "value": value, "bar": bar, "met": met, "config": config})
+
+        if default and default.get("precision"):
+            cell = {k: default[k] for k in ("precision", "batch", "delay_ms", "workers", "threads")}
+            name = f"{cell['precision']} b{cell['batch']} d{cell['delay_ms']} {cell['workers']} × {cell['threads']}"
+            at_top = find(served, **cell, concurrency=top)
+            if at_top:
+                add(f"default served / seed served (c{top})", at_top["vs_seed"], 2.5, config=name)
+            at_c1 = find(served, **cell, concurrency=1)
+            single = find(rows, model=model, path="ceiling-predict", precision=cell["precision"], batch=1)
+            if at_c1 and single:
+                budget = round(single["p50_ms"] + cell["delay_ms"] + 5, 1)
+                add("default p50 ms at c1 <= in-process batch-1 p50 + delay + 5", at_c1["p50_ms"], budget,
+                    higher=False, config=name)
+        opt_in = [r for r in served if r["precision"] in OPT_IN and r["concurrency"] == top
+                  and lossy_ok.get(r["precision"], True) and r["vs_seed"] is not None]
+        if opt_in:
+            best = max(opt_in, key=lambda r: r["vs_seed"])
+            checked = "" if best["precision"] in lossy_ok else ", accuracy not measured"
+            add(f"best opt-in served / seed served (c{top})", best["vs_seed"], 10.0,
+                config=f"{best['precision']} b{best['batch']} d{best['delay_ms']} {best['workers']} × {best['threads']}{checked}")
+    return out
+
+
+def target_rows(rows: Sequence[dict], accuracy: Sequence[dict], default: dict | None = None) -> list[dict]:
+    """The issue's bars, each against the best served config at the highest concurrency."""
+    out = default_and_opt_in_targets(rows, accuracy, default)
     for model in dict.fromkeys(r["model"] for r in rows):
         served = [r for r in rows if r["model"] == model and r["path"] == "served"]
         if not served:
@@ -422,15 +468,41 @@ def target_rows(rows: Sequence[dict], accuracy: Sequence[dict]) -> list[dict]:
     return out
 
 
-def machine() -> dict[str, Any]:
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), platform.processor())
+LIBRARIES = ("torch", "onnxruntime", "transformers", "openvino", "torchao")  # versions recorded when installed
+
+
+def library_versions(names: Sequence[str] = LIBRARIES) -> dict[str, str]:
+    """Installed versions of the libraries that decide the speed (absent ones left out)."""
+    from importlib import metadata
+
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def machine(cpuinfo: str | None = None) -> dict[str, Any]:
+    """The machine a run measured: CPU model and the features that pick the fast path, cores,
+    memory, library versions."""
+    cpuinfo = ner_cpu.cpuinfo_text() if cpuinfo is None else cpuinfo
     meminfo = Path("/proc/meminfo").read_text() if Path("/proc/meminfo").is_file() else ""
     mem_kb = next((int(line.split()[1]) for line in meminfo.splitlines() if line.startswith("MemTotal")), 0)
-    import transformers
+    return {"cpu": ner_cpu.cpu_model(cpuinfo), "features": ner_cpu.cpu_features(ner_cpu.cpu_flags(cpuinfo)),
+            "cores": os.cpu_count(), "memory_gib": round(mem_kb / 2**20, 1), "python": platform.python_version(),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "libraries": library_versions()}
 
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem_kb / 2**20, 1), "python": platform.python_version(),
-            "torch": torch.__version__, "transformers": transformers.__version__}
+
+def describe_machine(m: dict[str, Any]) -> str:
+    """One line naming the machine (also for reports written before features were recorded)."""
+    features = f" ({ner_cpu.describe(m['features'])})" if m.get("features") else ""
+    libraries = m.get("libraries") or {k: m[k] for k in ("torch", "transformers") if k in m}
+    gpu = f", GPU {m['gpu']}" if m.get("gpu") else ""
+    return (f"{m['cpu']}{features}, {m['cores']} cores, {m['memory_gib']} GiB{gpu}; "
+            + ", ".join(f"{k} {v}" for k, v in libraries.items()))
 
 
 def fmt(value: Any) -> str:
@@ -438,9 +510,8 @@ def fmt(value: Any) -> str:
 
 
 def markdown(report: dict) -> str:
-    m = report["machine"]
     lines = [
-        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB; torch {m['torch']}, transformers {m['transformers']}. "
+        f"Machine: {describe_machine(report['machine'])}. "
         f"Load average (1 min) {report['load_before']} before, {report['load_after']} after; {report['sentence_count']} sentences "
         f"from {report['sentences']}; {report['repeats']} rounds per cell, each at least {report['min_seconds']} s of whole passes.",
         "",
@@ -482,16 +553,19 @@ def run(args: BenchSpec) -> dict[str, Any]:
         specs.remove("demo")
     if not specs:
         raise BenchError("no model to benchmark")
-    if "bf16" in args.precisions and not torch.cuda.is_available():
-        raise BenchError("--precisions bf16 needs a CUDA device (the handler uses dtype: bfloat16 only there)")
+    if "bf16" in args.precisions and not (torch.cuda.is_available()
+                                          or ner_cpu.bf16_supported(ner_cpu.cpu_flags(ner_cpu.cpuinfo_text()))):
+        raise BenchError("--precisions bf16 needs a CUDA device or a CPU with AVX512-BF16 or AMX")
     base_config = yaml.safe_load(args.model_config.read_text(encoding="utf-8")) or {}
     plan = Plan(read_sentences(args.sentences, args.limit), args.precisions, args.batch_sizes, args.delays, args.workers,
-                args.concurrency, args.repeats, args.min_seconds, args.cores, base_config)
+                args.concurrency, args.repeats, args.min_seconds, args.cores, base_config, list(args.threads))
     report: dict[str, Any] = {"machine": machine(), "load_before": round(os.getloadavg()[0], 2),
                               "sentences": str(args.sentences or "built-in set"), "sentence_count": len(plan.sentences),
                               "repeats": args.repeats, "min_seconds": args.min_seconds,
+                              "default": default_cell(base_config, args.cores),
                               "args": {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(args).items()},
                               "rows": [], "accuracy": []}
+    print(f"benchmark: machine: {describe_machine(report['machine'])}; load average {os.getloadavg()}", file=sys.stderr)
     run_dir, store = args.out / "run", args.out / "store"
     store.mkdir(parents=True, exist_ok=True)
     serving = tsctl.running(run_dir, store, timeout=600) if args.serve else contextlib.nullcontext()
@@ -505,7 +579,7 @@ def run(args: BenchSpec) -> dict[str, Any]:
                 bar.set_description(f"{name} accuracy vs fp32")
                 report["accuracy"] += accuracy_rows(name, args.out / "models" / name, args.corpus, plan)
     add_ratios(report["rows"])
-    report["targets"] = target_rows(report["rows"], report["accuracy"])
+    report["targets"] = target_rows(report["rows"], report["accuracy"], report["default"])
     report["load_after"] = round(os.getloadavg()[0], 2)
     return report
 
@@ -515,7 +589,7 @@ def rejudge(path: Path) -> dict[str, Any]:
     try:
         report = json.loads(path.read_text(encoding="utf-8"))
         add_ratios(report["rows"])
-        report["targets"] = target_rows(report["rows"], report["accuracy"])
+        report["targets"] = target_rows(report["rows"], report["accuracy"], report.get("default"))
         markdown(report)
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise BenchError(f"{path} is not a benchmark results.json: {err}") from err

@@ -22,6 +22,26 @@ import ner_particles
 SEPARATOR = "\u241e"  # ratsnlp line format: sentence, U+241E, tagged sentence
 ENTITY = re.compile(r"<(.+?):([A-Z]{3})>")  # ratsnlp's pattern
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]  # BERT's, in vocab order
+# Sample sentences written for this project, short and long on purpose: the benchmark's set when
+# the KMOU corpus is absent, and packaging's check that a runtime gives torch fp32's tags.
+SAMPLE_SENTENCES = (
+    "서울에서 만났다.",
+    "김민수는 어제 부산에 갔다.",
+    "한국은행은 기준금리를 연 3.5%로 동결했다.",
+    "오늘 오후 3시에 회의가 있습니다.",
+    "이순신 장군은 1592년 한산도 앞바다에서 일본 수군을 크게 물리쳤다.",
+    "삼성전자는 지난해 매출이 300조 원을 넘었다고 31일 밝혔다.",
+    "박지영 교수 연구팀은 3년 동안 제주도 해안의 플라스틱 쓰레기를 조사했다.",
+    "대전시는 다음 달부터 시내버스 요금을 1,500원으로 올린다고 발표했다.",
+    "올림픽 대표팀은 두 시간 동안 훈련한 뒤 인천국제공항을 통해 출국했다.",
+    "국립중앙박물관은 이번 특별전에 조선 후기 회화 120점을 선보인다며, 관람객이 "
+    "작품의 제작 배경을 이해할 수 있도록 해설 영상과 체험 공간도 함께 마련했다고 설명했다.",
+    "세계보건기구는 10일 발표한 보고서에서 전 세계 인구의 약 25%가 충분한 신체 활동을 하지 "
+    "않는다며 각국 정부가 도시 계획 단계부터 걷기와 자전거 이용을 장려해야 한다고 권고했다.",
+    "정부는 2030년까지 재생에너지 비중을 30% 이상으로 늘리겠다는 계획을 세웠지만, 전문가들은 "
+    "송전망 확충과 지역 주민과의 협의가 늦어지고 있어 목표 달성이 쉽지 않을 것이라고 지적했다. "
+    "산업통상자원부는 내년 상반기에 세부 이행 방안을 내놓을 예정이다.",
+)
 TYPES = ("PER", "LOC", "ORG", "DAT", "TIM", "DUR", "MNY", "PNT", "NOH", "POH")  # KMOU's entity types
 
 

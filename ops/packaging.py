@@ -7,10 +7,13 @@ Accepts what a ratsnlp user has:
     (``--pretrained``: a directory, or a Hugging Face model id found in the local cache);
   * or a Hugging Face ``save_pretrained`` directory (config.json + model.safetensors).
 Checkpoints are opened with ``torch.load(weights_only=True)``: no arbitrary unpickling. The
-archive holds ``model.safetensors``, so TorchServe never unpickles anything either; with
-``runtime: onnxruntime`` in the model config's ``handler:`` section it holds the ONNX export
-instead (``model.onnx``, or ``model.int8.onnx`` with ``quantize: int8``). Before archiving,
-the staged model is loaded by the very code TorchServe will run, with the archive's settings.
+archive holds ``model.safetensors`` (so TorchServe never unpickles anything either) and, with
+the shipped ``runtime: auto``, the ONNX export a CPU worker runs (``model.onnx``, or
+``model.int8.onnx`` with ``quantize: int8``); ``runtime: onnxruntime`` holds the ONNX file
+alone, ``runtime: torch`` the safetensors alone. Before archiving, the staged model is loaded by
+the very code TorchServe will run, with the archive's settings, and compared with torch fp32
+(ops/agreement.py): ONNX Runtime fp32 must give the same tags on the sample sentences or the
+archive is refused; int8 and bf16 have their tag agreement and entity F1 printed.
 """
 
 from __future__ import annotations
@@ -31,10 +34,11 @@ from safetensors.torch import load_file, save_file
 from transformers import BertConfig, BertForTokenClassification
 
 import ner_core
+import ner_cpu
 import ner_onnx
 from ner_settings import HandlerSettings
 
-from ops import paths
+from ops import agreement, corpus, paths
 
 HANDLER_ENTRY = "ner_handler.py"  # the module TorchServe loads; the other handler/*.py go beside it
 VAL_LOSS = re.compile(r"val_loss=([0-9]+(?:\.[0-9]+)?)")
@@ -59,6 +63,10 @@ class PackageSpec:
     export_path: Path = paths.MODEL_STORE
     force: bool = False
     archive_name: str | None = None  # the .mar's file name (default: the model name), e.g. kor_ner-2.0
+    # int8 / bf16 are measured against torch fp32 on this tagged corpus when it exists (else on
+    # the built-in sample sentences); 0: all its sentences.
+    accuracy_corpus: Path | None = paths.SHARED_DATA / "val.txt"
+    accuracy_limit: int = 0
 
 
 def handler_files() -> list[Path]:
@@ -177,12 +185,54 @@ def stage(spec: PackageSpec, out: Path) -> None:
 
 
 def export_onnx(staged: Path, settings: HandlerSettings) -> None:
-    """For ``runtime: onnxruntime``: the staged weights as the ONNX file the handler will run."""
+    """The staged weights as the ONNX file ``runtime: onnxruntime`` (or ``auto`` on a CPU) runs."""
     torch_model = ner_core.load_model(staged, dataclasses.replace(settings, runtime="torch", quantize="none")).model
     started = time.perf_counter()
     print(f"exporting to ONNX{' and quantizing to int8' if settings.quantize == 'int8' else ''} ...", file=sys.stderr)
     path = ner_onnx.export(torch_model, staged, settings.quantize)
     print(f"wrote {path.name} ({path.stat().st_size / 1e6:.0f} MB) in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+
+
+def describe_path(settings: HandlerSettings) -> str:
+    """``ONNX Runtime int8``, ``torch bf16``, ... for a resolved runtime."""
+    runtime = {"onnxruntime": "ONNX Runtime", "torch": "torch"}[settings.runtime]
+    precision = "int8" if settings.quantize == "int8" else ("bf16" if settings.dtype == "bfloat16" else "fp32")
+    return f"{runtime} {precision}"
+
+
+def verify(staged: Path, settings: HandlerSettings, spec: PackageSpec) -> list[agreement.Agreement]:
+    """Load the staged model with the serve-time loader, on the CPU, for every runtime the
+    archive can serve, and compare each with torch fp32: a CPU path meant to be exact (ONNX
+    Runtime fp32) must give the same tag on every wordpiece of the sample sentences, or the
+    archive is refused; int8 and bf16 are measured (tag agreement, entity F1) and printed."""
+    cpu = torch.device("cpu")
+    fp32 = ner_core.load_model(staged, dataclasses.replace(settings, runtime="torch", quantize="none", dtype="float32"))
+    if settings.dtype == "bfloat16" and not ner_cpu.bf16_supported(ner_cpu.cpu_flags(ner_cpu.cpuinfo_text())):
+        print("bf16 not measured: this CPU has neither AVX512-BF16 nor AMX (the archive loads where one of "
+              "them or a GPU is)", file=sys.stderr)
+        return []
+    runtime = ner_core.serving_runtime(settings, cpu, has_onnx=(staged / ner_onnx.onnx_file("none")).is_file())
+    served = dataclasses.replace(settings, runtime=runtime)
+    candidate = ner_core.load_model(staged, served, cpu)
+    name = describe_path(served)
+    if settings.quantize == "none" and settings.dtype == "float32":
+        if runtime == "torch":
+            return []
+        result = agreement.compare(fp32, candidate, corpus.SAMPLE_SENTENCES)
+        if not result.exact:
+            raise PackagingError(
+                f"{name} does not give torch fp32's tags: {result.tokens - result.agreeing} of {result.tokens} "
+                f"wordpieces of the sample sentences differ (first: {result.first_difference}); not archiving. "
+                "Set runtime: torch to serve the safetensors on the CPU too"
+            )
+        print(f"{name} gives torch fp32's tag on all {result.tokens} wordpieces of the "
+              f"{result.texts} sample sentences", file=sys.stderr)
+        return [result]
+    texts, gold, where = agreement.texts_to_compare(spec.accuracy_corpus, spec.accuracy_limit)
+    started = time.perf_counter()
+    result = agreement.compare(fp32, candidate, texts, gold)
+    print(f"{result.summary(name, where)} ({time.perf_counter() - started:.0f} s)", file=sys.stderr)
+    return [result]
 
 
 def run_archiver(name: str, version: str, handler: Path, weights: Path, extra_files: list[Path],
@@ -207,8 +257,9 @@ def run_archiver(name: str, version: str, handler: Path, weights: Path, extra_fi
 
 def archive(spec: PackageSpec, staged: Path, settings: HandlerSettings) -> Path:
     entry, *modules = handler_files()
-    extra = [staged / n for n in ("config.json", "vocab.txt", "label_map.txt")] + modules
-    return run_archiver(spec.name, spec.version, entry, staged / ner_core.weights_file(settings), extra,
+    weights, *more_weights = ner_core.archive_files(settings)
+    extra = [staged / n for n in ("config.json", "vocab.txt", "label_map.txt", *more_weights)] + modules
+    return run_archiver(spec.name, spec.version, entry, staged / weights, extra,
                         spec.model_config, spec.export_path, spec.force)
 
 
@@ -237,9 +288,11 @@ def package(spec: PackageSpec) -> Path:
         staged = Path(tmp)
         stage(spec, staged)
         try:
-            if settings.runtime == "onnxruntime":
+            if any(name.endswith(".onnx") for name in ner_core.archive_files(settings)):
                 export_onnx(staged, settings)
-            ner_core.load_model(staged, settings)  # the serve-time loader, with the archive's settings
+            if settings.runtime == "auto":  # what a GPU worker loads
+                ner_core.load_model(staged, dataclasses.replace(settings, runtime="torch", quantize="none", dtype="float32"))
+            verify(staged, settings, spec)  # the serve-time loader on the CPU, with the archive's settings
         except ner_core.ModelLoadError as err:
             raise PackagingError(f"the staged model would not load: {err}") from None
         if target == spec.export_path / f"{spec.name}.mar":

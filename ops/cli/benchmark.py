@@ -41,10 +41,14 @@ def parse_args(argv: list[str] | None) -> BenchSpec:
                         help="plain or ratsnlp-format sentence file (default: the KMOU val.txt when present, else a built-in set)")
     parser.add_argument("--limit", type=int, default=96, help="first N sentences; 0: all (default: %(default)s)")
     parser.add_argument("--precisions", type=name_list(list(benchmark.PRECISIONS)), default=["fp32", "int8"],
-                        help=f"from {list(benchmark.PRECISIONS)} (default: fp32,int8; ort-* run on ONNX Runtime)")
+                        help=f"from {list(benchmark.PRECISIONS)} (default: fp32,int8; ort-* run on ONNX Runtime, which is what "
+                             "the shipped runtime: auto serves on a CPU; int8 is torchao's; bf16 needs a GPU or AVX512-BF16/AMX)")
     parser.add_argument("--batch-sizes", type=int_list, default=[1, 8], help="served batch sizes (default: 1,8)")
     parser.add_argument("--delays", type=int_list, default=[5], help="max batch delays in ms (default: 5)")
     parser.add_argument("--workers", type=int_list, default=[1], help="worker counts; torch threads = cores // workers (default: 1)")
+    parser.add_argument("--threads", type=int_list, default=[],
+                        help="intra-op threads per worker to serve with, each a separate layout (default: cores // workers); "
+                             "more threads than cores is allowed (ONNX Runtime's threads do not spin)")
     parser.add_argument("--concurrency", type=int_list, default=[1, 8, 32], help="client concurrency levels (default: 1,8,32)")
     parser.add_argument("--repeats", type=int, default=3, help="rounds per cell; the median is reported (default: %(default)s)")
     parser.add_argument("--min-seconds", type=float, default=2.0, help="each round runs whole passes for at least this long (default: %(default)s)")
