@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from ops import tsctl
+from ops.client import RETRY_STATUSES
 
 
 def v2_request(texts: list[str], request_id: str | None = None) -> dict:
@@ -57,9 +58,11 @@ class LoadGenerator:
     """Client threads, each with a keep-alive session, sending requests (v2 and plain text in
     turn) until stopped or until the request or time budget is spent; keeps every outcome.
 
-    Like scripts/predict.py (ops/client.py), a client sends a request once more when it got no answer in time:
-    TorchServe 0.12 never answers a request that a worker held when it was scaled down, nor,
-    now and then, one that arrives as a new worker starts (docs/operations.md).
+    Like the project's client (ops/client.py), a client sends a request once more when it got no
+    answer in time, or one of the statuses that client resends ("Worker died." 500/507, 503):
+    TorchServe 0.12 never answers a request that a worker was gathering when it was scaled down,
+    fails the batch it was running then, and now and then drops one that arrives as a new
+    worker starts (README: TorchServe 0.12 notes).
     """
 
     timeout = (5, 20)  # (connect, read) seconds; the tiny model answers in well under 3 s
@@ -95,7 +98,7 @@ class LoadGenerator:
             started = time.monotonic()
             for attempt in range(1, self.attempts + 1):
                 outcome = self._send(session, text, v2=sent % 2 == 0, started=started, attempt=attempt)
-                if outcome.status != 0:
+                if outcome.status != 0 and outcome.status not in RETRY_STATUSES:
                     break
             with self._lock:
                 self.outcomes.append(outcome)
