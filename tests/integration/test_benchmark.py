@@ -109,7 +109,6 @@ def _plan() -> benchmark.Plan:
     return benchmark.Plan([], [], [], [], [], [], 1, 0, os.cpu_count(), {})
 
 
-@pytest.mark.filterwarnings("ignore:torch.ao.quantization is deprecated:DeprecationWarning")
 def test_accuracy_compares_each_precision_with_fp32(report, tmp_path):
     _, _, out = report
     corpus = tmp_path / "val.txt"
