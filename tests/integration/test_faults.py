@@ -192,8 +192,9 @@ def broken_copy(mar: Path, name: str, change) -> str:
 
 
 BROKEN = {  # name: (what breaks the archive, what the operator must be told)
-    "corrupt_weights": (lambda f, d: d[: len(d) // 2] if f == "model.safetensors" else d,
-                        "model.safetensors: Error while deserializing header"),
+    # both weight files cut in half; a CPU worker (runtime: auto) loads the ONNX one
+    "corrupt_weights": (lambda f, d: d[: len(d) // 2] if f in ("model.safetensors", "model.onnx") else d,
+                        "model.onnx in ONNX Runtime: "),
     "label_mismatch": (lambda f, d: b"\n".join(d.splitlines()[:-3]) + b"\n" if f == "label_map.txt" else d,
                        "label_map.txt has 22 labels but config.json num_labels is 25"),
     # no worker loads the model within startupTimeout 1 s: TorchServe gives up, saying so in ts_log.log only
