@@ -19,6 +19,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
 from transformers import BertConfig, BertForTokenClassification
@@ -237,6 +238,7 @@ def load_model(model_dir: Path, settings: HandlerSettings, device: torch.device 
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
     if settings.runtime == "onnxruntime":
+        check_unused_safetensors(model_dir / "model.safetensors")
         try:
             model = ner_onnx.OnnxTokenClassifier(model_dir / weights, settings.torch_threads)
         except Exception as err:  # onnxruntime raises its own types for a corrupt or foreign file
@@ -245,6 +247,19 @@ def load_model(model_dir: Path, settings: HandlerSettings, device: torch.device 
     else:
         model = _load_torch(model_dir / weights, config, labels, tokenizer, settings, device)
     return NerModel(model=model, tokenizer=tokenizer, labels=labels, settings=settings)
+
+
+def check_unused_safetensors(path: Path) -> None:
+    """An archive served by ONNX Runtime may also hold the safetensors a GPU worker would load:
+    refuse it now if its header or length is broken (reading the header only), rather than on
+    the first GPU host."""
+    if not path.is_file():
+        return
+    try:
+        with safe_open(str(path), framework="pt"):
+            pass
+    except Exception as err:  # safetensors raises its own error type for a broken file
+        raise ModelLoadError(f"cannot read {path}: {err}") from None
 
 
 def _load_torch(path: Path, config: BertConfig, labels: list[str], tokenizer: Tokenizer,

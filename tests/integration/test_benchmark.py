@@ -94,8 +94,9 @@ def test_markdown_lists_every_row_and_target(report):
 def test_archives_are_rebuilt_only_when_their_config_changes(report):
     _, _, out = report
     store, staged = out / "store", out / "models" / "tiny"
-    fp32 = "tiny_fp32_w1"  # one worker: torch threads = cores
-    assert sorted(p.name for p in store.glob("*.mar")) == [f"{fp32}.mar", "tiny_ort_fp32_w1.mar", "tiny_seed.mar"]
+    fp32 = f"tiny_fp32_w1t{os.cpu_count()}"  # one worker: torch threads = cores
+    assert sorted(p.name for p in store.glob("*.mar")) == [f"{fp32}.mar", f"tiny_ort_fp32_w1t{os.cpu_count()}.mar",
+                                                           "tiny_seed.mar"]
     config = yaml.safe_load((store / f"{fp32}.yaml").read_text(encoding="utf-8"))
     assert config["handler"]["torch_threads"] == os.cpu_count() and config["handler"]["quantize"] == "none"
     built = (store / f"{fp32}.mar").stat().st_mtime_ns
@@ -109,7 +110,6 @@ def _plan() -> benchmark.Plan:
     return benchmark.Plan([], [], [], [], [], [], 1, 0, os.cpu_count(), {})
 
 
-@pytest.mark.filterwarnings("ignore:torch.ao.quantization is deprecated:DeprecationWarning")
 def test_accuracy_compares_each_precision_with_fp32(report, tmp_path):
     _, _, out = report
     corpus = tmp_path / "val.txt"

@@ -192,6 +192,7 @@ def broken_copy(mar: Path, name: str, change) -> str:
 
 
 BROKEN = {  # name: (what breaks the archive, what the operator must be told)
+    # both weight files cut in half; a CPU worker (runtime: auto) loads the ONNX one
     "corrupt_weights": (lambda f, d: d[: len(d) // 2] if f == "model.safetensors" else d,
                         "model.safetensors: Error while deserializing header"),
     "label_mismatch": (lambda f, d: b"\n".join(d.splitlines()[:-3]) + b"\n" if f == "label_map.txt" else d,

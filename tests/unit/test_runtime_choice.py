@@ -226,3 +226,15 @@ def test_torch_int8_uses_torchao_not_the_deprecated_torch_ao_api(tiny_model_dir,
     ref = ner_core.load_model(tiny_model_dir, HandlerSettings(runtime="torch", **SMALL))
     result = agreement.compare(ref, ner, corpus.SAMPLE_SENTENCES)
     assert result.rate > 0.9
+
+
+def test_a_cpu_worker_refuses_an_archive_whose_unused_safetensors_are_cut(auto_model_dir, tmp_path):
+    """ONNX Runtime serves on a CPU, but the archive's safetensors would serve on a GPU: a cut
+    file is refused at load here, not on the first GPU host (its header is read, not its data)."""
+    model_dir = tmp_path / "cut"
+    shutil.copytree(auto_model_dir, model_dir)
+    weights = model_dir / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    assert ner_core.serving_runtime(HandlerSettings(), torch.device("cpu")) == "onnxruntime"
+    with pytest.raises(ner_core.ModelLoadError, match=r"model.safetensors: Error while deserializing header"):
+        ner_core.load_model(model_dir, HandlerSettings())
