@@ -377,13 +377,18 @@ class EncodedText:
         return sum(end - start + 2 for start, end in self.windows)
 
 
-def encode(ner: NerModel, texts: Sequence[str]) -> list[EncodedText]:
-    """Tokenise texts and cut each into the windows the model will see: no forward pass yet."""
-    size, stride = ner.settings.max_seq_length - 2, ner.settings.window_stride
+def encode_windows(tokenizer: Tokenizer, settings: HandlerSettings, texts: Sequence[str]) -> list[EncodedText]:
+    """Tokenise texts and cut each into the windows the model will see: no model needed."""
+    size, stride = settings.max_seq_length - 2, settings.window_stride
     return [
         EncodedText(text, ids, tokens, offsets, plan_windows(len(ids), size, stride))
-        for text, (ids, tokens, offsets) in zip(texts, encode_texts(ner.tokenizer, texts))
+        for text, (ids, tokens, offsets) in zip(texts, encode_texts(tokenizer, texts))
     ]
+
+
+def encode(ner: NerModel, texts: Sequence[str]) -> list[EncodedText]:
+    """``encode_windows`` with the loaded model's tokenizer and settings."""
+    return encode_windows(ner.tokenizer, ner.settings, texts)
 
 
 def forward(ner: NerModel, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -36,10 +36,10 @@ def largest_request(staged: Path, settings: HandlerSettings) -> tuple[list[str],
     """The most work one legal request can hold: texts of ordinary Korean, each the longest
     prefix (at most max_text_chars) that still fits the room left in max_request_tokens, up to
     max_texts_per_request texts: (texts, their model-input tokens)."""
-    ner = ner_core.NerModel(None, ner_core.build_tokenizer(staged / "vocab.txt"), [], settings)
+    tokenizer = ner_core.build_tokenizer(staged / "vocab.txt")
     paragraph = " ".join(SENTENCES)
     source = paragraph * (settings.max_text_chars // len(paragraph) + 1)
-    cost_of = lambda text: ner_core.encode(ner, [text])[0].cost  # noqa: E731
+    cost_of = lambda text: ner_core.encode_windows(tokenizer, settings, [text])[0].cost  # noqa: E731
     texts: list[str] = []
     cost = 0
     while len(texts) < settings.max_texts_per_request:

@@ -127,8 +127,7 @@ def test_the_bound_holds_for_an_adversarial_answer(settings):
 def test_a_text_of_ordinary_korean_at_the_length_limit_fits_the_token_budget(settings):
     text = (ORDINARY_KOREAN * (settings.max_text_chars // len(ORDINARY_KOREAN) + 1))[: settings.max_text_chars]
     for vocab in vocabularies():
-        ner = ner_core.NerModel(model=None, tokenizer=ner_core.build_tokenizer(vocab), labels=LABELS, settings=settings)
-        cost = ner_core.encode(ner, [text])[0].cost
+        cost = ner_core.encode_windows(ner_core.build_tokenizer(vocab), settings, [text])[0].cost
         assert settings.max_request_tokens * 0.75 <= cost <= settings.max_request_tokens, (vocab, cost)
 
 
