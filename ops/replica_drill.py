@@ -284,16 +284,6 @@ class Replica:
         os.killpg(tsctl.pid_of(self.run_dir), signal.SIGKILL)
 
 
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 def ports_of(ports: list[int]) -> dict[str, str]:
     """tsctl's five listener settings on these loopback ports."""
     keys = tsctl.ADDRESS_KEYS + tsctl.GRPC_PORT_KEYS
@@ -329,7 +319,7 @@ def drill(args: argparse.Namespace) -> dict[str, Any]:
                     for i, name in enumerate(REPLICAS)}
         haproxy = Haproxy(workdir, args.first_port + 10 * len(REPLICAS))
     else:  # free ports (tests), all picked at once so that no two are the same
-        ports = free_ports(5 * len(REPLICAS) + 1)
+        ports = tsctl.free_ports(5 * len(REPLICAS) + 1)
         replicas = {name: Replica(name, workdir / name, ports_of(ports[5 * i:5 * i + 5])) for i, name in enumerate(REPLICAS)}
         haproxy = Haproxy(workdir, ports[-1])
     key = secrets.token_urlsafe(24)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -66,15 +67,44 @@ def repo_paths(props: dict[str, str]) -> dict[str, str]:
     return {key: str((paths.ROOT / props[key]).resolve()) for key in PATH_KEYS if key in props}
 
 
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` different loopback ports free now, drawn from below the kernel's ephemeral range.
+
+    Outside that range no outgoing connection takes one as its source port, so a server
+    restarted on the same ports (a rolling update under load) finds them still free; a port
+    the OS hands out (bind to 0) is an ephemeral one, and a client socket may hold it by then.
+    """
+    try:
+        low = int(EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768  # Linux's default
+    candidates = list(range(10000, low)) if low - 10000 >= 1000 else []
+    random.SystemRandom().shuffle(candidates)
+    ports: list[int] = []
+    for port in candidates:
+        if len(ports) == n:
+            break
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                ports.append(port)
+            except OSError:
+                continue
+    while len(ports) < n:  # no room below the ephemeral range: let the OS choose
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            if s.getsockname()[1] not in ports:
+                ports.append(s.getsockname()[1])
+    return ports
+
+
 def port_overrides() -> dict[str, str]:
     """Free loopback ports for every listener, for a TorchServe beside the developer's own
-    (tests, benchmark). The OS picks them; a race with another process is unlikely."""
-    socks = [socket.socket() for _ in ADDRESS_KEYS + GRPC_PORT_KEYS]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
+    (tests, benchmark, drills)."""
+    ports = free_ports(len(ADDRESS_KEYS) + len(GRPC_PORT_KEYS))
     addresses = {key: f"http://127.0.0.1:{port}" for key, port in zip(ADDRESS_KEYS, ports)}
     return {**addresses, **{key: str(port) for key, port in zip(GRPC_PORT_KEYS, ports[len(ADDRESS_KEYS):])}}
 
@@ -208,7 +238,8 @@ def start(
     timeout: float = 120,
     reregister: bool = True,
 ) -> Server:
-    """Start TorchServe in its own process group, wait until it answers /ping, and (unless
+    """Start TorchServe in its own process group, wait until its inference API answers /ping
+    and its management API answers, and (unless
     ``reregister`` is False) register again what the run dir's registered.json lists."""
     if shutil.which("java") is None:
         raise TsError("java not found: TorchServe needs Java 17 (Debian: apt-get install openjdk-17-jre-headless)")
@@ -237,7 +268,7 @@ def start(
             raise TsError(f"TorchServe exited with code {proc.returncode}; see {run_dir / 'logs'}")
         try:
             if (run_dir / "key_file.json").exists() or "disable_token_authorization=true" in config.read_text():
-                if server.call("GET", "inference", "/ping", timeout=2).status_code == 200:
+                if _listening(server):
                     break
         except (requests.ConnectionError, requests.Timeout, ValueError):  # not listening yet, busy, key file half-written
             pass
@@ -248,6 +279,13 @@ def start(
     if reregister:
         restore(server)
     return server
+
+
+def _listening(server: Server) -> bool:
+    """Inference and management both answer. The frontend binds its listeners one after the
+    other, so /ping can answer before the management API does."""
+    return (server.call("GET", "inference", "/ping", timeout=2).status_code == 200
+            and server.call("GET", "management", "/models", timeout=2).status_code == 200)
 
 
 @contextmanager

@@ -27,6 +27,16 @@ def test_free_ports_are_all_different_and_loopback():
     assert tsctl.ports_in_use(ports) == []
 
 
+def test_free_ports_avoid_the_ephemeral_range():
+    """A client socket takes its source port from the ephemeral range; a listener restarted on
+    such a port under load can find it held (EADDRINUSE). Free ports come from below it."""
+    low = int(tsctl.EPHEMERAL_RANGE.read_text().split()[0]) if tsctl.EPHEMERAL_RANGE.exists() else 32768
+    if low - 10000 < 1000:
+        pytest.skip(f"this kernel's ephemeral range starts at {low}: no room below it")
+    ports = tsctl.free_ports(11)
+    assert len(set(ports)) == 11 and all(10000 <= p < low for p in ports), ports
+
+
 def test_start_refuses_a_taken_port_and_names_it(tmp_path, capsys):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
