@@ -221,6 +221,8 @@ def load_model(model_dir: Path, settings: HandlerSettings, device: torch.device 
     runtime = serving_runtime(settings, device, has_onnx=(model_dir / ner_onnx.onnx_file("none")).is_file())
     if settings.runtime == "auto" and runtime == "torch" and device.type == "cpu" and settings.dtype != "bfloat16":
         logger.warning("runtime auto: %s has no model.onnx (packaged with runtime: torch?); serving torch", model_dir)
+    if settings.quantize == "int8" and runtime == "torch":  # runtime auto on a GPU
+        raise ModelLoadError("quantize: int8 is ONNX Runtime's, a CPU optimisation; on a GPU use dtype: bfloat16")
     settings = dataclasses.replace(settings, runtime=runtime)
     weights = weights_file(settings)
     missing = [name for name in (weights, "config.json", "vocab.txt", "label_map.txt") if not (model_dir / name).is_file()]
@@ -283,38 +285,12 @@ def _load_torch(path: Path, config: BertConfig, labels: list[str], tokenizer: To
         )
     model.eval()
     if device.type == "cuda":
-        if settings.quantize == "int8":
-            raise ModelLoadError("quantize: int8 is a CPU optimisation; on a GPU use dtype: bfloat16")
         model.to(device=device, dtype=torch.bfloat16 if settings.dtype == "bfloat16" else torch.float32)
     elif settings.dtype == "bfloat16":
         cpuinfo = ner_cpu.cpuinfo_text()
         check_bf16_cpu(ner_cpu.cpu_flags(cpuinfo), ner_cpu.cpu_model(cpuinfo))
         model.to(dtype=torch.bfloat16)  # oneDNN's bf16 GEMMs on AVX512-BF16 / AMX
-    if settings.quantize == "int8":
-        quantize_int8(model)
     return model
-
-
-def quantize_int8(model: torch.nn.Module) -> None:
-    """Dynamic int8 quantization of the Linear layers in place, with torchao (the maintained
-    successor of ``torch.ao.quantization.quantize_dynamic``): int8 weights, activations
-    quantized per token at run time; its CPU kernels use VNNI where the CPU has it."""
-    # Its import logs a warning per CUDA-only kernel library it cannot load on a CPU build.
-    quiet = [logging.getLogger(name) for name in ("torchao", "torch.utils._pytree")]
-    levels = [log.level for log in quiet]
-    for log in quiet:
-        log.setLevel(logging.ERROR)
-    try:
-        from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
-    except ImportError:
-        raise ModelLoadError(
-            "runtime: torch with quantize: int8 needs torchao (requirements.txt pins it); "
-            "runtime: auto or onnxruntime runs int8 on ONNX Runtime instead"
-        ) from None
-    finally:
-        for log, level in zip(quiet, levels):
-            log.setLevel(level)
-    quantize_(model, Int8DynamicActivationInt8WeightConfig())
 
 
 # --------------------------------------------------------------------------- windows

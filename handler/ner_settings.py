@@ -78,6 +78,10 @@ class HandlerSettings:
                 "dtype bfloat16 and quantize int8 exclude each other",
             ),
             (
+                not (self.quantize == "int8" and self.runtime == "torch"),
+                "quantize int8 runs on ONNX Runtime (runtime auto on a CPU, or onnxruntime); runtime torch runs float32 or bfloat16",
+            ),
+            (
                 not (self.dtype == "bfloat16" and self.runtime == "onnxruntime"),
                 "dtype bfloat16 runs on torch (runtime auto or torch); runtime onnxruntime runs float32 or int8",
             ),

@@ -11,8 +11,8 @@ One run, one machine, for each model of --models:
 Every cell runs --repeats rounds of whole passes over the sentences (at least --min-seconds
 each): sentences/s is the median round, latency percentiles pool every call of every round.
 Ratios: served / ceiling "forward" of the same precision and batch size, and served / seed
-path served at the same concurrency. Precisions: fp32 and int8 on torch, bf16 on a CUDA
-device, ort-fp32 and ort-int8 on ONNX Runtime (handler setting runtime: onnxruntime; the
+path served at the same concurrency. Precisions: fp32 and bf16 (a GPU, or a CPU with
+AVX512-BF16/AMX) on torch, ort-fp32 and ort-int8 on ONNX Runtime (handler setting runtime: onnxruntime; the
 ONNX files are exported next to the staged weights once). --accuracy adds every precision
 against torch fp32 on the validation corpus (token-tag agreement, entity F1) for trained models.
 Writes results.json and results.md to --out, which also holds the staged models, archives and
@@ -47,9 +47,8 @@ from ops.packaging import PackageSpec
 from ops.retry import retry
 
 SEED_HANDLER = Path(__file__).with_name("seed_handler.py")  # the tutorial's handler, archived alone
-PRECISIONS = {  # handler settings of each precision; bf16 is for a CUDA device
+PRECISIONS = {  # handler settings of each precision; bf16 needs a GPU or AVX512-BF16/AMX
     "fp32": {"runtime": "torch", "quantize": "none", "dtype": "float32"},
-    "int8": {"runtime": "torch", "quantize": "int8", "dtype": "float32"},
     "bf16": {"runtime": "torch", "quantize": "none", "dtype": "bfloat16"},
     "ort-fp32": {"runtime": "onnxruntime", "quantize": "none", "dtype": "float32"},
     "ort-int8": {"runtime": "onnxruntime", "quantize": "int8", "dtype": "float32"},
@@ -70,7 +69,7 @@ class BenchSpec:
     models: list[str] = field(default_factory=lambda: ["demo", "bert-base"])
     sentences: Path | None = None  # None: the built-in set
     limit: int = 96
-    precisions: list[str] = field(default_factory=lambda: ["fp32", "int8"])
+    precisions: list[str] = field(default_factory=lambda: ["ort-fp32", "ort-int8"])
     batch_sizes: list[int] = field(default_factory=lambda: [1, 8])
     delays: list[int] = field(default_factory=lambda: [5])
     workers: list[int] = field(default_factory=lambda: [1])
@@ -333,7 +332,7 @@ def accuracy_rows(model: str, staged: Path, corpus_path: Path, plan: Plan, limit
     encoded = None
     labels, f1 = {}, {}
     cpu_bf16 = ner_cpu.bf16_supported(ner_cpu.cpu_flags(ner_cpu.cpuinfo_text()))
-    variants = [p for p in plan.precisions if p != "fp32" and (p != "bf16" or cpu_bf16)] or ["int8"]
+    variants = [p for p in plan.precisions if p != "fp32" and (p != "bf16" or cpu_bf16)] or ["ort-int8"]
     for precision in ("fp32", *variants):
         ner = plan.load(staged, precision, plan.cores)
         encoded = encoded or corpus.encode(examples, ner.tokenizer)
@@ -383,7 +382,7 @@ def default_cell(base_config: dict, cores: int, device: str = "cpu") -> dict[str
             "workers": workers, "threads": settings.torch_threads or max(1, cores // workers)}
 
 
-OPT_IN = ("int8", "ort-int8", "bf16")  # the lossy precisions a user chooses explicitly
+OPT_IN = ("ort-int8", "bf16")  # the lossy precisions a user chooses explicitly
 
 
 def default_and_opt_in_targets(rows: Sequence[dict], accuracy: Sequence[dict], default: dict | None) -> list[dict]:
@@ -455,7 +454,7 @@ def target_rows(rows: Sequence[dict], accuracy: Sequence[dict], default: dict | 
             if c1:
                 budget = round(single["p50_ms"] + best[p]["delay_ms"] + 5, 1)
                 add(f"served {p} p50 ms at c1 <= single-sentence predict + delay + 5", c1["p50_ms"], budget, higher=False, where=c1)
-        for p in ("int8", "ort-int8"):
+        for p in ("ort-int8",):
             if best[p] is not None:
                 add(f"served {p} / seed served (c{top})", best[p]["vs_seed"], 5.0, where=best[p])
     for acc in accuracy:
@@ -468,7 +467,7 @@ def target_rows(rows: Sequence[dict], accuracy: Sequence[dict], default: dict | 
     return out
 
 
-LIBRARIES = ("torch", "onnxruntime", "transformers", "openvino", "torchao")  # versions recorded when installed
+LIBRARIES = ("torch", "onnxruntime", "transformers", "openvino")  # versions recorded when installed
 
 
 def library_versions(names: Sequence[str] = LIBRARIES) -> dict[str, str]:

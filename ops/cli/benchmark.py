@@ -40,9 +40,10 @@ def parse_args(argv: list[str] | None) -> BenchSpec:
     parser.add_argument("--sentences", type=Path, default=benchmark.default_sentences(),
                         help="plain or ratsnlp-format sentence file (default: the KMOU val.txt when present, else a built-in set)")
     parser.add_argument("--limit", type=int, default=96, help="first N sentences; 0: all (default: %(default)s)")
-    parser.add_argument("--precisions", type=name_list(list(benchmark.PRECISIONS)), default=["fp32", "int8"],
-                        help=f"from {list(benchmark.PRECISIONS)} (default: fp32,int8; ort-* run on ONNX Runtime, which is what "
-                             "the shipped runtime: auto serves on a CPU; int8 is torchao's; bf16 needs a GPU or AVX512-BF16/AMX)")
+    parser.add_argument("--precisions", type=name_list(list(benchmark.PRECISIONS)), default=["ort-fp32", "ort-int8"],
+                        help=f"from {list(benchmark.PRECISIONS)} (default: ort-fp32,ort-int8; ort-* run on ONNX Runtime: ort-fp32 is "
+                             "what the shipped runtime: auto serves on a CPU, ort-int8 is quantize: int8; fp32 and bf16 run on torch, "
+                             "bf16 needs a GPU or AVX512-BF16/AMX)")
     parser.add_argument("--batch-sizes", type=int_list, default=[1, 8], help="served batch sizes (default: 1,8)")
     parser.add_argument("--delays", type=int_list, default=[5], help="max batch delays in ms (default: 5)")
     parser.add_argument("--workers", type=int_list, default=[1], help="worker counts; torch threads = cores // workers (default: 1)")

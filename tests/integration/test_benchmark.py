@@ -115,10 +115,10 @@ def test_accuracy_compares_each_precision_with_fp32(report, tmp_path):
     corpus = tmp_path / "val.txt"
     corpus.write_text("\n".join(TAGGED) + "\n", encoding="utf-8")
     plan = _plan()
-    plan.precisions = ["fp32", "int8", "ort-fp32"]
+    plan.precisions = ["fp32", "ort-int8", "ort-fp32"]
     staged = out / "models" / "tiny"
     rows = benchmark.accuracy_rows("tiny", staged, corpus, plan)
-    assert [r["precision"] for r in rows] == ["int8", "ort-fp32"]
+    assert [r["precision"] for r in rows] == ["ort-int8", "ort-fp32"]
     assert (staged / "model.onnx").is_file()  # exported on first use
     texts = [line.split("\u241e")[0] for line in TAGGED]
     wordpieces = ner_core.encode_texts(ner_core.build_tokenizer(staged / "vocab.txt"), texts)
