@@ -13,7 +13,7 @@ from ner_settings import HandlerSettings
 from ops import corpus, paths
 from ops.cli import package_model as package_cli
 from ops.cli import train_demo as train_cli
-from ops.train_demo import sound_class, swap_entities
+from ops.train_demo import mask_wordpieces, sound_class, swap_entities
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
@@ -146,3 +146,30 @@ def test_label_smoothing_and_swapping_train(tmp_path):
             "--label-smoothing", "0.1", "--swap-copies", "1", "--out", str(tmp_path)]
     assert train_cli.main(argv) == 0
     assert json.loads((tmp_path / "metrics.json").read_text())["global_step"] == 2
+
+
+def test_masking_chooses_only_real_wordpieces_at_the_rate_asked():
+    special = {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, "[MASK]": 4}
+    rows, width = 400, 60
+    ids = torch.randint(5, 500, (rows, width))
+    ids[:, 0], ids[:, 40] = special["[CLS]"], special["[SEP]"]
+    ids[:, 41:] = special["[PAD]"]
+    attention = (torch.arange(width) <= 40).long().expand(rows, width)
+    masked, chosen = mask_wordpieces(ids, attention, special, 500, 0.15, torch.Generator().manual_seed(0))
+    assert not chosen[:, 0].any() and not chosen[:, 40:].any()  # never [CLS], [SEP] or padding
+    assert 0.13 < chosen.float().sum() / (rows * 39) < 0.17
+    as_mask = (masked == special["[MASK]"]) & chosen
+    assert 0.75 < as_mask.sum() / chosen.sum() < 0.85  # BERT's 80 % [MASK]
+    assert torch.equal(masked[~chosen], ids[~chosen])  # what was not chosen is untouched
+    again, _ = mask_wordpieces(ids, attention, special, 500, 0.15, torch.Generator().manual_seed(0))
+    assert torch.equal(masked, again)  # seeded
+
+
+def test_masked_lm_pretraining_runs_before_fine_tuning(tmp_path):
+    if not (paths.SHARED_DATA / "train.txt").is_file():
+        pytest.skip(f"KMOU corpus not found at {paths.SHARED_DATA}")
+    argv = ["--max-steps", "2", "--train-limit", "64", "--val-limit", "16", "--vocab-size", "500",
+            "--mlm-epochs", "1", "--out", str(tmp_path)]
+    assert train_cli.main(argv) == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert (metrics["pretrain_steps"], metrics["global_step"]) == (2, 2)  # 64 sentences / batch 32
