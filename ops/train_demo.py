@@ -19,6 +19,7 @@ import shutil
 import sys
 import time
 import unicodedata
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -179,19 +180,20 @@ def training_batches(rows: list[Encoded], args: TrainSpec):
             yield epoch, batch
 
 
-def train(model: BertForTokenClassification, rows: list[Encoded], labels: list[str], special: dict[str, int], args: TrainSpec) -> TrainResult:
-    steps_per_epoch = -(-len(rows) // args.batch_size)
-    total = min(args.max_steps or steps_per_epoch * args.epochs, steps_per_epoch * args.epochs)
+def optimise(model: torch.nn.Module, steps: Iterable[tuple[int, list[Encoded]]], total: int,
+             loss_of: Callable[[list[Encoded]], torch.Tensor | None], args: TrainSpec, desc: str) -> TrainResult:
+    """AdamW with linear warmup and decay over ``total`` steps of (epoch, batch), gradients
+    clipped to norm 1, a progress bar, and the time budget. ``loss_of`` gives a batch's loss
+    (None: skip the batch)."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     schedule = get_linear_schedule_with_warmup(optimizer, int(total * WARMUP_RATIO), total)
     model.train()
     start, cpu_start, step, epoch, cut = time.monotonic(), time.process_time(), 0, 0, False
-    with tqdm(total=total, desc="train", unit="step", mininterval=2) as bar:
-        for epoch, batch in itertools.islice(training_batches(rows, args), total):
-            inputs = make_batch(batch, labels, args.max_seq_length, special)
-            gold = inputs.pop("labels")
-            logits = model(**inputs).logits
-            loss = F.cross_entropy(logits.flatten(0, 1), gold.flatten(), ignore_index=IGNORE, label_smoothing=args.label_smoothing)
+    with tqdm(total=total, desc=desc, unit="step", mininterval=2) as bar:
+        for epoch, batch in itertools.islice(steps, total):
+            loss = loss_of(batch)
+            if loss is None:
+                continue
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
@@ -202,9 +204,22 @@ def train(model: BertForTokenClassification, rows: list[Encoded], labels: list[s
             bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}", refresh=False)
             cut = time.monotonic() - start > args.time_budget_min * 60 and step < total
             if cut:
-                print(f"warning: time budget of {args.time_budget_min} min reached after {step} of {total} steps", file=sys.stderr)
+                print(f"warning: time budget of {args.time_budget_min} min reached after {step} of {total} steps ({desc})", file=sys.stderr)
                 break
     return TrainResult(epoch, step, time.monotonic() - start, time.process_time() - cpu_start, cut)
+
+
+def train(model: BertForTokenClassification, rows: list[Encoded], labels: list[str], special: dict[str, int], args: TrainSpec) -> TrainResult:
+    steps_per_epoch = -(-len(rows) // args.batch_size)
+    total = min(args.max_steps or steps_per_epoch * args.epochs, steps_per_epoch * args.epochs)
+
+    def loss_of(batch: list[Encoded]) -> torch.Tensor:
+        inputs = make_batch(batch, labels, args.max_seq_length, special)
+        gold = inputs.pop("labels")
+        logits = model(**inputs).logits
+        return F.cross_entropy(logits.flatten(0, 1), gold.flatten(), ignore_index=IGNORE, label_smoothing=args.label_smoothing)
+
+    return optimise(model, training_batches(rows, args), total, loss_of, args, "train")
 
 
 def mask_wordpieces(input_ids: torch.Tensor, attention: torch.Tensor, special: dict[str, int], vocab_size: int,
@@ -227,30 +242,21 @@ def pretrain(config: BertConfig, rows: list[Encoded], labels: list[str], special
     unused): the encoder's weights, to start fine-tuning from. The prediction head runs on the
     chosen wordpieces only, so a step costs about what a fine-tuning step costs."""
     model = BertForMaskedLM(config)
-    steps = -(-len(rows) // args.batch_size) * args.mlm_epochs
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
-    schedule = get_linear_schedule_with_warmup(optimizer, int(steps * WARMUP_RATIO), steps)
     generator = torch.Generator().manual_seed(args.seed)
-    model.train()
-    start, cpu_start, step, epoch = time.monotonic(), time.process_time(), 0, 0
-    with tqdm(total=steps, desc="pre-train (masked LM)", unit="step", mininterval=2) as bar:
-        for epoch, batch in training_batches(rows, replace(args, epochs=args.mlm_epochs)):
-            inputs = make_batch(batch, labels, args.max_seq_length, special)
-            masked, chosen = mask_wordpieces(inputs["input_ids"], inputs["attention_mask"], special, config.vocab_size,
-                                             args.mlm_probability, generator)
-            if not chosen.any():
-                continue
-            hidden = model.bert(input_ids=masked, attention_mask=inputs["attention_mask"]).last_hidden_state
-            loss = F.cross_entropy(model.cls(hidden[chosen]), inputs["input_ids"][chosen])
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            schedule.step()
-            optimizer.zero_grad()
-            step += 1
-            bar.update()
-            bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}", refresh=False)
-    return model.bert.state_dict(), TrainResult(epoch, step, time.monotonic() - start, time.process_time() - cpu_start, False)
+
+    def loss_of(batch: list[Encoded]) -> torch.Tensor | None:
+        inputs = make_batch(batch, labels, args.max_seq_length, special)
+        masked, chosen = mask_wordpieces(inputs["input_ids"], inputs["attention_mask"], special, config.vocab_size,
+                                         args.mlm_probability, generator)
+        if not chosen.any():
+            return None
+        hidden = model.bert(input_ids=masked, attention_mask=inputs["attention_mask"]).last_hidden_state
+        return F.cross_entropy(model.cls(hidden[chosen]), inputs["input_ids"][chosen])
+
+    total = -(-len(rows) // args.batch_size) * args.mlm_epochs
+    result = optimise(model, training_batches(rows, replace(args, epochs=args.mlm_epochs)), total, loss_of, args,
+                      "pre-train (masked LM)")
+    return model.bert.state_dict(), result
 
 
 @torch.inference_mode()
