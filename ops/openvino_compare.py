@@ -38,7 +38,6 @@ from tqdm import tqdm
 from transformers.modeling_outputs import TokenClassifierOutput
 
 import ner_core
-import ner_onnx
 from ner_settings import HandlerSettings
 
 from ops import benchmark, checkpoints, corpus, paths
@@ -107,16 +106,16 @@ def load_engines(staged: Path, spec: CompareSpec, calibration: Sequence[str], ba
     """Each engine of ``spec`` as a NerModel over the staged model (ONNX files exported once)."""
     from ops import packaging
 
-    base = HandlerSettings(runtime="onnxruntime", torch_threads=spec.threads)
+    settings = {"ort-fp32": HandlerSettings(runtime="onnxruntime", torch_threads=spec.threads)}
+    settings["ort-int8"] = dataclasses.replace(settings["ort-fp32"], quantize="int8")
     engines: dict[str, ner_core.NerModel] = {}
-    for quantize in ("none", "int8"):
-        settings = dataclasses.replace(base, quantize=quantize)
-        if not (staged / ner_onnx.onnx_file(quantize)).is_file():
-            bar.set_description(f"exporting {ner_onnx.onnx_file(quantize)}")
-            packaging.export_onnx(staged, settings)
-        if f"ort-{'fp32' if quantize == 'none' else 'int8'}" in spec.engines:
-            engines[f"ort-{'fp32' if quantize == 'none' else 'int8'}"] = ner_core.load_model(staged, settings)
-    fp32 = engines.get("ort-fp32") or ner_core.load_model(staged, base)
+    for name, ort in settings.items():
+        if not (staged / ner_core.weights_file(ort)).is_file():
+            bar.set_description(f"exporting {ner_core.weights_file(ort)}")
+            packaging.export_onnx(staged, ort)
+        if name in spec.engines:
+            engines[name] = ner_core.load_model(staged, ort)
+    fp32 = engines.get("ort-fp32") or ner_core.load_model(staged, settings["ort-fp32"])
     wanted = [e for e in spec.engines if e.startswith("ov-")]
     if not wanted:
         return engines
