@@ -2,7 +2,9 @@
 
 Reads the ratsnlp NER line format (``sentence`` U+241E ``tagged sentence``, entities marked
 ``<surface:TAG>``), trains a cased WordPiece vocab, and trains a small
-``BertForTokenClassification`` from random init on the CPU. ``--out`` gets what a ratsnlp user
+``BertForTokenClassification`` from random init on the CPU, on the train split plus one copy of
+it with entities swapped within their type (``--swap-copies``; the corpus is short of data, not
+the model of size). ``--out`` gets what a ratsnlp user
 has: ``epoch=E-val_loss=X.ckpt`` (Lightning layout, keys prefixed ``model.``), ``label_map.txt``,
 the "pretrained" side (``config.json`` without task labels, ``vocab.txt``) and ``metrics.json``.
 ``--export`` also writes the committed form (fp16 ``model.safetensors`` + config with labels,
@@ -65,7 +67,7 @@ class TrainSpec:
     seed: int = 42
     time_budget_min: float = 60.0
     label_smoothing: float = 0.0  # cross-entropy label smoothing (0: none, as ratsnlp)
-    swap_copies: int = 0  # extra copies of the train split with entities swapped within their type
+    swap_copies: int = 1  # extra copies of the train split with entities swapped within their type (the demo recipe)
     swap_rate: float = 0.5  # in each copy, the share of entities replaced
     mlm_epochs: int = 0  # masked-language-model pre-training on the train sentences first (0: none)
     mlm_probability: float = 0.15  # share of wordpieces masked in pre-training
