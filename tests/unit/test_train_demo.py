@@ -169,7 +169,7 @@ def test_masked_lm_pretraining_runs_before_fine_tuning(tmp_path):
     if not (paths.SHARED_DATA / "train.txt").is_file():
         pytest.skip(f"KMOU corpus not found at {paths.SHARED_DATA}")
     argv = ["--max-steps", "2", "--train-limit", "64", "--val-limit", "16", "--vocab-size", "500",
-            "--mlm-epochs", "1", "--out", str(tmp_path)]
+            "--mlm-epochs", "1", "--swap-copies", "0", "--out", str(tmp_path)]
     assert train_cli.main(argv) == 0
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert (metrics["pretrain_steps"], metrics["global_step"]) == (2, 2)  # 64 sentences / batch 32
