@@ -284,12 +284,6 @@ class Replica:
         os.killpg(tsctl.pid_of(self.run_dir), signal.SIGKILL)
 
 
-def ports_of(ports: list[int]) -> dict[str, str]:
-    """tsctl's five listener settings on these loopback ports."""
-    keys = tsctl.ADDRESS_KEYS + tsctl.GRPC_PORT_KEYS
-    return {k: (f"http://127.0.0.1:{p}" if k in tsctl.ADDRESS_KEYS else str(p)) for k, p in zip(keys, ports)}
-
-
 def package(model_dir: Path, store: Path, workdir: Path, workers: int) -> None:
     config = yaml.safe_load(paths.MODEL_CONFIG.read_text(encoding="utf-8"))
     config.update(minWorkers=workers, maxWorkers=workers)
@@ -319,8 +313,9 @@ def drill(args: argparse.Namespace) -> dict[str, Any]:
                     for i, name in enumerate(REPLICAS)}
         haproxy = Haproxy(workdir, args.first_port + 10 * len(REPLICAS))
     else:  # free ports (tests), all picked at once so that no two are the same
-        ports = tsctl.free_ports(5 * len(REPLICAS) + 1)
-        replicas = {name: Replica(name, workdir / name, ports_of(ports[5 * i:5 * i + 5])) for i, name in enumerate(REPLICAS)}
+        ports, n = tsctl.free_ports(tsctl.LISTENERS * len(REPLICAS) + 1), tsctl.LISTENERS
+        replicas = {name: Replica(name, workdir / name, tsctl.listener_overrides(ports[n * i:n * (i + 1)]))
+                    for i, name in enumerate(REPLICAS)}
         haproxy = Haproxy(workdir, ports[-1])
     key = secrets.token_urlsafe(24)
     lb_dir = workdir / "lb"

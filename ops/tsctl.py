@@ -21,7 +21,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -101,22 +101,30 @@ def free_ports(n: int) -> list[int]:
     return ports
 
 
+LISTENERS = len(ADDRESS_KEYS) + len(GRPC_PORT_KEYS)  # ports one TorchServe listens on
+
+
+def listener_overrides(ports: Sequence[int]) -> dict[str, str]:
+    """The config keys that put the five listeners on these loopback ports, in the order
+    inference, management, metrics, gRPC inference, gRPC management."""
+    if len(ports) != LISTENERS:
+        raise ValueError(f"{LISTENERS} ports needed, got {len(ports)}")
+    addresses = {key: f"http://127.0.0.1:{port}" for key, port in zip(ADDRESS_KEYS, ports)}
+    return {**addresses, **{key: str(port) for key, port in zip(GRPC_PORT_KEYS, ports[len(ADDRESS_KEYS):])}}
+
+
 def port_overrides() -> dict[str, str]:
     """Free loopback ports for every listener, for a TorchServe beside the developer's own
     (tests, benchmark, drills)."""
-    ports = free_ports(len(ADDRESS_KEYS) + len(GRPC_PORT_KEYS))
-    addresses = {key: f"http://127.0.0.1:{port}" for key, port in zip(ADDRESS_KEYS, ports)}
-    return {**addresses, **{key: str(port) for key, port in zip(GRPC_PORT_KEYS, ports[len(ADDRESS_KEYS):])}}
+    return listener_overrides(free_ports(LISTENERS))
 
 
 def port_block(first: int) -> dict[str, str]:
     """Five consecutive loopback ports from ``first``: inference, management, metrics, gRPC
     inference, gRPC management (the shipped config's 8080-8082 and 7070-7071 are one instance)."""
-    if not 1024 <= first <= 65531:
-        raise TsError(f"--ports {first}: the first of five ports must be between 1024 and 65531")
-    ports = range(first, first + len(ADDRESS_KEYS) + len(GRPC_PORT_KEYS))
-    addresses = {key: f"http://127.0.0.1:{port}" for key, port in zip(ADDRESS_KEYS, ports)}
-    return {**addresses, **{key: str(port) for key, port in zip(GRPC_PORT_KEYS, ports[len(ADDRESS_KEYS):])}}
+    if not 1024 <= first <= 65536 - LISTENERS:
+        raise TsError(f"--ports {first}: the first of five ports must be between 1024 and {65536 - LISTENERS}")
+    return listener_overrides(range(first, first + LISTENERS))
 
 
 def ports_in_use(overrides: dict[str, str] | None = None) -> list[str]:
@@ -290,11 +298,11 @@ def _listening(server: Server) -> bool:
 
 @contextmanager
 def running(run_dir: Path, model_store: Path, overrides: dict[str, str] | None = None, timeout: float = 120,
-            free_ports: bool = True) -> Iterator[Server]:
+            own_ports: bool = True) -> Iterator[Server]:
     """A TorchServe from ``run_dir`` for the ``with`` block (on free loopback ports unless
-    ``free_ports`` is False; ``overrides``: more config keys), stopped (TERM, then KILL)
+    ``own_ports`` is False; ``overrides``: more config keys), stopped (TERM, then KILL)
     whatever happens: for a TorchServe beside the developer's own (tests, benchmark)."""
-    ports = port_overrides() if free_ports else {}
+    ports = port_overrides() if own_ports else {}
     server = start(run_dir, model_store, overrides={**ports, **(overrides or {})}, timeout=timeout)
     try:
         yield server
