@@ -202,12 +202,13 @@ def describe_path(settings: HandlerSettings) -> str:
 
 def verify(staged: Path, settings: HandlerSettings, spec: PackageSpec) -> list[agreement.Agreement]:
     """Load the staged model with the serve-time loader, on the CPU, for every runtime the
-    archive can serve, and compare each with torch fp32: a CPU path meant to be exact (ONNX
+    archive can serve (torch fp32 first: the safetensors a GPU worker loads under ``runtime:
+    auto``, and the reference), and compare each with torch fp32: a CPU path meant to be exact (ONNX
     Runtime fp32) must give the same tag on every wordpiece of the sample sentences, or the
     archive is refused; int8 and bf16 are measured (tag agreement, entity F1) and printed."""
     cpu = torch.device("cpu")
     fp32 = ner_core.load_model(staged, dataclasses.replace(settings, runtime="torch", quantize="none", dtype="float32"))
-    if settings.dtype == "bfloat16" and not ner_cpu.bf16_supported(ner_cpu.cpu_flags(ner_cpu.cpuinfo_text())):
+    if settings.dtype == "bfloat16" and not ner_cpu.has_bf16():
         print("bf16 not measured: this CPU has neither AVX512-BF16 nor AMX (the archive loads where one of "
               "them or a GPU is)", file=sys.stderr)
         return []
@@ -290,8 +291,6 @@ def package(spec: PackageSpec) -> Path:
         try:
             if any(name.endswith(".onnx") for name in ner_core.archive_files(settings)):
                 export_onnx(staged, settings)
-            if settings.runtime == "auto":  # what a GPU worker loads
-                ner_core.load_model(staged, dataclasses.replace(settings, runtime="torch", quantize="none", dtype="float32"))
             verify(staged, settings, spec)  # the serve-time loader on the CPU, with the archive's settings
         except ner_core.ModelLoadError as err:
             raise PackagingError(f"the staged model would not load: {err}") from None
