@@ -63,6 +63,11 @@ def bf16_supported(flags: Iterable[str]) -> bool:
     return any(f in flags for f in BF16_FLAGS)
 
 
+def has_bf16() -> bool:
+    """Whether this machine's CPU has bfloat16 in hardware."""
+    return bf16_supported(cpu_flags(cpuinfo_text()))
+
+
 def describe(features: Mapping[str, bool]) -> str:
     """``AVX2, AVX-512, VNNI, AVX512-BF16; no AMX`` for a features dict."""
     names = {"avx2": "AVX2", "avx512": "AVX-512", "vnni": "VNNI", "avx512_bf16": "AVX512-BF16", "amx": "AMX"}
