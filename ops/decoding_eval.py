@@ -45,12 +45,18 @@ def predictions(ner: ner_core.NerModel, texts: list[str], chunk: int = 64) -> li
     return out
 
 
-def score_decoding(examples: list[Example], preds: list[ner_core.TokenPredictions], ner: ner_core.NerModel,
+def gold_entities(examples: list[Example], ner: ner_core.NerModel) -> tuple[list[set], list[set]]:
+    """The corpus entities as wordpiece spans (gold tags aligned to the model's wordpieces) and
+    as character spans."""
+    gold_pieces = [set(ner_core.group_entities(row.tags)) for row in corpus.encode(examples, ner.tokenizer)]
+    gold_chars = [{(kind, a, b) for a, b, kind in ex.spans} for ex in examples]
+    return gold_pieces, gold_chars
+
+
+def score_decoding(gold: tuple[list[set], list[set]], preds: list[ner_core.TokenPredictions], ner: ner_core.NerModel,
                    decoding: str, runs: int) -> dict:
     labels = ner.labels
-    encoded = corpus.encode(examples, ner.tokenizer)
-    gold_pieces = [set(ner_core.group_entities(row.tags)) for row in encoded]
-    gold_chars = [{(kind, a, b) for a, b, kind in ex.spans} for ex in examples]
+    gold_pieces, gold_chars = gold
     pieces, plain, trimmed = [], [], []
     for pred in preds:
         ids, _ = ner_core.entity_labels(pred, labels, decoding)
@@ -100,7 +106,8 @@ def run(corpus_dir: Path, split: str, model: Path | None, checkpoint: Path | Non
     started = time.perf_counter()
     preds = predictions(ner, [ex.text for ex in examples])
     predict_ms = (time.perf_counter() - started) / len(examples) * 1000
-    rows = [score_decoding(examples, preds, ner, decoding, runs) for decoding in BIO_DECODING_CHOICES]
+    gold = gold_entities(examples, ner)
+    rows = [score_decoding(gold, preds, ner, decoding, runs) for decoding in BIO_DECODING_CHOICES]
     greedy_entities = rows[0]["entities"]
     for row in rows:
         row["changed"] = sum(a != b for a, b in zip(greedy_entities, row.pop("entities")))

@@ -139,13 +139,17 @@ def test_entity_swapping_keeps_type_markup_and_particle_sound():
     assert swap_entities(examples, copies=1, rate=0.0, seed=7) == examples
 
 
-def test_label_smoothing_and_swapping_train(tmp_path):
+def two_step_run(out, *flags: str) -> dict:
+    """A 2-step training run on 64 train sentences with ``flags``: its metrics.json."""
     if not (paths.SHARED_DATA / "train.txt").is_file():
         pytest.skip(f"KMOU corpus not found at {paths.SHARED_DATA}")
-    argv = ["--max-steps", "2", "--train-limit", "64", "--val-limit", "16", "--vocab-size", "500",
-            "--label-smoothing", "0.1", "--swap-copies", "1", "--out", str(tmp_path)]
+    argv = ["--max-steps", "2", "--train-limit", "64", "--val-limit", "16", "--vocab-size", "500", *flags, "--out", str(out)]
     assert train_cli.main(argv) == 0
-    assert json.loads((tmp_path / "metrics.json").read_text())["global_step"] == 2
+    return json.loads((out / "metrics.json").read_text())
+
+
+def test_label_smoothing_and_swapping_train(tmp_path):
+    assert two_step_run(tmp_path, "--label-smoothing", "0.1", "--swap-copies", "1")["global_step"] == 2
 
 
 def test_masking_chooses_only_real_wordpieces_at_the_rate_asked():
@@ -166,10 +170,5 @@ def test_masking_chooses_only_real_wordpieces_at_the_rate_asked():
 
 
 def test_masked_lm_pretraining_runs_before_fine_tuning(tmp_path):
-    if not (paths.SHARED_DATA / "train.txt").is_file():
-        pytest.skip(f"KMOU corpus not found at {paths.SHARED_DATA}")
-    argv = ["--max-steps", "2", "--train-limit", "64", "--val-limit", "16", "--vocab-size", "500",
-            "--mlm-epochs", "1", "--swap-copies", "0", "--out", str(tmp_path)]
-    assert train_cli.main(argv) == 0
-    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    metrics = two_step_run(tmp_path, "--mlm-epochs", "1", "--swap-copies", "0")
     assert (metrics["pretrain_steps"], metrics["global_step"]) == (2, 2)  # 64 sentences / batch 32
