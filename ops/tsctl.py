@@ -231,12 +231,12 @@ def _check(resp: requests.Response, what: str) -> Any:
 
 
 def pid_of(run_dir: Path) -> int | None:
+    """The process group of the TorchServe started from ``run_dir``, while any of it runs."""
     try:
         pid = int((run_dir / "torchserve.pid").read_text())
-        os.kill(pid, 0)
-        return pid
     except (OSError, ValueError):
         return None
+    return pid if _alive(pid) else None
 
 
 def start(
@@ -332,8 +332,10 @@ def stop(run_dir: Path = paths.RUN_DIR, timeout: float = 30) -> bool:
 
 
 def _alive(pid: int) -> bool:
-    if pid in _CHILDREN and _CHILDREN[pid].poll() is not None:
-        return False
+    """Any process of the group still runs. The group outlives its leader: the ``torchserve``
+    launcher dies on TERM at once, while its Java frontend is still shutting down."""
+    if pid in _CHILDREN:
+        _CHILDREN[pid].poll()  # reap the launcher: a zombie leader would count as alive
     try:
         os.killpg(pid, 0)
         return True

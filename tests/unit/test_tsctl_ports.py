@@ -1,9 +1,14 @@
-"""A second TorchServe beside a first: tsctl start --ports FIRST|free, and a clear refusal when
-a port is taken (no server needed: the check runs before TorchServe starts)."""
+"""A second TorchServe beside a first: tsctl start --ports FIRST|free, a clear refusal when a
+port is taken (no server needed: the check runs before TorchServe starts), and a stop that
+leaves the ports free for the next start."""
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -53,3 +58,30 @@ def test_start_refuses_a_taken_port_and_names_it(tmp_path, capsys):
 def test_ports_must_be_a_number_or_free(tmp_path, capsys):
     assert tsctl_cli.main(["--run-dir", str(tmp_path), "start", "--ports", "next"]) == 1
     assert "give the first port" in capsys.readouterr().err
+
+
+def test_stop_waits_for_every_process_of_the_group(tmp_path):
+    """TorchServe's launcher dies on TERM at once while its Java frontend takes seconds to shut
+    down (and to let go of its ports). stop() returns only when no process of the group is left,
+    so a server started again on the same ports finds them free."""
+    child = ("import os, signal, sys, time\n"
+             "signal.signal(signal.SIGTERM, lambda *_: (time.sleep(1.5), sys.exit(0)))\n"
+             f"open({str(tmp_path / 'child.pid')!r}, 'w').write(str(os.getpid()))\n"
+             "time.sleep(60)\n")
+    leader = f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', {child!r}]); time.sleep(60)"
+    proc = subprocess.Popen([sys.executable, "-c", leader], start_new_session=True)
+    tsctl._CHILDREN[proc.pid] = proc  # as tsctl.start registers the launcher it spawns
+    (tmp_path / "torchserve.pid").write_text(str(proc.pid))
+    child_pid_file = tmp_path / "child.pid"
+    deadline = time.monotonic() + 20
+    while not (child_pid_file.exists() and child_pid_file.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    child_pid = int(child_pid_file.read_text())
+    assert tsctl.pid_of(tmp_path) == proc.pid
+
+    started = time.monotonic()
+    assert tsctl.stop(tmp_path, timeout=10)
+    assert time.monotonic() - started >= 1.0, "stop() returned while the group's TERM handler still ran"
+    with pytest.raises(ProcessLookupError):
+        os.kill(child_pid, 0)
+    assert tsctl.pid_of(tmp_path) is None
