@@ -184,6 +184,22 @@ def test_if_anything_escapes_the_stages_every_request_still_gets_a_json_500(hand
     assert ["req-0" in answers[0]["error"], "req-1" in answers[1]["error"]] == [True, True]
 
 
+@pytest.mark.parametrize("header", ["explain", "describe"])
+def test_torchserve_mode_headers_on_the_first_request_change_no_answer(handler, header):
+    """TorchServe's BaseHandler reads ``explain``/``describe`` from the batch's first request and
+    then answers the whole batch another way; any client can send them."""
+    plain, _, _ = run_batch(handler, [(GOOD, "text/plain"), ("서울에서 만났다", "text/plain")])
+    answers, statuses, _ = run_batch(handler, [(GOOD, "text/plain", {header: "True"}), ("서울에서 만났다", "text/plain")])
+    assert statuses == [200, 200] and answers == plain
+
+
+def test_a_wrong_number_of_answers_becomes_a_json_500_for_each_request(handler, monkeypatch):
+    h, _ = handler
+    monkeypatch.setattr(h, "postprocess", lambda outcomes: [b"{}"])
+    answers, statuses, _ = run_batch(handler, [(GOOD, "text/plain"), ("서울", "text/plain")])
+    assert statuses == [500, 500] and ["req-0" in answers[0]["error"], "req-1" in answers[1]["error"]] == [True, True]
+
+
 def test_a_failure_is_logged_with_request_id_and_exception_never_the_text(handler, monkeypatch, caplog):
     secret = "비밀 홍길동"
 
