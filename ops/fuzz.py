@@ -10,7 +10,8 @@ may restart (same pids, all READY, before and after). The hostile classes are bu
 a handler in ways nobody listed: numbers past Python's integer-string limit, JSON nested
 100,000 deep, odd and lone-surrogate escapes, truncated JSON, random bytes under random
 content types, malformed KServe v2 requests, texts over the length or token budget, bad query
-options, form and multipart bodies. The exit code is non-zero on any failure.
+options, form and multipart bodies; valid requests also carry headers that TorchServe's
+BaseHandler would act on (explain, describe). The exit code is non-zero on any failure.
 """
 
 from __future__ import annotations
@@ -113,6 +114,11 @@ HOSTILE = [Hostile(f.__name__.lstrip("_"), f) for f in (
     _too_many, _bad_option, _form, _oversize)]
 
 
+# Headers a valid request may carry that must change nothing: TorchServe's BaseHandler would
+# answer a whole batch differently for explain/describe on its first request.
+VALID_HEADERS = [(("explain", "True"),), (("describe", "True"),), (("X-NER-Result", "true"),), (("Accept", "application/xml"),)]
+
+
 def make_cases(n: int, bad_fraction: float, classes: list[Hostile], limits: dict[str, int], seed: int) -> list[Case]:
     """``n`` requests: valid ones with a unique marker each, and hostile ones (``bad_fraction``)."""
     rng = random.Random(seed)
@@ -125,7 +131,8 @@ def make_cases(n: int, bad_fraction: float, classes: list[Hostile], limits: dict
                               frontend_refuses=len(body) > limits["max_request_size"]))
         elif rng.random() < 0.8:
             text = rng.choice(TEMPLATES).format(m=f"#{i}")
-            cases.append(Case("valid", text.encode(), "text/plain; charset=utf-8", (text,)))
+            headers = rng.choice(VALID_HEADERS) if rng.random() < 0.1 else ()
+            cases.append(Case("valid", text.encode(), "text/plain; charset=utf-8", (text,), headers=headers))
         else:
             texts = tuple(rng.choice(TEMPLATES).format(m=f"#{i}-{j}") for j in range(rng.randint(2, 4)))
             cases.append(Case("valid list", json.dumps(texts, ensure_ascii=False).encode(), "application/json", texts, is_list=True))

@@ -10,6 +10,7 @@ with its own sentence.
 from __future__ import annotations
 
 import json
+import string
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -57,7 +58,11 @@ def json_bytes(draw) -> bytes:
 
 
 BODIES = st.one_of(st.binary(max_size=300), json_bytes(), ODD_TEXT.map(lambda t: t.encode("utf-8", "surrogatepass")))
-OPTIONS = st.one_of(st.just({}), st.fixed_dictionaries({"X-NER-Result": st.one_of(st.binary(max_size=8), ODD_TEXT, st.sampled_from(["true", "false", "0", "1"]))}))
+# Request headers: the handler's own option, the ones TorchServe's BaseHandler would act on, any other.
+HEADER_NAMES = st.one_of(st.sampled_from(["X-NER-Result", "explain", "describe", "Accept", "X-Request-Id"]),
+                         st.text(alphabet=string.ascii_letters + "-", min_size=1, max_size=12).filter(lambda n: n not in ("body", "data")))
+OPTIONS = st.dictionaries(HEADER_NAMES, st.one_of(st.binary(max_size=8), ODD_TEXT, st.sampled_from(["true", "false", "0", "1", "True"])),
+                          max_size=3)
 
 
 def as_torchserve_gives(body: bytes, content_type: str):
