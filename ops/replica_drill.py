@@ -73,8 +73,8 @@ global
 defaults
     mode http
     timeout connect 2s
-    timeout client 60s
-    timeout server 60s   # TorchServe's default_response_timeout is 60 s
+    timeout client 130s
+    timeout server 130s  # above TorchServe's response timeout (120 s): a slow batch is TorchServe's to end
     timeout queue 30s
     # A replica that refuses the connection (killed, restarting) costs the client nothing: the
     # request goes to the other one. A request already sent to a replica is never resent by

@@ -142,10 +142,11 @@ def test_one_request_may_fill_at_least_one_window(settings):
     assert settings.max_request_tokens >= settings.max_seq_length and settings.max_batch_tokens >= settings.max_seq_length
 
 
-@pytest.mark.parametrize("copy", ["pod-config.properties", "kserve-config.properties"])
-def test_the_kubernetes_server_configs_keep_the_same_limits(server, copy):
-    theirs = properties(ROOT / "config" / "k8s" / copy)
-    for key in ("max_request_size", "max_response_size", "default_response_timeout"):
+@pytest.mark.parametrize("copy", ["config/k8s/pod-config.properties", "config/k8s/kserve-config.properties",
+                                  "container/config.properties"])
+def test_the_container_and_kubernetes_server_configs_keep_the_same_limits(server, copy):
+    theirs = properties(ROOT / copy)
+    for key in ("max_request_size", "max_response_size", "default_response_timeout", "job_queue_size"):
         assert theirs[key] == server[key], (copy, key)
 
 
