@@ -3,8 +3,7 @@
 The chain, each step small and testable on its own:
   tokenise with character offsets -> cut long texts into overlapping windows -> one padded
   forward pass -> stitch window predictions back per token -> BIO tags -> entity spans.
-Output keeps the tutorial's shape ({"sentence", "result": [{"token", "predicted_tag",
-"top_prob"}]}) and adds the raw BIO tag per token and grouped "entities" with offsets.
+The answer's JSON shape (the tutorial's fields and more) is ner_wire's.
 """
 
 from __future__ import annotations
@@ -26,7 +25,7 @@ from transformers import BertConfig, BertForTokenClassification
 
 import ner_cpu
 import ner_onnx
-from ner_settings import SEED_LABEL_NAMES, HandlerSettings
+from ner_settings import HandlerSettings, entity_type
 
 SPECIAL_LABELS = ("[CLS]", "[SEP]", "[PAD]", "[MASK]")
 
@@ -460,13 +459,6 @@ def predict(ner: NerModel, texts: Sequence[str]) -> list[TokenPredictions]:
 # --------------------------------------------------------------------------- decoding
 
 
-def entity_type(tag: str) -> str | None:
-    """``B-PER`` / ``I-PER`` -> ``PER``; ``O`` and special labels -> None."""
-    if len(tag) > 2 and tag[1] == "-" and tag[0] in "BI":
-        return tag[2:]
-    return None
-
-
 def group_entities(tags: Sequence[str]) -> list[tuple[str, int, int]]:
     """BIO tags -> (type, first token, last token). An I- tag that does not continue an
     entity of its type starts a new one, so no predicted entity token is dropped."""
@@ -535,54 +527,42 @@ def constrained_label_ids(distributions: torch.Tensor | np.ndarray, labels: Sequ
     return path[::-1]
 
 
-def display_tag(tag: str, names: Mapping[str, str]) -> str:
-    kind = entity_type(tag)
-    return names.get(kind, kind) if kind is not None else tag
+@dataclass(frozen=True)
+class Entity:
+    """One entity of a text: its type, characters ``text[start:end]`` and mean label probability."""
+
+    label: str
+    start: int
+    end: int
+    score: float
+
+    @property
+    def span(self) -> tuple[str, int, int]:
+        return self.label, self.start, self.end
 
 
-def to_response(
-    pred: TokenPredictions, labels: Sequence[str], names: Mapping[str, str] = SEED_LABEL_NAMES,
-    trim: Callable[..., int] | None = None, result: bool = True, decoding: str = "greedy",
-) -> dict[str, Any]:
-    """The answer for one text: the tutorial's fields plus raw tags and entity spans.
+def find_entities(
+    pred: TokenPredictions, labels: Sequence[str], trim: Callable[..., int] | None = None, decoding: str = "greedy",
+) -> list[Entity]:
+    """The entities of one text, read from its wordpieces' labels.
 
+    ``decoding``: ``greedy`` groups the argmax tags (the tutorial's ``result`` rows; an ``I-X``
+    without its ``B-X`` starts an entity); ``constrained`` takes the most probable label
+    sequence that keeps the BIO rules (``constrained_label_ids``; needs ``pred.distributions``),
+    and an entity's score is then the mean probability of the labels that sequence gives it.
     ``trim(text, start, end, last wordpiece start, kind=type, next_piece=(start, end) | None)
-    -> end`` may shorten each entity (Korean particles, see ner_particles); the per-token
-    ``result`` is never changed. ``decoding`` is how the entities are read from the wordpieces'
-    labels: ``greedy`` groups the argmax tags of the ``result`` rows (an ``I-X`` without its
-    ``B-X`` starts an entity); ``constrained`` takes the most probable label sequence that keeps
-    the BIO rules (``constrained_label_ids``; needs ``pred.distributions``), and an entity's score
-    is then the mean probability of the labels that sequence gives it. ``result=False``
-    leaves the per-token rows out (the answer then grows with the entities, not the tokens).
+    -> end`` may shorten each entity (Korean particles, see ner_particles).
     """
-    tags = [labels[i] for i in pred.label_ids]
-    answer: dict[str, Any] = {"sentence": pred.text}
-    if result:
-        answer["result"] = [
-            {"token": token, "predicted_tag": display_tag(tag, names), "top_prob": str(round(prob, 4)), "tag": tag}
-            for token, tag, prob in zip(pred.tokens, tags, pred.probs)
-        ]
     entity_ids, entity_probs = entity_labels(pred, labels, decoding)
-    entity_tags = tags if entity_ids is pred.label_ids else [labels[i] for i in entity_ids]
     entities = []
-    for kind, first, last in group_entities(entity_tags):
+    for kind, first, last in group_entities([labels[i] for i in entity_ids]):
         start, end = pred.offsets[first][0], pred.offsets[last][1]
         if trim is not None:
             following = pred.offsets[last + 1] if last + 1 < len(pred.offsets) else None
             end = trim(pred.text, start, end, pred.offsets[last][0], kind=kind, next_piece=following)
         score = sum(entity_probs[first : last + 1]) / (last - first + 1)
-        entities.append(
-            {
-                "text": pred.text[start:end],
-                "label": kind,
-                "label_name": names.get(kind, kind),
-                "start": start,
-                "end": end,
-                "score": round(score, 4),
-            }
-        )
-    answer["entities"] = entities
-    return answer
+        entities.append(Entity(kind, start, end, round(score, 4)))
+    return entities
 
 
 def entity_labels(pred: TokenPredictions, labels: Sequence[str], decoding: str) -> tuple[list[int], list[float]]:

@@ -34,7 +34,7 @@ import ner_particles
 from ner_core import Job
 from ner_settings import HandlerSettings
 from ner_wire import (JSON_UTF8, InputError, RequestError, ServerError, checked_size, dumps,
-                      parse_body, parse_options, shape_answer)
+                      parse_body, parse_options, shape_answer, text_answer)
 
 logger = logging.getLogger(__name__)
 
@@ -104,9 +104,9 @@ class KoreanNerHandler(BaseHandler):
         device = ner_core.choose_device(context.system_properties.get("gpu_id"), torch.cuda.is_available())
         started = time.perf_counter()
         self.ner = ner_core.load_model(model_dir, self.settings, device)
-        self.answer: Callable[..., dict] = functools.partial(
-            ner_core.to_response, labels=self.ner.labels, names=self.settings.label_names,
-            trim=ner_particles.trimmer(self.settings), decoding=self.settings.bio_decoding,
+        self.find_entities: Callable[[ner_core.TokenPredictions], list[ner_core.Entity]] = functools.partial(
+            ner_core.find_entities, labels=self.ner.labels, trim=ner_particles.trimmer(self.settings),
+            decoding=self.settings.bio_decoding,
         )
         self.model_version = str(((context.manifest or {}).get("model") or {}).get("modelVersion", ""))
         logger.info(
@@ -190,7 +190,8 @@ class KoreanNerHandler(BaseHandler):
         return replace(job, predictions=ner_core.predict_encoded(self.ner, job.encoded))
 
     def _answer(self, idx: int, job: Job) -> bytes:
-        answers = [self.answer(p, result=job.request.options.result) for p in job.predictions]
+        answers = [text_answer(p, self.find_entities(p), self.ner.labels, self.settings.label_names,
+                               result=job.request.options.result) for p in job.predictions]
         for answer in answers:
             emit(self.context, "ner_entities_per_text", len(answer["entities"]))
         body = shape_answer(job.request, answers, model_name=self.context.model_name,

@@ -145,5 +145,5 @@ def trim_end(text: str, start: int, end: int, piece_start: int, *, kind: str | N
 
 
 def trimmer(settings: HandlerSettings) -> Trim | None:
-    """What ``ner_core.to_response`` gets as ``trim`` under these settings."""
+    """What ``ner_core.find_entities`` gets as ``trim`` under these settings."""
     return trim_end if settings.trim_particles else None

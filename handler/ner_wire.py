@@ -5,7 +5,8 @@ the ``RequestError`` that answers the request), and turns answers and errors int
 Every accepted input shape is handled in one function (``parse_body``), so the handler and the
 tests agree on what a request may be. Messages name what was received (type, length) but never
 echo the text itself: request text is personal data. A KServe v2 (Open Inference Protocol)
-request is answered in kind (``shape_answer``).
+request is answered in kind (``shape_answer``). One text's answer, the tutorial's fields and
+the entities, is shaped by ``text_answer``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,12 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+from ner_settings import SEED_LABEL_NAMES, entity_type
+
+if TYPE_CHECKING:  # the model's side; this module needs no torch
+    from ner_core import Entity, TokenPredictions
 
 ACCEPTED = (
     'a UTF-8 text body (Content-Type: text/plain), a JSON string, {"sentence": "..."}, '
@@ -220,6 +226,34 @@ def parse_options(headers: Mapping[str, Any]) -> Options:
 
 
 # --------------------------------------------------------------------------- answers
+
+
+def display_tag(tag: str, names: Mapping[str, str]) -> str:
+    """The tutorial's ``predicted_tag``: the entity type's display name (``B-PER`` -> 인물), or
+    the tag itself for ``O`` and special labels."""
+    kind = entity_type(tag)
+    return names.get(kind, kind) if kind is not None else tag
+
+
+def text_answer(pred: TokenPredictions, entities: Sequence[Entity], labels: Sequence[str],
+                names: Mapping[str, str] = SEED_LABEL_NAMES, result: bool = True) -> dict[str, Any]:
+    """The answer for one text: the tutorial's fields (``sentence``; ``result``, a row per
+    wordpiece with its argmax tag as ``predicted_tag`` and ``top_prob`` as a string), plus the
+    raw tag per row and the ``entities`` with character offsets. ``result=False`` leaves the
+    rows out (the answer then grows with the entities, not the wordpieces)."""
+    answer: dict[str, Any] = {"sentence": pred.text}
+    if result:
+        answer["result"] = [
+            {"token": token, "predicted_tag": display_tag(labels[i], names), "top_prob": str(round(prob, 4)),
+             "tag": labels[i]}
+            for token, i, prob in zip(pred.tokens, pred.label_ids, pred.probs)
+        ]
+    answer["entities"] = [
+        {"text": pred.text[e.start:e.end], "label": e.label, "label_name": names.get(e.label, e.label),
+         "start": e.start, "end": e.end, "score": e.score}
+        for e in entities
+    ]
+    return answer
 
 
 def shape_answer(request: ParsedRequest, answers: list[dict[str, Any]], *, model_name: str,

@@ -51,8 +51,7 @@ class Agreement:
 
 
 def _entities(ner: ner_core.NerModel, predictions: Sequence[ner_core.TokenPredictions]) -> list[set]:
-    return [{(e["label"], e["start"], e["end"]) for e in ner_core.to_response(p, ner.labels, result=False)["entities"]}
-            for p in predictions]
+    return [{e.span for e in ner_core.find_entities(p, ner.labels)} for p in predictions]
 
 
 def compare(reference: ner_core.NerModel, candidate: ner_core.NerModel, texts: Sequence[str],

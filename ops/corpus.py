@@ -160,10 +160,8 @@ def evaluate(ner: ner_core.NerModel, examples: list[Example], encoded: list[Enco
     for pred, row in zip(predictions, encoded):
         gold_pieces.append(set(ner_core.group_entities(row.tags)))
         pred_pieces.append(set(ner_core.group_entities([ner.labels[i] for i in pred.label_ids])))
-        entities = ner_core.to_response(pred, ner.labels, result=False)["entities"]
-        pred_chars.append({(e["label"], e["start"], e["end"]) for e in entities})
-        entities = ner_core.to_response(pred, ner.labels, trim=ner_particles.trim_end, result=False, decoding="constrained")["entities"]
-        served.append({(e["label"], e["start"], e["end"]) for e in entities})
+        pred_chars.append({e.span for e in ner_core.find_entities(pred, ner.labels)})
+        served.append({e.span for e in ner_core.find_entities(pred, ner.labels, trim=ner_particles.trim_end, decoding="constrained")})
     gold_chars = [{(kind, a, b) for a, b, kind in ex.spans} for ex in examples]
     return {"wordpiece": score(gold_pieces, pred_pieces), "char": score(gold_chars, pred_chars),
             "served": score(gold_chars, served)}

@@ -61,10 +61,8 @@ def score_decoding(gold: tuple[list[set], list[set]], preds: list[ner_core.Token
     for pred in preds:
         ids, _ = ner_core.entity_labels(pred, labels, decoding)
         pieces.append(set(ner_core.group_entities([labels[i] for i in ids])))
-        plain.append({(e["label"], e["start"], e["end"]) for e in ner_core.to_response(pred, labels, result=False, decoding=decoding)["entities"]})
-        answer = ner_core.to_response(pred, labels, trim=ner_particles.trim_end, decoding=decoding)
-        assert [row["tag"] for row in answer["result"]] == [labels[i] for i in pred.label_ids], "result rows must stay the argmax"
-        trimmed.append({(e["label"], e["start"], e["end"]) for e in answer["entities"]})
+        plain.append({e.span for e in ner_core.find_entities(pred, labels, decoding=decoding)})
+        trimmed.append({e.span for e in ner_core.find_entities(pred, labels, trim=ner_particles.trim_end, decoding=decoding)})
 
     def seconds() -> float:
         started = time.perf_counter()

@@ -7,7 +7,7 @@ the next wordpiece, surnames); ``kiwi``: particle morphemes found by the Kiwi an
 both of them cut), prints a markdown table of:
 - oracle F1: perfect token labels (gold spans aligned to the model's wordpieces as in training,
   decoded by the served code), i.e. the best any tagger on this vocab could score;
-- model F1 of the served model (``ner_core.load_model`` / ``predict`` / ``to_response``);
+- model F1 of the served model (``ner_core.load_model`` / ``predict`` / ``find_entities``);
 - the time the trimming adds per sentence, and the memory it adds to a process;
 then, for oracle and model, how many entity spans each approach changes against the one
 before it in the table, and how many of those it fixes and breaks.
@@ -114,14 +114,13 @@ def entity_f1(examples: list[Example], preds: list[ner_core.TokenPredictions], l
     gold = [{(kind, a, b) for a, b, kind in ex.spans} for ex in examples]
     found = []
     for pred in preds:
-        entities = ner_core.to_response(pred, labels, trim=trim)["entities"]
-        found.append({(e["label"], e["start"], e["end"]) for e in entities})
+        found.append({e.span for e in ner_core.find_entities(pred, labels, trim=trim)})
     overall = corpus.score(gold, found)["overall"]
     return {key: overall[key] for key in ("precision", "recall", "f1")}
 
 
 def served_entities(preds: list[ner_core.TokenPredictions], labels: list[str], trim) -> list[set]:
-    return [{(e["label"], e["start"], e["end"]) for e in ner_core.to_response(p, labels, trim=trim)["entities"]} for p in preds]
+    return [{e.span for e in ner_core.find_entities(p, labels, trim=trim)} for p in preds]
 
 
 def changes(examples: list[Example], preds: list[ner_core.TokenPredictions], labels: list[str], before, after) -> dict[str, int]:
@@ -137,11 +136,11 @@ def changes(examples: list[Example], preds: list[ner_core.TokenPredictions], lab
 
 
 def added_ms_per_sentence(preds: list[ner_core.TokenPredictions], labels: list[str], name: str, runs: int) -> float:
-    """Median over ``runs`` of (to_response with the approach - without) per sentence, in ms."""
+    """Median over ``runs`` of (find_entities with the approach - without) per sentence, in ms."""
     def seconds(trim) -> float:
         started = time.perf_counter()
         for pred in preds:
-            ner_core.to_response(pred, labels, trim=trim)
+            ner_core.find_entities(pred, labels, trim=trim)
         return time.perf_counter() - started
 
     deltas = []

@@ -13,7 +13,8 @@ import torch
 import yaml
 
 import ner_core
-from ner_core import TokenPredictions, constrained_label_ids, to_response
+from ner_core import TokenPredictions, constrained_label_ids
+from tests.unit.answers import answer_for
 from ner_settings import HandlerSettings
 
 from ops import paths
@@ -42,7 +43,7 @@ def tags(ids: list[int]) -> list[str]:
 
 
 def entities(pred: TokenPredictions, decoding: str) -> list[tuple[str, str, float]]:
-    return [(e["text"], e["label"], e["score"]) for e in to_response(pred, LABELS, decoding=decoding)["entities"]]
+    return [(e["text"], e["label"], e["score"]) for e in answer_for(pred, LABELS, decoding=decoding)["entities"]]
 
 
 def test_a_consistent_argmax_is_kept_as_it_is():
@@ -82,7 +83,7 @@ def test_a_type_change_inside_an_entity_is_settled_by_the_whole_span():
 def test_the_result_rows_stay_the_argmax_token_for_token():
     rows = [dist(O=0.5, B_PER=0.4), dist(I_PER=0.6, O=0.3), dist(I_LOC=0.5, I_PER=0.4)]
     pred = prediction(rows)
-    greedy, constrained = to_response(pred, LABELS), to_response(pred, LABELS, decoding="constrained")
+    greedy, constrained = answer_for(pred, LABELS), answer_for(pred, LABELS, decoding="constrained")
     assert constrained["result"] == greedy["result"]
     assert [r["tag"] for r in constrained["result"]] == ["O", "I-PER", "I-LOC"]
     assert constrained["entities"] != greedy["entities"]
@@ -120,9 +121,9 @@ def test_constrained_needs_the_distributions_and_a_known_mode():
     pred = TokenPredictions(TEXT, ["가나"], OFFSETS[:1], [LABELS.index("B-PER")], [0.9])
     assert entities(pred, "greedy") == [("가나", "PER", 0.9)]
     with pytest.raises(ValueError, match="distributions"):
-        to_response(pred, LABELS, decoding="constrained")
+        answer_for(pred, LABELS, decoding="constrained")
     with pytest.raises(ValueError, match="decoding"):
-        to_response(prediction([dist(O=0.9)]), LABELS, decoding="viterbi")
+        answer_for(prediction([dist(O=0.9)]), LABELS, decoding="viterbi")
 
 
 def test_setting_is_checked_and_the_shipped_config_decodes_constrained():
@@ -146,7 +147,7 @@ def test_predictions_carry_the_distribution_their_argmax_comes_from(tiny):
         top, ids = pred.distributions.max(dim=1)
         assert ids.tolist() == pred.label_ids
         assert top.tolist() == pytest.approx(pred.probs, abs=1e-6)
-        greedy = to_response(pred, tiny.labels)
-        constrained = to_response(pred, tiny.labels, decoding="constrained")
+        greedy = answer_for(pred, tiny.labels)
+        constrained = answer_for(pred, tiny.labels, decoding="constrained")
         assert constrained["result"] == greedy["result"]
         assert all(constrained["sentence"][e["start"]:e["end"]] == e["text"] for e in constrained["entities"])

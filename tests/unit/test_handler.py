@@ -164,14 +164,14 @@ def test_the_answers_after_a_retry_equal_the_batched_ones(handler, monkeypatch):
 
 def test_an_exception_while_answering_one_request_answers_it_alone(handler, monkeypatch):
     h, _ = handler
-    real = h.answer
+    real = h.find_entities
 
-    def answer(pred, **kwargs):
+    def find_entities(pred):
         if pred.text.startswith("독"):
             raise RecursionError("deep")
-        return real(pred, **kwargs)
+        return real(pred)
 
-    monkeypatch.setattr(h, "answer", answer)
+    monkeypatch.setattr(h, "find_entities", find_entities)
     answers, statuses, _ = run_batch(handler, [(GOOD, "text/plain"), ("독도", "text/plain")])
     assert statuses == [200, 500] and answers[0]["sentence"] == GOOD and "req-1" in answers[1]["error"]
 

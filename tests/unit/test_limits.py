@@ -20,8 +20,10 @@ import yaml
 import ner_core
 from ner_core import TokenPredictions
 from ner_settings import HandlerSettings
+import ner_wire
 from ner_wire import ParsedRequest, dumps, shape_answer
 from ops import paths
+from tests.unit.answers import answer_for
 
 ROOT = paths.ROOT
 KCBERT_VOCAB = paths.RATSNLP_CHECKPOINT / "pretrained" / "vocab.txt"
@@ -76,7 +78,7 @@ def worst_answer_bytes(settings: HandlerSettings, labels: list[str], vocab: list
     one "result" row and at most one entity; a KServe v2 answer wraps each answer in a JSON
     string (at most doubling it) and echoes the request's id (at most the request's size).
     """
-    names = [ner_core.display_tag(label, settings.label_names) for label in labels]
+    names = [ner_wire.display_tag(label, settings.label_names) for label in labels]
     longest = lambda values: max(json_len(v) for v in values)  # noqa: E731
     row = json_len({"token": "", "predicted_tag": "", "top_prob": "0.0000", "tag": ""}) + 2
     row += longest(vocab) + longest(names) + longest(labels)
@@ -118,7 +120,7 @@ def test_the_bound_holds_for_an_adversarial_answer(settings):
     b_tags = [i for i, label in enumerate(LABELS) if label.startswith("B-")]
     pred = TokenPredictions(text, [vocab[1]] * per_text, [(i, i + 1) for i in range(per_text - 1)] + [(per_text - 1, chars)],
                             [b_tags[i % len(b_tags)] for i in range(per_text)], [0.0001] * per_text)
-    answers = [ner_core.to_response(pred, LABELS, small.label_names)] * small.max_texts_per_request
+    answers = [answer_for(pred, LABELS, small.label_names)] * small.max_texts_per_request
     request = ParsedRequest([text] * 3, is_list=True, protocol="v2", request_id="x" * 1000)
     actual = json_len(shape_answer(request, answers, model_name="m", model_version="1", request_id="r"))
     assert actual <= worst_answer_bytes(small, LABELS, vocab, 1000)

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 import ner_core
-from ner_core import TokenPredictions, group_entities, keep_ranges, plan_windows, to_response
+from ner_core import TokenPredictions, group_entities, keep_ranges, plan_windows
+from tests.unit.answers import answer_for
 from ner_settings import HandlerSettings
 
 LABELS = ["[CLS]", "[SEP]", "[PAD]", "[MASK]", "O", "B-PER", "B-LOC", "I-PER", "I-LOC"]
@@ -37,7 +38,7 @@ def test_group_entities_bio():
     assert group_entities(["B-PER", "I-LOC"]) == [("PER", 0, 0), ("LOC", 1, 1)]
 
 
-def test_to_response_keeps_the_seed_shape_and_offsets():
+def test_the_answer_keeps_the_seed_shape_and_offsets():
     text = "이순신은 서울에 갔다"
     pred = TokenPredictions(
         text=text,
@@ -46,7 +47,7 @@ def test_to_response_keeps_the_seed_shape_and_offsets():
         label_ids=[5, 7, 6, 4, 0],
         probs=[0.91234, 0.8, 0.7, 0.99999, 0.5],
     )
-    answer = to_response(pred, LABELS)
+    answer = answer_for(pred, LABELS)
     assert answer["sentence"] == text
     assert answer["result"][0] == {"token": "이순", "predicted_tag": "인명", "top_prob": "0.9123", "tag": "B-PER"}
     assert [r["predicted_tag"] for r in answer["result"]] == ["인명", "인명", "지명", "O", "[CLS]"]
@@ -86,7 +87,7 @@ def test_long_text_gets_a_prediction_for_every_token(tiny):
     ids, tokens, offsets = ner_core.encode_texts(tiny.tokenizer, [text])[0]
     assert len(ids) > 3 * 14  # several windows of 14 wordpieces
     assert pred.tokens == tokens and len(pred.label_ids) == len(pred.probs) == len(tokens)
-    answer = to_response(pred, tiny.labels)
+    answer = answer_for(pred, tiny.labels)
     assert len(answer["result"]) == len(tokens)
     assert all(answer["sentence"][e["start"]:e["end"]] == e["text"] for e in answer["entities"])
 

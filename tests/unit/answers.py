@@ -1,0 +1,15 @@
+"""One text's answer as the handler builds it: ner_core finds the entities, ner_wire shapes the
+JSON. Tests of the chain's output call this instead of repeating the two steps."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Sequence
+
+from ner_core import TokenPredictions, find_entities
+from ner_settings import SEED_LABEL_NAMES
+from ner_wire import text_answer
+
+
+def answer_for(pred: TokenPredictions, labels: Sequence[str], names: Mapping[str, str] = SEED_LABEL_NAMES,
+               trim: Callable[..., int] | None = None, result: bool = True, decoding: str = "greedy") -> dict[str, Any]:
+    return text_answer(pred, find_entities(pred, labels, trim, decoding), labels, names, result)
