@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up the project on a fresh machine: checks Python and Java, creates .venv, installs the
+# Set up the project on a fresh machine: checks Python and Java (not with --no-java), creates .venv, installs the
 # pinned requirements (requirements.txt; with --test also requirements-test.txt: pytest, the
 # browser driver, Kubernetes schemas), then this project editable (pip install -e .: the ops
 # package and the handler's modules importable from anywhere, the scripts and console commands
@@ -8,11 +8,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 requirements=requirements.txt
-case "${1:-}" in
-    --test) requirements=requirements-test.txt ;;
-    "") ;;
-    *) echo "usage: scripts/setup.sh [--test]" >&2; exit 2 ;;
-esac
+need_java=1
+for arg in "$@"; do
+    case "$arg" in
+        --test) requirements=requirements-test.txt ;;
+        --no-java) need_java=0 ;;  # for what needs no TorchServe (scripts/test.sh --fast)
+        *) echo "usage: scripts/setup.sh [--test] [--no-java]" >&2; exit 2 ;;
+    esac
+done
 
 PYTHON=${PYTHON:-python3}
 if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
@@ -20,7 +23,7 @@ if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null
     exit 1
 fi
 java_major=$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1 || true)
-if [ -z "$java_major" ] || [ "$java_major" -lt 11 ]; then
+if [ "$need_java" = 1 ] && { [ -z "$java_major" ] || [ "$java_major" -lt 11 ]; }; then
     echo "setup: error: TorchServe needs Java 11+ (17 recommended); found: ${java_major:-none}." >&2
     echo "       Debian/Ubuntu: apt-get install -y openjdk-17-jre-headless" >&2
     exit 1
@@ -48,4 +51,4 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! .venv/bin/python -c "import
     .venv/bin/python -m pip install --quiet --no-deps -e .
     echo "$want" > "$stamp"
 fi
-echo "setup: ready (.venv: $(.venv/bin/python --version), Java $java_major)"
+echo "setup: ready (.venv: $(.venv/bin/python --version), Java ${java_major:-none})"

@@ -5,9 +5,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 select=()
+setup=(--test)
 if [ "${1:-}" = "--fast" ]; then
     shift
     select=(-m "not integration")
+    setup+=(--no-java)
 fi
-scripts/setup.sh --test
+scripts/setup.sh "${setup[@]}"
 exec .venv/bin/python -m pytest ${select[@]+"${select[@]}"} "$@"

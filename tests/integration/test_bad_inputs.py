@@ -19,8 +19,6 @@ import ner_core
 
 from ops import paths, tsctl
 
-pytestmark = pytest.mark.integration
-
 LIMIT_CHARS = 20_000  # TEST_MODEL_CONFIG keeps the real max_text_chars
 LIMIT_TEXTS = 8  # TEST_MODEL_CONFIG's max_texts_per_request
 MAX_REQUEST_SIZE = int(tsctl.read_properties(paths.CONFIG_DIR / "config.properties")["max_request_size"])
