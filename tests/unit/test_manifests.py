@@ -113,10 +113,7 @@ def test_deployment_serves_the_pod_config_it_mounts():
     assert props["management_address"].startswith("http://127.0.0.1:")  # never off the pod
     assert pod["metadata"]["annotations"]["prometheus.io/port"] == str(ports["metrics"])
     assert props["disable_token_authorization"] == "true" and props["enable_envvars_config"] == "false"
-    # the pod drains (KOR_NER_DRAIN_MAX) and stops TorchServe (KOR_NER_STOP_TIMEOUT) within its grace period
-    env = {e["name"]: e["value"] for e in container.get("env", [])}
-    drain = float(env.get("KOR_NER_DRAIN_MAX", image["KOR_NER_DRAIN_MAX"]))
-    assert pod["spec"]["terminationGracePeriodSeconds"] >= drain + float(image["KOR_NER_STOP_TIMEOUT"])
+    assert pod["spec"]["terminationGracePeriodSeconds"] >= stop_seconds(container, image)
 
 
 def test_deployment_probes_ask_what_the_image_healthcheck_asks():
@@ -124,6 +121,20 @@ def test_deployment_probes_ask_what_the_image_healthcheck_asks():
     for probe in ("startupProbe", "readinessProbe"):
         assert container[probe]["exec"]["command"] == containerfile()["healthcheck"], probe
     assert container["livenessProbe"]["httpGet"] == {"path": "/ping", "port": "inference"}
+
+
+def stop_seconds(container: dict, image: dict) -> float:
+    """The longest a stop of the image takes under this container's environment: it drains
+    (KOR_NER_DRAIN_MAX), finishes what it took (KOR_NER_FINISH_MAX), stops TorchServe
+    (KOR_NER_STOP_TIMEOUT). The pod's grace period must hold it."""
+    env = {e["name"]: e["value"] for e in container.get("env", [])}
+    return sum(float(env.get(name, image[name])) for name in ("KOR_NER_DRAIN_MAX", "KOR_NER_FINISH_MAX", "KOR_NER_STOP_TIMEOUT"))
+
+
+def test_the_inference_service_waits_for_a_whole_stop():
+    [runtime] = documents("kserve.yaml")["ServingRuntime"]["spec"]["containers"]
+    predictor = documents("kserve.yaml")["InferenceService"]["spec"]["predictor"]
+    assert predictor["terminationGracePeriodSeconds"] >= stop_seconds(runtime, containerfile()["entrypoint_defaults"])
 
 
 def test_manifests_run_the_image_this_build_makes():

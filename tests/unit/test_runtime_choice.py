@@ -122,7 +122,7 @@ def test_packaging_auto_archives_both_files_after_checking_the_tags(tiny_checkpo
     names = set(zipfile.ZipFile(mar).namelist())
     assert {"model.safetensors", "model.onnx"} <= names and "model.int8.onnx" not in names
     err = capsys.readouterr().err
-    assert f"ONNX Runtime fp32 gives torch fp32's tag on all" in err
+    assert "ONNX Runtime fp32 gives torch fp32's tag on all" in err
     assert f"of the {len(corpus.SAMPLE_SENTENCES)} sample sentences" in err
 
 
