@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping
 
+
 def entity_type(tag: str) -> str | None:
     """``B-PER`` / ``I-PER`` -> ``PER`` (the key of the label names); ``O`` and special labels -> None."""
     if len(tag) > 2 and tag[1] == "-" and tag[0] in "BI":

@@ -229,7 +229,7 @@ def parse_options(headers: Mapping[str, Any]) -> Options:
 
 
 def display_tag(tag: str, names: Mapping[str, str]) -> str:
-    """The tutorial's ``predicted_tag``: the entity type's display name (``B-PER`` -> 인물), or
+    """The tutorial's ``predicted_tag``: the entity type's display name (``B-PER`` -> 인명), or
     the tag itself for ``O`` and special labels."""
     kind = entity_type(tag)
     return names.get(kind, kind) if kind is not None else tag

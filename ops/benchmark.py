@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -227,8 +228,8 @@ def ceiling_rows(model: str, staged: Path, plan: Plan, bar: tqdm) -> list[dict]:
             chunks = [plan.sentences[i : i + batch] for i in range(0, len(plan.sentences), batch)]
             windows = [ner_core.window_rows(ner_core.encode(ner, c))[0] for c in chunks]
             cells = {
-                "forward": (lambda rows_: ner_core.forward(ner, rows_), [(len(c), w) for c, w in zip(chunks, windows)]),
-                "predict": (lambda texts: ner_core.predict(ner, texts), [(len(c), c) for c in chunks]),
+                "forward": (functools.partial(ner_core.forward, ner), [(len(c), w) for c, w in zip(chunks, windows)]),
+                "predict": (functools.partial(ner_core.predict, ner), [(len(c), c) for c in chunks]),
             }
             for path, (call, items) in cells.items():
                 bar.set_description(f"{model} ceiling {path} {precision} b{batch}")

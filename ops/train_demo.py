@@ -154,8 +154,7 @@ def batches(rows: list[Encoded], size: int, rng: random.Random | None, pool: int
     if rng is not None:
         rng.shuffle(order)
         chunk = size * pool
-    by_length = lambda i: len(rows[i].ids)
-    order = [i for k in range(0, len(order), chunk) for i in sorted(order[k : k + chunk], key=by_length)]
+    order = [i for k in range(0, len(order), chunk) for i in sorted(order[k : k + chunk], key=lambda i: len(rows[i].ids))]
     groups = [order[k : k + size] for k in range(0, len(order), size)]
     if rng is not None:
         rng.shuffle(groups)
@@ -229,7 +228,10 @@ def mask_wordpieces(input_ids: torch.Tensor, attention: torch.Tensor, special: d
     """BERT's masking: ``probability`` of the real wordpieces are chosen; of those 80 % become
     [MASK], 10 % a random wordpiece, 10 % stay. Returns (the masked ids, which were chosen)."""
     candidates = attention.bool() & (input_ids != special["[CLS]"]) & (input_ids != special["[SEP]"])
-    draw = lambda p: torch.rand(input_ids.shape, generator=generator) < p
+
+    def draw(p: float) -> torch.Tensor:
+        return torch.rand(input_ids.shape, generator=generator) < p
+
     chosen = candidates & draw(probability)
     masked = input_ids.clone()
     to_mask = chosen & draw(0.8)
