@@ -245,10 +245,12 @@ def start(
     overrides: dict[str, str] | None = None,
     timeout: float = 120,
     reregister: bool = True,
+    register_also: Sequence[str] = (),
 ) -> Server:
     """Start TorchServe in its own process group, wait until its inference API answers /ping
-    and its management API answers, and (unless
-    ``reregister`` is False) register again what the run dir's registered.json lists."""
+    and its management API answers, (unless ``reregister`` is False) register again what the
+    run dir's registered.json lists, then register the archives of ``register_also`` that this
+    did not bring back already (a second quick start finds its model registered again)."""
     if shutil.which("java") is None:
         raise TsError("java not found: TorchServe needs Java 17 (Debian: apt-get install openjdk-17-jre-headless)")
     run_dir = run_dir.resolve()
@@ -286,6 +288,10 @@ def start(
         raise TsError(f"TorchServe did not answer /ping within {timeout:.0f} s; see {run_dir / 'logs'}")
     if reregister:
         restore(server)
+    back = {model["modelUrl"] for model in list_models(server)} if register_also else set()
+    for mar in register_also:
+        if mar not in back:
+            register(server, mar, timeout=timeout)
     return server
 
 

@@ -165,13 +165,15 @@ def test_the_retrying_client_loses_nothing(kill_run):
     assert all(status == 200 and sentence == sent for sent, status, sentence in kill_run.load), kill_run.load
 
 
-def test_restart_brings_the_model_back_with_its_settings(own_server, fault_model, kill_run, model_store):
+def test_restart_brings_the_model_back_with_its_settings(own_server, fault_model, fault_mar, kill_run, model_store):
     keys = ("modelVersion", "minWorkers", "maxWorkers", "batchSize", "maxBatchDelay", "responseTimeout")
     before = {k: tsctl.describe(own_server, fault_model)[0][k] for k in keys}
     same_ports = {k: v for k, v in tsctl.read_properties(own_server.run_dir / "config.properties").items()
                   if k in tsctl.ADDRESS_KEYS + tsctl.GRPC_PORT_KEYS}
     assert tsctl.stop(own_server.run_dir)
-    server = tsctl.start(own_server.run_dir, model_store, overrides=same_ports)
+    # as the quick start does a second time: its archive is both in registered.json and asked for
+    server = tsctl.start(own_server.run_dir, model_store, overrides=same_ports, register_also=[fault_mar])
+    assert [m["modelUrl"] for m in tsctl.list_models(server)].count(fault_mar) == 1
     after = {k: tsctl.describe(server, fault_model)[0][k] for k in keys}
     assert after == before and after["batchSize"] == BATCH_SIZE and after["maxBatchDelay"] == BATCH_DELAY_MS
     assert tsctl.ready_workers(server, fault_model) == 1
