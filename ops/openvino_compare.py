@@ -26,9 +26,11 @@ Install OpenVINO beside the project, not into its venv, and put it on the path f
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +42,7 @@ from transformers.modeling_outputs import TokenClassifierOutput
 import ner_core
 from ner_settings import HandlerSettings
 
-from ops import benchmark, checkpoints, corpus, paths
+from ops import agreement, benchmark, checkpoints, corpus, packaging, paths
 from ops.load import summarise, timed_calls
 
 ENGINES = ("ort-fp32", "ort-int8", "ov-fp32", "ov-bf16", "ov-int8")
@@ -104,8 +106,6 @@ def calibration_feeds(ner: ner_core.NerModel, texts: Sequence[str]) -> list[dict
 
 def load_engines(staged: Path, spec: CompareSpec, calibration: Sequence[str], bar: tqdm) -> dict[str, ner_core.NerModel]:
     """Each engine of ``spec`` as a NerModel over the staged model (ONNX files exported once)."""
-    from ops import packaging
-
     settings = {"ort-fp32": HandlerSettings(runtime="onnxruntime", torch_threads=spec.threads)}
     settings["ort-int8"] = dataclasses.replace(settings["ort-fp32"], quantize="int8")
     engines: dict[str, ner_core.NerModel] = {}
@@ -145,7 +145,7 @@ def speed_rows(model: str, engines: dict[str, ner_core.NerModel], spec: CompareS
     for name, ner in engines.items():
         for batch in sorted({1, spec.batch_size}):
             chunks = [(len(c), c) for c in (texts[i : i + batch] for i in range(0, len(texts), batch))]
-            call: Callable[[Any], Any] = lambda chunk: ner_core.predict(ner, chunk)  # noqa: E731
+            call = functools.partial(ner_core.predict, ner)
             bar.set_description(f"{model} {name} batch {batch}")
             timed_calls(call, chunks, 0)  # warm-up pass: OpenVINO compiles kernels for each new input shape
             stats = summarise([timed_calls(call, chunks, spec.min_seconds) for _ in range(spec.repeats)])
@@ -155,20 +155,16 @@ def speed_rows(model: str, engines: dict[str, ner_core.NerModel], spec: CompareS
 
 
 def accuracy_rows(model: str, staged: Path, engines: dict[str, ner_core.NerModel], corpus_path: Path) -> list[dict]:
-    """Against torch fp32 on the tagged corpus: token-tag agreement and entity F1 (exact characters)."""
+    """Against torch fp32 on the tagged corpus (``agreement.compare``, as packaging measures):
+    token-tag agreement and entity F1 (exact characters)."""
     examples, _ = corpus.read_corpus(corpus_path)
-    texts = [ex.text for ex in examples]
     reference = ner_core.load_model(staged, HandlerSettings(runtime="torch"))
-    encoded = corpus.encode(examples, reference.tokenizer)
-    f1 = lambda ner: corpus.evaluate(ner, examples, encoded)["char"]["overall"]["f1"]  # noqa: E731
-    ref_labels = [p.label_ids for p in ner_core.predict(reference, texts)]
-    ref_f1 = f1(reference)
     rows = []
     for name, ner in engines.items():
-        pairs = [(a, b) for ref, got in zip(ref_labels, (p.label_ids for p in ner_core.predict(ner, texts))) for a, b in zip(ref, got)]
-        score = f1(ner)
-        rows.append({"model": model, "engine": name, "sentences": len(texts), "token_tag_agreement": round(sum(a == b for a, b in pairs) / len(pairs), 5),
-                     "entity_f1_torch_fp32": round(ref_f1, 4), "entity_f1": round(score, 4), "f1_loss_points": round(100 * (ref_f1 - score), 2)})
+        found = agreement.compare(reference, ner, [ex.text for ex in examples], gold=examples)
+        rows.append({"model": model, "engine": name, "sentences": found.texts, "token_tag_agreement": round(found.rate, 5),
+                     "entity_f1_torch_fp32": round(found.gold_f1_fp32, 4), "entity_f1": round(found.gold_f1, 4),
+                     "f1_loss_points": round(found.f1_loss_points, 2)})
     return rows
 
 
@@ -193,8 +189,6 @@ def markdown(report: dict) -> str:
 
 
 def run(spec: CompareSpec) -> dict[str, Any]:
-    import os
-
     torch.set_num_threads(spec.threads)
     texts = benchmark.read_sentences(spec.sentences or benchmark.default_sentences(), spec.limit)
     train = paths.SHARED_DATA / "train.txt"
