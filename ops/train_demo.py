@@ -391,11 +391,12 @@ def run(args: TrainSpec, command: str) -> dict:
     swapped = swap_entities(train_examples, args.swap_copies, args.swap_rate, args.seed)
     train_rows, val_rows = encode(train_examples + swapped, tokenizer), encode(val_examples, tokenizer)
 
-    model_config(tokenizer.get_vocab_size(), special["[PAD]"]).to_json_file(str(args.out / "config.json"))
+    encoder_config = model_config(tokenizer.get_vocab_size(), special["[PAD]"])  # the "pretrained" side: no labels
+    encoder_config.to_json_file(str(args.out / "config.json"))
     model = BertForTokenClassification(model_config(tokenizer.get_vocab_size(), special["[PAD]"], labels))
     pretrained = None
     if args.mlm_epochs:
-        encoder, pretrained = pretrain(model_config(tokenizer.get_vocab_size(), special["[PAD]"]), train_rows, labels, special, args)
+        encoder, pretrained = pretrain(encoder_config, train_rows, labels, special, args)
         model.bert.load_state_dict(encoder)
         print(f"pre-trained the encoder: {pretrained.global_step} steps, {pretrained.seconds / 60:.1f} min", file=sys.stderr)
     result = train(model, train_rows, labels, special, args)
