@@ -550,8 +550,10 @@ def find_entities(
     without its ``B-X`` starts an entity); ``constrained`` takes the most probable label
     sequence that keeps the BIO rules (``constrained_label_ids``; needs ``pred.distributions``),
     and an entity's score is then the mean probability of the labels that sequence gives it.
-    ``trim(text, start, end, last wordpiece start, kind=type, next_piece=(start, end) | None)
-    -> end`` may shorten each entity (Korean particles, see ner_particles).
+    ``trim(text, start, end, last wordpiece start, kind=type, next_piece=(start, end) | None,
+    next_outside=whether that wordpiece is labelled O, piece_after=(start, end) | None of the one
+    after it) -> end`` may move each entity's end: shorten it (Korean particles) or complete a
+    name the model cut before its last syllable (see ner_particles).
     """
     entity_ids, entity_probs = entity_labels(pred, labels, decoding)
     entities = []
@@ -559,7 +561,10 @@ def find_entities(
         start, end = pred.offsets[first][0], pred.offsets[last][1]
         if trim is not None:
             following = pred.offsets[last + 1] if last + 1 < len(pred.offsets) else None
-            end = trim(pred.text, start, end, pred.offsets[last][0], kind=kind, next_piece=following)
+            after = pred.offsets[last + 2] if last + 2 < len(pred.offsets) else None
+            outside = following is not None and labels[entity_ids[last + 1]] == "O"
+            end = trim(pred.text, start, end, pred.offsets[last][0], kind=kind, next_piece=following,
+                       next_outside=outside, piece_after=after)
         score = sum(entity_probs[first : last + 1]) / (last - first + 1)
         entities.append(Entity(kind, start, end, round(score, 4)))
     return entities

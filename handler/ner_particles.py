@@ -25,7 +25,9 @@ from typing import Callable
 from ner_settings import HandlerSettings
 
 # (text, entity start, entity end, start of the entity's last wordpiece, *, kind=entity type,
-#  next_piece=(start, end) of the wordpiece after the entity or None) -> new end
+#  next_piece=(start, end) of the wordpiece after the entity or None, next_outside=whether the
+#  model labelled that wordpiece O, piece_after=(start, end) of the wordpiece after it or None)
+#  -> new end
 Trim = Callable[..., int]
 
 VOWEL, CONSONANT, VOWEL_OR_L, ANY = "vowel", "consonant", "vowel or ㄹ", "any"
@@ -54,6 +56,10 @@ PARTICLE_STARTS = tuple(sorted({*PARTICLES, *CHAIN_HEADS, *CHAIN_TAILS}, key=len
 SURNAMES = frozenset("김 이 박 최 정 강 조 윤 장 임 한 오 서 신 권 황 안 송 전 홍".split())
 # Syllables that end given names and also read as a particle after a final consonant (김정은, 맹순이).
 NAME_ENDINGS = frozenset({"은", "이"})
+# Syllables that end given names and also read as particles (하은, 소이, 민도, 민아, 하나), with the
+# sound the syllable before them must end in to read as one: 은/이 (topic, subject) and 아
+# (calling someone) follow a final consonant, 나 ("or") a vowel, 도 ("also") anything.
+NAME_LAST_SYLLABLES = {"은": CONSONANT, "이": CONSONANT, "아": CONSONANT, "나": VOWEL, "도": ANY}
 
 HANGUL_FIRST, HANGUL_LAST = 0xAC00, 0xD7A3
 RIEUL = 8  # index of ㄹ among the final consonants of a Hangul syllable
@@ -122,26 +128,58 @@ def whole_name(word: str, cut: str) -> bool:
     return len(word) == 3 and word[0] in SURNAMES and cut in NAME_ENDINGS
 
 
+def hangul(chars: str) -> bool:
+    return bool(chars) and all(final_consonant(char) is not None for char in chars)
+
+
+def complete_name(text: str, start: int, end: int, next_piece: tuple[int, int] | None,
+                  piece_after: tuple[int, int] | None) -> int:
+    """The end of a person ``text[start:end]`` that the model ended one syllable short of a
+    full name, else ``end``. The person's last word has two Hangul syllables (surname + first
+    syllable of the given name), and the next wordpiece, glued to it and labelled O by the
+    model, is a single syllable that ends given names and also reads as a particle. It is taken
+    into the name when it cannot be that particle here:
+    - its sound does not fit the syllable before (``송하 ##은``: the topic particle after a vowel
+      is 는, so 은 is the name's: ``송하은``), or
+    - a particle follows it, glued (``송민 ##은 ##에게``: the word's particle is 에게).
+    A syllable that could be the particle (``장혁 ##은``, ``헬렌 ##이``) stays out."""
+    if next_piece != (end, end + 1) or text[end] not in NAME_LAST_SYLLABLES:
+        return end
+    words = text[start:end].split()
+    if not words or len(words[-1]) != 2 or not hangul(words[-1]) or text[end - 2 : end] != words[-1]:
+        return end
+    followed = piece_after is not None and piece_after[0] == end + 1 and hangul(text[end + 1])
+    if followed:
+        return end + 1 if text[piece_after[0] : piece_after[1]].startswith(PARTICLE_STARTS) else end
+    return end if fits(text[end - 1], NAME_LAST_SYLLABLES[text[end]]) else end + 1
+
+
 def trim_end(text: str, start: int, end: int, piece_start: int, *, kind: str | None = None,
-             next_piece: tuple[int, int] | None = None) -> int:
+             next_piece: tuple[int, int] | None = None, next_outside: bool = False,
+             piece_after: tuple[int, int] | None = None) -> int:
     """The entity ``text[start:end]`` without its trailing particles: returns the new end.
 
     Only characters of the last wordpiece (from ``piece_start``) are cut, and at least one
     character of the entity stays. ``kind`` (the entity type) and ``next_piece`` (the character
     range of the wordpiece after the entity, None at the end of the text) keep names whole:
-    without them the list alone decides.
+    without them the list alone decides. A person that is not cut may instead be completed by
+    one syllable (``complete_name``) when ``next_outside`` says the model labelled the next
+    wordpiece O; ``piece_after`` is the wordpiece after that one.
     """
     cut = particle_cut(text, start, end, piece_start)
-    if cut == end:
-        return end
+    if cut < end and not kept_whole(text, start, end, cut, kind, next_piece):
+        return cut
+    if kind == "PER" and next_outside:
+        return complete_name(text, start, end, next_piece, piece_after)
+    return end
+
+
+def kept_whole(text: str, start: int, end: int, cut: int, kind: str | None, next_piece: tuple[int, int] | None) -> bool:
+    """Whether the name guards keep ``text[start:end]`` whole although the list would cut at ``cut``."""
     following = glued_particle(text, end, next_piece)
     if following is not None and not (text[cut:end] in CHAIN_HEADS and following.startswith(CHAINED)):
-        return end  # the particle comes after the entity: its own end is not one
-    if kind == "PER":
-        word = text[start:end].split()[-1]
-        if whole_name(word, text[cut:end]):
-            return end
-    return cut
+        return True  # the particle comes after the entity: its own end is not one
+    return kind == "PER" and whole_name(text[start:end].split()[-1], text[cut:end])
 
 
 def trimmer(settings: HandlerSettings) -> Trim | None:

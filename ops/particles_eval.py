@@ -1,8 +1,9 @@
 """Measure cutting Korean particles (조사) off entity spans, per approach, on a KMOU split.
 
 For each approach (``none``: spans as the wordpieces give them; ``list``: the ner_particles
-list alone; ``list+names``: the shipped trimming, the list with its name guards (entity type,
-the next wordpiece, surnames); ``kiwi``: particle morphemes found by the Kiwi analyser, needs
+list alone; ``list+names``: the list with its name guards (entity type, the next wordpiece,
+surnames); ``list+names+completion``: the shipped trimming, which also gives a person the model
+ended one syllable short of a name that syllable back (``송하`` + ``은``); ``kiwi``: particle morphemes found by the Kiwi analyser, needs
 ``pip install kiwipiepy==0.24.1 kiwipiepy-model==0.24.0``; ``kiwi+list``: cut only as far as
 both of them cut), prints a markdown table of:
 - oracle F1: perfect token labels (gold spans aligned to the model's wordpieces as in training,
@@ -33,7 +34,7 @@ from ner_settings import HandlerSettings
 from ops import corpus
 from ops.corpus import Example
 
-APPROACHES = ("none", "list", "list+names", "kiwi", "kiwi+list")
+APPROACHES = ("none", "list", "list+names", "list+names+completion", "kiwi", "kiwi+list")
 PROBE = "서울에서는 삼성전자가 3월에 1,000원을 냈다."  # one warm-up sentence for the memory probe
 
 
@@ -64,7 +65,10 @@ def make_trims(names: list[str]) -> dict[str, ner_particles.Trim | None]:
     trims: dict[str, ner_particles.Trim | None] = {
         "none": None,
         "list": lambda text, start, end, piece, **_context: ner_particles.trim_end(text, start, end, piece),
-        "list+names": ner_particles.trim_end,
+        "list+names": lambda text, start, end, piece, **context: ner_particles.trim_end(
+            text, start, end, piece, **{**context, "next_outside": False}
+        ),
+        "list+names+completion": ner_particles.trim_end,
     }
     if any(name.startswith("kiwi") for name in names):
         kiwi = kiwi_trim(load_kiwi())

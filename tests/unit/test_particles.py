@@ -142,6 +142,38 @@ def test_names_that_end_in_particle_looking_syllables_stay_whole(text, pieces, t
     assert served(text, pieces, tags) == expected
 
 
+@pytest.mark.parametrize(
+    ("text", "pieces", "tags", "expected"),
+    [
+        # the model ends the person one syllable short; that syllable cannot be the particle
+        # here (은 / 이 after a vowel): the name gets it back, whatever comes after the word
+        ("송하은 씨가 왔다", ["송", "##하", "##은", "씨", "##가", "왔다"], ["B-PER", "I-PER", "O", "O", "O", "O"], ["송하은"]),
+        ("만난 사람은 송하은.", ["만난", "사람은", "송", "##하", "##은", "."], ["O", "O", "B-PER", "I-PER", "O", "O"], ["송하은"]),
+        ("송하은", ["송", "##하", "##은"], ["B-PER", "I-PER", "O"], ["송하은"]),
+        ("최가은 선수", ["최", "##가", "##은", "선수"], ["B-PER", "I-PER", "O", "O"], ["최가은"]),  # 가 kept by the guards first
+        ("박소이 선수", ["박", "##소", "##이", "선수"], ["B-PER", "I-PER", "O", "O"], ["박소이"]),
+        ("김지아 선수", ["김", "##지", "##아", "선수"], ["B-PER", "I-PER", "O", "O"], ["김지아"]),
+        # a particle glued after the syllable: the syllable is the name's, whatever its sound
+        ("경찰은 송하은에게 물었다", ["경찰은", "송", "##하", "##은", "##에게", "물었다"], ["O", "B-PER", "I-PER", "O", "O", "O"], ["송하은"]),
+        ("송민은이 왔다", ["송", "##민", "##은", "##이", "왔다"], ["B-PER", "I-PER", "O", "O", "O"], ["송민은"]),
+        ("정민도에게 물었다", ["정", "##민", "##도", "##에게", "물었다"], ["B-PER", "I-PER", "O", "O", "O"], ["정민도"]),
+        # the syllable could be the particle here: the model's end stays
+        ("장혁은 웃었다", ["장", "##혁", "##은", "웃었다"], ["B-PER", "I-PER", "O", "O"], ["장혁"]),  # topic 은 after ㄱ
+        ("헬렌이 웃었다", ["헬", "##렌", "##이", "웃었다"], ["B-PER", "I-PER", "O", "O"], ["헬렌"]),
+        ("정민도 왔다", ["정", "##민", "##도", "왔다"], ["B-PER", "I-PER", "O", "O"], ["정민"]),  # 도 "also" fits anything
+        ("범인은 송하이다", ["범인은", "송", "##하", "##이", "##다"], ["O", "B-PER", "I-PER", "O", "O"], ["송하"]),  # 이다: the copula
+        # not the case: a longer word, another type, a next wordpiece that is not O or not one syllable
+        ("김민수은 왔다", ["김", "##민", "##수", "##은", "왔다"], ["B-PER", "I-PER", "I-PER", "O", "O"], ["김민수"]),
+        ("부산은 덥다", ["부", "##산", "##은", "덥다"], ["B-LOC", "I-LOC", "O", "O"], ["부산"]),
+        ("송하은", ["송", "##하", "##은"], ["B-PER", "I-PER", "B-ORG"], ["송하", "은"]),
+        ("송하은이 왔다", ["송", "##하", "##은이", "왔다"], ["B-PER", "I-PER", "O", "O"], ["송하"]),
+        ("송하 은행", ["송", "##하", "은행"], ["B-PER", "I-PER", "O"], ["송하"]),  # not glued
+    ],
+)
+def test_a_person_cut_before_a_name_syllable_gets_it_back(text, pieces, tags, expected):
+    assert served(text, pieces, tags) == expected
+
+
 def test_only_the_last_wordpiece_is_cut():
     # wordpieces 서울에서 | ##는: the chain's head lies in the earlier wordpiece, so it stays
     assert trimmed("서울에서는 비가", "서울에서는", piece="는") == "서울에서"
