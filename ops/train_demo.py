@@ -69,6 +69,7 @@ class TrainSpec:
     label_smoothing: float = 0.0  # cross-entropy label smoothing (0: none, as ratsnlp)
     swap_copies: int = 1  # extra copies of the train split with entities swapped within their type (the demo recipe)
     swap_rate: float = 0.5  # in each copy, the share of entities replaced
+    name_rate: float = 0.0  # in each copy, the share of Korean full names (PER) replaced by made-up full names
     mlm_epochs: int = 0  # masked-language-model pre-training on the train sentences first (0: none)
     mlm_probability: float = 0.15  # share of wordpieces masked in pre-training
 
@@ -99,22 +100,54 @@ def sound_class(surface: str) -> str:
     return "vowel" if code % 28 == 0 else "consonant"
 
 
-def swap_entities(examples: list[Example], copies: int, rate: float, seed: int) -> list[Example]:
+# Made-up Korean full names for entity swapping: surnames (the common ones listed three times, so
+# they come up more often) and given names, many ending in a syllable that also reads as a
+# particle (소은, 수아, 미나, 상도), so the model sees ``##은`` inside names, not only after them.
+# None of the given names is one of the names probe's (ops/names_probe.py), which stays unseen.
+COMMON_SURNAMES = "김 이 박 최 정 강 조 윤 장 임 한 오 서 신 권 황 안 송 전 홍".split()
+RARER_SURNAMES = "류 유 고 문 양 손 배 백 허 남 심 노 하 곽 성 차 주 우 구 민 진 나 지 엄 채 원 천 방 공 현 함 변 염 여 추 도 소 석 선 설 마 길 연 위 표 명 기 반 왕 금 옥 육 인 맹 제 모 탁 국".split()
+SWAP_SURNAMES = tuple(COMMON_SURNAMES * 3 + RARER_SURNAMES)
+SWAP_GIVEN_NAMES = tuple(
+    "소은 윤은 나은 시은 혜은 연은 주은 도은 아은 세은 희은 라은 "  # 은
+    "세이 로이 하이 나이 "  # 이
+    "수아 은아 채아 하아 윤아 나아 "  # 아
+    "미나 보나 이나 수나 혜나 "  # 나
+    "상도 재도 영도 "  # 도
+    "민수 영호 성민 지훈 현우 준호 서윤 지민 수진 영희 은지 지원 민재 유진 서현 하윤 시우 도현 "
+    "건우 지안 하린 예서 윤서 수현 태민 정우 상훈 경민 혜진 미경 은영 진호 동현 승민 정희 영수".split()
+)
+
+
+def korean_full_name(surface: str) -> bool:
+    """Three Hangul syllables starting with a surname: the shape of most Korean full names."""
+    return len(surface) == 3 and surface[0] in SWAP_SURNAMES and all(sound_class(char) != "other" for char in surface)
+
+
+def made_up_name(sound: str, rng: random.Random) -> str:
+    """A surname + given name whose last syllable has ``sound`` (so the particle after it fits)."""
+    return rng.choice(SWAP_SURNAMES) + rng.choice([g for g in SWAP_GIVEN_NAMES if sound_class(g) == sound])
+
+
+def swap_entities(examples: list[Example], copies: int, rate: float, seed: int, name_rate: float = 0.0) -> list[Example]:
     """``copies`` new versions of the examples in which each entity is, with probability
     ``rate``, replaced by the surface of another entity of the same type and sound class
-    from the same split (seeded: the same every run)."""
+    from the same split; before that, a Korean full name (PER) is replaced with probability
+    ``name_rate`` by a made-up one of the same sound class (seeded: the same every run)."""
     pool: dict[tuple[str, str], list[str]] = {}
     for ex in examples:
         for a, b, kind in ex.spans:
             pool.setdefault((kind, sound_class(ex.text[a:b])), []).append(ex.text[a:b])
     rng = random.Random(seed)
+    names = random.Random(seed + 1)  # its own stream: name_rate 0 leaves the other swaps as they were
     out = []
     for _ in range(copies):
         for ex in examples:
             parts, spans, last, shift = [], [], 0, 0
             for a, b, kind in ex.spans:
                 surface = ex.text[a:b]
-                if rng.random() < rate:
+                if kind == "PER" and name_rate and korean_full_name(surface) and names.random() < name_rate:
+                    surface = made_up_name(sound_class(surface), names)
+                elif rng.random() < rate:
                     surface = rng.choice(pool[(kind, sound_class(surface))])
                 parts += [ex.text[last:a], surface]
                 spans.append((a + shift, a + shift + len(surface), kind))
@@ -388,7 +421,7 @@ def run(args: TrainSpec, command: str) -> dict:
     (args.out / "label_map.txt").write_text("\n".join(labels) + "\n", encoding="utf-8")
     tokenizer = ner_core.build_tokenizer(prepare_vocab(args, [ex.text for ex in train_examples]))
     special = {token: tokenizer.token_to_id(token) for token in SPECIAL_TOKENS}
-    swapped = swap_entities(train_examples, args.swap_copies, args.swap_rate, args.seed)
+    swapped = swap_entities(train_examples, args.swap_copies, args.swap_rate, args.seed, args.name_rate)
     train_rows, val_rows = encode(train_examples + swapped, tokenizer), encode(val_examples, tokenizer)
 
     encoder_config = model_config(tokenizer.get_vocab_size(), special["[PAD]"])  # the "pretrained" side: no labels

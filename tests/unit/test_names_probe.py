@@ -12,7 +12,7 @@ import ner_core
 import ner_particles
 from ner_settings import HandlerSettings
 
-from ops import names_probe, paths
+from ops import names_probe, paths, train_demo
 from ops.names_probe import ProbeSentence, outcome
 
 
@@ -47,6 +47,11 @@ def test_every_name_once_at_its_offsets_with_particles_that_fit():
 def test_outcome_of_a_name(entities, expected):
     sentence = ProbeSentence("송하은이 왔다 박민", 0, 3, "particle", "하은")
     assert outcome(sentence, entities) == expected
+
+
+def test_the_training_names_are_not_the_probes():
+    """Made-up names in entity swapping leave the probe's given names unseen."""
+    assert not set(train_demo.SWAP_GIVEN_NAMES) & set(names_probe.GIVEN_NAMES)
 
 
 def test_committed_demo_model_keeps_names_whole():

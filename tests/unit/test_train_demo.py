@@ -10,7 +10,7 @@ import torch
 import ner_core
 from ner_settings import HandlerSettings
 
-from ops import corpus, paths
+from ops import corpus, paths, train_demo
 from ops.cli import package_model as package_cli
 from ops.cli import train_demo as train_cli
 from ops.train_demo import mask_wordpieces, sound_class, swap_entities
@@ -138,6 +138,28 @@ def test_entity_swapping_keeps_type_markup_and_particle_sound():
             changed += new.text[a:b] != old.text[c:d]
     assert changed > 0
     assert swap_entities(examples, copies=1, rate=0.0, seed=7) == examples
+
+
+def test_entity_swapping_puts_in_made_up_korean_full_names():
+    examples = [corpus.parse_tagged(t) for t in (
+        "<김정은:PER>이 왔다.", "<박지성:PER>은 웃었다.", "<이순신:PER>이 말했다.", "<트럼프:PER>는 떠났다.", "<이영표:PER>가 뛰었다.",
+    )]
+    swapped = swap_entities(examples, copies=40, rate=0.0, seed=7, name_rate=1.0)
+    assert swapped == swap_entities(examples, copies=40, rate=0.0, seed=7, name_rate=1.0)  # seeded
+    endings = set()
+    for new, old in zip(swapped, examples * 40):
+        (a, b, kind), (c, d, _) = new.spans[0], old.spans[0]
+        name, was = new.text[a:b], old.text[c:d]
+        assert kind == "PER" and gaps(new) == gaps(old)
+        if was == "트럼프":  # not a Korean full name (no surname first): left alone
+            assert name == was
+            continue
+        assert train_demo.korean_full_name(name) and name[1:] in train_demo.SWAP_GIVEN_NAMES
+        assert sound_class(name) == sound_class(was)  # 김정은이 stays a fit: never 김하나이
+        endings.add(name[-1])
+    assert {"은", "나", "아"} <= endings  # names that end like a particle come up
+    # name_rate 0 swaps as before
+    assert swap_entities(examples, 2, 0.5, 7, name_rate=0.0) == swap_entities(examples, 2, 0.5, 7)
 
 
 def two_step_run(out, *flags: str) -> dict:
