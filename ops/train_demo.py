@@ -72,6 +72,7 @@ class TrainSpec:
     name_rate: float = 0.0  # in each copy, the share of Korean full names (PER) replaced by made-up full names
     mlm_epochs: int = 0  # masked-language-model pre-training on the train sentences first (0: none)
     mlm_probability: float = 0.15  # share of wordpieces masked in pre-training
+    init: Path | None = None  # start from this served model's weights (same labels and vocab) instead of random init
 
 
 # --------------------------------------------------------------------------- vocab
@@ -397,6 +398,15 @@ trimming):
 # --------------------------------------------------------------------------- main
 
 
+def start_from(model: BertForTokenClassification, init: Path, labels: list[str], vocab_size: int) -> None:
+    """Load a served model's weights (``demo_model/``: fp16, read as float32 by the serving
+    code's loader) into ``model``; its labels and vocab must be this run's."""
+    source = ner_core.load_model(init, HandlerSettings(runtime="torch"))
+    if source.labels != labels or source.tokenizer.get_vocab_size() != vocab_size:
+        sys.exit(f"--init {init}: its labels or vocab differ from this run's (use --vocab {init / 'vocab.txt'})")
+    model.load_state_dict(source.model.state_dict())
+
+
 def prepare_vocab(args: TrainSpec, train_texts: list[str]) -> Path:
     path = args.out / "vocab.txt"
     if args.vocab is None:
@@ -428,7 +438,10 @@ def run(args: TrainSpec, command: str) -> dict:
     encoder_config.to_json_file(str(args.out / "config.json"))
     model = BertForTokenClassification(model_config(tokenizer.get_vocab_size(), special["[PAD]"], labels))
     pretrained = None
-    if args.mlm_epochs:
+    if args.init is not None:
+        start_from(model, args.init, labels, tokenizer.get_vocab_size())
+        print(f"starting from the weights in {args.init}", file=sys.stderr)
+    elif args.mlm_epochs:
         encoder, pretrained = pretrain(encoder_config, train_rows, labels, special, args)
         model.bert.load_state_dict(encoder)
         print(f"pre-trained the encoder: {pretrained.global_step} steps, {pretrained.seconds / 60:.1f} min", file=sys.stderr)

@@ -32,6 +32,7 @@ def parse_args(argv: list[str] | None) -> TrainSpec:
     parser.add_argument("--mlm-epochs", type=int, default=0, help="masked-language-model pre-training epochs on the train sentences before fine-tuning (default: %(default)s)")
     parser.add_argument("--mlm-probability", type=float, default=0.15, help="share of wordpieces masked in pre-training (default: %(default)s)")
     parser.add_argument("--name-rate", type=float, default=0.0, help="share of Korean full names (PER) replaced by made-up full names in each swapped copy (default: %(default)s)")
+    parser.add_argument("--init", type=Path, help="start from this served model dir's weights (e.g. demo_model; same labels and vocab) instead of random init")
     parser.add_argument("--swap-rate", type=float, default=0.5, help="share of entities swapped in each copy (default: %(default)s)")
     return TrainSpec(**vars(parser.parse_args(argv)))
 

@@ -175,6 +175,17 @@ def test_label_smoothing_and_swapping_train(tmp_path):
     assert two_step_run(tmp_path, "--label-smoothing", "0.1", "--swap-copies", "1")["global_step"] == 2
 
 
+def test_training_can_start_from_a_served_models_weights(tmp_path):
+    if not paths.demo_model_available():
+        pytest.skip(f"no demo model in {paths.DEMO_MODEL_DIR}")
+    vocab = str(paths.DEMO_MODEL_DIR / "vocab.txt")
+    cold = two_step_run(tmp_path / "cold", "--vocab", vocab)
+    warm = two_step_run(tmp_path / "warm", "--vocab", vocab, "--init", str(paths.DEMO_MODEL_DIR), "--lr", "1e-6")
+    assert cold["served"]["overall"]["f1"] < 0.2 < warm["served"]["overall"]["f1"]
+    with pytest.raises(SystemExit, match="labels or vocab differ"):
+        two_step_run(tmp_path / "other", "--init", str(paths.DEMO_MODEL_DIR))  # a vocab of its own
+
+
 def test_masking_chooses_only_real_wordpieces_at_the_rate_asked():
     special = {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, "[MASK]": 4}
     rows, width = 400, 60
