@@ -350,6 +350,8 @@ def export_readme(command: str, metrics: dict) -> str:
     shape = ", ".join(f"{k} {v}" for k, v in MODEL_CONFIG.items())
     minutes, cpu_minutes = metrics["train_seconds"] / 60, metrics["train_cpu_seconds"] / 60
     cut = " **Cut by the time budget: not the full run.**" if metrics["cut_by_time_budget"] else ""
+    init = (f" This run started from the weights in `{metrics['init']}` (`--init`), not from random ones: the"
+            " epochs, steps and minutes are of this stage alone.") if metrics.get("init") else ""
     return f"""# Demo model: small Korean NER BERT trained from scratch
 
 This is a **demo model**, not a production one: a small `BertForTokenClassification` trained
@@ -365,7 +367,7 @@ package their own fine-tuned kcbert checkpoint.
 - Made by this command: {metrics['epoch'] + 1} epochs, {metrics['global_step']} steps, {minutes:.1f} min wall clock
   with 2 CPU threads, {cpu_minutes:.1f} CPU-minutes.{cut} Wall clock depends on what else the
   machine runs; CPU-minutes / 2 is roughly the wall time on 2 idle cores. `--time-budget-min`
-  stops training early: a cut run scores differently from the full one.
+  stops training early: a cut run scores differently from the full one.{init}
 
 ```
 {command}
@@ -457,6 +459,7 @@ def run(args: TrainSpec, command: str) -> dict:
         "pretrain_cpu_seconds": round(pretrained.cpu_seconds, 1) if pretrained else 0.0,
         "train_sentences": len(train_examples), "val_sentences": len(val_examples),
         "skipped_lines": {"train": train_skipped, "val": val_skipped}, "vocab_size": tokenizer.get_vocab_size(),
+        "init": str(args.init) if args.init else None,
     }
     ner = ner_core.NerModel(model.eval(), tokenizer, labels, HandlerSettings())
     if args.export:
