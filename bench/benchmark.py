@@ -4,7 +4,7 @@ One run, one machine, for each model of --models:
   ceiling  in-process, at batch 1 and at each served batch size, on the same sentences:
            "forward" is the model's forward pass alone (texts tokenised beforehand),
            "predict" is ner_core.predict (tokenise, window, sort and split, forward);
-  seed     the tutorial's inference_fn (ops/seed_handler.py: pure-Python tokenizer,
+  seed     the tutorial's inference_fn (bench/seed_handler.py: pure-Python tokenizer,
            padding to 64, one sentence per call), in-process and behind TorchServe, batch 1;
   served   this project's handler behind TorchServe over batch size x max batch delay x
            workers, at each client concurrency, keep-alive clients (a requests.Session each).
@@ -42,10 +42,11 @@ import ner_core
 import ner_cpu
 from ner_settings import HandlerSettings
 
-from ops import checkpoints, corpus, packaging, paths, tsctl
-from ops.load import Round, http_load, summarise, timed_calls
-from ops.packaging import PackageSpec
-from ops.retry import retry
+from study import make_checkpoint
+from serving import corpus, package_model, paths, tsctl
+from drills.load import Round, http_load, summarise, timed_calls
+from serving.package_model import PackageSpec
+from serving.retry import retry
 
 SEED_HANDLER = Path(__file__).with_name("seed_handler.py")  # the tutorial's handler, archived alone
 PRECISIONS = {  # handler settings of each precision; bf16 needs a GPU or AVX512-BF16/AMX
@@ -65,7 +66,7 @@ class BenchError(RuntimeError):
 
 @dataclass(frozen=True)
 class BenchSpec:
-    """One benchmark run (the CLI's flags, one field each; see ops/cli/benchmark.py)."""
+    """One benchmark run (the CLI's flags, one field each; see scripts/benchmark.py)."""
 
     models: list[str] = field(default_factory=lambda: ["demo", "bert-base"])
     sentences: Path | None = None  # None: the built-in set
@@ -118,19 +119,19 @@ def prepare_model(spec: str, out: Path, rebuild: bool = False) -> tuple[str, Pat
         name, source = "demo", paths.DEMO_MODEL_DIR
         if not paths.demo_model_available():
             raise BenchError(f"{source}/model.safetensors not found: train the demo model or leave 'demo' out of --models")
-    elif spec in checkpoints.SHAPES:  # random weights cost the same compute as trained ones
+    elif spec in make_checkpoint.SHAPES:  # random weights cost the same compute as trained ones
         name, source = spec, out / "models" / f"{spec}-ckpt"
         if rebuild or not any(source.glob("*.ckpt")):
-            checkpoints.write_checkpoint(source, shape=spec)
+            make_checkpoint.write_checkpoint(source, shape=spec)
     else:
         source = Path(spec)
         if not source.exists():
-            raise BenchError(f"--models: {spec} is neither demo, {sorted(checkpoints.SHAPES)} nor a checkpoint path")
+            raise BenchError(f"--models: {spec} is neither demo, {sorted(make_checkpoint.SHAPES)} nor a checkpoint path")
         name = (source if source.is_dir() else source.parent).name
     staged = out / "models" / name
     if rebuild or not _up_to_date(staged / "model.safetensors", source):
         staged.mkdir(parents=True, exist_ok=True)
-        packaging.stage(PackageSpec(source), staged)
+        package_model.stage(PackageSpec(source), staged)
     return name, staged
 
 
@@ -141,7 +142,7 @@ def archive_name(model: str, variant: str) -> str:
 def build_archive(store: Path, name: str, staged: Path, config: dict, seed: bool = False) -> str:
     """``<name>.mar`` in ``store`` (file name returned), rebuilt only when the weights, the
     model config or the handler code changed: a BERT-base archive takes a minute to write."""
-    code = [SEED_HANDLER] if seed else packaging.handler_files()
+    code = [SEED_HANDLER] if seed else package_model.handler_files()
     weights = (staged / "model.safetensors").stat()
     digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
     for path in code:
@@ -151,11 +152,11 @@ def build_archive(store: Path, name: str, staged: Path, config: dict, seed: bool
     if mar.is_file() and stamp.is_file() and stamp.read_text() == digest.hexdigest():
         return mar.name
     store.mkdir(parents=True, exist_ok=True)
-    config_path = packaging.write_model_config(config, store / f"{name}.yaml")
+    config_path = package_model.write_model_config(config, store / f"{name}.yaml")
     if seed:
         archive_seed(store, name, staged, config_path)
     else:
-        packaging.package(PackageSpec(staged, name=name, model_config=config_path, export_path=store, force=True,
+        package_model.package(PackageSpec(staged, name=name, model_config=config_path, export_path=store, force=True,
                                       accuracy_corpus=None))
     stamp.write_text(digest.hexdigest())
     return mar.name
@@ -164,7 +165,7 @@ def build_archive(store: Path, name: str, staged: Path, config: dict, seed: bool
 def archive_seed(store: Path, name: str, staged: Path, config_path: Path) -> None:
     """The tutorial's handler around the same staged weights (package_model packs ours)."""
     extra = [staged / n for n in ("config.json", "vocab.txt", "label_map.txt")]
-    packaging.run_archiver(name, "1.0", SEED_HANDLER, staged / "model.safetensors", extra, config_path, store)
+    package_model.run_archiver(name, "1.0", SEED_HANDLER, staged / "model.safetensors", extra, config_path, store)
 
 
 def with_handler(base: dict, **handler: Any) -> dict:
@@ -207,7 +208,7 @@ class Plan:
         settings = self.settings(precision, threads)
         onnx = staged / ner_core.weights_file(settings)
         if settings.runtime == "onnxruntime" and not _up_to_date(onnx, staged / "model.safetensors"):
-            packaging.export_onnx(staged, settings)
+            package_model.export_onnx(staged, settings)
         return ner_core.load_model(staged, settings)
 
     def threads(self, workers: int) -> int:
@@ -242,7 +243,7 @@ def ceiling_rows(model: str, staged: Path, plan: Plan, bar: tqdm) -> list[dict]:
 
 
 def seed_inprocess_row(model: str, staged: Path, plan: Plan, bar: tqdm) -> dict:
-    from ops import seed_handler  # imports TorchServe's BaseHandler: only where the seed path runs
+    from bench import seed_handler  # imports TorchServe's BaseHandler: only where the seed path runs
 
     torch.set_num_threads(plan.cores)
     inference_fn = seed_handler.load_seed(staged)
@@ -571,7 +572,7 @@ def run(args: BenchSpec) -> dict[str, Any]:
         for spec in specs:
             name, rows = benchmark_model(spec, plan, args.out, server, args.seed, bar, args.rebuild)
             report["rows"] += rows
-            if args.accuracy and spec not in checkpoints.SHAPES:
+            if args.accuracy and spec not in make_checkpoint.SHAPES:
                 if not args.corpus.is_file():
                     raise BenchError(f"--accuracy needs the tagged corpus {args.corpus}")
                 bar.set_description(f"{name} accuracy vs fp32")

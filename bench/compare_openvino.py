@@ -42,8 +42,10 @@ from transformers.modeling_outputs import TokenClassifierOutput
 import ner_core
 from ner_settings import HandlerSettings
 
-from ops import agreement, benchmark, checkpoints, corpus, packaging, paths
-from ops.load import summarise, timed_calls
+from serving import agreement, corpus, package_model, paths
+from bench import benchmark
+from study import make_checkpoint
+from drills.load import summarise, timed_calls
 
 ENGINES = ("ort-fp32", "ort-int8", "ov-fp32", "ov-bf16", "ov-int8")
 OPENVINO_INSTALL = "pip install --target var/openvino openvino==2026.4.1 nncf==3.4.0, then PYTHONPATH=var/openvino"
@@ -112,7 +114,7 @@ def load_engines(staged: Path, spec: CompareSpec, calibration: Sequence[str], ba
     for name, ort in settings.items():
         if not (staged / ner_core.weights_file(ort)).is_file():
             bar.set_description(f"exporting {ner_core.weights_file(ort)}")
-            packaging.export_onnx(staged, ort)
+            package_model.export_onnx(staged, ort)
         if name in spec.engines:
             engines[name] = ner_core.load_model(staged, ort)
     fp32 = engines.get("ort-fp32") or ner_core.load_model(staged, settings["ort-fp32"])
@@ -200,7 +202,7 @@ def run(spec: CompareSpec) -> dict[str, Any]:
             model, staged = benchmark.prepare_model(model_spec, spec.out)
             engines = load_engines(staged, spec, calibration, bar)
             report["speed"] += speed_rows(model, engines, spec, texts, bar)
-            if spec.corpus and model_spec not in checkpoints.SHAPES:  # random weights: no accuracy to measure
+            if spec.corpus and model_spec not in make_checkpoint.SHAPES:  # random weights: no accuracy to measure
                 report["accuracy"] += accuracy_rows(model, staged, engines, spec.corpus)
     with_ratios(report["speed"])
     report["load_after"] = round(os.getloadavg()[0], 2)

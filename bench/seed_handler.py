@@ -1,7 +1,7 @@
 """The tutorial's inference path as a TorchServe handler: the benchmark's honest "before".
 
-A faithful port of /work/shared/seed/ner-inference-tutorial.md (code 4-11): the pure-Python
-``BertTokenizer`` (``BertTokenizerLegacy`` in transformers 5) with ``do_lower_case=False``,
+A faithful port of the seed tutorial (seed/ner-inference-tutorial.md under NER_SHARED_DIR,
+code 4-11): the pure-Python ``BertTokenizer`` (``BertTokenizerLegacy`` in transformers 5) with ``do_lower_case=False``,
 every sentence padded to ``max_length=64``, one sentence per forward pass, the tutorial's
 label names. Only the loading differs: the same ``model.safetensors`` the project's archive
 holds instead of a pickled Lightning checkpoint, so both paths run identical weights.

@@ -22,7 +22,8 @@ import psutil
 
 import ner_core
 from ner_settings import HandlerSettings
-from ops import benchmark, tsctl
+from bench import benchmark
+from serving import tsctl
 
 SENTENCES = [
     "이순신은 1592년 임진왜란 때 한산도 앞바다에서 일본 수군을 크게 무찔렀다.",

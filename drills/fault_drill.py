@@ -3,7 +3,7 @@
     python scripts/fault_drill.py --kills 5 --clients 8 --model kor_ner
 
 While --clients threads send unique sentences through the project's client
-(ops/client.py:predict_with_retry: read timeout, resends), the drill kills one READY
+(serving/predict.py:predict_with_retry: read timeout, resends), the drill kills one READY
 worker at a time with SIGKILL (as the OOM killer does), waits until TorchServe has started a
 replacement and it is READY, lets the load run --settle seconds, and kills the next. Measured:
 recovery time (SIGKILL -> every worker READY again), requests answered, resends and why, the
@@ -26,8 +26,8 @@ from typing import Any
 
 import requests
 
-from ops import tsctl
-from ops.client import predict_with_retry
+from serving import tsctl
+from serving.predict import predict_with_retry
 
 
 @dataclass

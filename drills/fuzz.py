@@ -22,8 +22,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from ops import tsctl
-from ops.soak import TEMPLATES, Case, run
+from serving import tsctl
+from drills.soak import TEMPLATES, Case, run
 
 CONTENT_TYPES = ["text/plain", "text/plain; charset=utf-8", "application/json", "application/json; charset=utf-8",
                  "application/octet-stream", "text/html", "application/xml", "image/png"]

@@ -11,7 +11,7 @@ What it does, on loopback addresses only (127.0.0.0/8):
    HAProxy in front of them (Debian's haproxy; the config it writes is printed), whose health
    check asks each replica's management API for a READY worker, not /ping;
 3. starts --clients load clients through HAProxy, half of them plain (one keep-alive session,
-   a timeout, no resend) and half the project's retrying client (ops.client's
+   a timeout, no resend) and half the project's retrying client (serving.predict's
    predict_with_retry). Each sends unique sentences as KServe v2 requests, whose answers name
    the model version that produced them; an answer must echo its own sentence;
 4. rolling update, replica by replica: out of rotation (HAProxy runtime API: state maint),
@@ -47,9 +47,9 @@ from typing import Any
 import requests
 import yaml
 
-from ops import packaging, paths, tsctl
-from ops.client import predict_with_retry
-from ops.packaging import PackageSpec
+from serving import package_model, paths, tsctl
+from serving.predict import predict_with_retry
+from serving.package_model import PackageSpec
 
 MODEL = "kor_ner"
 VERSIONS = ("1.0", "2.0")
@@ -290,7 +290,7 @@ def package(model_dir: Path, store: Path, workdir: Path, workers: int) -> None:
     config_path = workdir / "model-config.yaml"
     config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
     for version, archive in ARCHIVES.items():
-        packaging.package(PackageSpec(model_dir, name=MODEL, version=version, archive_name=archive[:-4],
+        package_model.package(PackageSpec(model_dir, name=MODEL, version=version, archive_name=archive[:-4],
                                       model_config=config_path, export_path=store, force=True))
 
 

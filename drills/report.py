@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ops import paths
+from serving import paths
 
 
 def add_target_args(parser: argparse.ArgumentParser, requests: int, concurrency: int = 32) -> None:

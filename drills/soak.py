@@ -25,8 +25,8 @@ import psutil
 import requests
 from tqdm import tqdm
 
-from ops import tsctl
-from ops.load import percentile
+from serving import tsctl
+from drills.load import percentile
 
 TEMPLATES = [
     "{m} 이순신은 1592년 한산도에서 왜군을 크게 무찔렀다.",

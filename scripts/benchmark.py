@@ -1,4 +1,4 @@
-"""The benchmark from the command line: argparse and one call of ops.benchmark.run (or rejudge)."""
+"""The benchmark from the command line: argparse and one call of bench.benchmark.run (or rejudge)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from typing import Callable, Sequence
 
 import ner_core
 
-from ops import benchmark, paths, tsctl
-from ops.benchmark import BenchSpec
-from ops.packaging import PackagingError
+from bench import benchmark
+from serving import paths, tsctl
+from bench.benchmark import BenchSpec
+from serving.package_model import PackagingError
 
 
 def int_list(text: str) -> list[int]:

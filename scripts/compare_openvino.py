@@ -1,4 +1,4 @@
-"""The OpenVINO comparison from the command line: argparse and one call of ops.openvino_compare.run."""
+"""The OpenVINO comparison from the command line: argparse and one call of bench.compare_openvino.run."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from ops import openvino_compare, paths
-from ops.openvino_compare import ENGINES, CompareError, CompareSpec
+from bench import compare_openvino
+from serving import paths
+from bench.compare_openvino import ENGINES, CompareError, CompareSpec
 
 
 def comma_list(choices: tuple[str, ...] | None = None):
@@ -21,7 +22,7 @@ def comma_list(choices: tuple[str, ...] | None = None):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=openvino_compare.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=compare_openvino.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", type=comma_list(), default=CompareSpec.models, help="demo, bert-base, tiny or checkpoint paths, comma-separated (default: demo,bert-base)")
     parser.add_argument("--engines", type=comma_list(ENGINES), default=ENGINES, help=f"from {', '.join(ENGINES)} (default: all)")
     parser.add_argument("--sentences", type=Path, help="plain or ratsnlp-format sentence file (default: KMOU val.txt when present)")
@@ -41,11 +42,11 @@ def main(argv: list[str] | None = None) -> int:
                        batch_size=args.batch_size, threads=args.threads, repeats=args.repeats, min_seconds=args.min_seconds,
                        calibration=args.calibration, corpus=val if args.accuracy else None, out=args.out)
     try:
-        report = openvino_compare.run(spec)
+        report = compare_openvino.run(spec)
     except CompareError as err:
         print(f"compare_openvino: error: {err}", file=sys.stderr)
         return 1
-    print(openvino_compare.markdown(report))
+    print(compare_openvino.markdown(report))
     return 0
 
 

@@ -1,4 +1,4 @@
-"""The BIO decoding evaluation from the command line: argparse and one call of ops.decoding_eval.run."""
+"""The BIO decoding evaluation from the command line: argparse and one call of study.eval_decoding.run."""
 
 from __future__ import annotations
 
@@ -6,11 +6,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from ops import decoding_eval, paths
+from study import eval_decoding
+from serving import paths
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=decoding_eval.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=eval_decoding.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", type=Path, default=paths.SHARED_DATA, help="folder with the KMOU split files (default: %(default)s)")
     parser.add_argument("--split", default="val", help="which split file, without .txt (default: %(default)s)")
     parser.add_argument("--model", type=Path, default=paths.DEMO_MODEL_DIR, help="served model dir (default: %(default)s)")
@@ -20,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3, help="timing runs; the median is reported (default: %(default)s)")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     args = parser.parse_args(argv)
-    decoding_eval.run(args.corpus, args.split, args.model, args.checkpoint, args.pretrained, args.limit, args.runs, args.json)
+    eval_decoding.run(args.corpus, args.split, args.model, args.checkpoint, args.pretrained, args.limit, args.runs, args.json)
     return 0
 
 

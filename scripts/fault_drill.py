@@ -1,4 +1,4 @@
-"""The fault drill from the command line: argparse and one call of ops.fault_drill.drill, then its verdict."""
+"""The fault drill from the command line: argparse and one call of drills.fault_drill.drill, then its verdict."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from ops import fault_drill, paths, tsctl
+from drills import fault_drill
+from serving import paths, tsctl
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -1,12 +1,13 @@
-"""The fuzz run from the command line: argparse and one call of ops.fuzz.fuzz, then its verdict."""
+"""The fuzz run from the command line: argparse and one call of drills.fuzz.fuzz, then its verdict."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from ops import fuzz, tsctl
-from ops.cli.common import add_target_args, emit_report
+from drills import fuzz
+from serving import tsctl
+from drills.report import add_target_args, emit_report
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

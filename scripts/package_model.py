@@ -1,4 +1,4 @@
-"""Packaging from the command line: argparse and one call of ops.packaging.package."""
+"""Packaging from the command line: argparse and one call of serving.package_model.package."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from ops import packaging, paths
-from ops.packaging import PackageSpec, PackagingError, package
+from serving import package_model, paths
+from serving.package_model import PackageSpec, PackagingError, package
 
 
 def parse_args(argv: list[str] | None) -> PackageSpec:
-    parser = argparse.ArgumentParser(description=packaging.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=package_model.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, required=True, help="checkpoint directory, .ckpt file, or save_pretrained directory")
     parser.add_argument("--pretrained", help="directory (or cached HF model id) with the base model's config.json and vocab.txt; default: the checkpoint's directory")
     parser.add_argument("--label-map", type=Path, help="label_map.txt; default: the checkpoint's directory")

@@ -18,8 +18,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from ops import paths, tsctl
-from ops.client import tag
+from serving import paths, tsctl
+from serving.predict import tag
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""The replicas drill from the command line: argparse and one call of ops.replica_drill.drill."""
+"""The replicas drill from the command line: argparse and one call of drills.replica_drill.drill."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from pathlib import Path
 
 import requests
 
-from ops import paths, replica_drill, tsctl
-from ops.packaging import PackagingError
+from serving import paths, tsctl
+from drills import replica_drill
+from serving.package_model import PackagingError
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,12 +1,13 @@
-"""The soak from the command line: argparse and one call of ops.soak.soak, then its verdict."""
+"""The soak from the command line: argparse and one call of drills.soak.soak, then its verdict."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from ops import soak, tsctl
-from ops.cli.common import add_target_args, emit_report
+from drills import soak
+from serving import tsctl
+from drills.report import add_target_args, emit_report
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

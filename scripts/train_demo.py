@@ -1,4 +1,4 @@
-"""The demo model's training: argparse and one call of ops.train_demo.run."""
+"""The demo model's training: argparse and one call of study.train_demo.run."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import shlex
 import sys
 from pathlib import Path
 
-from ops import paths, train_demo
-from ops.train_demo import TrainSpec
+from serving import paths
+from study import train_demo
+from study.train_demo import TrainSpec
 
 
 def parse_args(argv: list[str] | None) -> TrainSpec:

@@ -1,4 +1,4 @@
-"""TorchServe control from the command line: argparse and one call of ops.tsctl per action."""
+"""TorchServe control from the command line: argparse and one call of serving.tsctl per action."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import requests
 
-from ops import paths, tsctl
+from serving import paths, tsctl
 
 
 def start_ports(ports: str | None, run_dir: Path) -> dict[str, str] | None:

@@ -1,4 +1,4 @@
-"""The demo page from the command line: argparse and one call of ops.webapp.serve."""
+"""The demo page from the command line: argparse and one call of web.webapp.serve."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from ops import paths, webapp
+from serving import paths
+from web import webapp
 
 
 def main(argv: list[str] | None = None) -> int:

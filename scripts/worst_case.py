@@ -1,4 +1,4 @@
-"""The worst-case timing from the command line: argparse and one call of ops.worst_case.measure."""
+"""The worst-case timing from the command line: argparse and one call of bench.worst_case.measure."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from pathlib import Path
 
 import yaml
 
-from ops import paths, worst_case
-from ops.cli.common import add_report_arg, emit_report
+from serving import paths
+from bench import worst_case
+from drills.report import add_report_arg, emit_report
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -1,15 +1,11 @@
-"""The operations library of the Korean NER service: what the scripts, the console commands and
-the tests share. The handler's modules (handler/ner_*.py) are imported flat, by file name
-(``import ner_core``), as TorchServe imports them inside an archive; nothing in handler/
-imports this package.
+"""Serving operations: what runs and ships the service.
 
-Foundations (no project imports): ``paths`` (repository folders, the shared data),
-``retry`` (the one retry loop), ``load`` (load generation, percentiles).
-On the handler: ``corpus`` (KMOU reader, label order, scorer), ``packaging`` (PackageSpec ->
-.mar, the archiver command), ``checkpoints`` (synthetic ratsnlp checkpoints).
-On TorchServe: ``tsctl`` (start/stop/register/scale, keys, metrics), ``client`` (requests
-with timeouts and resends).
-Tools: ``benchmark`` (+ ``seed_handler``, the tutorial's handler as its baseline), ``soak``,
-``fault_drill``, ``particles_eval``, ``train_demo``, ``webapp`` (+ webapp_page.html).
-``cli/``: argparse and one call per tool; scripts/<tool>.py runs it.
+``paths`` (repository folders, the shared data), ``retry`` (the one retry loop), ``tsctl``
+(start/stop/register/scale a local TorchServe, keys, metrics), ``package_model`` (checkpoint ->
+.mar, with the archive's checks), ``agreement`` (how far a lossy path tags like torch fp32),
+``corpus`` (the KMOU reader and entity scorer that the checks and the studies share),
+``predict`` (the client: requests with timeouts and resends).
+
+The handler's modules (handler/ner_*.py) are imported flat, by file name (``import ner_core``),
+as TorchServe imports them inside an archive; nothing in handler/ imports these packages.
 """

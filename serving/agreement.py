@@ -12,7 +12,7 @@ from typing import Sequence
 
 import ner_core
 
-from ops import corpus
+from serving import corpus
 
 
 @dataclass(frozen=True)

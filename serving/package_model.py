@@ -12,7 +12,7 @@ the shipped ``runtime: auto``, the ONNX export a CPU worker runs (``model.onnx``
 ``model.int8.onnx`` with ``quantize: int8``); ``runtime: onnxruntime`` holds the ONNX file
 alone, ``runtime: torch`` the safetensors alone. Before archiving, the staged model is loaded by
 the very code TorchServe will run, with the archive's settings, and compared with torch fp32
-(ops/agreement.py): ONNX Runtime fp32 must give the same tags on the sample sentences or the
+(serving/agreement.py): ONNX Runtime fp32 must give the same tags on the sample sentences or the
 archive is refused; int8 and bf16 have their tag agreement and entity F1 printed.
 """
 
@@ -38,7 +38,7 @@ import ner_cpu
 import ner_onnx
 from ner_settings import HandlerSettings
 
-from ops import agreement, corpus, paths
+from serving import agreement, corpus, paths
 
 HANDLER_ENTRY = "ner_handler.py"  # the module TorchServe loads; the other handler/*.py go beside it
 VAL_LOSS = re.compile(r"val_loss=([0-9]+(?:\.[0-9]+)?)")

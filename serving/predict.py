@@ -13,8 +13,8 @@ from typing import Callable
 
 import requests
 
-from ops import tsctl
-from ops.retry import retry
+from serving import tsctl
+from serving.retry import retry
 
 # 503: no worker free or worker restarting; 500 and 507: "Worker died." for the requests of the
 # batch a dead worker held (507 when it was SIGKILLed, e.g. by the OOM killer); 502/504: a proxy.

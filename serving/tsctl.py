@@ -30,8 +30,8 @@ from typing import Any
 
 import requests
 
-from ops import paths
-from ops.retry import retry
+from serving import paths
+from serving.retry import retry
 
 BASE_CONFIG = paths.CONFIG_DIR / "config.properties"
 LOG_CONFIG = paths.CONFIG_DIR / "log4j2.xml"

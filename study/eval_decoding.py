@@ -25,15 +25,15 @@ import ner_core
 import ner_particles
 from ner_settings import BIO_DECODING_CHOICES, HandlerSettings
 
-from ops import corpus, packaging
-from ops.corpus import Example
+from serving import corpus, package_model
+from serving.corpus import Example
 
 
 def load(model: Path | None, checkpoint: Path | None, pretrained: str | None, staging: Path) -> ner_core.NerModel:
     """The served model: a packaged model directory, or a ratsnlp checkpoint staged as
     ``package_model.py`` stages it (into ``staging``)."""
     if checkpoint is not None:
-        packaging.stage(packaging.PackageSpec(checkpoint=checkpoint, pretrained=pretrained), staging)
+        package_model.stage(package_model.PackageSpec(checkpoint=checkpoint, pretrained=pretrained), staging)
         model = staging
     return ner_core.load_model(model, HandlerSettings())
 

@@ -30,8 +30,8 @@ import ner_core
 import ner_particles
 from ner_settings import HandlerSettings
 
-from ops import corpus
-from ops.corpus import Example
+from serving import corpus
+from serving.corpus import Example
 
 APPROACHES = ("none", "list", "list+names", "kiwi", "kiwi+list")
 PROBE = "서울에서는 삼성전자가 3월에 1,000원을 냈다."  # one warm-up sentence for the memory probe

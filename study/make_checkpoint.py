@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from transformers import BertConfig, BertForTokenClassification
 
-from ops.corpus import SPECIAL_TOKENS, ratsnlp_labels
+from serving.corpus import SPECIAL_TOKENS, ratsnlp_labels
 
 SHAPES = {
     # beomi/kcbert-base's published config

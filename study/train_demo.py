@@ -35,8 +35,8 @@ from transformers import BertConfig, BertForMaskedLM, BertForTokenClassification
 import ner_core
 from ner_settings import HandlerSettings
 
-from ops import paths
-from ops.corpus import SPECIAL_TOKENS, Encoded, Example, build_label_map, encode, evaluate, markdown_table, read_corpus
+from serving import paths
+from serving.corpus import SPECIAL_TOKENS, Encoded, Example, build_label_map, encode, evaluate, markdown_table, read_corpus
 
 IGNORE = -100  # label of padding: no loss
 # Width beat depth here; hidden dropout 0.2 (BERT's default is 0.1) curbs overfitting: val F1 +0.0075.

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from ops import checkpoints, paths
-from ops.packaging import PackageSpec, stage
+from study import make_checkpoint
+from serving import paths
+from serving.package_model import PackageSpec, stage
 
 INTEGRATION_DIR = Path(__file__).parent / "integration"
 
@@ -25,7 +26,7 @@ def pytest_collection_modifyitems(config, items):
 def tiny_checkpoint_dir(tmp_path_factory) -> Path:
     """A ratsnlp-layout checkpoint directory with a tiny random BERT."""
     out = tmp_path_factory.mktemp("tiny-ckpt")
-    checkpoints.write_checkpoint(out, shape="tiny", vocab_size=3000)
+    make_checkpoint.write_checkpoint(out, shape="tiny", vocab_size=3000)
     return out
 
 

@@ -3,7 +3,7 @@
     python scripts/tsctl.py start --register kor_ner.mar    # TorchServe, from var/
     python scripts/webapp.py                                # prints http://127.0.0.1:8090/
 
-``GET /`` serves one self-contained page (ops/webapp_page.html beside this module: no CDN, no build step).
+``GET /`` serves one self-contained page (web/webapp_page.html beside this module: no CDN, no build step).
 ``POST /api`` takes what the tutorial's page posted, a JSON string (``"이순신은 ..."``; a
 ``{"sentence": ...}`` object works too), and answers with the handler's JSON. The app calls
 TorchServe's inference API itself, with the key from key_file.json, so the browser never sees a
@@ -27,7 +27,7 @@ import requests
 
 from ner_settings import SEED_LABEL_NAMES
 
-from ops import paths, tsctl
+from serving import paths, tsctl
 
 PAGE = Path(__file__).with_name("webapp_page.html")
 # A 20,000-character text (the handler's limit) fits even as \u-escaped JSON (120 KB), so the

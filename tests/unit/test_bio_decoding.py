@@ -17,7 +17,7 @@ from ner_core import TokenPredictions, constrained_label_ids
 from tests.unit.answers import answer_for
 from ner_settings import HandlerSettings
 
-from ops import paths
+from serving import paths
 
 LABELS = ["[CLS]", "[SEP]", "[PAD]", "[MASK]", "O", "B-PER", "B-LOC", "I-PER", "I-LOC"]
 TEXT = "가나 다라 마바"  # three wordpieces: 가나 | 다라 | 마바

@@ -22,7 +22,7 @@ from ner_core import TokenPredictions
 from ner_settings import HandlerSettings
 import ner_wire
 from ner_wire import ParsedRequest, dumps, shape_answer
-from ops import paths
+from serving import paths
 from tests.unit.answers import answer_for
 
 ROOT = paths.ROOT

@@ -3,7 +3,8 @@ real TorchServe: tests/integration/test_benchmark.py)."""
 
 from __future__ import annotations
 
-from ops import benchmark, load
+from bench import benchmark
+from drills import load
 
 TAGGED = [  # ratsnlp line format, written for this test
     "김민수는 어제 부산에 갔다.\u241e<김민수:PER>는 <어제:DAT> <부산:LOC>에 갔다.",

@@ -11,8 +11,8 @@ import ner_particles
 from ner_particles import trim_end
 from ner_settings import HandlerSettings
 
-from ops import corpus, paths
-from ops import particles_eval as eval_particles
+from serving import corpus, paths
+from study import eval_particles
 from tests.unit.answers import answer_for
 
 

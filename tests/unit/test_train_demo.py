@@ -10,10 +10,10 @@ import torch
 import ner_core
 from ner_settings import HandlerSettings
 
-from ops import corpus, paths
-from ops.cli import package_model as package_cli
-from ops.cli import train_demo as train_cli
-from ops.train_demo import mask_wordpieces, sound_class, swap_entities
+from serving import corpus, paths
+from scripts import package_model as package_cli
+from scripts import train_demo as train_cli
+from study.train_demo import mask_wordpieces, sound_class, swap_entities
 from tests.unit.answers import answer_for
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]

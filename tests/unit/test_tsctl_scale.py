@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import requests
 
-from ops import tsctl
+from serving import tsctl
 
 
 def answer(status: int, body: str) -> requests.Response:
