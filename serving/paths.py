@@ -1,6 +1,6 @@
 """Where things are: the repository's folders, and the workplace's shared data beside it.
 
-The ops package is installed editable (scripts/setup.sh: ``pip install -e .``), so this file
+The project is installed editable (scripts/setup.sh: ``pip install -e .``), so this file
 stays inside the checkout and ROOT is the repository root.
 """
 
