@@ -48,7 +48,8 @@ from drills.load import Round, http_load, summarise, timed_calls
 from serving.package_model import PackageSpec
 from serving.retry import retry
 
-SEED_HANDLER = Path(__file__).with_name("seed_handler.py")  # the tutorial's handler, archived alone
+SEED_HANDLER = Path(__file__).with_name("seed_handler.py")  # the tutorial's handler, archived with the label names alone
+SEED_CODE = [SEED_HANDLER, paths.HANDLER_DIR / "ner_labels.py"]
 PRECISIONS = {  # handler settings of each precision; bf16 needs a GPU or AVX512-BF16/AMX
     "fp32": {"runtime": "torch", "quantize": "none", "dtype": "float32"},
     "bf16": {"runtime": "torch", "quantize": "none", "dtype": "bfloat16"},
@@ -142,7 +143,7 @@ def archive_name(model: str, variant: str) -> str:
 def build_archive(store: Path, name: str, staged: Path, config: dict, seed: bool = False) -> str:
     """``<name>.mar`` in ``store`` (file name returned), rebuilt only when the weights, the
     model config or the handler code changed: a BERT-base archive takes a minute to write."""
-    code = [SEED_HANDLER] if seed else package_model.handler_files()
+    code = SEED_CODE if seed else package_model.handler_files()
     weights = (staged / "model.safetensors").stat()
     digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
     for path in code:
@@ -164,7 +165,7 @@ def build_archive(store: Path, name: str, staged: Path, config: dict, seed: bool
 
 def archive_seed(store: Path, name: str, staged: Path, config_path: Path) -> None:
     """The tutorial's handler around the same staged weights (package_model packs ours)."""
-    extra = [staged / n for n in ("config.json", "vocab.txt", "label_map.txt")]
+    extra = [staged / n for n in ("config.json", "vocab.txt", "label_map.txt")] + SEED_CODE[1:]
     package_model.run_archiver(name, "1.0", SEED_HANDLER, staged / "model.safetensors", extra, config_path, store)
 
 

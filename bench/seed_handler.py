@@ -19,35 +19,15 @@ from safetensors.torch import load_file
 from transformers import BertConfig, BertForTokenClassification, BertTokenizerLegacy
 from ts.torch_handler.base_handler import BaseHandler
 
+from ner_labels import SEED_LABEL_NAMES, entity_type
+
 MAX_SEQ_LENGTH = 64  # NERDeployArguments(max_seq_length=64) in the tutorial
 
 
 def tutorial_label_names(labels: list[str]) -> dict[int, str]:
-    """Code 10: label index -> the tutorial's Korean name (B- and I- share one name)."""
-    id_to_label = {}
-    for idx, label in enumerate(labels):
-        if "PER" in label:
-            label = "인명"
-        elif "LOC" in label:
-            label = "지명"
-        elif "ORG" in label:
-            label = "기관명"
-        elif "DAT" in label:
-            label = "날짜"
-        elif "TIM" in label:
-            label = "시간"
-        elif "DUR" in label:
-            label = "기간"
-        elif "MNY" in label:
-            label = "통화"
-        elif "PNT" in label:
-            label = "비율"
-        elif "NOH" in label:
-            label = "기타 수량표현"
-        elif "POH" in label:
-            label = "기타"
-        id_to_label[idx] = label
-    return id_to_label
+    """Code 10: label index -> the tutorial's Korean name (B- and I- share one name; ``O`` and
+    the special labels keep their own)."""
+    return {idx: SEED_LABEL_NAMES.get(entity_type(label) or "", label) for idx, label in enumerate(labels)}
 
 
 def load_seed(model_dir: Path, max_seq_length: int = MAX_SEQ_LENGTH):

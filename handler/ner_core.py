@@ -25,9 +25,8 @@ from transformers import BertConfig, BertForTokenClassification
 
 import ner_cpu
 import ner_onnx
-from ner_settings import HandlerSettings, entity_type
-
-SPECIAL_LABELS = ("[CLS]", "[SEP]", "[PAD]", "[MASK]")
+from ner_labels import entity_type, is_inside
+from ner_settings import HandlerSettings
 
 logger = logging.getLogger(__name__)
 
@@ -466,7 +465,7 @@ def group_entities(tags: Sequence[str]) -> list[tuple[str, int, int]]:
     current: tuple[str, int] | None = None
     for i, tag in enumerate(tags):
         kind = entity_type(tag)
-        continues = current is not None and tag.startswith("I-") and kind == current[0]
+        continues = current is not None and is_inside(tag) and kind == current[0]
         if current is not None and not continues:
             spans.append((current[0], current[1], i - 1))
             current = None
@@ -487,7 +486,7 @@ def allowed_transitions(labels: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
 @functools.lru_cache(maxsize=8)
 def _transitions(labels: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
     kinds = [entity_type(label) for label in labels]
-    inside = [label.startswith("I-") and kind is not None for label, kind in zip(labels, kinds)]
+    inside = [is_inside(label) for label in labels]
     follows = np.ones((len(labels), len(labels)), dtype=bool)
     for j, kind in enumerate(kinds):
         if inside[j]:

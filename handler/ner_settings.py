@@ -11,29 +11,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping
 
+from ner_labels import SEED_LABEL_NAMES
 
-def entity_type(tag: str) -> str | None:
-    """``B-PER`` / ``I-PER`` -> ``PER`` (the key of the label names); ``O`` and special labels -> None."""
-    if len(tag) > 2 and tag[1] == "-" and tag[0] in "BI":
-        return tag[2:]
-    return None
-
-
-# The tutorial's Korean names for the KMOU / ratsnlp entity types.
-SEED_LABEL_NAMES: Mapping[str, str] = MappingProxyType(
-    {
-        "PER": "인명",
-        "LOC": "지명",
-        "ORG": "기관명",
-        "DAT": "날짜",
-        "TIM": "시간",
-        "DUR": "기간",
-        "MNY": "통화",
-        "PNT": "비율",
-        "NOH": "기타 수량표현",
-        "POH": "기타",
-    }
-)
 
 RUNTIME_CHOICES = ("auto", "torch", "onnxruntime")
 QUANTIZE_CHOICES = ("none", "int8")

@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from ner_settings import SEED_LABEL_NAMES, entity_type
+from ner_labels import SEED_LABEL_NAMES, entity_type
 
 if TYPE_CHECKING:  # the model's side; this module needs no torch
     from ner_core import Entity, TokenPredictions

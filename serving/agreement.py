@@ -73,7 +73,7 @@ def compare(reference: ner_core.NerModel, candidate: ner_core.NerModel, texts: S
     entity_f1 = corpus.score(ref_entities, got_entities)["overall"]["f1"] if any(ref_entities) else float(ref_entities == got_entities)
     gold_f1 = gold_f1_fp32 = None
     if gold is not None:
-        truth = [{(kind, a, b) for a, b, kind in ex.spans} for ex in gold]
+        truth = [set(ex.spans) for ex in gold]
         gold_f1_fp32 = corpus.score(truth, ref_entities)["overall"]["f1"]
         gold_f1 = corpus.score(truth, got_entities)["overall"]["f1"]
     return Agreement(len(texts), tokens, agreeing, entity_f1, gold_f1_fp32, gold_f1, first)

@@ -1,9 +1,9 @@
 """The KMOU NER corpus in ratsnlp's line format, and entity scoring against it.
 
 A line is ``sentence`` U+241E ``tagged sentence``, entities marked ``<surface:TAG>``. The
-separator, the markup, the special tokens and ratsnlp's label order are defined here once:
-demo training, the benchmark's accuracy, the particle evaluation and the synthetic checkpoints
-all read them from this module.
+separator, the markup and the special tokens are defined here once: demo training, the
+benchmark's accuracy, packaging's check, the studies and the synthetic checkpoints read them
+from this module. What a label means (ratsnlp's label order, spans, BIO tags) is ner_labels'.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from tokenizers import Tokenizer
 
 import ner_core
 import ner_particles
+from ner_labels import Span, ratsnlp_labels, spans_to_tags
 
 SEPARATOR = "\u241e"  # ratsnlp line format: sentence, U+241E, tagged sentence
 ENTITY = re.compile(r"<(.+?):([A-Z]{3})>")  # ratsnlp's pattern
@@ -42,32 +43,23 @@ SAMPLE_SENTENCES = (
     "송전망 확충과 지역 주민과의 협의가 늦어지고 있어 목표 달성이 쉽지 않을 것이라고 지적했다. "
     "산업통상자원부는 내년 상반기에 세부 이행 방안을 내놓을 예정이다.",
 )
-TYPES = ("PER", "LOC", "ORG", "DAT", "TIM", "DUR", "MNY", "PNT", "NOH", "POH")  # KMOU's entity types
-
-
-def ratsnlp_labels(types: Iterable[str] = TYPES) -> list[str]:
-    """ratsnlp's label order: specials, O, then the B- tags, then the I- tags."""
-    types = list(types)
-    return [*ner_core.SPECIAL_LABELS, "O", *[f"B-{t}" for t in types], *[f"I-{t}" for t in types]]
-
-
 # --------------------------------------------------------------------------- reading
 
 
 @dataclass
 class Example:
     text: str
-    spans: list[tuple[int, int, str]]  # (start, end, type), character offsets into text
+    spans: list[Span]  # (type, start, end), character offsets into text
 
 
 def parse_tagged(tagged: str) -> Example:
-    """``<이순신:PER>은`` -> text ``이순신은`` with the span (0, 3, "PER")."""
+    """``<이순신:PER>은`` -> text ``이순신은`` with the span ("PER", 0, 3)."""
     parts, spans, length, last = [], [], 0, 0
     for match in ENTITY.finditer(tagged):
         before = tagged[last : match.start()]
         surface, kind = match.group(1), match.group(2)
         start = length + len(before)
-        spans.append((start, start + len(surface), kind))
+        spans.append((kind, start, start + len(surface)))
         parts += [before, surface]
         length, last = start + len(surface), match.end()
     parts.append(tagged[last:])
@@ -99,21 +91,7 @@ def plain_sentences(path: Path) -> list[str]:
 
 def build_label_map(examples: list[Example]) -> list[str]:
     """ratsnlp's order, types in first-seen order (as ratsnlp's NERCorpus builds it)."""
-    return ratsnlp_labels(dict.fromkeys(kind for ex in examples for _, _, kind in ex.spans))
-
-
-def align_labels(offsets: list[tuple[int, int]], spans: list[tuple[int, int, str]]) -> list[str]:
-    """BIO tag per wordpiece: a wordpiece whose start lies inside an entity is ``B-`` if it is
-    the entity's first wordpiece, else ``I-``; any other wordpiece is ``O``."""
-    tags, seen = [], set()
-    for start, _ in offsets:
-        entity = next((i for i, (a, b, _) in enumerate(spans) if a <= start < b), None)
-        if entity is None:
-            tags.append("O")
-            continue
-        tags.append(("I-" if entity in seen else "B-") + spans[entity][2])
-        seen.add(entity)
-    return tags
+    return ratsnlp_labels(dict.fromkeys(kind for ex in examples for kind, _, _ in ex.spans))
 
 
 @dataclass
@@ -125,7 +103,7 @@ class Encoded:
 def encode(examples: list[Example], tokenizer: Tokenizer) -> list[Encoded]:
     """Tokenised as at serve time (NFC, offsets into the original text), labels aligned."""
     encodings = ner_core.encode_texts(tokenizer, [ex.text for ex in examples])
-    return [Encoded(ids, align_labels(offsets, ex.spans)) for (ids, _, offsets), ex in zip(encodings, examples)]
+    return [Encoded(ids, spans_to_tags(offsets, ex.spans)) for (ids, _, offsets), ex in zip(encodings, examples)]
 
 
 # --------------------------------------------------------------------------- scoring
@@ -162,7 +140,7 @@ def evaluate(ner: ner_core.NerModel, examples: list[Example], encoded: list[Enco
         pred_pieces.append(set(ner_core.group_entities([ner.labels[i] for i in pred.label_ids])))
         pred_chars.append({e.span for e in ner_core.find_entities(pred, ner.labels)})
         served.append({e.span for e in ner_core.find_entities(pred, ner.labels, trim=ner_particles.trim_end, decoding="constrained")})
-    gold_chars = [{(kind, a, b) for a, b, kind in ex.spans} for ex in examples]
+    gold_chars = [set(ex.spans) for ex in examples]
     return {"wordpiece": score(gold_pieces, pred_pieces), "char": score(gold_chars, pred_chars),
             "served": score(gold_chars, served)}
 

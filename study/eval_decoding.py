@@ -49,7 +49,7 @@ def gold_entities(examples: list[Example], ner: ner_core.NerModel) -> tuple[list
     """The corpus entities as wordpiece spans (gold tags aligned to the model's wordpieces) and
     as character spans."""
     gold_pieces = [set(ner_core.group_entities(row.tags)) for row in corpus.encode(examples, ner.tokenizer)]
-    gold_chars = [{(kind, a, b) for a, b, kind in ex.spans} for ex in examples]
+    gold_chars = [set(ex.spans) for ex in examples]
     return gold_pieces, gold_chars
 
 

@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 import ner_core
 import ner_particles
+from ner_labels import spans_to_tags
 from ner_settings import HandlerSettings
 
 from serving import corpus
@@ -93,7 +94,7 @@ def oracle_predictions(examples: list[Example], tokenizer, labels: list[str]) ->
     encodings = tokenizer.encode_batch([ex.text for ex in examples], add_special_tokens=False)
     out = []
     for ex, enc in zip(examples, encodings):
-        tags = corpus.align_labels(enc.offsets, ex.spans)
+        tags = spans_to_tags(enc.offsets, ex.spans)
         out.append(ner_core.TokenPredictions(ex.text, list(enc.tokens), list(enc.offsets), [label_id[t] for t in tags], [1.0] * len(tags)))
     return out
 
@@ -111,7 +112,7 @@ def model_predictions(ner: ner_core.NerModel, texts: list[str], chunk: int = 64)
 
 def entity_f1(examples: list[Example], preds: list[ner_core.TokenPredictions], labels: list[str], trim) -> dict[str, float]:
     """Character-exact entity precision / recall / F1 of the served entities (micro)."""
-    gold = [{(kind, a, b) for a, b, kind in ex.spans} for ex in examples]
+    gold = [set(ex.spans) for ex in examples]
     found = []
     for pred in preds:
         found.append({e.span for e in ner_core.find_entities(pred, labels, trim=trim)})
@@ -128,7 +129,7 @@ def changes(examples: list[Example], preds: list[ner_core.TokenPredictions], lab
     them it fixes (now the gold span) and breaks (the gold span before, not now)."""
     counts = {"changed": 0, "fixed": 0, "broken": 0}
     for ex, old, new in zip(examples, served_entities(preds, labels, before), served_entities(preds, labels, after)):
-        gold = {(kind, a, b) for a, b, kind in ex.spans}
+        gold = set(ex.spans)
         counts["changed"] += len(new - old)
         counts["fixed"] += len((new - old) & gold)
         counts["broken"] += len((old - new) & gold)

@@ -14,7 +14,8 @@ from pathlib import Path
 import torch
 from transformers import BertConfig, BertForTokenClassification
 
-from serving.corpus import SPECIAL_TOKENS, ratsnlp_labels
+from ner_labels import ratsnlp_labels
+from serving.corpus import SPECIAL_TOKENS
 
 SHAPES = {
     # beomi/kcbert-base's published config

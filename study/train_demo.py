@@ -105,19 +105,19 @@ def swap_entities(examples: list[Example], copies: int, rate: float, seed: int) 
     from the same split (seeded: the same every run)."""
     pool: dict[tuple[str, str], list[str]] = {}
     for ex in examples:
-        for a, b, kind in ex.spans:
+        for kind, a, b in ex.spans:
             pool.setdefault((kind, sound_class(ex.text[a:b])), []).append(ex.text[a:b])
     rng = random.Random(seed)
     out = []
     for _ in range(copies):
         for ex in examples:
             parts, spans, last, shift = [], [], 0, 0
-            for a, b, kind in ex.spans:
+            for kind, a, b in ex.spans:
                 surface = ex.text[a:b]
                 if rng.random() < rate:
                     surface = rng.choice(pool[(kind, sound_class(surface))])
                 parts += [ex.text[last:a], surface]
-                spans.append((a + shift, a + shift + len(surface), kind))
+                spans.append((kind, a + shift, a + shift + len(surface)))
                 shift += len(surface) - (b - a)
                 last = b
             parts.append(ex.text[last:])

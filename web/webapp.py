@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from ner_settings import SEED_LABEL_NAMES
+from ner_labels import SEED_LABEL_NAMES
 
 from serving import paths, tsctl
 
