@@ -1,4 +1,5 @@
-"""Handler settings: read once from the per-model config's ``handler:`` section.
+"""Handler settings: read once from the per-model config's ``handler:`` section. The defaults
+are the shipped values (config/model-config.yaml states each one; a test holds the two equal).
 
 Plain Python, no TorchServe import. Unknown keys and out-of-range values stop the model
 from loading with a message naming the key, so a typo in the YAML never silently does nothing.
@@ -28,13 +29,13 @@ class HandlerSettings:
     max_texts_per_request: int = 32  # longer JSON lists are refused with 400
     max_request_tokens: int = 1664  # model-input tokens (windows, [CLS]/[SEP] included) per request; more: 413
     max_response_bytes: int = 8 * 1024 * 1024  # a larger answer is refused with 413 (keep under max_response_size)
-    max_batch_tokens: int = 4096  # a forward pass holds at most this many padded tokens
-    torch_threads: int = 0  # intra-op threads per worker (torch or ONNX Runtime); 0 keeps the default
+    max_batch_tokens: int = 256  # a forward pass holds at most this many padded tokens
+    torch_threads: int = 1  # intra-op threads per worker (torch or ONNX Runtime); 0 keeps the default
     runtime: str = "auto"  # "auto": ONNX Runtime on a CPU, torch on a GPU; or "torch" / "onnxruntime" always
     quantize: str = "none"  # "int8": dynamic int8 quantization of the Linear layers (ONNX Runtime)
     dtype: str = "float32"  # "bfloat16": bf16 weights and activations (torch; a GPU, or a CPU with AVX512-BF16/AMX)
-    trim_particles: bool = False  # cut Korean particles (조사) off entity ends
-    bio_decoding: str = "greedy"  # "constrained": entities from the best BIO-consistent label sequence
+    trim_particles: bool = True  # cut Korean particles (조사) off entity ends
+    bio_decoding: str = "constrained"  # or "greedy": the argmax tags grouped as they come
     label_names: Mapping[str, str] = field(default_factory=lambda: SEED_LABEL_NAMES)
 
     def __post_init__(self) -> None:

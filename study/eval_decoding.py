@@ -35,7 +35,7 @@ def load(model: Path | None, checkpoint: Path | None, pretrained: str | None, st
     if checkpoint is not None:
         package_model.stage(package_model.PackageSpec(checkpoint=checkpoint, pretrained=pretrained), staging)
         model = staging
-    return ner_core.load_model(model, HandlerSettings())
+    return ner_core.load_model(model, HandlerSettings(torch_threads=0))  # in-process: all of torch's threads
 
 
 def predictions(ner: ner_core.NerModel, texts: list[str], chunk: int = 64) -> list[ner_core.TokenPredictions]:

@@ -205,7 +205,7 @@ def run(corpus_dir: Path, split: str, model: Path, vocab: Path | None, approache
         ner, labels = None, corpus.build_label_map(examples)
         tokenizer = ner_core.build_tokenizer(vocab)
     else:
-        ner = ner_core.load_model(model, HandlerSettings())
+        ner = ner_core.load_model(model, HandlerSettings(torch_threads=0))  # in-process: all of torch's threads
         labels, tokenizer = ner.labels, ner.tokenizer
     oracle = oracle_predictions(examples, tokenizer, labels)
     preds, predict_s = model_predictions(ner, texts) if ner else (None, 0.0)

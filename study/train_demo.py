@@ -415,7 +415,7 @@ def run(args: TrainSpec, command: str) -> dict:
     ner = ner_core.NerModel(model.eval(), tokenizer, labels, HandlerSettings())
     if args.export:
         export(args.out, args.export, model, labels)
-        ner = ner_core.load_model(args.export, HandlerSettings())  # score what is committed: fp16 weights
+        ner = ner_core.load_model(args.export, HandlerSettings(torch_threads=0))  # score what is committed: fp16 weights
     metrics |= evaluate(ner, val_examples, val_rows)
     (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     if args.export:
