@@ -272,16 +272,14 @@ def served_rows(server: tsctl.Server, model: str, mar: str, plan: Plan, bar: tqd
     """Register ``mar`` with one batching config, measure every concurrency, unregister."""
     name = register_with_retry(server, mar, workers, batch, delay)
     try:
-        url = f"{server.inference_url}/predictions/{name}"
-        headers = server.headers("inference")
-        warm = http_load(url, headers, plan.sentences[: 2 * workers], workers, 0)  # each worker's first batches
+        warm = http_load(server, name, plan.sentences[: 2 * workers], workers, 0)  # each worker's first batches
         if warm.errors:
             raise BenchError(f"{name}: {warm.errors} of {len(warm.latencies)} warm-up requests failed; see {server.run_dir / 'logs'}")
         rounds: dict[int, list[Round]] = {c: [] for c in plan.concurrency}
         for _ in range(plan.repeats):  # rounds interleaved, so a burst of outside load hits all alike
             for conc in plan.concurrency:
                 bar.set_description(f"{model} {path} {precision} b{batch} d{delay} w{workers}x{threads or ''} c{conc}")
-                rounds[conc].append(http_load(url, headers, plan.sentences, conc, plan.min_seconds))
+                rounds[conc].append(http_load(server, name, plan.sentences, conc, plan.min_seconds))
         bar.update(len(plan.concurrency))
     finally:
         tsctl.unregister(server, name)

@@ -14,15 +14,16 @@ from __future__ import annotations
 import shutil
 import statistics
 import sys
-import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, Callable
 
 import psutil
+import requests
 
 import ner_core
 from ner_settings import HandlerSettings
 from bench import benchmark
+from drills.load import send_all
 from serving import tsctl
 
 SENTENCES = [
@@ -62,10 +63,17 @@ def cpu_seconds(pid: int) -> float:
     return times.user + times.system
 
 
-def timed_post(server: tsctl.Server, model: str, texts: list[str], timeout: float) -> tuple[float, int, int]:
-    started = time.perf_counter()
-    resp = server.call("POST", "inference", f"/predictions/{model}", json=texts, timeout=(5, timeout))
-    return time.perf_counter() - started, resp.status_code, len(resp.content)
+def sender(server: tsctl.Server, model: str, texts: list[str], timeout: float, sizes: list[int]) -> Callable[[Any], str]:
+    """POST ``texts`` as one JSON request: the outcome is the HTTP status (or the error's name);
+    answer sizes go to ``sizes``."""
+    def send(_: Any) -> str:
+        try:
+            resp = server.call("POST", "inference", tsctl.predictions_path(model), json=texts, timeout=(5, timeout))
+        except requests.RequestException as err:
+            return type(err).__name__
+        sizes.append(len(resp.content))
+        return str(resp.status_code)
+    return send
 
 
 def measure(spec: str, config: dict, out: Path, rounds: int) -> dict:
@@ -84,13 +92,13 @@ def measure(spec: str, config: dict, out: Path, rounds: int) -> dict:
         model = tsctl.register(server, mar)
         pids = {w["pid"] for w in tsctl.describe(server, model)[0]["workers"]}
         print(f"worst_case: {len(texts)} texts, {cost} model-input tokens; {rounds} rounds alone", file=sys.stderr, flush=True)
-        timed_post(server, model, SENTENCES[:1], timeout)  # warm-up
-        alone = [timed_post(server, model, texts, timeout * 2) for _ in range(rounds)]
+        send_all(sender(server, model, SENTENCES[:1], timeout, []), range(1), 1)  # warm-up
+        sizes: list[int] = []
+        alone = send_all(sender(server, model, texts, timeout * 2, sizes), range(rounds), 1)
         print(f"worst_case: {batch} per worker at once (a full batch each)", file=sys.stderr, flush=True)
         workers = len(pids)
         cpu_before = {pid: cpu_seconds(pid) for pid in pids}
-        with ThreadPoolExecutor(batch * workers) as pool:
-            together = list(pool.map(lambda _: timed_post(server, model, texts, timeout * 2), range(batch * workers)))
+        together = send_all(sender(server, model, texts, timeout * 2, []), range(batch * workers), batch * workers)
         cpu_used = {pid: cpu_seconds(pid) - before for pid, before in cpu_before.items()}
         after = {w["pid"]: w["status"] for w in tsctl.describe(server, model)[0]["workers"]}
     finally:
@@ -100,14 +108,14 @@ def measure(spec: str, config: dict, out: Path, rounds: int) -> dict:
         "limits": {k: getattr(settings, k) for k in ("max_text_chars", "max_texts_per_request", "max_request_tokens",
                                                         "max_response_bytes", "torch_threads", "runtime")},
         "batch_size": batch, "workers": workers, "response_timeout_s": timeout,
-        "alone_s": {"median": round(statistics.median(t for t, _, _ in alone), 2), "max": round(max(t for t, _, _ in alone), 2)},
-        "alone_statuses": sorted({s for _, s, _ in alone}), "answer_bytes": max(b for _, _, b in alone),
-        "full_batches_s": {"median": round(statistics.median(t for t, _, _ in together), 2),
-                           "max": round(max(t for t, _, _ in together), 2)},
-        "full_batches_statuses": sorted({s for _, s, _ in together}),
+        "alone_s": {"median": round(statistics.median(alone.latencies), 2), "max": round(max(alone.latencies), 2)},
+        "alone_statuses": sorted(alone.outcomes), "answer_bytes": max(sizes, default=0),
+        "full_batches_s": {"median": round(statistics.median(together.latencies), 2),
+                           "max": round(max(together.latencies), 2)},
+        "full_batches_statuses": sorted(together.outcomes),
         # CPU seconds each worker spent on its full batch: the wall time on an idle core, whatever
         # else the machine was running during the measurement
         "worker_cpu_s_per_full_batch": {str(pid): round(s, 1) for pid, s in cpu_used.items()},
         "worker_restarted": set(after) != pids or any(s != "READY" for s in after.values()),
-        "seconds_per_token": round(statistics.median(t for t, _, _ in alone) / cost, 5),
+        "seconds_per_token": round(statistics.median(alone.latencies) / cost, 5),
     }

@@ -14,63 +14,34 @@ TorchServe on this machine (it signals the worker pids TorchServe's describe giv
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import statistics
 import threading
 import time
-from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import requests
 
+from drills.load import Tally, send_all
 from serving import tsctl
 from serving.predict import predict_with_retry
 
 
-@dataclass
-class Load:
-    """What the load clients saw, shared by their threads (``note`` under a lock)."""
-    answered: int = 0
-    lost: list[str] = field(default_factory=list)  # why, without the request text
-    resends: Counter = field(default_factory=Counter)  # reason -> count
-    slowest_s: float = 0.0
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def note(self, seconds: float, lost: str | None = None, resend: str | None = None) -> None:
-        with self.lock:
-            if resend:
-                self.resends[resend] += 1
-                return
-            if lost:
-                self.lost.append(lost)
-            else:
-                self.answered += 1
-            self.slowest_s = max(self.slowest_s, seconds)
-
-
-def client(server: tsctl.Server, model: str, i: int, stop: threading.Event, load: Load,
-           timeout: float, retries: int) -> None:
-    """Send unique sentences until ``stop``; an answer must echo the very text sent."""
-    n = 0
-    while not stop.is_set():
-        text = f"훈련 {i}-{n}: 이순신은 한산도에서 왜군을 무찔렀다."
-        started = time.monotonic()
-        lost = None
+def sender(server: tsctl.Server, model: str, tally: Tally, timeout: float, retries: int) -> Callable[[int], str]:
+    """Send sentence ``n`` (each one unique) through the project's client; an answer must echo
+    the very text sent. Resends are counted in ``tally.counts`` by reason."""
+    def send(n: int) -> str:
+        text = f"훈련 {n}: 이순신은 한산도에서 왜군을 무찔렀다."
         try:
-            resp = predict_with_retry(server, model, text, retries=retries, timeout=timeout,
-                                      on_retry=lambda reason: load.note(0, resend=reason))
+            resp = predict_with_retry(server, model, text, retries=retries, timeout=timeout, on_retry=tally.count)
         except requests.RequestException as err:
-            lost = f"{type(err).__name__} after {retries} resends"
-        else:
-            if resp.status_code != 200:
-                lost = f"HTTP {resp.status_code} after {retries} resends"
-            elif resp.json().get("sentence") != text:
-                lost = "answered with another text"
-        load.note(time.monotonic() - started, lost)
-        n += 1
+            return f"{type(err).__name__} after {retries} resends"
+        if resp.status_code != 200:
+            return f"HTTP {resp.status_code} after {retries} resends"
+        return "ok" if resp.json().get("sentence") == text else "answered with another text"
+    return send
 
 
 def ready_pids(server: tsctl.Server, model: str) -> set[int]:
@@ -97,29 +68,30 @@ def drill(server: tsctl.Server, model: str, kills: int, clients: int, settle: fl
     workers = len(ready_pids(server, model))
     if workers == 0:
         raise tsctl.TsError(f"{model} has no READY worker")
-    load, stop = Load(), threading.Event()
+    tally, stop = Tally(), threading.Event()
+    send = sender(server, model, tally, timeout, retries)
+    loader = threading.Thread(target=send_all, args=(send, itertools.count(), clients, tally, stop), daemon=True)
     recoveries: list[float] = []
     started = time.monotonic()
-    with ThreadPoolExecutor(clients) as pool:
-        futures = [pool.submit(client, server, model, i, stop, load, timeout, retries) for i in range(clients)]
-        try:
+    loader.start()
+    try:
+        time.sleep(settle)
+        for k in range(kills):
+            pid, seconds = kill_one(server, model, workers, deadline_s)
+            recoveries.append(seconds)
+            progress(f"kill {k + 1}/{kills}: worker {pid} SIGKILLed; {workers} READY again after {seconds:.1f} s "
+                     f"({tally.ok} answered, {sum(tally.counts.values())} resends so far)")
             time.sleep(settle)
-            for k in range(kills):
-                pid, seconds = kill_one(server, model, workers, deadline_s)
-                recoveries.append(seconds)
-                progress(f"kill {k + 1}/{kills}: worker {pid} SIGKILLed; {workers} READY again after {seconds:.1f} s "
-                         f"({load.answered} answered, {sum(load.resends.values())} resends so far)")
-                time.sleep(settle)
-        finally:
-            stop.set()
-            for future in futures:
-                future.result()
+    finally:
+        stop.set()
+        loader.join()
+    lost = {why: n for why, n in tally.outcomes.items() if why != "ok"}
     return {
         "model": model, "workers": workers, "clients": clients, "kills": kills,
         "recovery_s": [round(s, 2) for s in recoveries],
         "recovery_s_median": round(statistics.median(recoveries), 2) if recoveries else None,
         "recovery_s_max": round(max(recoveries), 2) if recoveries else None,
         "seconds": round(time.monotonic() - started, 1),
-        "answered": load.answered, "lost": len(load.lost), "lost_why": dict(Counter(load.lost)),
-        "resends": dict(load.resends), "slowest_answer_s": round(load.slowest_s, 2),
+        "answered": tally.ok, "lost": sum(lost.values()), "lost_why": lost,
+        "resends": dict(tally.counts), "slowest_answer_s": round(max(tally.latencies, default=0.0), 2),
     }

@@ -22,8 +22,9 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from drills import soak
+from drills.soak import TEMPLATES, Case
 from serving import tsctl
-from drills.soak import TEMPLATES, Case, run
 
 CONTENT_TYPES = ["text/plain", "text/plain; charset=utf-8", "application/json", "application/json; charset=utf-8",
                  "application/octet-stream", "text/html", "application/xml", "image/png"]
@@ -149,16 +150,16 @@ def fuzz(server: tsctl.Server, model: str, requests_n: int, concurrency: int, ba
     """Send the mix; the report counts valid requests failed, hostile ones not refused, restarts."""
     cases = make_cases(requests_n, bad_fraction, classes or HOSTILE, limits, seed)
     before = workers(server, model)
-    tally = run(server, model, cases, concurrency, timeout, "fuzz", progress)
+    tally = soak.run(server, model, cases, concurrency, timeout, "fuzz", progress)
     after = workers(server, model)
     kinds = Counter(case.kind.split(" ")[0] for case in cases)
-    valid_failed = sum(n for (kind, outcome), n in tally.by_kind.items() if kind == "valid" and outcome != "ok")
-    hostile_not_refused = sum(n for (kind, outcome), n in tally.by_kind.items() if kind == "hostile" and outcome != "invalid_4xx")
+    valid_failed = sum(n for (kind, outcome), n in soak.by_kind(tally).items() if kind == "valid" and outcome != "ok")
+    hostile_not_refused = sum(n for (kind, outcome), n in soak.by_kind(tally).items() if kind == "hostile" and outcome != "invalid_4xx")
     return {
         "model": model, "requests": requests_n, "concurrency": concurrency, "bad_fraction": bad_fraction,
         "valid": kinds["valid"], "hostile": kinds["hostile"],
         "hostile_classes": dict(Counter(case.kind.split(" ", 1)[1] for case in cases if case.kind.startswith("hostile"))),
-        "statuses": dict(tally.statuses), "outcomes": dict(tally.outcomes),
+        "statuses": soak.statuses(tally), "outcomes": dict(soak.outcomes(tally)),
         "valid_failed": valid_failed, "hostile_not_refused": hostile_not_refused,
         "workers_before": before, "workers_after": after,
         "worker_restarted": set(before) != set(after) or any(s != "READY" for s in after.values()),

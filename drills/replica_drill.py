@@ -47,9 +47,10 @@ from typing import Any
 import requests
 import yaml
 
+from drills.load import Sessions, send_all
 from serving import package_model, paths, tsctl
-from serving.predict import predict_with_retry
 from serving.package_model import PackageSpec
+from serving.predict import predict_with_retry
 
 MODEL = "kor_ner"
 VERSIONS = ("1.0", "2.0")
@@ -176,7 +177,7 @@ def _until(condition, timeout: float, message: str, poll: float = 0.2) -> float:
 
 
 @dataclass
-class Tally:
+class PhaseTally:
     answered: int = 0
     failed: Counter = field(default_factory=Counter)  # why -> count (never the text)
     resent: Counter = field(default_factory=Counter)
@@ -190,74 +191,73 @@ class Tally:
 
 
 class Load:
-    """--clients threads through the load balancer; tallies go to the current phase."""
+    """--clients threads through the load balancer (drills.load.send_all), half of the requests
+    sent once, half through the project's retrying client; tallies go to the current phase."""
 
     def __init__(self, lb: tsctl.Server, clients: int, max_requests: int, timeout: float) -> None:
-        self.lb, self.timeout, self.max_requests = lb, timeout, max_requests
+        self.lb, self.timeout, self.max_requests, self.clients = lb, timeout, max_requests, clients
         self.lock, self.stop_event, self.sent = threading.Lock(), threading.Event(), 0
         self.phase = "warm-up"
-        self.tallies: dict[str, dict[str, Tally]] = {}
+        self.tallies: dict[str, dict[str, PhaseTally]] = {}
         self.last_versions: list[str] = []
-        self.threads = [threading.Thread(target=self._client, args=(i, "plain" if i % 2 else "retrying"), daemon=True)
-                        for i in range(clients)]
+        self.sessions = Sessions()
+        self.thread = threading.Thread(target=send_all, args=(self._send, range(max_requests), clients),
+                                       kwargs={"stop": self.stop_event}, daemon=True)
 
     def start(self) -> None:
-        for t in self.threads:
-            t.start()
+        self.thread.start()
 
     def stop(self) -> None:
         self.stop_event.set()
-        for t in self.threads:
-            t.join(self.timeout + 10)
+        self.thread.join(self.timeout * 6 + 10)  # a retrying request may wait through its resends
+        self.sessions.close()
 
-    def tally(self, kind: str) -> Tally:
-        return self.tallies.setdefault(self.phase, {}).setdefault(kind, Tally())
+    def tally(self, kind: str) -> PhaseTally:
+        return self.tallies.setdefault(self.phase, {}).setdefault(kind, PhaseTally())
 
     def answered(self) -> int:
         with self.lock:
             return sum(t.answered for kinds in self.tallies.values() for t in kinds.values())
 
-    def _client(self, i: int, kind: str) -> None:
-        session = requests.Session()
-        n = 0
-        while not self.stop_event.is_set():
-            with self.lock:
-                if self.sent >= self.max_requests:
-                    return
-                self.sent += 1
-            text = f"훈련 {i}-{n}: 이순신은 한산도에서 왜군을 무찔렀다."
-            n += 1
-            body = {"id": f"{i}-{n}", "inputs": [{"name": "texts", "shape": [1], "datatype": "BYTES", "data": [text]}]}
-            resends: list[str] = []
-            try:
-                if kind == "plain":
-                    resp = session.post(f"{self.lb.inference_url}/predictions/{MODEL}", json=body,
-                                        headers=self.lb.headers("inference"), timeout=(5, self.timeout))
-                else:
-                    resp = predict_with_retry(self.lb, MODEL, body, retries=4, timeout=self.timeout, backoff=0.2,
-                                              on_retry=resends.append)
-                why = None if resp.status_code == 200 else f"HTTP {resp.status_code}"
-            except requests.RequestException as err:
-                inner = err.args[0] if err.args else None  # e.g. ProtocolError(RemoteDisconnected): no request text
-                inner = getattr(inner, "args", [None])[-1] if type(inner).__name__ == "ProtocolError" else inner
-                resp, why = None, type(err).__name__ + (f" ({type(inner).__name__})" if inner is not None else "")
-            with self.lock:
-                tally = self.tally(kind)
-                tally.resent.update(resends)
-                if why is None:
-                    answer = resp.json()
-                    version = answer.get("model_version")
-                    sentence = json.loads(answer["outputs"][0]["data"][0])["sentence"]
-                    if sentence != text:
-                        tally.failed["answered with another text"] += 1
-                    elif version not in VERSIONS:
-                        tally.unversioned += 1
-                    else:
-                        tally.answered += 1
-                        tally.versions[version] += 1
-                        self.last_versions = (self.last_versions + [version])[-50:]
-                else:
+    def _send(self, n: int) -> str:
+        with self.lock:
+            self.sent += 1
+        kind = "plain" if n % 2 else "retrying"
+        text = f"훈련 {n}: 이순신은 한산도에서 왜군을 무찔렀다."
+        body = {"id": str(n), "inputs": [{"name": "texts", "shape": [1], "datatype": "BYTES", "data": [text]}]}
+        resends: list[str] = []
+        try:
+            if kind == "plain":
+                resp = self.sessions.get().post(self.lb.inference_url + tsctl.predictions_path(MODEL), json=body,
+                                                headers=self.lb.headers("inference"), timeout=(5, self.timeout))
+            else:
+                resp = predict_with_retry(self.lb, MODEL, body, retries=4, timeout=self.timeout, backoff=0.2,
+                                          on_retry=resends.append)
+            why = None if resp.status_code == 200 else f"HTTP {resp.status_code}"
+        except requests.RequestException as err:
+            inner = err.args[0] if err.args else None  # e.g. ProtocolError(RemoteDisconnected): no request text
+            inner = getattr(inner, "args", [None])[-1] if type(inner).__name__ == "ProtocolError" else inner
+            resp, why = None, type(err).__name__ + (f" ({type(inner).__name__})" if inner is not None else "")
+        with self.lock:
+            tally = self.tally(kind)
+            tally.resent.update(resends)
+            if why is None:
+                answer = resp.json()
+                version = answer.get("model_version")
+                sentence = json.loads(answer["outputs"][0]["data"][0])["sentence"]
+                if sentence != text:
+                    why = "answered with another text"
                     tally.failed[why] += 1
+                elif version not in VERSIONS:
+                    why = "unversioned"
+                    tally.unversioned += 1
+                else:
+                    tally.answered += 1
+                    tally.versions[version] += 1
+                    self.last_versions = (self.last_versions + [version])[-50:]
+            else:
+                tally.failed[why] += 1
+        return why or "ok"
 
 
 # --------------------------------------------------------------------------- replicas
@@ -332,14 +332,14 @@ def drill(args: argparse.Namespace) -> dict[str, Any]:
         haproxy.start(config)
         _until(lambda: all(s["status"] == "UP" for s in haproxy.servers().values()), left(), "replicas not UP in HAProxy")
         log(t0, f"HAProxy on {lb.inference_url} ({config}); both replicas UP")
-        refused = requests.post(f"{lb.inference_url}/predictions/{MODEL}", data="키 없이".encode(), timeout=10)
+        refused = requests.post(lb.inference_url + tsctl.predictions_path(MODEL), data="키 없이".encode(), timeout=10)
         result["lb_status_without_key"] = refused.status_code
         result["haproxy_config"] = config.read_text(encoding="utf-8")
 
         load = Load(lb, args.clients, args.max_requests, args.request_timeout)
         load.start()
         _until(lambda: load.answered() >= args.clients * 4, left(), "no answers through HAProxy")
-        log(t0, f"load: {args.clients} clients ({args.clients // 2} plain, {args.clients - args.clients // 2} retrying)")
+        log(t0, f"load: {args.clients} clients, every other request plain (sent once), the others retrying")
         settle(load, args.settle, deadline)
 
         # ---- rolling update

@@ -17,7 +17,6 @@ import json
 import random
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,8 +24,8 @@ import psutil
 import requests
 from tqdm import tqdm
 
+from drills.load import Tally, percentile, send_all
 from serving import tsctl
-from drills.load import percentile
 
 TEMPLATES = [
     "{m} 이순신은 1592년 한산도에서 왜군을 크게 무찔렀다.",
@@ -58,16 +57,6 @@ class Case:
     is_list: bool = False
     headers: tuple[tuple[str, str], ...] = ()  # more HTTP headers, e.g. (("X-NER-Result", "false"),)
     frontend_refuses: bool = False  # over max_request_size: TorchServe's frontend answers a bare 413
-
-
-@dataclass
-class Tally:
-    outcomes: Counter = field(default_factory=Counter)  # ok, mismatch, 5xx, lost, invalid_4xx, invalid_not_4xx
-    by_kind: Counter = field(default_factory=Counter)  # (first word of the case's kind, outcome)
-    statuses: Counter = field(default_factory=Counter)  # 2xx, 4xx, 5xx
-    latencies: list[float] = field(default_factory=list)
-    examples: list[str] = field(default_factory=list)  # the first few failures, without request text
-    seconds: float = 0.0
 
 
 def make_case(i: int, rng: random.Random, long_chars: int, max_chars: int) -> Case:
@@ -107,37 +96,49 @@ def judge(case: Case, status: int, body: bytes) -> str:
 
 
 def send(server: tsctl.Server, model: str, case: Case, timeout: float) -> tuple[int, bytes]:
-    resp = server.call("POST", "inference", f"/predictions/{model}", data=case.body,
+    resp = server.call("POST", "inference", tsctl.predictions_path(model), data=case.body,
                        headers={"Content-Type": case.content_type, **dict(case.headers)}, timeout=(5, timeout))
     return resp.status_code, resp.content
 
 
 def run(server: tsctl.Server, model: str, cases: list[Case], concurrency: int, timeout: float,
         desc: str = "soak", progress: bool = True) -> Tally:
-    """Send every case, ``concurrency`` at a time, and tally what came back."""
+    """Send every case, ``concurrency`` at a time, and tally what came back: the outcomes (ok,
+    mismatch, 5xx, lost, invalid_4xx, invalid_not_4xx), and in ``counts`` each (first word of the
+    case's kind, outcome) and each status class (2xx, 4xx, 5xx, none)."""
     tally = Tally()
 
-    def one(case: Case) -> tuple[Case, str, int | None, float]:
-        started = time.perf_counter()
+    def one(case: Case) -> str:
         try:
             status, body = send(server, model, case, timeout)
         except requests.RequestException as err:
-            return case, f"lost ({type(err).__name__})", None, time.perf_counter() - started
-        return case, judge(case, status, body), status, time.perf_counter() - started
+            tally.count((case.kind.split(" ")[0], "lost"))
+            tally.count("none")
+            return f"lost ({type(err).__name__}): {case.kind}"
+        outcome = judge(case, status, body)
+        tally.count((case.kind.split(" ")[0], outcome))
+        tally.count(f"{status // 100}xx")
+        return outcome if outcome in ("ok", "invalid_4xx") else f"{outcome}: {case.kind}, HTTP {status}"
 
-    started = time.perf_counter()
-    with ThreadPoolExecutor(concurrency) as pool:
-        futures = [pool.submit(one, case) for case in cases]
-        for future in tqdm(as_completed(futures), total=len(futures), desc=desc, unit="req", disable=not progress):
-            case, outcome, status, seconds = future.result()
-            tally.outcomes[outcome.split(" (")[0]] += 1
-            tally.by_kind[case.kind.split(" ")[0], outcome.split(" (")[0]] += 1
-            tally.statuses[f"{status // 100}xx" if status else "none"] += 1
-            tally.latencies.append(seconds)
-            if outcome not in ("ok", "invalid_4xx") and len(tally.examples) < 10:
-                tally.examples.append(f"{case.kind}: {outcome}, HTTP {status}")
-    tally.seconds = time.perf_counter() - started
+    with tqdm(total=len(cases), desc=desc, unit="req", disable=not progress) as bar:
+        send_all(one, cases, concurrency, tally, on_sent=bar.update)
     return tally
+
+
+def outcomes(tally: Tally) -> Counter:
+    """The outcome names alone (``lost``, ``mismatch``, ...), without the detail after them."""
+    named: Counter = Counter()
+    for outcome, n in tally.outcomes.items():
+        named[outcome.split(":")[0].split(" (")[0]] += n
+    return named
+
+
+def statuses(tally: Tally) -> dict[str, int]:
+    return {key: n for key, n in tally.counts.items() if isinstance(key, str)}
+
+
+def by_kind(tally: Tally) -> Counter:
+    return Counter({key: n for key, n in tally.counts.items() if isinstance(key, tuple)})
 
 
 def worker_rss(server: tsctl.Server, model: str) -> dict[int, int]:
@@ -160,9 +161,9 @@ def soak(server: tsctl.Server, model: str, requests_n: int, concurrency: int, wa
     return {
         "model": model, "requests": requests_n, "concurrency": concurrency, "warmup": warmup,
         "kinds": dict(Counter(c.kind.split(" ")[0] for c in cases[warmup:])),
-        "statuses": dict(tally.statuses), "outcomes": dict(tally.outcomes),
-        "mismatches": tally.outcomes["mismatch"] + tally.outcomes["invalid_not_4xx"],
-        "lost": tally.outcomes["lost"], "server_errors": tally.outcomes["5xx"],
+        "statuses": statuses(tally), "outcomes": dict(named := outcomes(tally)),
+        "mismatches": named["mismatch"] + named["invalid_not_4xx"],
+        "lost": named["lost"], "server_errors": named["5xx"],
         "seconds": round(tally.seconds, 1), "requests_per_s": round(requests_n / tally.seconds, 1),
         "latency_ms": {"p50": ms(50), "p90": ms(90), "p99": ms(99), "max": ms(100)},
         "worker_rss_mb_after_warmup": {pid: round(v / 2**20, 1) for pid, v in rss_warm.items()},

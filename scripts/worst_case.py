@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     report = worst_case.measure(args.model, config, args.out, args.rounds)
     timeout = report["response_timeout_s"]
     cpu = max(report["worker_cpu_s_per_full_batch"].values())
-    ok = (report["full_batches_statuses"] == [200] and report["alone_statuses"] == [200]
+    ok = (report["full_batches_statuses"] == ["200"] and report["alone_statuses"] == ["200"]
           and not report["worker_restarted"] and report["full_batches_s"]["max"] < timeout and cpu <= timeout / 2)
     report["verdict"] = (f"held: a full batch of the largest request takes {cpu} s of one core, at most half "
                          f"the {timeout} s response timeout" if ok else "FAILED")

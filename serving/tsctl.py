@@ -597,9 +597,14 @@ def metric_value(samples: dict[tuple[str, frozenset], float], name: str, **label
     return found[0] if found else None
 
 
+def predictions_path(model: str, version: str | None = None) -> str:
+    """The inference API's path for a model (and one of its versions): the one place it is built."""
+    return f"/predictions/{model}" + (f"/{version}" if version else "")
+
+
 def predict(server: Server, model: str, payload: Any, timeout: float = 60, version: str | None = None) -> requests.Response:
     """POST one request: a str goes as text/plain, anything else as JSON."""
-    path = f"/predictions/{model}" + (f"/{version}" if version else "")
+    path = predictions_path(model, version)
     if isinstance(payload, str):
         return server.call("POST", "inference", path, data=payload.encode("utf-8"),
                            headers={"Content-Type": "text/plain; charset=utf-8"}, timeout=(5, timeout))

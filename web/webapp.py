@@ -76,7 +76,7 @@ def forward(run_dir: Path, model: str, body: bytes) -> tuple[int, str, bytes]:
             f"TorchServe has not been started from {run_dir} (no config.properties there): "
             "start it with python scripts/tsctl.py start")
     try:
-        resp = server.call("POST", "inference", f"/predictions/{model}", data=body,
+        resp = server.call("POST", "inference", tsctl.predictions_path(model), data=body,
                            headers={"Content-Type": "application/json"}, timeout=TS_TIMEOUT)
     except requests.ConnectionError:
         return 503, JSON_TYPE, error_body(
