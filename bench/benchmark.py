@@ -230,7 +230,7 @@ def ceiling_rows(model: str, staged: Path, plan: Plan, bar: tqdm) -> list[dict]:
             chunks = [plan.sentences[i : i + batch] for i in range(0, len(plan.sentences), batch)]
             windows = [ner_core.window_rows(ner_core.encode(ner, c))[0] for c in chunks]
             cells = {
-                "forward": (functools.partial(ner_core.forward, ner), [(len(c), w) for c, w in zip(chunks, windows)]),
+                "forward": (functools.partial(ner_core.forward_distributions, ner), [(len(c), w) for c, w in zip(chunks, windows)]),
                 "predict": (functools.partial(ner_core.predict, ner), [(len(c), c) for c in chunks]),
             }
             for path, (call, items) in cells.items():

@@ -365,15 +365,10 @@ def encode(ner: NerModel, texts: Sequence[str]) -> list[EncodedText]:
     return encode_windows(ner.tokenizer, ner.settings, texts)
 
 
-def forward(ner: NerModel, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """One forward pass over rows of wordpiece ids, padded to the longest row: the top label
-    id and its probability per wordpiece ([CLS] dropped; [SEP] and pads are sliced per row)."""
-    top_ids, top_probs, _ = forward_distributions(ner, rows)
-    return top_ids, top_probs
-
-
 def forward_distributions(ner: NerModel, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``forward``, and the whole probability distribution over the labels per wordpiece."""
+    """One forward pass over rows of wordpiece ids, padded to the longest row: the top label
+    id and its probability per wordpiece ([CLS] dropped; [SEP] and pads are sliced per row),
+    and the whole probability distribution over the labels per wordpiece."""
     width = max(len(r) for r in rows) + 2
     input_ids = torch.full((len(rows), width), ner.pad_id, dtype=torch.long)
     attention = torch.zeros((len(rows), width), dtype=torch.long)

@@ -589,14 +589,6 @@ def metrics(server: Server) -> dict[tuple[str, frozenset], float]:
     return samples
 
 
-def metric_value(samples: dict[tuple[str, frozenset], float], name: str, **labels: str) -> float | None:
-    """The one sample called ``name`` whose labels include ``labels`` (None if absent)."""
-    found = [v for (n, have), v in samples.items() if n == name and set(labels.items()) <= have]
-    if len(found) > 1:
-        raise TsError(f"{len(found)} samples of {name} match {labels}")
-    return found[0] if found else None
-
-
 def predictions_path(model: str, version: str | None = None) -> str:
     """The inference API's path for a model (and one of its versions): the one place it is built."""
     return f"/predictions/{model}" + (f"/{version}" if version else "")

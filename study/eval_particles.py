@@ -33,6 +33,7 @@ from ner_settings import HandlerSettings
 
 from serving import corpus
 from serving.corpus import Example
+from study.eval_decoding import predictions
 
 APPROACHES = ("none", "list", "list+names", "kiwi", "kiwi+list")
 PROBE = "서울에서는 삼성전자가 3월에 1,000원을 냈다."  # one warm-up sentence for the memory probe
@@ -99,12 +100,10 @@ def oracle_predictions(examples: list[Example], tokenizer, labels: list[str]) ->
     return out
 
 
-def model_predictions(ner: ner_core.NerModel, texts: list[str], chunk: int = 64) -> tuple[list[ner_core.TokenPredictions], float]:
+def model_predictions(ner: ner_core.NerModel, texts: list[str]) -> tuple[list[ner_core.TokenPredictions], float]:
     """The served model's token predictions, and the seconds they took."""
-    out, started = [], time.perf_counter()
-    for i in tqdm(range(0, len(texts), chunk), desc="predict", unit="chunk"):
-        out += ner_core.predict(ner, texts[i : i + chunk])
-    return out, time.perf_counter() - started
+    started = time.perf_counter()
+    return predictions(ner, texts), time.perf_counter() - started
 
 
 # --------------------------------------------------------------------------- scoring

@@ -23,6 +23,7 @@ SHAPES = {
     "tiny": dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, max_position_embeddings=300, vocab_size=0),
 }
 RATSNLP_LABELS = ratsnlp_labels()  # KMOU's types in ratsnlp's label order
+LIGHTNING_VERSION = "1.9.0"  # what the checkpoints name as their writer
 
 
 def synthetic_vocab(size: int, seed: int = 0) -> list[str]:
@@ -54,14 +55,19 @@ def write_checkpoint(out: Path, shape: str = "tiny", vocab_size: int = 0, seed: 
     (out / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
     (out / "label_map.txt").write_text("\n".join(RATSNLP_LABELS) + "\n", encoding="utf-8")
     BertConfig(**params).to_json_file(str(out / "config.json"))  # the pretrained side: no num_labels
+    return save_lightning(out / "epoch=0-val_loss=9.99.ckpt", model)
+
+
+def save_lightning(path: Path, model: torch.nn.Module, epoch: int = 0, global_step: int = 0) -> Path:
+    """The one checkpoint writer: Lightning's layout as ratsnlp saves it (a dict whose
+    ``state_dict`` keys are prefixed ``model.``)."""
     ckpt = {
-        "epoch": 0,
-        "global_step": 0,
-        "pytorch-lightning_version": "1.9.0",
+        "epoch": epoch,
+        "global_step": global_step,
+        "pytorch-lightning_version": LIGHTNING_VERSION,
         "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
         "optimizer_states": [],
         "lr_schedulers": [],
     }
-    path = out / "epoch=0-val_loss=9.99.ckpt"
     torch.save(ckpt, path)
     return path

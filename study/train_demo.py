@@ -37,6 +37,7 @@ from ner_settings import HandlerSettings
 
 from serving import paths
 from serving.corpus import SPECIAL_TOKENS, Encoded, Example, build_label_map, encode, evaluate, markdown_table, read_corpus
+from study.make_checkpoint import save_lightning
 
 IGNORE = -100  # label of padding: no loss
 # Width beat depth here; hidden dropout 0.2 (BERT's default is 0.1) curbs overfitting: val F1 +0.0075.
@@ -45,7 +46,6 @@ MODEL_CONFIG = dict(
     max_position_embeddings=300, hidden_dropout_prob=0.2,
 )
 WARMUP_RATIO = 0.1
-LIGHTNING_VERSION = "1.9.0"
 
 
 @dataclass(frozen=True)
@@ -283,17 +283,7 @@ def write_checkpoint(out: Path, model: BertForTokenClassification, result: Train
     """Lightning's layout; an older checkpoint in ``out`` is removed so packaging picks this one."""
     for old in out.glob("epoch=*-val_loss=*.ckpt"):
         old.unlink()
-    path = out / f"epoch={result.epoch}-val_loss={val_loss:.4f}.ckpt"
-    ckpt = {
-        "epoch": result.epoch,
-        "global_step": result.global_step,
-        "pytorch-lightning_version": LIGHTNING_VERSION,
-        "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
-        "optimizer_states": [],
-        "lr_schedulers": [],
-    }
-    torch.save(ckpt, path)
-    return path
+    return save_lightning(out / f"epoch={result.epoch}-val_loss={val_loss:.4f}.ckpt", model, result.epoch, result.global_step)
 
 
 def model_config(vocab_size: int, pad_id: int, labels: list[str] | None = None) -> BertConfig:

@@ -91,7 +91,7 @@ def batches_and_texts():
         deadline = time.monotonic() + 30
         while True:
             samples = tsctl.metrics(server)
-            now = tuple(tsctl.metric_value(samples, f"ner_texts_per_batch_{s}", ModelName=model) or 0
+            now = tuple(metric_value(samples, f"ner_texts_per_batch_{s}", ModelName=model) or 0
                         for s in ("count", "sum"))
             delta = (now[0] - since[0], now[1] - since[1])
             if delta[1] >= texts or time.monotonic() > deadline:
@@ -99,3 +99,11 @@ def batches_and_texts():
             time.sleep(0.2)
 
     return read
+
+
+def metric_value(samples: dict[tuple[str, frozenset], float], name: str, **labels: str) -> float | None:
+    """The one sample called ``name`` whose labels include ``labels`` (None if absent)."""
+    found = [v for (n, have), v in samples.items() if n == name and set(labels.items()) <= have]
+    if len(found) > 1:
+        raise AssertionError(f"{len(found)} samples of {name} match {labels}")
+    return found[0] if found else None

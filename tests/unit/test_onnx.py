@@ -60,8 +60,8 @@ def test_padding_does_not_change_an_onnx_row(onnx_model_dir):
     """A short row alone and padded beside a long one: same tags, same probabilities."""
     ner = ner_core.load_model(onnx_model_dir, HandlerSettings(**SETTINGS, runtime="onnxruntime"))
     short, long = [ner_core.encode_texts(ner.tokenizer, [t])[0][0] for t in (TEXTS[0], TEXTS[4])]
-    alone_ids, alone_probs = ner_core.forward(ner, [short])
-    ids, probs = ner_core.forward(ner, [short, long])
+    alone_ids, alone_probs, _ = ner_core.forward_distributions(ner, [short])
+    ids, probs, _ = ner_core.forward_distributions(ner, [short, long])
     assert len(long) > len(short)
     assert ids[0, : len(short)].tolist() == alone_ids[0].tolist()
     assert probs[0, : len(short)].tolist() == pytest.approx(alone_probs[0].tolist(), abs=1e-5)
