@@ -62,7 +62,7 @@ class LoadGenerator:
     answer in time, or one of the statuses that client resends ("Worker died." 500/507, 503):
     TorchServe 0.12 never answers a request that a worker was gathering when it was scaled down,
     fails the batch it was running then, and now and then drops one that arrives as a new
-    worker starts (README: TorchServe 0.12 notes).
+    worker starts (docs/torchserve-notes.md).
     """
 
     timeout = (5, 20)  # (connect, read) seconds; the tiny model answers in well under 3 s
