@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import json
 import random
-import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import psutil

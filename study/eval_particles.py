@@ -33,7 +33,7 @@ from ner_settings import HandlerSettings
 
 from serving import corpus
 from serving.corpus import Example
-from study.eval_decoding import predictions
+from study import eval_decoding
 
 APPROACHES = ("none", "list", "list+names", "kiwi", "kiwi+list")
 PROBE = "서울에서는 삼성전자가 3월에 1,000원을 냈다."  # one warm-up sentence for the memory probe
@@ -103,7 +103,7 @@ def oracle_predictions(examples: list[Example], tokenizer, labels: list[str]) ->
 def model_predictions(ner: ner_core.NerModel, texts: list[str]) -> tuple[list[ner_core.TokenPredictions], float]:
     """The served model's token predictions, and the seconds they took."""
     started = time.perf_counter()
-    return predictions(ner, texts), time.perf_counter() - started
+    return eval_decoding.predictions(ner, texts), time.perf_counter() - started
 
 
 # --------------------------------------------------------------------------- scoring
