@@ -42,11 +42,11 @@ import ner_core
 import ner_cpu
 from ner_settings import HandlerSettings
 
-from study import make_checkpoint
-from serving import corpus, package_model, paths, tsctl
 from drills.load import Round, http_load, summarise, timed_calls
+from serving import corpus, package_model, paths, tsctl
 from serving.package_model import PackageSpec
 from serving.retry import retry
+from study import make_checkpoint
 
 SEED_HANDLER = Path(__file__).with_name("seed_handler.py")  # the tutorial's handler, archived with the label names alone
 SEED_CODE = [SEED_HANDLER, paths.HANDLER_DIR / "ner_labels.py"]

@@ -42,10 +42,10 @@ from transformers.modeling_outputs import TokenClassifierOutput
 import ner_core
 from ner_settings import HandlerSettings
 
-from serving import agreement, corpus, package_model, paths
 from bench import benchmark
-from study import make_checkpoint
 from drills.load import summarise, timed_calls
+from serving import agreement, corpus, package_model, paths
+from study import make_checkpoint
 
 ENGINES = ("ort-fp32", "ort-int8", "ov-fp32", "ov-bf16", "ov-int8")
 OPENVINO_INSTALL = "pip install --target var/openvino openvino==2026.4.1 nncf==3.4.0, then PYTHONPATH=var/openvino"

@@ -11,8 +11,8 @@ from typing import Callable, Sequence
 import ner_core
 
 from bench import benchmark
-from serving import paths, tsctl
 from bench.benchmark import BenchSpec
+from serving import paths, tsctl
 from serving.package_model import PackagingError
 
 

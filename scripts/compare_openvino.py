@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 from bench import compare_openvino
-from serving import paths
 from bench.compare_openvino import ENGINES, CompareError, CompareSpec
+from serving import paths
 
 
 def comma_list(choices: tuple[str, ...] | None = None):

@@ -6,8 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from study import eval_decoding
 from serving import paths
+from study import eval_decoding
 
 
 def main(argv: list[str] | None = None) -> int:

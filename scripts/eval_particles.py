@@ -6,8 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from study import eval_particles
 from serving import paths
+from study import eval_particles
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

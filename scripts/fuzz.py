@@ -6,8 +6,8 @@ import argparse
 import sys
 
 from drills import fuzz
-from serving import tsctl
 from drills.report import add_target_args, emit_report
+from serving import tsctl
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

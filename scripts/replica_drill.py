@@ -10,8 +10,8 @@ from pathlib import Path
 
 import requests
 
-from serving import paths, tsctl
 from drills import replica_drill
+from serving import paths, tsctl
 from serving.package_model import PackagingError
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import yaml
 
-from serving import paths
 from bench import worst_case
 from drills.report import add_report_arg, emit_report
+from serving import paths
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from study import make_checkpoint
 from serving import paths
 from serving.package_model import PackageSpec, stage
+from study import make_checkpoint
 
 INTEGRATION_DIR = Path(__file__).parent / "integration"
 

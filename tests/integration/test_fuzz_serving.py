@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from drills import fuzz, soak
-from serving import paths, tsctl
 from scripts import fuzz as fuzz_cli
+from serving import paths, tsctl
 from tests.integration.conftest import TEST_MODEL_CONFIG
 
 REQUESTS, CONCURRENCY = 800, 16

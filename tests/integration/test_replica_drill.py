@@ -9,8 +9,8 @@ import shutil
 
 import pytest
 
-from serving import paths
 from scripts import replica_drill
+from serving import paths
 from serving.paths import demo_model_available
 
 pytestmark = [

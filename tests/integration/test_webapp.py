@@ -29,9 +29,9 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
+from scripts import webapp as webapp_cli
 from serving import paths, tsctl
 from web import webapp
-from scripts import webapp as webapp_cli
 
 SENTENCE = "이순신은 조선 중기의 무신이다."
 CHROMIUM = Path("/usr/bin/chromium")

@@ -9,9 +9,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from study import make_checkpoint
-from serving import package_model, paths
 from scripts import package_model as package_cli
+from serving import package_model, paths
+from study import make_checkpoint
 
 
 def package(tmp_path, checkpoint, *extra):

@@ -11,9 +11,9 @@ import ner_core
 from ner_labels import spans_to_tags
 from ner_settings import HandlerSettings
 
-from serving import corpus, paths
 from scripts import package_model as package_cli
 from scripts import train_demo as train_cli
+from serving import corpus, paths
 from study.train_demo import mask_wordpieces, sound_class, swap_entities
 from tests.unit.answers import answer_for
 

@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from serving import tsctl
 from scripts import tsctl as tsctl_cli
+from serving import tsctl
 
 
 def test_a_port_block_moves_every_listener():
