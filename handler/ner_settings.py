@@ -35,6 +35,22 @@ SEED_LABEL_NAMES: Mapping[str, str] = MappingProxyType(
     }
 )
 
+# KLUE-NER's six entity types (its 13 tags: B-/I- of these, and O), named as their KMOU counterparts are.
+KLUE_LABEL_NAMES: Mapping[str, str] = MappingProxyType(
+    {
+        "PS": "인명",
+        "LC": "지명",
+        "OG": "기관명",
+        "DT": "날짜",
+        "TI": "시간",
+        "QT": "수량",
+    }
+)
+
+# Every built-in name, by entity type: the label sets share no type name, so a model's label map
+# (its tags' types) picks its own set's names with no setting; label_names overrides any of them.
+BUILTIN_LABEL_NAMES: Mapping[str, str] = MappingProxyType({**SEED_LABEL_NAMES, **KLUE_LABEL_NAMES})
+
 RUNTIME_CHOICES = ("auto", "torch", "onnxruntime")
 QUANTIZE_CHOICES = ("none", "int8")
 DTYPE_CHOICES = ("float32", "bfloat16")
@@ -56,7 +72,7 @@ class HandlerSettings:
     dtype: str = "float32"  # "bfloat16": bf16 weights and activations (torch; a GPU, or a CPU with AVX512-BF16/AMX)
     trim_particles: bool = False  # cut Korean particles (조사) off entity ends
     bio_decoding: str = "greedy"  # "constrained": entities from the best BIO-consistent label sequence
-    label_names: Mapping[str, str] = field(default_factory=lambda: SEED_LABEL_NAMES)
+    label_names: Mapping[str, str] = field(default_factory=lambda: BUILTIN_LABEL_NAMES)
 
     def __post_init__(self) -> None:
         checks = [
@@ -115,7 +131,7 @@ class HandlerSettings:
                     isinstance(k, str) and isinstance(v, str) for k, v in value.items()
                 ):
                     raise ValueError("handler settings: label_names must map entity types to names")
-                values[key] = MappingProxyType({**SEED_LABEL_NAMES, **value})
+                values[key] = MappingProxyType({**BUILTIN_LABEL_NAMES, **value})
                 continue
             expected = known[key].type
             kind = {"int": int, "str": str, "bool": bool}[expected]
