@@ -28,7 +28,8 @@ if TYPE_CHECKING:  # the model's side; this module needs no torch
 ACCEPTED = (
     'a UTF-8 text body (Content-Type: text/plain), a JSON string, {"sentence": "..."}, '
     '{"text": "..."}, a JSON list of strings, or a KServe v2 request '
-    '{"inputs": [{"name": "...", "shape": [n], "datatype": "BYTES", "data": ["...", ...]}]}'
+    '{"inputs": [{"name": "...", "shape": [n], "datatype": "BYTES", "data": ["...", ...]}]}, '
+    'its texts also as binary tensor data (header Inference-Header-Content-Length)'
 )
 TEXT_KEYS = ("sentence", "text")
 # Open Inference Protocol tensor types, named back to a client that sent the wrong one.
