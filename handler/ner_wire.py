@@ -10,7 +10,8 @@ protocol's binary tensor data extension (``render_answer``); a binary request (a
 ``Inference-Header-Content-Length`` bytes, then the tensor bytes) goes through one bounded
 parser that checks every length against what is there (``parse_body`` with the request's
 headers). One text's answer, the tutorial's fields and the entities, is shaped by ``text_answer``.
-The protocol's model metadata for a served model is rendered by ``v2_model_metadata``.
+The protocol's health, readiness and model metadata routes, which TorchServe 0.12 does not
+serve, are answered by ``v2_route_answer`` for whatever stands in front of it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from urllib.parse import unquote
 
 from ner_settings import BUILTIN_LABEL_NAMES, entity_type
 
@@ -493,6 +495,47 @@ def v2_model_metadata(name: str, versions: Sequence[str]) -> dict[str, Any]:
         "inputs": [{"name": V2_INPUT, "datatype": "BYTES", "shape": [-1]}],
         "outputs": [{"name": V2_OUTPUT, "datatype": "BYTES", "shape": [-1]}],
     }
+
+
+@dataclass(frozen=True)
+class ModelState:
+    """A registered model as the management API describes it: its versions, and whether it
+    has a READY worker (of its default version)."""
+
+    versions: Sequence[str]
+    ready: bool
+
+
+def v2_route_answer(method: str, path: str, models: Mapping[str, ModelState],
+                    draining: bool = False) -> tuple[int, dict[str, Any]] | None:
+    """The answer (status, JSON body) to the Open Inference Protocol's health, readiness and
+    model metadata routes, which TorchServe 0.12 does not serve, from the registered
+    ``models``; None for any other request (TorchServe's to answer). Ready means a READY worker
+    (every model's, for the server) and not ``draining``: 200 ``{"ready": true}``, else 503
+    ``{"ready": false}`` (clients read any other status than 200 as not ready)."""
+    parts = [unquote(part) for part in path.split("?", 1)[0].strip("/").split("/")]
+    if method != "GET" or parts[:1] != ["v2"]:
+        return None
+    if parts[1:] == ["health", "live"]:
+        return 200, {"live": True}
+    if parts[1:] == ["health", "ready"]:
+        ready = not draining and bool(models) and all(state.ready for state in models.values())
+        return (200, {"ready": True}) if ready else (503, {"ready": False})
+    if len(parts) < 3 or parts[1] != "models":
+        return None
+    name, rest = parts[2], parts[3:]
+    version = None
+    if rest[:1] == ["versions"] and len(rest) >= 2:
+        version, rest = rest[1], rest[2:]
+    if rest not in ([], ["ready"]):
+        return None
+    state = models.get(name)
+    if state is None or (version is not None and version not in state.versions):
+        named = f"model {name!r}" + (f" version {version!r}" if version is not None else "")
+        return 404, {"error": f"{named} is not registered"}
+    if rest == ["ready"]:
+        return (200, {"ready": True}) if state.ready and not draining else (503, {"ready": False})
+    return 200, v2_model_metadata(name, state.versions)
 
 
 def dumps(value: Any) -> bytes:

@@ -16,7 +16,7 @@ from tritonclient.utils import serialize_byte_tensor
 from ts.context import RequestProcessor
 
 from ner_wire import (INFERENCE_HEADER, OCTET_STREAM, InputError, ParsedRequest, decode_bytes_tensor,
-                      encode_bytes_tensor, parse_body, render_answer, v2_model_metadata)
+                      encode_bytes_tensor, parse_body, render_answer)
 from tests.unit.test_handler import GOOD, make_handler
 
 LIMITS = dict(max_chars=50, max_texts=3)
@@ -284,14 +284,3 @@ def test_binary_and_json_answers_hold_the_same_answers(handler):
     plain = run_raw(handler, [(json.dumps(TEXTS).encode(), "application/json", {})])
     result = triton.InferResult.from_response_body(binary[0][0], header_length=int(binary[3][0][INFERENCE_HEADER]))
     assert [json.loads(a) for a in result.as_numpy("ner")] == json.loads(plain[0][0])
-
-
-def test_metadata_names_the_input_and_output_the_handler_reads_and_writes():
-    meta = v2_model_metadata("kor_ner", ["1.0", "2.0"])
-    assert meta == {"name": "kor_ner", "versions": ["1.0", "2.0"], "platform": "torchserve",
-                    "inputs": [{"name": "texts", "datatype": "BYTES", "shape": [-1]}],
-                    "outputs": [{"name": "ner", "datatype": "BYTES", "shape": [-1]}]}
-    # what the metadata promises is what a request gets: its input by that name, its output by that name
-    request = {"inputs": [{**meta["inputs"][0], "shape": [1], "data": ["서울"]}],
-               "outputs": [{"name": meta["outputs"][0]["name"]}]}
-    assert parse_body(request, "application/json", **LIMITS).texts == ["서울"]
