@@ -33,6 +33,22 @@ SEED_LABEL_NAMES: Mapping[str, str] = MappingProxyType(
     }
 )
 
+# KLUE-NER's six entity types (its 13 tags: B-/I- of these, and O), named as their KMOU counterparts are.
+KLUE_LABEL_NAMES: Mapping[str, str] = MappingProxyType(
+    {
+        "PS": "인명",
+        "LC": "지명",
+        "OG": "기관명",
+        "DT": "날짜",
+        "TI": "시간",
+        "QT": "수량",
+    }
+)
+
+# Every built-in name, by entity type: the label sets share no type name, so a model's label map
+# (its tags' types) picks its own set's names with no setting; label_names overrides any of them.
+BUILTIN_LABEL_NAMES: Mapping[str, str] = MappingProxyType({**SEED_LABEL_NAMES, **KLUE_LABEL_NAMES})
+
 
 def entity_type(tag: str) -> str | None:
     """``B-PER`` / ``I-PER`` -> ``PER`` (the key of the label names); ``O`` and special labels -> None."""

@@ -12,8 +12,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from ner_labels import SEED_LABEL_NAMES
-
+from ner_labels import BUILTIN_LABEL_NAMES
 
 RUNTIME_CHOICES = ("auto", "torch", "onnxruntime")
 QUANTIZE_CHOICES = ("none", "int8")
@@ -36,7 +35,7 @@ class HandlerSettings:
     dtype: str = "float32"  # "bfloat16": bf16 weights and activations (torch; a GPU, or a CPU with AVX512-BF16/AMX)
     trim_particles: bool = True  # cut Korean particles (조사) off entity ends
     bio_decoding: str = "constrained"  # or "greedy": the argmax tags grouped as they come
-    label_names: Mapping[str, str] = field(default_factory=lambda: SEED_LABEL_NAMES)
+    label_names: Mapping[str, str] = field(default_factory=lambda: BUILTIN_LABEL_NAMES)
 
     def __post_init__(self) -> None:
         checks = [
@@ -95,7 +94,7 @@ class HandlerSettings:
                     isinstance(k, str) and isinstance(v, str) for k, v in value.items()
                 ):
                     raise ValueError("handler settings: label_names must map entity types to names")
-                values[key] = MappingProxyType({**SEED_LABEL_NAMES, **value})
+                values[key] = MappingProxyType({**BUILTIN_LABEL_NAMES, **value})
                 continue
             expected = known[key].type
             kind = {"int": int, "str": str, "bool": bool}[expected]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Sequence
 
 import torch
 from transformers import BertConfig, BertForTokenClassification
@@ -44,16 +45,18 @@ def synthetic_vocab(size: int, seed: int = 0) -> list[str]:
     return words[:size]
 
 
-def write_checkpoint(out: Path, shape: str = "tiny", vocab_size: int = 0, seed: int = 0) -> Path:
+def write_checkpoint(out: Path, shape: str = "tiny", vocab_size: int = 0, seed: int = 0,
+                     labels: Sequence[str] = RATSNLP_LABELS) -> Path:
+    """``labels``: the label map (default KMOU's types in ratsnlp's order)."""
     torch.manual_seed(seed)
     params = dict(SHAPES[shape])
     vocab = synthetic_vocab(vocab_size or params["vocab_size"] or 2000, seed)
     params["vocab_size"] = len(vocab)
-    config = BertConfig(**params, num_labels=len(RATSNLP_LABELS))
+    config = BertConfig(**params, num_labels=len(labels))
     model = BertForTokenClassification(config)
     out.mkdir(parents=True, exist_ok=True)
     (out / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    (out / "label_map.txt").write_text("\n".join(RATSNLP_LABELS) + "\n", encoding="utf-8")
+    (out / "label_map.txt").write_text("\n".join(labels) + "\n", encoding="utf-8")
     BertConfig(**params).to_json_file(str(out / "config.json"))  # the pretrained side: no num_labels
     return save_lightning(out / "epoch=0-val_loss=9.99.ckpt", model)
 
