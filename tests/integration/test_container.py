@@ -18,9 +18,9 @@ import pytest
 import requests
 import yaml
 
-from ops import paths
-from ops import tsctl
-from ops.paths import demo_model_available
+from serving import paths
+from serving import tsctl
+from serving.paths import demo_model_available
 from tests.integration import containers
 
 pytestmark = [

@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from ops import paths, tsctl
+from serving import paths, tsctl
 
 spec = importlib.util.spec_from_file_location("entrypoint", paths.ROOT / "container" / "entrypoint.py")
 entrypoint = importlib.util.module_from_spec(spec)

@@ -12,7 +12,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from ops import paths, tsctl
+from serving import paths, tsctl
 
 K8S = paths.CONFIG_DIR / "k8s"
 WORKER_MB = 400  # resident memory of one worker serving bert-base (docs/operations.md)

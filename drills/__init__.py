@@ -1,0 +1,3 @@
+"""Load and drills against a served model: ``load`` (the one load generator: a send callable and
+a tally), ``soak``, ``fuzz``, ``fault_drill``, ``replica_drill``; ``report`` (the drills'
+shared command-line flags and JSON verdict)."""
