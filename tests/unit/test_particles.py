@@ -239,3 +239,12 @@ def test_oracle_f1_on_validation_rises_with_trimming(kmou_split):
     assert before < 0.90
     assert after > 0.98
     assert guarded > after + 0.001
+
+
+def test_name_completion_serves_klue_persons_too():
+    """KLUE-NER's person type is PS: the same completion, and nothing for its other types."""
+    text = "송하은 씨가 왔다"
+    context = dict(next_piece=(2, 3), next_outside=True, piece_after=(4, 5))
+    assert trim_end(text, 0, 2, 1, kind="PS", **context) == 3
+    assert trim_end(text, 0, 2, 1, kind="OG", **context) == 2
+    assert trim_end(text, 0, 2, 1, kind="PS", **{**context, "next_outside": False}) == 2
