@@ -33,8 +33,8 @@ import ner_core
 import ner_particles
 from ner_core import Job
 from ner_settings import HandlerSettings
-from ner_wire import (JSON_UTF8, InputError, RequestError, ServerError, checked_size, dumps,
-                      parse_body, parse_options, shape_answer, text_answer)
+from ner_wire import (JSON_UTF8, STREAM_NEXT, InputError, RequestError, ServerError, checked_size, dumps,
+                      from_grpc, parse_body, parse_options, shape_answer, text_answer)
 
 logger = logging.getLogger(__name__)
 
@@ -216,8 +216,16 @@ class KoreanNerHandler(BaseHandler):
         return ServerError(request_id)
 
     def _respond(self, idx: int, outcome: bytes | RequestError) -> bytes:
-        """Set request ``idx``'s content type and status; the bytes that answer it."""
+        """Set request ``idx``'s content type and status; the bytes that answer it.
+
+        A gRPC request is also told that this answer is its last: TorchServe's gRPC
+        ``StreamPredictions`` reads the ``ts_stream_next`` answer header and, without it, throws
+        a NullPointerException that kills the worker and fails its batch-mates (``Predictions``
+        and ``StreamPredictions2`` accept it). An HTTP request never gets it: there it would
+        turn the answer into a chunked stream and show the header to the client."""
         self.context.set_response_content_type(idx, JSON_UTF8)
+        if from_grpc(self._headers(idx)):
+            self.context.set_response_header(idx, STREAM_NEXT, "false")
         if not isinstance(outcome, RequestError):
             return outcome
         # The standard reason phrase: the message may hold characters a status line cannot.
