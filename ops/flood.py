@@ -116,10 +116,10 @@ class _Flood:
                 reader, writer = await _open(plan, plan.flood_source)
             except OSError:
                 self.report.flood_refused += 1
-                await asyncio.sleep(0.2)
+                await asyncio.sleep(1)  # as a client would: this is not a connect storm
                 continue
             self.report.flood_connections += 1
-            self.held += 1
+            self.held, opened = self.held + 1, time.monotonic()
             self.report.flood_held_peak = max(self.report.flood_held_peak, self.held)
             try:
                 if stalled:
@@ -145,6 +145,8 @@ class _Flood:
                 writer.close()
                 with contextlib.suppress(OSError):
                     await writer.wait_closed()
+            if time.monotonic() - opened < 1:
+                await asyncio.sleep(1)  # cut on arrival: retry as a client would, not as a connect storm
 
     async def honest(self, expect: int) -> None:
         plan = self.plan
