@@ -29,10 +29,10 @@ config's inference and metrics addresses. At the inference door it checks the in
 Bearer`` and a JSON body; ``GET /ping`` needs none, for liveness probes), and it bounds what a
 slow or abusive client can hold: the request's headers and body must arrive within
 KOR_NER_REQUEST_TIMEOUT seconds (default 5) and are buffered by HAProxy before TorchServe sees
-them; ``maxconn`` follows the file-descriptor limit; one source address holds at most
-KOR_NER_MAX_CONN_PER_SOURCE connections at once (default 500; 0: no limit, for a front door
-behind a proxy whose address every client shares). The metrics door answers ``GET /metrics``
-only. TorchServe's own token authorization is turned off behind it: its keys are random at
+them; ``maxconn`` follows the file-descriptor limit; with KOR_NER_MAX_CONN_PER_SOURCE set, one source
+address holds at most that many connections at once (default 0: no such limit, as where every
+client arrives from one address: podman's published ports, an ingress proxy). The metrics door
+answers ``GET /metrics`` only. TorchServe's own token authorization is turned off behind it: its keys are random at
 every start and expire, and the front door's key is the one clients hold. The key is read from
 KOR_NER_KEY_FILE (a mounted Kubernetes Secret); without it, one is generated at start and
 written to $TEMP/kor-ner/inference.key (``podman exec <container> cat /tmp/kor-ner/inference.key``).
@@ -68,7 +68,7 @@ BACKEND_PORT = int(os.environ.get("KOR_NER_BACKEND_PORT", "8085"))
 METRICS_BACKEND_PORT = int(os.environ.get("KOR_NER_METRICS_BACKEND_PORT", "8086"))
 KEY_FILE = os.environ.get("KOR_NER_KEY_FILE", "")
 REQUEST_TIMEOUT = float(os.environ.get("KOR_NER_REQUEST_TIMEOUT", "5"))
-MAX_CONN_PER_SOURCE = int(os.environ.get("KOR_NER_MAX_CONN_PER_SOURCE", "500"))
+MAX_CONN_PER_SOURCE = int(os.environ.get("KOR_NER_MAX_CONN_PER_SOURCE", "0"))
 DRAIN_QUIET = float(os.environ.get("KOR_NER_DRAIN_QUIET", "1"))
 DRAIN_MAX = float(os.environ.get("KOR_NER_DRAIN_MAX", "5"))
 FINISH_MAX = float(os.environ.get("KOR_NER_FINISH_MAX", "35"))

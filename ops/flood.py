@@ -95,7 +95,12 @@ def http_request(path: str, body: bytes, key: str | None = None, content_type: s
 
 
 async def _open(plan: Plan, source: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    return await asyncio.open_connection(plan.host, plan.port, local_addr=(source, 0))
+    """A connection from ``source``; a connect that takes over 10 s fails (OSError), as
+    when a SYN from that address is dropped (podman's published ports take 127.0.0.1 only)."""
+    try:
+        return await asyncio.wait_for(asyncio.open_connection(plan.host, plan.port, local_addr=(source, 0)), 10)
+    except asyncio.TimeoutError:
+        raise OSError(f"no connection from {source} in 10 s") from None
 
 
 def _status(first_line: bytes) -> str:

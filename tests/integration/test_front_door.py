@@ -25,6 +25,7 @@ pytestmark = [
 
 KEY = "front-door-test-key-0123456789"
 TEXT = "이순신은 조선 중기의 무신이다."
+PER_SOURCE = 500  # KOR_NER_MAX_CONN_PER_SOURCE as deployment.yaml sets it (sources are real on loopback here)
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +47,7 @@ def door(backend, tmp_path_factory):
     inference, metrics = tsctl.free_ports(2)
     workdir = tmp_path_factory.mktemp("front-door")
     config = flood.front_door_config(workdir, KEY, inference, metrics, port_of(server.inference_url),
-                                     port_of(server.metrics_url))
+                                     port_of(server.metrics_url), max_conn_per_source=PER_SOURCE)
     with flood.haproxy(config, workdir, (inference, metrics)):
         yield {"inference": f"http://127.0.0.1:{inference}", "metrics": f"http://127.0.0.1:{metrics}",
                "port": inference, "model": name, "server": server}
@@ -123,11 +124,11 @@ def test_a_slow_or_stalled_request_is_cut_at_the_door_and_never_reaches_torchser
 
 
 def test_one_source_cannot_hold_more_than_its_share_of_connections(door):
-    """510 idle connections from 127.0.0.2: the 500 allowed are held, the rest closed on arrival;
-    a client from 127.0.0.1 is answered meanwhile."""
+    """With KOR_NER_MAX_CONN_PER_SOURCE=500: 510 idle connections from 127.0.0.2, the 500
+    allowed are held, the rest closed on arrival; a client from 127.0.0.1 is answered meanwhile."""
     held, closed = [], 0
     try:
-        for _ in range(510):
+        for _ in range(PER_SOURCE + 10):
             sock = socket.create_connection(("127.0.0.1", door["port"]), timeout=5, source_address=("127.0.0.2", 0))
             held.append(sock)
         time.sleep(0.5)  # HAProxy closes the ones over the limit right after accepting them

@@ -62,7 +62,7 @@ def door(tmp_path, **fields) -> str:
 
 
 def test_haproxy_accepts_the_front_door_and_it_holds_what_it_promises(tmp_path):
-    config = door(tmp_path)
+    config = door(tmp_path, max_conn_per_source=500)
     assert "option idle-close-on-response" in config  # an idle keep-alive connection gets Connection: close, not a cut
     assert "timeout server 130s" in config  # TorchServe, not HAProxy, ends a slow batch
     assert f"hard-stop-after {entrypoint.FINISH_MAX:g}s" in config
@@ -76,6 +76,7 @@ def test_haproxy_accepts_the_front_door_and_it_holds_what_it_promises(tmp_path):
     assert "sc0_conn_cur" not in door(tmp_path, max_conn_per_source=0)
     if shutil.which("haproxy") is None:
         pytest.skip("haproxy not installed (Debian: apt-get install haproxy): its own check of the config skipped")
+    assert entrypoint.MAX_CONN_PER_SOURCE == 0 and "sc0_conn_cur" not in door(tmp_path)  # off unless set
     for text in (config, door(tmp_path, max_conn_per_source=0)):
         check = subprocess.run(["haproxy", "-c", "-f", "/dev/stdin"], input=text, capture_output=True, text=True)
         assert check.returncode == 0, check.stderr

@@ -336,3 +336,11 @@ def test_the_pod_configs_pass_the_entrypoints_checks(name):
     binds, derived = flood.entrypoint_module().split_config((K8S / name).read_text(encoding="utf-8"))
     assert binds == {"inference": "0.0.0.0:8080", "metrics": "0.0.0.0:8082"}
     assert "disable_token_authorization=true" in derived
+
+
+def test_the_per_source_limit_the_deployment_sets_is_the_one_the_front_door_test_holds():
+    from tests.integration.test_front_door import PER_SOURCE  # noqa: PLC0415
+
+    _, container = deployment_pod()
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert int(env["KOR_NER_MAX_CONN_PER_SOURCE"]) == PER_SOURCE
