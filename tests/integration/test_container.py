@@ -19,7 +19,7 @@ import pytest
 import requests
 import yaml
 
-from ops import paths
+from ops import flood, paths
 from ops import tsctl
 from ops.paths import demo_model_available
 from tests.integration import containers
@@ -155,6 +155,23 @@ def test_logs_go_to_stdout_without_request_text_or_the_key(container):
     assert container.keys()["inference"] not in logs
     files = containers.podman("exec", container.name, "find", "/home/model-server/run", "-name", "*.log").stdout
     assert files.strip() == ""
+
+
+def test_a_flood_of_slow_connections_leaves_every_honest_request_answered(container, tmp_path):
+    """The image's own front door (not a copy of its config): 600 slow-header and 60 stalled-body
+    connections for 15 s through podman's published port, where every client arrives from one
+    address (so no per-source limit applies), while 4 honest clients send: every honest request
+    answered, p99 under 1 s. The full-size flood (2,000 + 200 for 30 s) is in docs/security.md."""
+    key_file = tmp_path / "key"
+    key_file.write_text(container.keys()["inference"])
+    request = flood.http_request("/predictions/kor_ner", SENTENCES[0].encode(), key_file.read_text())
+    plan = flood.Plan("127.0.0.1", container.ports[8080], request, slow_headers=600, stalled_bodies=60, seconds=15,
+                      honest_clients=4, flood_source="127.0.0.1")
+    report = flood.run(plan).summary()
+    print(f"\nflood through the image's front door: {report}")
+    assert report["honest_failed"] == {} and report["honest_answered"] == report["honest_sent"] > 20
+    assert report["p99_ms"] < 1000
+    assert report["flood_answered"].get("408", 0) > 0  # slow connections were cut at the door
 
 
 @dataclass

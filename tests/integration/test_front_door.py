@@ -160,3 +160,23 @@ def test_a_small_flood_leaves_every_honest_request_answered(door):
     assert report["honest_answered"] == report["honest_sent"]
     assert report["p99_ms"] < 1000
     assert sum(report["flood_answered"].values()) + report["flood_refused"] > 0  # the flood was cut, not just ignored
+
+
+def test_the_flood_command_reports_its_verdict(door, tmp_path):
+    """scripts/flood.py as an operator runs it, short: the JSON report and exit 0 when held."""
+    import json  # noqa: PLC0415
+
+    from ops.cli import flood as flood_cli  # noqa: PLC0415
+
+    key_file, report = tmp_path / "key", tmp_path / "report.json"
+    key_file.write_text(KEY + "\n")
+    code = flood_cli.main(["--url", f"{door['inference']}/predictions/{door['model']}", "--key-file", str(key_file),
+                           "--slow-headers", "50", "--stalled-bodies", "10", "--seconds", "6", "--honest-clients", "2",
+                           "--report", str(report)])
+    result = json.loads(report.read_text())
+    assert code == 0 and result["verdict"] == "held", result
+    assert result["flood_connections"] >= 60 and result["flood_answered"].get("408", 0) >= 60  # each cut after 5 s
+    wrong = tmp_path / "wrong"
+    wrong.write_text("not-the-key-0123456789abcdef")
+    assert flood_cli.main(["--url", f"{door['inference']}/predictions/{door['model']}", "--key-file", str(wrong),
+                           "--slow-headers", "1", "--stalled-bodies", "0", "--seconds", "2", "--honest-clients", "1"]) == 1
