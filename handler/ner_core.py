@@ -25,9 +25,8 @@ from transformers import BertConfig, BertForTokenClassification
 
 import ner_cpu
 import ner_onnx
-from ner_settings import HandlerSettings, entity_type
-
-SPECIAL_LABELS = ("[CLS]", "[SEP]", "[PAD]", "[MASK]")
+from ner_labels import entity_type, is_inside
+from ner_settings import HandlerSettings
 
 logger = logging.getLogger(__name__)
 
@@ -366,15 +365,10 @@ def encode(ner: NerModel, texts: Sequence[str]) -> list[EncodedText]:
     return encode_windows(ner.tokenizer, ner.settings, texts)
 
 
-def forward(ner: NerModel, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """One forward pass over rows of wordpiece ids, padded to the longest row: the top label
-    id and its probability per wordpiece ([CLS] dropped; [SEP] and pads are sliced per row)."""
-    top_ids, top_probs, _ = forward_distributions(ner, rows)
-    return top_ids, top_probs
-
-
 def forward_distributions(ner: NerModel, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``forward``, and the whole probability distribution over the labels per wordpiece."""
+    """One forward pass over rows of wordpiece ids, padded to the longest row: the top label
+    id and its probability per wordpiece ([CLS] dropped; [SEP] and pads are sliced per row),
+    and the whole probability distribution over the labels per wordpiece."""
     width = max(len(r) for r in rows) + 2
     input_ids = torch.full((len(rows), width), ner.pad_id, dtype=torch.long)
     attention = torch.zeros((len(rows), width), dtype=torch.long)
@@ -466,7 +460,7 @@ def group_entities(tags: Sequence[str]) -> list[tuple[str, int, int]]:
     current: tuple[str, int] | None = None
     for i, tag in enumerate(tags):
         kind = entity_type(tag)
-        continues = current is not None and tag.startswith("I-") and kind == current[0]
+        continues = current is not None and is_inside(tag) and kind == current[0]
         if current is not None and not continues:
             spans.append((current[0], current[1], i - 1))
             current = None
@@ -487,7 +481,7 @@ def allowed_transitions(labels: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
 @functools.lru_cache(maxsize=8)
 def _transitions(labels: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
     kinds = [entity_type(label) for label in labels]
-    inside = [label.startswith("I-") and kind is not None for label, kind in zip(labels, kinds)]
+    inside = [is_inside(label) for label in labels]
     follows = np.ones((len(labels), len(labels)), dtype=bool)
     for j, kind in enumerate(kinds):
         if inside[j]:

@@ -33,8 +33,8 @@ import ner_core
 import ner_particles
 from ner_core import Job
 from ner_settings import HandlerSettings
-from ner_wire import (JSON_UTF8, STREAM_NEXT, InputError, RequestError, ServerError, checked_size, dumps,
-                      from_grpc, parse_body, parse_options, shape_answer, text_answer)
+from ner_wire import (JSON_UTF8, STREAM_NEXT, InputError, Reply, RequestError, ServerError, dumps, from_grpc,
+                      parse_body, parse_options, render_answer, text_answer)
 
 logger = logging.getLogger(__name__)
 
@@ -172,7 +172,7 @@ class KoreanNerHandler(BaseHandler):
 
     def _prepare(self, idx: int, row: dict[str, Any]) -> Job:
         limits = dict(max_chars=self.settings.max_text_chars, max_texts=self.settings.max_texts_per_request)
-        request = parse_body(request_body(row), self._content_type(idx, row), **limits)
+        request = parse_body(request_body(row), self._content_type(idx, row), headers=self._headers(idx), **limits)
         request = replace(request, options=parse_options(self._headers(idx)))
         encoded = ner_core.encode(self.ner, request.texts)
         cost = sum(enc.cost for enc in encoded)
@@ -189,14 +189,13 @@ class KoreanNerHandler(BaseHandler):
     def _predict_alone(self, job: Job) -> Job:
         return replace(job, predictions=ner_core.predict_encoded(self.ner, job.encoded))
 
-    def _answer(self, idx: int, job: Job) -> bytes:
+    def _answer(self, idx: int, job: Job) -> Reply:
         answers = [text_answer(p, self.find_entities(p), self.ner.labels, self.settings.label_names,
                                result=job.request.options.result) for p in job.predictions]
         for answer in answers:
             emit(self.context, "ner_entities_per_text", len(answer["entities"]))
-        body = shape_answer(job.request, answers, model_name=self.context.model_name,
-                            model_version=self.model_version, request_id=self._request_id(idx))
-        return checked_size(dumps(body), self.settings.max_response_bytes)
+        return render_answer(job.request, answers, model_name=self.context.model_name, model_version=self.model_version,
+                             request_id=self._request_id(idx), max_bytes=self.settings.max_response_bytes)
 
     def _guarded(self, idx: int, stage: str, step: Callable[..., Any], *args: Any) -> Any:
         """The bulkhead: one request's step, whatever it raises answering that request alone."""
@@ -215,19 +214,22 @@ class KoreanNerHandler(BaseHandler):
                      "".join(traceback.format_tb(err.__traceback__)).rstrip())
         return ServerError(request_id)
 
-    def _respond(self, idx: int, outcome: bytes | RequestError) -> bytes:
-        """Set request ``idx``'s content type and status; the bytes that answer it.
+    def _respond(self, idx: int, outcome: Reply | RequestError) -> bytes:
+        """Set request ``idx``'s content type, headers and status; the bytes that answer it.
 
         A gRPC request is also told that this answer is its last: TorchServe's gRPC
         ``StreamPredictions`` reads the ``ts_stream_next`` answer header and, without it, throws
         a NullPointerException that kills the worker and fails its batch-mates (``Predictions``
         and ``StreamPredictions2`` accept it). An HTTP request never gets it: there it would
         turn the answer into a chunked stream and show the header to the client."""
-        self.context.set_response_content_type(idx, JSON_UTF8)
         if from_grpc(self._headers(idx)):
             self.context.set_response_header(idx, STREAM_NEXT, "false")
-        if not isinstance(outcome, RequestError):
-            return outcome
+        if isinstance(outcome, Reply):
+            self.context.set_response_content_type(idx, outcome.content_type)
+            for name, value in outcome.headers.items():
+                self.context.set_response_header(idx, name, value)
+            return outcome.body
+        self.context.set_response_content_type(idx, JSON_UTF8)
         # The standard reason phrase: the message may hold characters a status line cannot.
         self.context.set_response_status(outcome.status, http.HTTPStatus(outcome.status).phrase, idx)
         if isinstance(outcome, InputError):

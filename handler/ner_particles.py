@@ -14,7 +14,7 @@ Guards keep it from eating the end of a name:
   particle (``도``: 경기도 but ``서울에도``; ``만``: 대만 but ``정부에서만``);
 - when the next wordpiece, glued to the entity, is itself a particle (``김정은 ##은``), the
   entity's end is not one: only a particle that chains with it is cut (``서울에서 ##는``);
-- a person (PER) whose last word has two syllables (``김은 씨``), or three syllables starting with
+- a person (PER; KLUE's PS) whose last word has two syllables (``김은 씨``), or three syllables starting with
   a common surname and ending in ``은/이`` (``김정은``), keeps that word whole.
 """
 
@@ -29,6 +29,7 @@ from ner_settings import HandlerSettings
 Trim = Callable[..., int]
 
 VOWEL, CONSONANT, VOWEL_OR_L, ANY = "vowel", "consonant", "vowel or ㄹ", "any"
+PERSON_TYPES = ("PER", "PS")  # the person type of KMOU and of KLUE-NER
 
 # Particles cut at the end of an entity, with the sound the syllable before them must end in.
 PARTICLES = {
@@ -137,7 +138,7 @@ def trim_end(text: str, start: int, end: int, piece_start: int, *, kind: str | N
     following = glued_particle(text, end, next_piece)
     if following is not None and not (text[cut:end] in CHAIN_HEADS and following.startswith(CHAINED)):
         return end  # the particle comes after the entity: its own end is not one
-    if kind == "PER":
+    if kind in PERSON_TYPES:
         word = text[start:end].split()[-1]
         if whole_name(word, text[cut:end]):
             return end

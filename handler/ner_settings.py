@@ -1,4 +1,5 @@
-"""Handler settings: read once from the per-model config's ``handler:`` section.
+"""Handler settings: read once from the per-model config's ``handler:`` section. The defaults
+are the shipped values (config/model-config.yaml states each one; a test holds the two equal).
 
 Plain Python, no TorchServe import. Unknown keys and out-of-range values stop the model
 from loading with a message naming the key, so a typo in the YAML never silently does nothing.
@@ -11,29 +12,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping
 
-
-def entity_type(tag: str) -> str | None:
-    """``B-PER`` / ``I-PER`` -> ``PER`` (the key of the label names); ``O`` and special labels -> None."""
-    if len(tag) > 2 and tag[1] == "-" and tag[0] in "BI":
-        return tag[2:]
-    return None
-
-
-# The tutorial's Korean names for the KMOU / ratsnlp entity types.
-SEED_LABEL_NAMES: Mapping[str, str] = MappingProxyType(
-    {
-        "PER": "인명",
-        "LOC": "지명",
-        "ORG": "기관명",
-        "DAT": "날짜",
-        "TIM": "시간",
-        "DUR": "기간",
-        "MNY": "통화",
-        "PNT": "비율",
-        "NOH": "기타 수량표현",
-        "POH": "기타",
-    }
-)
+from ner_labels import BUILTIN_LABEL_NAMES
 
 RUNTIME_CHOICES = ("auto", "torch", "onnxruntime")
 QUANTIZE_CHOICES = ("none", "int8")
@@ -49,14 +28,14 @@ class HandlerSettings:
     max_texts_per_request: int = 32  # longer JSON lists are refused with 400
     max_request_tokens: int = 1664  # model-input tokens (windows, [CLS]/[SEP] included) per request; more: 413
     max_response_bytes: int = 8 * 1024 * 1024  # a larger answer is refused with 413 (keep under max_response_size)
-    max_batch_tokens: int = 4096  # a forward pass holds at most this many padded tokens
-    torch_threads: int = 0  # intra-op threads per worker (torch or ONNX Runtime); 0 keeps the default
+    max_batch_tokens: int = 256  # a forward pass holds at most this many padded tokens
+    torch_threads: int = 1  # intra-op threads per worker (torch or ONNX Runtime); 0 keeps the default
     runtime: str = "auto"  # "auto": ONNX Runtime on a CPU, torch on a GPU; or "torch" / "onnxruntime" always
     quantize: str = "none"  # "int8": dynamic int8 quantization of the Linear layers (ONNX Runtime)
     dtype: str = "float32"  # "bfloat16": bf16 weights and activations (torch; a GPU, or a CPU with AVX512-BF16/AMX)
-    trim_particles: bool = False  # cut Korean particles (조사) off entity ends
-    bio_decoding: str = "greedy"  # "constrained": entities from the best BIO-consistent label sequence
-    label_names: Mapping[str, str] = field(default_factory=lambda: SEED_LABEL_NAMES)
+    trim_particles: bool = True  # cut Korean particles (조사) off entity ends
+    bio_decoding: str = "constrained"  # or "greedy": the argmax tags grouped as they come
+    label_names: Mapping[str, str] = field(default_factory=lambda: BUILTIN_LABEL_NAMES)
 
     def __post_init__(self) -> None:
         checks = [
@@ -115,7 +94,7 @@ class HandlerSettings:
                     isinstance(k, str) and isinstance(v, str) for k, v in value.items()
                 ):
                     raise ValueError("handler settings: label_names must map entity types to names")
-                values[key] = MappingProxyType({**SEED_LABEL_NAMES, **value})
+                values[key] = MappingProxyType({**BUILTIN_LABEL_NAMES, **value})
                 continue
             expected = known[key].type
             kind = {"int": int, "str": str, "bool": bool}[expected]

@@ -5,8 +5,13 @@ the ``RequestError`` that answers the request), and turns answers and errors int
 Every accepted input shape is handled in one function (``parse_body``), so the handler and the
 tests agree on what a request may be. Messages name what was received (type, length) but never
 echo the text itself: request text is personal data. A KServe v2 (Open Inference Protocol)
-request is answered in kind (``shape_answer``). One text's answer, the tutorial's fields and
-the entities, is shaped by ``text_answer``.
+request is answered in kind (``shape_answer``), in JSON or, when the client asks, with the
+protocol's binary tensor data extension (``render_answer``); a binary request (a JSON header of
+``Inference-Header-Content-Length`` bytes, then the tensor bytes) goes through one bounded
+parser that checks every length against what is there (``parse_body`` with the request's
+headers). One text's answer, the tutorial's fields and the entities, is shaped by ``text_answer``.
+The protocol's health, readiness and model metadata routes, which TorchServe 0.12 does not
+serve, are answered by ``v2_route_answer`` for whatever stands in front of it.
 """
 
 from __future__ import annotations
@@ -15,8 +20,9 @@ import json
 import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from urllib.parse import unquote
 
-from ner_settings import SEED_LABEL_NAMES, entity_type
+from ner_labels import BUILTIN_LABEL_NAMES, entity_type
 
 if TYPE_CHECKING:  # the model's side; this module needs no torch
     from ner_core import Entity, TokenPredictions
@@ -24,13 +30,19 @@ if TYPE_CHECKING:  # the model's side; this module needs no torch
 ACCEPTED = (
     'a UTF-8 text body (Content-Type: text/plain), a JSON string, {"sentence": "..."}, '
     '{"text": "..."}, a JSON list of strings, or a KServe v2 request '
-    '{"inputs": [{"name": "...", "shape": [n], "datatype": "BYTES", "data": ["...", ...]}]}'
+    '{"inputs": [{"name": "...", "shape": [n], "datatype": "BYTES", "data": ["...", ...]}]}, '
+    'its texts also as binary tensor data (header Inference-Header-Content-Length)'
 )
 TEXT_KEYS = ("sentence", "text")
 # Open Inference Protocol tensor types, named back to a client that sent the wrong one.
 V2_DATATYPES = ("BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
                 "FP16", "FP32", "FP64", "BYTES")
 V2_OUTPUT = "ner"  # name of the v2 output tensor: one JSON answer (as for a plain request) per text
+V2_INPUT = "texts"  # the input's name in the model metadata (a request may name its one input anything)
+# The binary tensor data extension: the request or answer header that gives the length in bytes
+# of the JSON object the body starts with; the tensors' bytes follow it.
+INFERENCE_HEADER = "Inference-Header-Content-Length"
+OCTET_STREAM = "application/octet-stream"  # the content type of an answer with binary tensor data
 # Request options travel as HTTP headers: TorchServe 0.12 drops the query string of
 # /predictions/<model> before the handler sees it.
 RESULT_HEADER = "x-ner-result"  # "false": answer without the per-wordpiece "result" rows
@@ -89,6 +101,7 @@ class ParsedRequest:
     protocol: str = "plain"  # "v2": a KServe v2 request, answered with a v2 response
     request_id: str | None = None  # the v2 request's "id", echoed in its answer
     options: Options = field(default_factory=Options)
+    binary_output: bool = False  # a v2 request that asked for its output as binary tensor data
 
 
 def _describe(value: Any) -> str:
@@ -120,7 +133,11 @@ def _decode_utf8(body: bytes, what: str = "body") -> str:
 
 def _from_bytes(body: bytes, content_type: str) -> Any:
     """Bytes arrive when TorchServe did not (or could not) decode the body itself."""
-    text = _decode_utf8(body)
+    try:
+        text = _decode_utf8(body)
+    except InputError:
+        _refuse_binary_without_header(body)
+        raise
     is_json_type = content_type.startswith("application/json")
     if is_json_type or (not content_type.startswith("text/") and text.lstrip()[:1] in ('"', "[", "{")):
         try:
@@ -130,10 +147,28 @@ def _from_bytes(body: bytes, content_type: str) -> Any:
         except ValueError as err:
             # JSONDecodeError, and every other refusal of the parser (a number longer than
             # Python's integer-string limit raises a plain ValueError): all are the body's fault.
+            _refuse_binary_without_header(body)
             if is_json_type:
                 where = f"{err.msg} at position {err.pos}" if isinstance(err, json.JSONDecodeError) else str(err)
                 raise InputError(f"body is not valid JSON: {where}", reason="bad_json") from None
     return text
+
+
+def _refuse_binary_without_header(body: bytes) -> None:
+    """A body that is a v2 request object followed by more bytes is binary tensor data sent
+    without its header: say so, rather than "not UTF-8" or tagging the bytes as one text."""
+    stripped = body.lstrip()
+    if stripped[:1] != b"{":
+        return
+    text = stripped.decode("utf-8", "surrogateescape")
+    try:
+        value, end = json.JSONDecoder().raw_decode(text)
+    except (ValueError, RecursionError):
+        return
+    if isinstance(value, dict) and "inputs" in value and text[end:].strip():
+        raise InputError(
+            f"the body goes on after its v2 JSON object: binary tensor data needs the header {INFERENCE_HEADER} "
+            "with the JSON object's length in bytes", reason="bad_binary")
 
 
 def _check_text(text: Any, max_chars: int, where: str = "text") -> str:
@@ -160,8 +195,10 @@ def _check_count(n: int, max_texts: int, what: str) -> None:
         raise InputError(f"{what} has {n} texts; the limit is {max_texts}", reason="too_many_texts")
 
 
-def _parse_v2(body: dict[str, Any], max_chars: int, max_texts: int) -> ParsedRequest:
-    """A KServe v2 / Open Inference Protocol request: one BYTES input whose data are the texts."""
+def _parse_v2(body: dict[str, Any], max_chars: int, max_texts: int, binary: bytes | None = None) -> ParsedRequest:
+    """A KServe v2 / Open Inference Protocol request: one BYTES input whose data are the texts,
+    in its JSON ``data`` or, with the binary tensor data extension, in ``binary`` (the bytes
+    after the JSON header; None when the request had no such header)."""
     inputs = body["inputs"]
     if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
         raise InputError(f'v2 "inputs" must be a list of one input, received {_describe(inputs)}', reason="bad_shape")
@@ -170,24 +207,172 @@ def _parse_v2(body: dict[str, Any], max_chars: int, max_texts: int) -> ParsedReq
     if datatype != "BYTES":
         named = datatype if datatype in V2_DATATYPES else _describe(datatype)
         raise InputError(f'v2 input datatype must be "BYTES" (UTF-8 texts), received {named}', reason="bad_shape")
-    data, shape = tensor.get("data"), tensor.get("shape")
-    if not isinstance(data, list):
-        raise InputError(f'v2 input "data" must be a list of texts, received {_describe(data)}', reason="bad_shape")
+    size = _parameter(tensor, "binary_data_size", int, "v2 input")
+    if size is not None:
+        data: Any = _binary_elements(tensor, size, binary)
+    else:
+        data = tensor.get("data")
+        if not isinstance(data, list):
+            raise InputError(f'v2 input "data" must be a list of texts, received {_describe(data)}', reason="bad_shape")
+    if binary is not None and len(binary) != (size or 0):
+        raise InputError(
+            f"the body has {len(binary)} bytes after its JSON header and the input's binary_data_size is "
+            f"{size or 0}: {len(binary) - (size or 0)} bytes belong to no input", reason="bad_binary")
     _check_count(len(data), max_texts, 'v2 input "data"')
+    shape = tensor.get("shape")
     if not (isinstance(shape, list) and all(isinstance(d, int) and not isinstance(d, bool) for d in shape)
             and math.prod(shape) == len(data)):
-        raise InputError(f'v2 input "shape" must be [{len(data)}] for {len(data)} texts, received {_describe(shape)}',
+        small = isinstance(shape, list) and len(shape) <= 4 and all(type(d) is int and abs(d) < 10**9 for d in shape)
+        got = shape if small else _describe(shape)
+        raise InputError(f'v2 input "shape" must be [{len(data)}] for {len(data)} texts, received {got}',
                          reason="bad_shape")
     request_id = body.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise InputError(f'v2 "id" must be a string, received {_describe(request_id)}', reason="bad_shape")
-    texts = [_check_text(item, max_chars, f"v2 input data[{i}]") for i, item in enumerate(data)]
-    return ParsedRequest(texts, is_list=True, protocol="v2", request_id=request_id)
+    binary_output = _binary_output(body)
+    texts = [_check_text(_element_text(item, i), max_chars, f"v2 input data[{i}]") for i, item in enumerate(data)]
+    return ParsedRequest(texts, is_list=True, protocol="v2", request_id=request_id, binary_output=binary_output)
 
 
-def parse_body(value: Any, content_type: str, *, max_chars: int, max_texts: int) -> ParsedRequest:
+def _parameter(owner: dict[str, Any], name: str, kind: type, where: str) -> Any:
+    """``owner["parameters"][name]`` if given (None otherwise), checked to be a ``kind``."""
+    parameters = owner.get("parameters")
+    if parameters is None:
+        return None
+    if not isinstance(parameters, dict):
+        raise InputError(f'{where} "parameters" must be a JSON object, received {_describe(parameters)}',
+                         reason="bad_shape")
+    value = parameters.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)) or (kind is int and value < 0):
+        expected = "a byte count" if kind is int else "true or false"
+        raise InputError(f'{where} parameter "{name}" must be {expected}, received {_describe(value)}',
+                         reason="bad_shape")
+    return value
+
+
+def _binary_elements(tensor: dict[str, Any], size: int, binary: bytes | None) -> list[bytes]:
+    """The input's elements from the binary tensor data: ``size`` bytes of 4-byte
+    little-endian lengths, each followed by that many bytes."""
+    if binary is None:
+        raise InputError(f'v2 input has "binary_data_size" but the request has no {INFERENCE_HEADER} header '
+                         "(the length of the JSON object the binary data follows)", reason="bad_binary")
+    if "data" in tensor:
+        raise InputError('v2 input has both "data" and "binary_data_size": send its texts one way',
+                         reason="bad_binary")
+    if size > len(binary):
+        raise InputError(f"v2 input binary_data_size is {size} bytes but {len(binary)} bytes follow the JSON header",
+                         reason="bad_binary")
+    return decode_bytes_tensor(binary[:size])
+
+
+def decode_bytes_tensor(data: bytes) -> list[bytes]:
+    """The elements of a BYTES tensor in the binary extension's layout (each a 4-byte
+    little-endian length, then that many bytes), every length checked against what is left."""
+    view, items, pos = memoryview(data), [], 0
+    while pos < len(view):
+        if len(view) - pos < 4:
+            raise InputError(f"v2 binary data: element {len(items)} at byte {pos} has only {len(view) - pos} of "
+                             "the 4 bytes of its length", reason="bad_binary")
+        length = int.from_bytes(view[pos:pos + 4], "little")
+        pos += 4
+        if length > len(view) - pos:
+            raise InputError(f"v2 binary data: element {len(items)} declares {length} bytes but {len(view) - pos} "
+                             "bytes are left", reason="bad_binary")
+        items.append(bytes(view[pos:pos + length]))
+        pos += length
+    return items
+
+
+def encode_bytes_tensor(items: Sequence[bytes]) -> bytes:
+    """A BYTES tensor in the binary extension's layout (the inverse of ``decode_bytes_tensor``)."""
+    return b"".join(len(item).to_bytes(4, "little") + item for item in items)
+
+
+def _element_text(item: Any, index: int) -> Any:
+    """A binary element is UTF-8 text; a JSON element is checked as it is."""
+    if isinstance(item, bytes):
+        return _decode_utf8(item, f"v2 input data[{index}]")
+    return item
+
+
+def _binary_output(body: dict[str, Any]) -> bool:
+    """Whether the client asked for the output as binary tensor data: ``binary_data`` on the
+    requested output, else ``binary_data_output`` of the request, else JSON."""
+    default = _parameter(body, "binary_data_output", bool, "v2 request")
+    outputs = body.get("outputs")
+    if outputs is None:
+        return bool(default)
+    if not isinstance(outputs, list) or len(outputs) > 1 or not all(isinstance(o, dict) for o in outputs):
+        raise InputError(f'v2 "outputs" must be a list of at most one output, received {_describe(outputs)}',
+                         reason="bad_shape")
+    if not outputs:
+        return bool(default)
+    name = outputs[0].get("name")
+    if name != V2_OUTPUT:
+        named = f'"{name}"' if isinstance(name, str) and len(name) <= 64 else _describe(name)
+        raise InputError(f'v2 requested output {named} does not exist: the model has one output, "{V2_OUTPUT}"',
+                         reason="bad_shape")
+    asked = _parameter(outputs[0], "binary_data", bool, f'v2 output "{V2_OUTPUT}"')
+    return bool(default) if asked is None else asked
+
+
+def _parse_v2_binary(value: Any, content_type: str, header: int, max_chars: int, max_texts: int) -> ParsedRequest:
+    """A v2 request with the binary tensor data extension: ``header`` bytes of JSON, then the
+    tensors' bytes. A body TorchServe decoded itself is taken back to what was sent: text/* is
+    decoded losslessly; a value decoded from application/json was JSON alone, with no binary data."""
+    if isinstance(value, (bytes, bytearray)):
+        raw: bytes | None = bytes(value)
+    elif isinstance(value, str) and content_type.lower().startswith("text/"):
+        raw = value.encode("utf-8", "surrogatepass")
+    else:
+        raw = None
+    if raw is None:
+        body, binary = value, b""
+    else:
+        if header > len(raw):
+            raise InputError(f"header {INFERENCE_HEADER} is {header} but the body has only {len(raw)} bytes",
+                             reason="bad_binary")
+        text = _decode_utf8(raw[:header], f"the v2 JSON header (the first {header} bytes)")
+        try:
+            body = json.loads(text)
+        except RecursionError:
+            raise InputError("the v2 JSON header is nested too deeply", reason="bad_json") from None
+        except ValueError as err:
+            where = f"{err.msg} at position {err.pos}" if isinstance(err, json.JSONDecodeError) else str(err)
+            raise InputError(f"the v2 JSON header (the first {header} bytes, from {INFERENCE_HEADER}) is not valid "
+                             f"JSON: {where}", reason="bad_json") from None
+        binary = raw[header:]
+    if not isinstance(body, dict) or "inputs" not in body:
+        raise InputError(f'a request with the header {INFERENCE_HEADER} must be a v2 request: its JSON header must be '
+                         f'a JSON object with "inputs", received {_describe(body)}', reason="bad_binary")
+    return _parse_v2(body, max_chars, max_texts, binary=binary)
+
+
+def inference_header_length(headers: Mapping[str, Any]) -> int | None:
+    """The binary extension's ``Inference-Header-Content-Length`` request header (any case;
+    ``str`` or ``bytes``), None when absent."""
+    found = [value for name, value in headers.items()
+             if isinstance(name, str) and name.lower() == INFERENCE_HEADER.lower()]
+    if not found:
+        return None
+    raw = found[0]
+    value = (raw.decode("utf-8", "replace") if isinstance(raw, (bytes, bytearray)) else str(raw)).strip()
+    if not (value.isascii() and value.isdigit() and len(value) <= 12):
+        raise InputError(f"header {INFERENCE_HEADER} must be a length in bytes, received {len(value)} characters",
+                         reason="bad_binary")
+    return int(value)
+
+
+def parse_body(value: Any, content_type: str, *, max_chars: int, max_texts: int,
+               headers: Mapping[str, Any] | None = None) -> ParsedRequest:
     """Normalise one request body: ``str`` (TorchServe decoded text/*), a decoded JSON value
-    (application/json), or ``bytes`` (any other content type, or when decoding failed)."""
+    (application/json), or ``bytes`` (any other content type, or when decoding failed).
+    ``headers`` (the request's HTTP headers) tell a v2 request with binary tensor data."""
+    header = inference_header_length(headers or {})
+    if header is not None:
+        return _parse_v2_binary(value, content_type, header, max_chars, max_texts)
     if isinstance(value, (bytes, bytearray)):
         value = _from_bytes(bytes(value), content_type.lower())
 
@@ -250,7 +435,7 @@ def display_tag(tag: str, names: Mapping[str, str]) -> str:
 
 
 def text_answer(pred: TokenPredictions, entities: Sequence[Entity], labels: Sequence[str],
-                names: Mapping[str, str] = SEED_LABEL_NAMES, result: bool = True) -> dict[str, Any]:
+                names: Mapping[str, str] = BUILTIN_LABEL_NAMES, result: bool = True) -> dict[str, Any]:
     """The answer for one text: the tutorial's fields (``sentence``; ``result``, a row per
     wordpiece with its argmax tag as ``predicted_tag`` and ``top_prob`` as a string), plus the
     raw tag per row and the ``entities`` with character offsets. ``result=False`` leaves the
@@ -285,6 +470,86 @@ def shape_answer(request: ParsedRequest, answers: list[dict[str, Any]], *, model
             "data": [json.dumps(answer, ensure_ascii=False) for answer in answers],
         }],
     }
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What answers one request: its bytes, content type and extra response headers."""
+
+    body: bytes
+    content_type: str = JSON_UTF8
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+def render_answer(request: ParsedRequest, answers: list[dict[str, Any]], *, model_name: str, model_version: str,
+                  request_id: str, max_bytes: int) -> Reply:
+    """The reply to ``request``: JSON (``shape_answer``), or for a v2 request that asked for
+    binary output, the binary tensor data extension's answer: the v2 response's JSON with the
+    output's ``binary_data_size`` instead of its ``data``, then the elements (each a 4-byte
+    little-endian length and the UTF-8 JSON answer for one text), the JSON's length in the
+    ``Inference-Header-Content-Length`` header. Refused over ``max_bytes`` (``checked_size``)."""
+    value = shape_answer(request, answers, model_name=model_name, model_version=model_version, request_id=request_id)
+    if not (request.protocol == "v2" and request.binary_output):
+        return Reply(checked_size(dumps(value), max_bytes))
+    [output] = value["outputs"]
+    data = encode_bytes_tensor([item.encode("utf-8") for item in output.pop("data")])
+    output["parameters"] = {"binary_data_size": len(data)}
+    header = dumps(value)
+    return Reply(checked_size(header + data, max_bytes), OCTET_STREAM, {INFERENCE_HEADER: str(len(header))})
+
+
+def v2_model_metadata(name: str, versions: Sequence[str]) -> dict[str, Any]:
+    """The Open Inference Protocol's model metadata (``GET /v2/models/<name>``) of a model this
+    handler serves: one BYTES input of UTF-8 texts, one BYTES output of JSON answers, both of
+    the request's length (-1: any, up to ``max_texts_per_request``)."""
+    return {
+        "name": name,
+        "versions": list(versions),
+        "platform": "torchserve",
+        "inputs": [{"name": V2_INPUT, "datatype": "BYTES", "shape": [-1]}],
+        "outputs": [{"name": V2_OUTPUT, "datatype": "BYTES", "shape": [-1]}],
+    }
+
+
+@dataclass(frozen=True)
+class ModelState:
+    """A registered model as the management API describes it: its versions, and whether it
+    has a READY worker (of its default version)."""
+
+    versions: Sequence[str]
+    ready: bool
+
+
+def v2_route_answer(method: str, path: str, models: Mapping[str, ModelState],
+                    draining: bool = False) -> tuple[int, dict[str, Any]] | None:
+    """The answer (status, JSON body) to the Open Inference Protocol's health, readiness and
+    model metadata routes, which TorchServe 0.12 does not serve, from the registered
+    ``models``; None for any other request (TorchServe's to answer). Ready means a READY worker
+    (every model's, for the server) and not ``draining``: 200 ``{"ready": true}``, else 503
+    ``{"ready": false}`` (clients read any other status than 200 as not ready)."""
+    parts = [unquote(part) for part in path.split("?", 1)[0].strip("/").split("/")]
+    if method != "GET" or parts[:1] != ["v2"]:
+        return None
+    if parts[1:] == ["health", "live"]:
+        return 200, {"live": True}
+    if parts[1:] == ["health", "ready"]:
+        ready = not draining and bool(models) and all(state.ready for state in models.values())
+        return (200, {"ready": True}) if ready else (503, {"ready": False})
+    if len(parts) < 3 or parts[1] != "models":
+        return None
+    name, rest = parts[2], parts[3:]
+    version = None
+    if rest[:1] == ["versions"] and len(rest) >= 2:
+        version, rest = rest[1], rest[2:]
+    if rest not in ([], ["ready"]):
+        return None
+    state = models.get(name)
+    if state is None or (version is not None and version not in state.versions):
+        named = f"model {name!r}" + (f" version {version!r}" if version is not None else "")
+        return 404, {"error": f"{named} is not registered"}
+    if rest == ["ready"]:
+        return (200, {"ready": True}) if state.ready and not draining else (503, {"ready": False})
+    return 200, v2_model_metadata(name, state.versions)
 
 
 def dumps(value: Any) -> bytes:

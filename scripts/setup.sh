@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Set up the project on a fresh machine: checks Python and Java (not with --no-java), creates .venv, installs the
 # pinned requirements (requirements.txt; with --test also requirements-test.txt: pytest, the
-# browser driver, Kubernetes schemas), then this project editable (pip install -e .: the ops
-# package and the handler's modules importable from anywhere, the scripts and console commands
+# browser driver, Kubernetes schemas), then this project editable (pip install -e .: the packages at
+# the root and the handler's modules importable from anywhere, so scripts/<command>.py runs
 # without any path tricks). Safe to rerun: it installs only when a file changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,8 +46,8 @@ fi
 # The project itself, editable: re-done when pyproject.toml changes or the checkout moved.
 stamp=.venv/.editable.sha256
 want=$( (cat pyproject.toml; pwd) | sha256sum | cut -d' ' -f1)
-if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! .venv/bin/python -c "import ops, ner_core" 2>/dev/null; then
-    echo "setup: installing this project editable (ops/ and handler/ on the import path)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! .venv/bin/python -c "import serving, ner_core" 2>/dev/null; then
+    echo "setup: installing this project editable (the root and handler/ on the import path)"
     .venv/bin/python -m pip install --quiet --no-deps -e .
     echo "$want" > "$stamp"
 fi

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from ops import checkpoints, paths
-from ops.packaging import PackageSpec, stage
+from serving import paths
+from serving.package_model import PackageSpec, stage
+from study import make_checkpoint
 
 INTEGRATION_DIR = Path(__file__).parent / "integration"
 
@@ -25,7 +26,7 @@ def pytest_collection_modifyitems(config, items):
 def tiny_checkpoint_dir(tmp_path_factory) -> Path:
     """A ratsnlp-layout checkpoint directory with a tiny random BERT."""
     out = tmp_path_factory.mktemp("tiny-ckpt")
-    checkpoints.write_checkpoint(out, shape="tiny", vocab_size=3000)
+    make_checkpoint.write_checkpoint(out, shape="tiny", vocab_size=3000)
     return out
 
 
@@ -34,6 +35,26 @@ def tiny_model_dir(tiny_checkpoint_dir, tmp_path_factory) -> Path:
     """The tiny checkpoint staged as the handler sees it inside a .mar."""
     out = tmp_path_factory.mktemp("tiny-model")
     stage(PackageSpec(tiny_checkpoint_dir), out)
+    return out
+
+
+# KLUE-NER's 13 tags in KLUE's own order: no special labels, unlike a ratsnlp label map.
+KLUE_LABELS = ["B-DT", "I-DT", "B-LC", "I-LC", "B-OG", "I-OG", "B-PS", "I-PS", "B-QT", "I-QT", "B-TI", "I-TI", "O"]
+
+
+@pytest.fixture(scope="session")
+def klue_checkpoint_dir(tmp_path_factory) -> Path:
+    """A ratsnlp-layout checkpoint directory with a tiny random BERT labelled with KLUE-NER's tags."""
+    out = tmp_path_factory.mktemp("klue-ckpt")
+    make_checkpoint.write_checkpoint(out, shape="tiny", vocab_size=3000, seed=1, labels=KLUE_LABELS)
+    return out
+
+
+@pytest.fixture(scope="session")
+def klue_model_dir(klue_checkpoint_dir, tmp_path_factory) -> Path:
+    """The KLUE-labelled checkpoint staged as the handler sees it inside a .mar."""
+    out = tmp_path_factory.mktemp("klue-model")
+    stage(PackageSpec(klue_checkpoint_dir), out)
     return out
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from ops import packaging, tsctl
-from ops.packaging import PackageSpec
+from serving import package_model, tsctl
+from serving.package_model import PackageSpec
 
 # Test archives: a long batch delay so concurrent requests surely form batches.
 TEST_MODEL_CONFIG = {
@@ -47,9 +47,9 @@ def build_archive(model_store):
     def build(checkpoint: Path, name: str, config: dict | None = None, version: str = "1.0",
               store: Path | None = None) -> str:
         store = store or model_store
-        config_path = packaging.write_model_config(config or TEST_MODEL_CONFIG, store / f"{name}-{version}-config.yaml")
+        config_path = package_model.write_model_config(config or TEST_MODEL_CONFIG, store / f"{name}-{version}-config.yaml")
         with tempfile.TemporaryDirectory(dir=store) as tmp:
-            mar = packaging.package(PackageSpec(checkpoint, name=name, version=version, model_config=config_path,
+            mar = package_model.package(PackageSpec(checkpoint, name=name, version=version, model_config=config_path,
                                                 export_path=Path(tmp), force=True))
             target = store / (f"{name}.mar" if version == "1.0" else f"{name}-{version}.mar")
             shutil.move(mar, target)
@@ -91,7 +91,7 @@ def batches_and_texts():
         deadline = time.monotonic() + 30
         while True:
             samples = tsctl.metrics(server)
-            now = tuple(tsctl.metric_value(samples, f"ner_texts_per_batch_{s}", ModelName=model) or 0
+            now = tuple(metric_value(samples, f"ner_texts_per_batch_{s}", ModelName=model) or 0
                         for s in ("count", "sum"))
             delta = (now[0] - since[0], now[1] - since[1])
             if delta[1] >= texts or time.monotonic() > deadline:
@@ -99,3 +99,11 @@ def batches_and_texts():
             time.sleep(0.2)
 
     return read
+
+
+def metric_value(samples: dict[tuple[str, frozenset], float], name: str, **labels: str) -> float | None:
+    """The one sample called ``name`` whose labels include ``labels`` (None if absent)."""
+    found = [v for (n, have), v in samples.items() if n == name and set(labels.items()) <= have]
+    if len(found) > 1:
+        raise AssertionError(f"{len(found)} samples of {name} match {labels}")
+    return found[0] if found else None

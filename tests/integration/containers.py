@@ -21,7 +21,7 @@ import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
-from ops import paths
+from serving import paths
 
 BASE_IMAGE = "localhost/kor-ner-base:bookworm"
 TEST_IMAGE = "localhost/kor-ner/torchserve:0.12.0-ner1.0-test"

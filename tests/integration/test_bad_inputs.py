@@ -17,7 +17,7 @@ import pytest
 
 import ner_core
 
-from ops import paths, tsctl
+from serving import paths, tsctl
 
 LIMIT_CHARS = 20_000  # TEST_MODEL_CONFIG keeps the real max_text_chars
 LIMIT_TEXTS = 8  # TEST_MODEL_CONFIG's max_texts_per_request

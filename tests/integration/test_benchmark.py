@@ -12,8 +12,8 @@ import yaml
 
 import ner_core
 
-from ops import benchmark
-from ops.cli import benchmark as benchmark_cli
+from bench import benchmark
+from scripts import benchmark as benchmark_cli
 
 SENTENCES = benchmark.BUILTIN_SENTENCES[:3] + benchmark.BUILTIN_SENTENCES[-2:]  # short and long
 TAGGED = [  # ratsnlp line format, written for this test (also in tests/unit/test_load.py)

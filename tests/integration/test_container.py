@@ -19,9 +19,10 @@ import pytest
 import requests
 import yaml
 
-from ops import flood, paths
-from ops import tsctl
-from ops.paths import demo_model_available
+from drills import flood
+from serving import paths
+from serving import tsctl
+from serving.paths import demo_model_available
 from tests.integration import containers
 
 pytestmark = [

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from ops import paths, tsctl
+from serving import paths, tsctl
 
 pytestmark = pytest.mark.skipif(not paths.demo_model_available(), reason=f"no demo model at {paths.DEMO_MODEL_DIR}")
 

@@ -4,7 +4,7 @@ module): a worker killed with SIGKILL, TorchServe restarted, archives that canno
 The finding these tests pin down (TorchServe 0.12, WorkerThread.run / BatchAggregator): the
 requests a worker thread is still *gathering* into its next batch when the worker process dies
 are dropped from the aggregator without an answer. Only a client read timeout and a resend
-(ops/client.py:predict_with_retry, the client of scripts/predict.py) recover them. See docs/reliability.md.
+(serving/predict.py:predict_with_retry, the client of scripts/predict.py) recover them. See docs/reliability.md.
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from ops import fault_drill, paths, tsctl
-from ops.client import predict_with_retry
+from drills import fault_drill
+from serving import paths, tsctl
+from serving.predict import predict_with_retry
 
 BATCH_DELAY_MS = 5000  # the archive's maxBatchDelay (fault_mar)
 BATCH_SIZE = 4  # given at registration, unlike the archive's 8: a restart must bring it back

@@ -16,7 +16,8 @@ import time
 import pytest
 import requests
 
-from ops import flood, tsctl
+from drills import flood
+from serving import tsctl
 
 pytestmark = [
     pytest.mark.integration,
@@ -166,7 +167,7 @@ def test_the_flood_command_reports_its_verdict(door, tmp_path):
     """scripts/flood.py as an operator runs it, short: the JSON report and exit 0 when held."""
     import json  # noqa: PLC0415
 
-    from ops.cli import flood as flood_cli  # noqa: PLC0415
+    from scripts import flood as flood_cli  # noqa: PLC0415
 
     key_file, report = tmp_path / "key", tmp_path / "report.json"
     key_file.write_text(KEY + "\n")

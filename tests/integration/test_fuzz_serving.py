@@ -12,8 +12,9 @@ import json
 import pytest
 import yaml
 
-from ops import fuzz, paths, soak, tsctl
-from ops.cli import fuzz as fuzz_cli
+from drills import fuzz, soak
+from scripts import fuzz as fuzz_cli
+from serving import paths, tsctl
 from tests.integration.conftest import TEST_MODEL_CONFIG
 
 REQUESTS, CONCURRENCY = 800, 16

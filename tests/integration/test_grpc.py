@@ -31,7 +31,7 @@ import pytest
 import requests
 import yaml
 
-from ops import corpus, paths, tsctl
+from serving import corpus, paths, tsctl
 from tests.integration import grpc_client
 
 pytestmark = [

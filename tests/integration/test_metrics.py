@@ -11,9 +11,9 @@ import requests
 
 import ner_core
 
-from ops import tsctl
-from ops.tsctl import metric_value as value
-from ops.tsctl import metrics as scrape
+from serving import tsctl
+from serving.tsctl import metrics as scrape
+from tests.integration.conftest import metric_value as value
 
 MODEL = "metrics_ner"
 LONG_TEXT = "이순신은 조선 중기의 무신이다. 한산도에서 왜군을 크게 무찔렀다. " * 6

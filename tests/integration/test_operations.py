@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import pytest
 import requests
 
-from ops import tsctl
-from ops.client import RETRY_STATUSES
+from serving import tsctl
+from serving.predict import RETRY_STATUSES
 
 
 def v2_request(texts: list[str], request_id: str | None = None) -> dict:
@@ -58,11 +58,11 @@ class LoadGenerator:
     """Client threads, each with a keep-alive session, sending requests (v2 and plain text in
     turn) until stopped or until the request or time budget is spent; keeps every outcome.
 
-    Like the project's client (ops/client.py), a client sends a request once more when it got no
+    Like the project's client (serving/predict.py), a client sends a request once more when it got no
     answer in time, or one of the statuses that client resends ("Worker died." 500/507, 503):
     TorchServe 0.12 never answers a request that a worker was gathering when it was scaled down,
     fails the batch it was running then, and now and then drops one that arrives as a new
-    worker starts (README: TorchServe 0.12 notes).
+    worker starts (docs/torchserve-notes.md).
     """
 
     timeout = (5, 20)  # (connect, read) seconds; the tiny model answers in well under 3 s

@@ -9,8 +9,8 @@ import json
 
 import pytest
 
-from ops import paths, tsctl
-from ops.cli import package_model as package_cli
+from scripts import package_model as package_cli
+from serving import paths, tsctl
 
 CHECKPOINT = paths.RATSNLP_CHECKPOINT
 GOLDEN = CHECKPOINT / "golden.jsonl"

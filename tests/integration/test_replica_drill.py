@@ -9,9 +9,9 @@ import shutil
 
 import pytest
 
-from ops import paths
-from ops.cli import replica_drill
-from ops.paths import demo_model_available
+from scripts import replica_drill
+from serving import paths
+from serving.paths import demo_model_available
 
 pytestmark = [
     pytest.mark.integration,

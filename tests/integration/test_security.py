@@ -19,8 +19,8 @@ import psutil
 import pytest
 import requests
 
-from ops import tsctl
-from ops.cli import tsctl as tsctl_cli
+from serving import tsctl
+from scripts import tsctl as tsctl_cli
 
 REFUSED = "InvalidKeyException"
 

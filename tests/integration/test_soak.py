@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from ops.cli import soak as soak_cli
+from scripts import soak as soak_cli
 from tests.integration.conftest import TEST_MODEL_CONFIG
 
 REQUESTS, CONCURRENCY, WARMUP = 600, 32, 300

@@ -29,8 +29,9 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
-from ops import paths, tsctl, webapp
-from ops.cli import webapp as webapp_cli
+from scripts import webapp as webapp_cli
+from serving import paths, tsctl
+from web import webapp
 
 SENTENCE = "이순신은 조선 중기의 무신이다."
 CHROMIUM = Path("/usr/bin/chromium")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping, Sequence
 
 from ner_core import TokenPredictions, find_entities
-from ner_settings import SEED_LABEL_NAMES
+from ner_labels import SEED_LABEL_NAMES
 from ner_wire import text_answer
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 
-from ops import benchmark
-from ops.cli import benchmark as benchmark_cli
+from bench import benchmark
+from scripts import benchmark as benchmark_cli
 
 
 def row(path: str, rate: float, p50: float, *, batch: int = 8, workers: int | None = None, threads: int = 2,

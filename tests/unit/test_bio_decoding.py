@@ -17,7 +17,7 @@ from ner_core import TokenPredictions, constrained_label_ids
 from tests.unit.answers import answer_for
 from ner_settings import HandlerSettings
 
-from ops import paths
+from serving import paths
 
 LABELS = ["[CLS]", "[SEP]", "[PAD]", "[MASK]", "O", "B-PER", "B-LOC", "I-PER", "I-LOC"]
 TEXT = "가나 다라 마바"  # three wordpieces: 가나 | 다라 | 마바
@@ -127,7 +127,8 @@ def test_constrained_needs_the_distributions_and_a_known_mode():
 
 
 def test_setting_is_checked_and_the_shipped_config_decodes_constrained():
-    assert HandlerSettings().bio_decoding == "greedy"
+    assert HandlerSettings().bio_decoding == "constrained"
+    assert HandlerSettings.from_mapping({"bio_decoding": "greedy"}).bio_decoding == "greedy"
     with pytest.raises(ValueError, match="bio_decoding"):
         HandlerSettings.from_mapping({"bio_decoding": "viterbi"})
     raw = yaml.safe_load(paths.MODEL_CONFIG.read_text(encoding="utf-8"))

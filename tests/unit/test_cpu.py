@@ -6,7 +6,7 @@ import pytest
 
 import ner_cpu
 
-from ops import benchmark
+from bench import benchmark
 
 # Abridged /proc/cpuinfo of three machine classes (two processors each; only the first counts).
 ZEN3_AVX2 = """processor\t: 0

@@ -11,7 +11,8 @@ import subprocess
 
 import pytest
 
-from ops import flood, paths, tsctl
+from drills import flood
+from serving import paths, tsctl
 
 entrypoint = flood.entrypoint_module()
 

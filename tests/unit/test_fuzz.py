@@ -1,5 +1,6 @@
 """Property-based tests (hypothesis): arbitrary bodies x content types x JSON values x query
-options, through ``parse_body`` and through the whole handler with a real ``ts.context.Context``.
+options, and v2 requests with binary tensor data broken in every part, through ``parse_body``
+and through the whole handler with a real ``ts.context.Context``.
 
 Whatever arrives: no exception leaves ``handle``, every request gets exactly one JSON answer, a
 refusal is a 4xx (never a 500: random input is the input's fault), a request that parses is
@@ -15,7 +16,9 @@ import string
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ner_wire import InputError, parse_body
+from ts.context import RequestProcessor
+
+from ner_wire import InputError, decode_bytes_tensor, encode_bytes_tensor, parse_body
 from tests.unit.test_handler import GOOD, make_handler, run_batch
 
 LIMITS = dict(max_chars=100, max_texts=4)
@@ -133,3 +136,112 @@ def test_the_handler_answers_every_request_and_the_good_one_correctly(tiny_model
         else:
             got = [a["sentence"] for a in (answer if parsed.is_list else [answer])]
         assert got == parsed.texts
+
+
+# --------------------------------------------------------------------------- v2 binary tensor data
+
+
+@st.composite
+def binary_requests(draw) -> tuple[bytes, dict[str, str], list[str] | None]:
+    """A v2 request with binary tensor data as a client builds it (a JSON header of
+    Inference-Header-Content-Length bytes, then 4-byte little-endian lengths and UTF-8 texts),
+    then often broken in one or more places: the header's value, the JSON's fields, the
+    lengths, the bytes. Returns the body, its headers and the texts when left intact."""
+    texts = draw(st.lists(ODD_TEXT, max_size=5))
+    data = encode_bytes_tensor([t.encode("utf-8", "surrogatepass") for t in texts])
+    tensor = {"name": "t", "shape": [len(texts)], "datatype": "BYTES", "parameters": {"binary_data_size": len(data)}}
+    request: dict = {"inputs": [tensor]}
+    if draw(st.booleans()):
+        request["outputs"] = [{"name": "ner", "parameters": {"binary_data": draw(st.booleans())}}]
+    if draw(st.booleans()):
+        request["parameters"] = {"binary_data_output": draw(st.booleans())}
+    intact = True
+    for _ in range(draw(st.integers(0, 3))):
+        intact = False
+        part = draw(st.sampled_from(["shape", "datatype", "binary_data_size", "parameters", "outputs", "data"]))
+        target = request if part == "outputs" else tensor
+        target[part] = draw(JSON_VALUES | st.integers(-2, 10**6) | st.sampled_from(["BYTES", "FP32", [], {}]))
+    json_part = json.dumps(request).encode("utf-8")
+    body = json_part + data
+    length: str = str(len(json_part))
+    mutation = draw(st.sampled_from(["none", "header", "truncate", "append", "flip", "lengths", "header text"]))
+    if mutation != "none":
+        intact = False
+    if mutation == "header":
+        length = str(max(0, len(json_part) + draw(st.integers(-len(json_part), 40))))
+    elif mutation == "header text":
+        length = draw(st.sampled_from(["", " ", "-1", "1e3", "0x10", "９", "99999999999999999"]))
+    elif mutation == "truncate":
+        body = body[: draw(st.integers(0, len(body)))]
+    elif mutation == "append":
+        body += draw(st.binary(min_size=1, max_size=12))
+    elif mutation == "flip" and body:
+        at = draw(st.integers(0, len(body) - 1))
+        body = body[:at] + bytes([body[at] ^ draw(st.integers(1, 255))]) + body[at + 1:]
+    elif mutation == "lengths":
+        body = json_part + draw(st.binary(max_size=40))
+    return body, {"Inference-Header-Content-Length": length}, (texts if intact else None)
+
+
+@settings(max_examples=400, deadline=None)
+@given(request=binary_requests(), content_type=st.sampled_from(CONTENT_TYPES))
+def test_a_binary_request_is_read_or_refused_with_a_4xx(request, content_type):
+    body, headers, texts = request
+    try:
+        parsed = parse_body(as_torchserve_gives(body, content_type), content_type, headers=headers, **LIMITS)
+    except InputError as err:
+        assert 400 <= err.status < 500 and err.body()["error"]
+        # an intact request of acceptable texts is never refused
+        assert texts is None or not 1 <= len(texts) <= LIMITS["max_texts"] or not all(map(acceptable, texts)), (err, texts)
+    else:
+        assert parsed.protocol == "v2" and 1 <= len(parsed.texts) <= LIMITS["max_texts"]
+        if texts is not None:
+            assert parsed.texts == texts
+
+
+def acceptable(text: str) -> bool:
+    return bool(text.strip()) and len(text) <= LIMITS["max_chars"] and not any("\ud800" <= c <= "\udfff" for c in text)
+
+
+def read_answer(answer: bytes, content_type: str, headers: dict) -> dict:
+    """A v2 answer in binary read back into its JSON form (``data`` from the binary elements)."""
+    if content_type != "application/octet-stream":
+        return json.loads(answer.decode("utf-8"))
+    length = int(headers["Inference-Header-Content-Length"])
+    value = json.loads(answer[:length].decode("utf-8"))
+    [output] = value["outputs"]
+    binary = answer[length:]
+    assert output["parameters"]["binary_data_size"] == len(binary)
+    output["data"] = [item.decode("utf-8") for item in decode_bytes_tensor(binary)]
+    return value
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(requests=st.lists(st.tuples(binary_requests(), st.sampled_from(CONTENT_TYPES)), min_size=1, max_size=5),
+       good_at=st.integers(0, 5))
+def test_binary_requests_in_a_batch_harm_no_batch_mate(tiny_model_dir, requests, good_at):
+    h, context = handler(tiny_model_dir)
+    batch = [(as_torchserve_gives(body, ct), ct, headers) for (body, headers, _), ct in requests]
+    good_at = min(good_at, len(batch))
+    batch.insert(good_at, (GOOD, "text/plain", {}))
+    context.request_ids = {i: f"req-{i}" for i in range(len(batch))}
+    context.request_processor = [RequestProcessor({"body": {"content-type": ct}, **hdrs}) for _, ct, hdrs in batch]
+    context.metrics.request_ids = context.request_ids
+    context._response_status = {}  # noqa: SLF001
+    answers = h.handle([{"body": value} for value, _, _ in batch], context)
+    assert len(answers) == len(batch)
+    for i, ((value, ct, headers), raw) in enumerate(zip(batch, answers)):
+        status = context.get_response_status(i)[0]
+        answer = read_answer(raw, context.get_response_content_type(i), context.get_response_headers(i))
+        assert status in (200, 400, 413), (status, answer)
+        if status != 200:
+            assert answer["status"] == status and answer["error"]
+            assert context.get_response_content_type(i) == "application/json; charset=utf-8"
+            continue
+        if i == good_at:
+            assert answer["sentence"] == GOOD
+            continue
+        parsed = parse_body(value, ct, headers=headers, max_chars=h.settings.max_text_chars,
+                            max_texts=h.settings.max_texts_per_request)
+        assert (context.get_response_content_type(i) == "application/octet-stream") is parsed.binary_output
+        assert [json.loads(text)["sentence"] for text in answer["outputs"][0]["data"]] == parsed.texts

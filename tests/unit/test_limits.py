@@ -11,6 +11,7 @@ token budget, answer size, batch size, response timeout).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from ner_core import TokenPredictions
 from ner_settings import HandlerSettings
 import ner_wire
 from ner_wire import ParsedRequest, dumps, shape_answer
-from ops import paths
+from serving import paths
 from tests.unit.answers import answer_for
 
 ROOT = paths.ROOT
@@ -154,3 +155,12 @@ def test_the_container_and_kubernetes_server_configs_keep_the_same_limits(server
 
 def test_json_len_counts_utf8_bytes():
     assert json_len("가") == len(json.dumps("가", ensure_ascii=False).encode()) == 5
+
+
+def test_the_settings_defaults_are_the_shipped_values():
+    """One source of truth: config/model-config.yaml states every handler setting, each equal to
+    HandlerSettings()'s default, so a tool that builds HandlerSettings() measures what ships."""
+    shipped = yaml.safe_load(paths.MODEL_CONFIG.read_text(encoding="utf-8"))["handler"]
+    defaults = {f.name: getattr(HandlerSettings(), f.name) for f in dataclasses.fields(HandlerSettings)}
+    defaults.pop("label_names")  # the tutorial's names (ner_labels.SEED_LABEL_NAMES); a config may rename some
+    assert shipped == defaults

@@ -12,7 +12,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from ops import paths, tsctl
+from serving import paths, tsctl
 
 K8S = paths.CONFIG_DIR / "k8s"
 WORKER_MB = 400  # resident memory of one worker serving bert-base (docs/operations.md)
@@ -331,7 +331,7 @@ def test_each_way_of_deploying_has_a_network_policy_that_admits_only_inference_a
 def test_the_pod_configs_pass_the_entrypoints_checks(name):
     """What the front door needs from the config: the entrypoint accepts it (management and gRPC
     on loopback), binds inference and metrics on the pod's interfaces."""
-    from ops import flood  # noqa: PLC0415
+    from drills import flood  # noqa: PLC0415
 
     binds, derived = flood.entrypoint_module().split_config((K8S / name).read_text(encoding="utf-8"))
     assert binds == {"inference": "0.0.0.0:8080", "metrics": "0.0.0.0:8082"}

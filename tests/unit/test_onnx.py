@@ -13,8 +13,8 @@ import ner_core
 import ner_onnx
 from ner_settings import HandlerSettings
 
-from ops import packaging
-from ops.packaging import PackageSpec
+from serving import package_model
+from serving.package_model import PackageSpec
 
 # Short, long (several windows at max_seq_length 32) and mixed lengths in one batch, so rows
 # are padded and the exported attention mask matters.
@@ -60,8 +60,8 @@ def test_padding_does_not_change_an_onnx_row(onnx_model_dir):
     """A short row alone and padded beside a long one: same tags, same probabilities."""
     ner = ner_core.load_model(onnx_model_dir, HandlerSettings(**SETTINGS, runtime="onnxruntime"))
     short, long = [ner_core.encode_texts(ner.tokenizer, [t])[0][0] for t in (TEXTS[0], TEXTS[4])]
-    alone_ids, alone_probs = ner_core.forward(ner, [short])
-    ids, probs = ner_core.forward(ner, [short, long])
+    alone_ids, alone_probs, _ = ner_core.forward_distributions(ner, [short])
+    ids, probs, _ = ner_core.forward_distributions(ner, [short, long])
     assert len(long) > len(short)
     assert ids[0, : len(short)].tolist() == alone_ids[0].tolist()
     assert probs[0, : len(short)].tolist() == pytest.approx(alone_probs[0].tolist(), abs=1e-5)
@@ -114,7 +114,7 @@ def test_runtime_settings_are_checked(raw, message):
 def test_packaging_with_onnxruntime_ships_the_onnx_file_only(tiny_checkpoint_dir, tmp_path, quantize, weights):
     config = tmp_path / "model-config.yaml"
     config.write_text(yaml.safe_dump({"minWorkers": 1, "handler": {"runtime": "onnxruntime", "quantize": quantize}}))
-    mar = packaging.package(PackageSpec(tiny_checkpoint_dir, name="t", model_config=config, export_path=tmp_path / "store"))
+    mar = package_model.package(PackageSpec(tiny_checkpoint_dir, name="t", model_config=config, export_path=tmp_path / "store"))
     names = set(zipfile.ZipFile(mar).namelist())
     assert weights in names and "ner_onnx.py" in names
     assert not names & {"model.safetensors", "model.onnx", "model.int8.onnx"} - {weights}

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from ops.cli import compare_openvino as cli
+from scripts import compare_openvino as cli
 
 TINY = ["--models", "tiny", "--limit", "4", "--repeats", "1", "--min-seconds", "0"]
 

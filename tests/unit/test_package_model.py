@@ -9,12 +9,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ops import checkpoints, packaging, paths
-from ops.cli import package_model
+from scripts import package_model as package_cli
+from serving import package_model, paths
+from study import make_checkpoint
 
 
 def package(tmp_path, checkpoint, *extra):
-    return package_model.main(["--checkpoint", str(checkpoint), "--export-path", str(tmp_path / "store"), *extra])
+    return package_cli.main(["--checkpoint", str(checkpoint), "--export-path", str(tmp_path / "store"), *extra])
 
 
 def test_picks_the_lowest_val_loss_and_archives_safetensors(tiny_checkpoint_dir, tmp_path, capsys):
@@ -75,7 +76,7 @@ def test_refuses_to_overwrite_without_force(tiny_model_dir, tmp_path, capsys):
 
 
 def test_make_checkpoint_writes_the_ratsnlp_layout(tmp_path):
-    path = checkpoints.write_checkpoint(tmp_path, shape="tiny", vocab_size=500)
+    path = make_checkpoint.write_checkpoint(tmp_path, shape="tiny", vocab_size=500)
     ckpt = torch.load(path, weights_only=True)
     assert path.name == "epoch=0-val_loss=9.99.ckpt"
     assert all(k.startswith("model.") for k in ckpt["state_dict"])
@@ -85,7 +86,7 @@ def test_make_checkpoint_writes_the_ratsnlp_layout(tmp_path):
 
 def test_the_archive_holds_every_handler_module(tiny_model_dir, tmp_path):
     """The handler file list is derived from handler/*.py (entry module first), not kept by hand."""
-    files = packaging.handler_files()
+    files = package_model.handler_files()
     assert [p.name for p in files] == ["ner_handler.py"] + sorted(
         p.name for p in paths.HANDLER_DIR.glob("*.py") if p.name != "ner_handler.py")
     assert package(tmp_path, tiny_model_dir, "--name", "all") == 0

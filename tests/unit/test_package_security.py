@@ -12,7 +12,7 @@ import shutil
 
 import torch
 
-from ops.cli import package_model
+from scripts import package_model
 
 
 class Payload:

@@ -11,8 +11,8 @@ import ner_particles
 from ner_particles import trim_end
 from ner_settings import HandlerSettings
 
-from ops import corpus, paths
-from ops import particles_eval as eval_particles
+from serving import corpus, paths
+from study import eval_particles
 from tests.unit.answers import answer_for
 
 
@@ -177,7 +177,7 @@ def test_trimming_shortens_entities_and_leaves_tokens_alone():
 
 
 def test_setting_off_leaves_the_spans_as_the_wordpieces_give_them():
-    trim = ner_particles.trimmer(HandlerSettings())
+    trim = ner_particles.trimmer(HandlerSettings(trim_particles=False))
     assert trim is None
     entities = answer_for(hand_made_prediction(), LABELS, trim=trim)["entities"]
     assert [(e["text"], e["start"], e["end"]) for e in entities] == [("이순신은", 0, 4), ("서울에서", 5, 9)]

@@ -1,10 +1,10 @@
-"""ops.retry.retry, the one retry loop the client, tsctl.scale and the benchmark use."""
+"""serving.retry.retry, the one retry loop the client, tsctl.scale and the benchmark use."""
 
 from __future__ import annotations
 
 import pytest
 
-from ops.retry import retry
+from serving.retry import retry
 
 
 def calls(*outcomes):
@@ -53,7 +53,7 @@ def test_other_errors_are_not_retried():
 
 def test_backoff_doubles(monkeypatch):
     slept = []
-    monkeypatch.setattr("ops.retry.time.sleep", slept.append)
+    monkeypatch.setattr("serving.retry.time.sleep", slept.append)
     call, _ = calls(1, 1, 1, 0)
     assert retry(call, 4, retry_if=lambda v: "again" if v else None, backoff=0.5) == 0
     assert slept == [0.5, 1.0, 2.0]

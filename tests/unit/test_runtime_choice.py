@@ -22,8 +22,8 @@ import ts
 from ner_handler import KoreanNerHandler
 from ner_settings import HandlerSettings
 
-from ops import agreement, corpus, packaging
-from ops.packaging import PackageSpec, PackagingError
+from serving import agreement, corpus, package_model
+from serving.package_model import PackageSpec, PackagingError
 
 METRICS_YAML = Path(ts.__file__).parent / "configs" / "metrics.yaml"
 SMALL = {"max_seq_length": 32, "window_stride": 8, "torch_threads": 1}
@@ -34,7 +34,7 @@ BF16 = NO_BF16 | {"avx512_bf16"}
 
 def test_the_shipped_default_is_auto():
     assert HandlerSettings().runtime == "auto"
-    config = yaml.safe_load(packaging.paths.MODEL_CONFIG.read_text(encoding="utf-8"))
+    config = yaml.safe_load(package_model.paths.MODEL_CONFIG.read_text(encoding="utf-8"))
     assert config["handler"]["runtime"] == "auto" and config["handler"].get("quantize", "none") == "none"
 
 
@@ -117,7 +117,7 @@ def write_config(tmp_path: Path, **handler) -> Path:
 
 
 def test_packaging_auto_archives_both_files_after_checking_the_tags(tiny_checkpoint_dir, tmp_path, capsys):
-    mar = packaging.package(PackageSpec(tiny_checkpoint_dir, name="t", model_config=write_config(tmp_path),
+    mar = package_model.package(PackageSpec(tiny_checkpoint_dir, name="t", model_config=write_config(tmp_path),
                                         export_path=tmp_path / "store"))
     names = set(zipfile.ZipFile(mar).namelist())
     assert {"model.safetensors", "model.onnx"} <= names and "model.int8.onnx" not in names
@@ -143,21 +143,21 @@ def test_packaging_refuses_an_onnx_export_whose_tags_differ(tiny_checkpoint_dir,
     store = tmp_path / "store"
     with pytest.raises(PackagingError, match=r"ONNX Runtime fp32 does not give torch fp32's tags: \d+ of \d+ wordpieces "
                                              r"of the sample sentences differ \(first: text #0, .*not archiving"):
-        packaging.package(PackageSpec(tiny_checkpoint_dir, name="t", model_config=write_config(tmp_path), export_path=store))
+        package_model.package(PackageSpec(tiny_checkpoint_dir, name="t", model_config=write_config(tmp_path), export_path=store))
     assert not (store / "t.mar").exists()
 
 
 def packaging_staged(checkpoint: Path, tmp_path: Path) -> Path:
     out = tmp_path / "staged"
     out.mkdir()
-    packaging.stage(PackageSpec(checkpoint), out)
+    package_model.stage(PackageSpec(checkpoint), out)
     return out
 
 
 def test_packaging_int8_prints_agreement_and_f1_on_the_sample_sentences(tiny_checkpoint_dir, tmp_path, capsys):
     spec = PackageSpec(tiny_checkpoint_dir, name="t", model_config=write_config(tmp_path, quantize="int8"),
                        export_path=tmp_path / "store", accuracy_corpus=None)
-    names = set(zipfile.ZipFile(packaging.package(spec)).namelist())
+    names = set(zipfile.ZipFile(package_model.package(spec)).namelist())
     assert {"model.safetensors", "model.int8.onnx"} <= names
     err = capsys.readouterr().err
     assert (f"ONNX Runtime int8 against torch fp32 on {len(corpus.SAMPLE_SENTENCES)} built-in sample sentences: "
@@ -172,7 +172,7 @@ def test_packaging_int8_scores_both_against_a_tagged_corpus(tiny_checkpoint_dir,
     tagged.write_text("\n".join(lines) + "\n", encoding="utf-8")
     spec = PackageSpec(tiny_checkpoint_dir, name="t", model_config=write_config(tmp_path, quantize="int8"),
                        export_path=tmp_path / "store", accuracy_corpus=tagged, accuracy_limit=2)
-    packaging.package(spec)
+    package_model.package(spec)
     err = capsys.readouterr().err
     assert "ONNX Runtime int8 against torch fp32 on 2 sentences of val.txt" in err
     assert "entity F1 against the corpus" in err and "points)" in err

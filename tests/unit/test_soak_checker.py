@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import random
 
-from ops import soak
+from drills import soak
 
 
 def test_the_checker_catches_a_swapped_answer():

@@ -10,7 +10,7 @@ from transformers import BertTokenizerLegacy
 
 import ner_core
 
-from ops import corpus, paths
+from serving import corpus, paths
 
 DEMO_VOCAB = paths.DEMO_MODEL_DIR / "vocab.txt"
 

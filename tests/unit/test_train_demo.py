@@ -8,12 +8,13 @@ import pytest
 import torch
 
 import ner_core
+from ner_labels import spans_to_tags
 from ner_settings import HandlerSettings
 
-from ops import corpus, paths
-from ops.cli import package_model as package_cli
-from ops.cli import train_demo as train_cli
-from ops.train_demo import mask_wordpieces, sound_class, swap_entities
+from scripts import package_model as package_cli
+from scripts import train_demo as train_cli
+from serving import corpus, paths
+from study.train_demo import mask_wordpieces, sound_class, swap_entities
 from tests.unit.answers import answer_for
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -28,33 +29,33 @@ def tokenizer_with(tmp_path, words):
 def test_parse_tagged_gives_plain_text_and_character_spans():
     example = corpus.parse_tagged("<이순신:PER>은 <조선 중기:DAT>의 무신이다.")
     assert example.text == "이순신은 조선 중기의 무신이다."
-    assert example.spans == [(0, 3, "PER"), (5, 10, "DAT")]
-    assert [example.text[a:b] for a, b, _ in example.spans] == ["이순신", "조선 중기"]
+    assert example.spans == [("PER", 0, 3), ("DAT", 5, 10)]
+    assert [example.text[a:b] for _, a, b in example.spans] == ["이순신", "조선 중기"]
 
 
 def test_parse_tagged_keeps_angle_brackets_inside_a_surface():
     example = corpus.parse_tagged("<<2>:NOH> 문제의 근원")
     assert example.text == "<2> 문제의 근원"
-    assert example.spans == [(0, 3, "NOH")]
+    assert example.spans == [("NOH", 0, 3)]
 
 
-def test_align_labels_by_wordpiece_start(tmp_path):
+def test_spans_to_tags_by_wordpiece_start(tmp_path):
     tokenizer = tokenizer_with(tmp_path, ["이순", "##신", "##은", "조선", "중기", "##의", "무신", "##이다", "."])
     example = corpus.parse_tagged("<이순신:PER>은 <조선 중기:DAT>의 무신이다.")
     enc = tokenizer.encode(example.text, add_special_tokens=False)
     assert enc.tokens == ["이순", "##신", "##은", "조선", "중기", "##의", "무신", "##이다", "."]
-    tags = corpus.align_labels(enc.offsets, example.spans)
+    tags = spans_to_tags(enc.offsets, example.spans)
     assert tags == ["B-PER", "I-PER", "O", "B-DAT", "I-DAT", "O", "O", "O", "O"]
     assert ner_core.group_entities(tags) == [("PER", 0, 1), ("DAT", 3, 4)]
 
 
-def test_align_labels_wordpiece_crossing_the_entity_end_and_adjacent_entities(tmp_path):
+def test_spans_to_tags_wordpiece_crossing_the_entity_end_and_adjacent_entities(tmp_path):
     tokenizer = tokenizer_with(tmp_path, ["이순", "##신은", "김", "##철수"])
     enc = tokenizer.encode("이순신은", add_special_tokens=False)
     assert enc.tokens == ["이순", "##신은"]
-    assert corpus.align_labels(enc.offsets, [(0, 3, "PER")]) == ["B-PER", "I-PER"]
+    assert spans_to_tags(enc.offsets, [("PER", 0, 3)]) == ["B-PER", "I-PER"]
     enc = tokenizer.encode("김철수", add_special_tokens=False)  # two entities touching
-    assert corpus.align_labels(enc.offsets, [(0, 1, "PER"), (1, 3, "PER")]) == ["B-PER", "B-PER"]
+    assert spans_to_tags(enc.offsets, [("PER", 0, 1), ("PER", 1, 3)]) == ["B-PER", "B-PER"]
 
 
 def test_label_map_in_ratsnlp_order():
@@ -113,8 +114,8 @@ def test_committed_demo_model_finds_the_person():
 
 
 def gaps(example: corpus.Example) -> list[str]:
-    ends = [0] + [b for _, b, _ in example.spans]
-    starts = [a for a, _, _ in example.spans] + [len(example.text)]
+    ends = [0] + [b for _, _, b in example.spans]
+    starts = [a for _, a, _ in example.spans] + [len(example.text)]
     return [example.text[e:s] for e, s in zip(ends, starts)]
 
 
@@ -126,12 +127,12 @@ def test_entity_swapping_keeps_type_markup_and_particle_sound():
     swapped = swap_entities(examples, copies=3, rate=1.0, seed=7)
     assert len(swapped) == 3 * len(examples)
     assert swapped == swap_entities(examples, copies=3, rate=1.0, seed=7)  # seeded
-    surfaces = {(ex.text[a:b], kind) for ex in examples for a, b, kind in ex.spans}
+    surfaces = {(ex.text[a:b], kind) for ex in examples for kind, a, b in ex.spans}
     changed = 0
     for new, old in zip(swapped, examples * 3):
-        assert [kind for _, _, kind in new.spans] == [kind for _, _, kind in old.spans]
+        assert [kind for kind, _, _ in new.spans] == [kind for kind, _, _ in old.spans]
         assert gaps(new) == gaps(old)  # the text around the entities (particles included) stays
-        for (a, b, kind), (c, d, _) in zip(new.spans, old.spans):
+        for (kind, a, b), (_, c, d) in zip(new.spans, old.spans):
             assert (new.text[a:b], kind) in surfaces  # a surface of the same type from the split
             # the same sound class, so the particle after it still fits (서울은 never becomes 파리은)
             assert sound_class(new.text[a:b]) == sound_class(old.text[c:d])

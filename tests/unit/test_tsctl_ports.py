@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from ops import tsctl
-from ops.cli import tsctl as tsctl_cli
+from scripts import tsctl as tsctl_cli
+from serving import tsctl
 
 
 def test_a_port_block_moves_every_listener():

@@ -1,5 +1,5 @@
 """tsctl.scale's handling of TorchServe's answers, in-process: the one 500 it resends (a
-frontend race, README: TorchServe 0.12 notes) and the errors it must not hide. Scaling on a
+frontend race, docs/torchserve-notes.md) and the errors it must not hide. Scaling on a
 real TorchServe is tested in tests/integration/test_operations.py."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import requests
 
-from ops import tsctl
+from serving import tsctl
 
 
 def answer(status: int, body: str) -> requests.Response:

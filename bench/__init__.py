@@ -1,0 +1,2 @@
+"""Measurement: ``benchmark`` (this handler against the model's own ceiling and the tutorial's
+handler, ``seed_handler``), ``worst_case`` (the largest legal request), ``compare_openvino``."""

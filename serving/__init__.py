@@ -1,0 +1,11 @@
+"""Serving operations: what runs and ships the service.
+
+``paths`` (repository folders, the shared data), ``retry`` (the one retry loop), ``tsctl``
+(start/stop/register/scale a local TorchServe, keys, metrics), ``package_model`` (checkpoint ->
+.mar, with the archive's checks), ``agreement`` (how far a lossy path tags like torch fp32),
+``corpus`` (the KMOU reader and entity scorer that the checks and the studies share),
+``predict`` (the client: requests with timeouts and resends).
+
+The handler's modules (handler/ner_*.py) are imported flat, by file name (``import ner_core``),
+as TorchServe imports them inside an archive; nothing in handler/ imports these packages.
+"""

@@ -1,0 +1,1 @@
+"""The demo web page (``webapp``, ``webapp_page.html``) in front of a served model."""
