@@ -4,7 +4,8 @@
 The image's HEALTHCHECK and the Kubernetes readiness and startup probes (config/k8s/) run it.
 TorchServe's /ping says "Healthy" while no worker is up yet, so this asks the management API
 (on the container's own loopback) instead, with the management key from key_file.json in the
-working directory when token authorization is on. It fails while the container drains after
+working directory when TorchServe's token authorization is on (in the image it is off: the
+front door holds the key, entrypoint.py). It fails while the container drains after
 SIGTERM (entrypoint.py). One line on stdout says why. Standard library only.
 """
 

@@ -33,8 +33,8 @@ import ner_core
 import ner_particles
 from ner_core import Job
 from ner_settings import HandlerSettings
-from ner_wire import (JSON_UTF8, InputError, Reply, RequestError, ServerError, dumps, parse_body, parse_options,
-                      render_answer, text_answer)
+from ner_wire import (JSON_UTF8, STREAM_NEXT, InputError, Reply, RequestError, ServerError, dumps, from_grpc,
+                      parse_body, parse_options, render_answer, text_answer)
 
 logger = logging.getLogger(__name__)
 
@@ -215,7 +215,15 @@ class KoreanNerHandler(BaseHandler):
         return ServerError(request_id)
 
     def _respond(self, idx: int, outcome: Reply | RequestError) -> bytes:
-        """Set request ``idx``'s content type, headers and status; the bytes that answer it."""
+        """Set request ``idx``'s content type, headers and status; the bytes that answer it.
+
+        A gRPC request is also told that this answer is its last: TorchServe's gRPC
+        ``StreamPredictions`` reads the ``ts_stream_next`` answer header and, without it, throws
+        a NullPointerException that kills the worker and fails its batch-mates (``Predictions``
+        and ``StreamPredictions2`` accept it). An HTTP request never gets it: there it would
+        turn the answer into a chunked stream and show the header to the client."""
+        if from_grpc(self._headers(idx)):
+            self.context.set_response_header(idx, STREAM_NEXT, "false")
         if isinstance(outcome, Reply):
             self.context.set_response_content_type(idx, outcome.content_type)
             for name, value in outcome.headers.items():

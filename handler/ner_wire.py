@@ -410,6 +410,20 @@ def parse_options(headers: Mapping[str, Any]) -> Options:
     return Options(result=OPTION_VALUES[value.strip().lower()])
 
 
+STREAM_NEXT = "ts_stream_next"
+
+
+def from_grpc(headers: Mapping[str, Any]) -> bool:
+    """True when TorchServe's gRPC API, not its HTTP one, handed over this request. The worker
+    is not told which; but an HTTP request arrives with its client's headers (``str`` values:
+    Host, Content-Length, ...), while a gRPC one has only its body parameters' content types
+    (``dict`` values) and, from ``StreamPredictions2``, TorchServe's own ``ts_request_sequence_*``
+    keys. (An HTTP/1.0 request sent without a single header, bodiless, is answered as HTTP all
+    the same: tests/integration/test_front_door.py.)"""
+    return not any(isinstance(value, str) and not str(name).startswith("ts_request_sequence_")
+                   for name, value in headers.items())
+
+
 # --------------------------------------------------------------------------- answers
 
 

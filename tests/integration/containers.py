@@ -26,7 +26,8 @@ from serving import paths
 BASE_IMAGE = "localhost/kor-ner-base:bookworm"
 TEST_IMAGE = "localhost/kor-ner/torchserve:0.12.0-ner1.0-test"
 RUN_OPTIONS = ["--runtime", "runc", "--ulimit", "nofile=8192:8192", "--ulimit", "nproc=8192:8192"]
-HOST_CA_IN_BUILD = "/opt/host-ca/ca-certificates.crt"  # not over the path Debian's ca-certificates writes
+HOST_CA_IN_BUILD = "/opt/host-ca/ca-certificates.crt"
+KEY_IN_CONTAINER = "/tmp/kor-ner/inference.key"  # where the entrypoint writes the key it generates  # not over the path Debian's ca-certificates writes
 
 
 class Unavailable(Exception):
@@ -123,8 +124,9 @@ class Container:
         return f"http://127.0.0.1:{self.ports[port]}"
 
     def keys(self) -> dict[str, str]:
-        data = json.loads(podman("exec", self.name, "cat", "key_file.json").stdout)
-        return {api: entry["key"] for api, entry in data.items()}
+        """The inference key the front door checks: the one the entrypoint generated at start
+        (a container run with KOR_NER_KEY_FILE has the key its caller gave)."""
+        return {"inference": podman("exec", self.name, "cat", KEY_IN_CONTAINER).stdout.strip()}
 
     def healthy(self) -> bool:
         return podman("healthcheck", "run", self.name, check=False, timeout=30).returncode == 0

@@ -8,6 +8,7 @@ Skips, saying why, where podman is missing or cannot run a container (.ci/run in
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import threading
 import time
@@ -18,6 +19,7 @@ import pytest
 import requests
 import yaml
 
+from drills import flood
 from serving import paths
 from serving import tsctl
 from serving.paths import demo_model_available
@@ -85,21 +87,49 @@ def test_image_is_lean_and_runs_unprivileged(image):
     assert int(uid) != 0 and found == [], found  # no compiler, no pip or apt cache left
 
 
-def test_healthy_only_with_a_ready_worker_and_token_auth_on(container):
+def test_healthy_only_with_a_ready_worker_and_the_key_checked_at_the_door(container):
     check = containers.podman("exec", container.name, "python3", "/opt/kor-ner/healthcheck.py").stdout
     assert check.startswith("ready"), check
-    # /ping would have said Healthy before: it is not what the health check asks
-    assert requests.get(f"{container.url(8080)}/ping", timeout=5).status_code == 400  # no key: refused
-    keys = container.keys()
-    assert requests.get(f"{container.url(8080)}/ping", timeout=5,
-                        headers={"Authorization": f"Bearer {keys['inference']}"}).json()["status"] == "Healthy"
+    # /ping (no key needed: liveness probes) would have said Healthy before: not what the health check asks
+    assert requests.get(f"{container.url(8080)}/ping", timeout=5).json()["status"] == "Healthy"
+    mode = containers.podman("exec", container.name, "stat", "-c", "%a %U", containers.KEY_IN_CONTAINER).stdout.split()
+    assert mode == ["600", "model-server"]
+    for key in (None, "wrong-key-0123456789abcdef"):
+        refused = post(container, SENTENCES[0], key)
+        assert refused.status_code == 401 and refused.headers["WWW-Authenticate"].startswith("Bearer")
+        assert refused.json()["code"] == 401
+    assert post(container, SENTENCES[0], container.keys()["inference"]).status_code == 200
 
 
-def test_only_inference_and_metrics_are_reachable(container):
+def listening(ctr: containers.Container) -> set[tuple[str, int]]:
+    """(address, port) of every TCP listener in the container, from /proc/net/tcp and tcp6
+    (IPv4-mapped IPv6 addresses as IPv4)."""
+    out = containers.podman("exec", ctr.name, "cat", "/proc/net/tcp", "/proc/net/tcp6").stdout
+    found = set()
+    for line in out.splitlines():
+        fields = line.split()
+        if len(fields) > 3 and fields[3] == "0A" and ":" in fields[1]:  # LISTEN
+            address, port = fields[1].rsplit(":", 1)
+            raw = bytes.fromhex(address)  # 32-bit words in host (little-endian) order
+            words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+            ip = ipaddress.ip_address(words)
+            found.add((str(getattr(ip, "ipv4_mapped", None) or ip), int(port, 16)))
+    return found
+
+
+def test_only_the_front_door_listens_beyond_loopback(container):
+    """HAProxy's inference and metrics ports are the only ones off the container's loopback:
+    TorchServe's five listeners (inference and metrics behind HAProxy, management, both gRPC)
+    are all on 127.0.0.1."""
+    ports = listening(container)
+    outside = {(a, p) for a, p in ports if not ipaddress.ip_address(a).is_loopback}
+    assert outside == {("0.0.0.0", 8080), ("0.0.0.0", 8082)}, ports
+    assert {("127.0.0.1", p) for p in (8081, 8085, 8086, 7070, 7071)} <= ports, ports
     key = container.keys()["inference"]
-    assert post(container, SENTENCES[0], None).status_code == 400  # InvalidKeyException: auth is on
     assert post(container, SENTENCES[0], key).status_code == 200
-    assert "ts_inference_requests_total" in requests.get(f"{container.url(8082)}/metrics", timeout=5).text
+    metrics = requests.get(f"{container.url(8082)}/metrics", timeout=5)
+    assert metrics.status_code == 200 and "ts_inference_requests_total" in metrics.text
+    assert requests.get(f"{container.url(8082)}/models", timeout=5).status_code == 404  # GET /metrics only
     # the management API listens on the container's loopback: published or not, nothing answers
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{container.url(8081)}/models", timeout=5)
@@ -119,12 +149,30 @@ def test_answers_are_identical_to_torchserve_outside_a_container(container, serv
         tsctl.unregister(server, name)
 
 
-def test_logs_go_to_stdout_without_request_text(container):
+def test_logs_go_to_stdout_without_request_text_or_the_key(container):
     logs = container.logs()
     assert "Model server started" in logs and "MODEL_LOG" in logs and "ACCESS_LOG" in logs
     assert not any(s in logs for s in SENTENCES if isinstance(s, str))
+    assert container.keys()["inference"] not in logs
     files = containers.podman("exec", container.name, "find", "/home/model-server/run", "-name", "*.log").stdout
     assert files.strip() == ""
+
+
+def test_a_flood_of_slow_connections_leaves_every_honest_request_answered(container, tmp_path):
+    """The image's own front door (not a copy of its config): 600 slow-header and 60 stalled-body
+    connections for 15 s through podman's published port, where every client arrives from one
+    address (so no per-source limit applies), while 4 honest clients send: every honest request
+    answered, p99 under 1 s. The full-size flood (2,000 + 200 for 30 s) is in docs/security.md."""
+    key_file = tmp_path / "key"
+    key_file.write_text(container.keys()["inference"])
+    request = flood.http_request("/predictions/kor_ner", SENTENCES[0].encode(), key_file.read_text())
+    plan = flood.Plan("127.0.0.1", container.ports[8080], request, slow_headers=600, stalled_bodies=60, seconds=15,
+                      honest_clients=4, flood_source="127.0.0.1")
+    report = flood.run(plan).summary()
+    print(f"\nflood through the image's front door: {report}")
+    assert report["honest_failed"] == {} and report["honest_answered"] == report["honest_sent"] > 20
+    assert report["p99_ms"] < 1000
+    assert report["flood_answered"].get("408", 0) > 0  # slow connections were cut at the door
 
 
 @dataclass
@@ -215,13 +263,24 @@ def test_the_kubernetes_configs_run_in_the_image(image, layout, tmp_path):
     """The image as config/k8s/ runs it: read-only root, non-root, no capabilities, only /tmp
     writable; deployment.yaml's ConfigMap over /home/model-server/config, or KServe's storageUri
     copy at /mnt/models (kserve-config.properties, metrics.yaml, model-store/kor_ner.mar) with the
-    ServingRuntime's environment. Both answer without a key (authentication is the ingress's)
-    and the v2 route as KServe sends it; management stays unreachable."""
+    ServingRuntime's environment, and the key as the Secret gives it (KOR_NER_KEY_FILE). Both
+    refuse a request without the key (401), answer with it, the v2 route as KServe sends it
+    too, never print the key; management stays unreachable."""
     k8s = paths.CONFIG_DIR / "k8s"
     locked_down = ["--read-only", "--tmpfs", "/tmp", "--user", "1000:1000", "--cap-drop", "ALL",
                    "--security-opt", "no-new-privileges"]
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (secret / "key").write_text("k8s-secret-key-0123456789abcdef\n")
+    secret.chmod(0o755)
+    (secret / "key").chmod(0o444)
+    key = "k8s-secret-key-0123456789abcdef"
+    key_env = next(e["value"] for e in next(d for d in yaml.safe_load_all((k8s / "deployment.yaml").read_text(encoding="utf-8"))
+                                             if d and d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]
+                   if e["name"] == "KOR_NER_KEY_FILE")
+    secret_mount = ["-v", f"{secret}:{key_env.rsplit('/', 1)[0]}:ro"]
     if layout == "deployment":
-        mounts = ["-v", f"{k8s / 'pod-config.properties'}:/home/model-server/config/config.properties:ro",
+        mounts = [*secret_mount, "-e", f"KOR_NER_KEY_FILE={key_env}","-v", f"{k8s / 'pod-config.properties'}:/home/model-server/config/config.properties:ro",
                   "-v", f"{paths.CONFIG_DIR / 'metrics.yaml'}:/home/model-server/config/metrics.yaml:ro"]
     else:
         runtime = next(d for d in yaml.safe_load_all((k8s / "kserve.yaml").read_text(encoding="utf-8"))
@@ -235,15 +294,19 @@ def test_the_kubernetes_configs_run_in_the_image(image, layout, tmp_path):
         cid = containers.podman("create", image).stdout.strip()  # the image's archive, as the storage's
         containers.podman("cp", f"{cid}:/home/model-server/model-store/kor_ner.mar", str(storage / "model-store"))
         containers.podman("rm", cid)
-        mounts = ["-v", f"{storage}:/mnt/models:ro", *(a for k, v in env.items() for a in ("-e", f"{k}={v}"))]
+        mounts = [*secret_mount, "-v", f"{storage}:/mnt/models:ro", *(a for k, v in env.items() for a in ("-e", f"{k}={v}"))]
     ctr = containers.run(image, f"kor-ner-test-{layout}-{os.getpid()}", publish=(8080, 8081),
                          extra=(*locked_down, *mounts))
     try:
         print(f"\n{layout} layout healthy {ctr.wait_healthy():.1f} s after podman run")
-        assert post(ctr, SENTENCES[0], None).json()["entities"][0]["text"] == "이순신"
+        assert post(ctr, SENTENCES[0], None).status_code == 401
+        assert post(ctr, SENTENCES[0], key).json()["entities"][0]["text"] == "이순신"
         v2 = {"id": "7", "inputs": [{"name": "texts", "shape": [1], "datatype": "BYTES", "data": [SENTENCES[1]]}]}
-        answer = requests.post(f"{ctr.url(8080)}/v2/models/kor_ner/infer", json=v2, timeout=30).json()
+        url = f"{ctr.url(8080)}/v2/models/kor_ner/infer"
+        assert requests.post(url, json=v2, timeout=30).status_code == 401
+        answer = requests.post(url, json=v2, timeout=30, headers={"Authorization": f"Bearer {key}"}).json()
         assert (answer["model_name"], answer["model_version"], answer["id"]) == ("kor_ner", "1.0", "7")
+        assert key not in ctr.logs()
         with pytest.raises(requests.ConnectionError):
             requests.get(f"{ctr.url(8081)}/models", timeout=5)
     finally:

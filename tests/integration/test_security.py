@@ -172,3 +172,18 @@ def test_request_text_is_never_written_to_any_log(server, tiny_model):
         assert time.monotonic() < deadline, ([log_text(logs).count(e) for e in evidence], expected)
         time.sleep(0.2)
     assert marker.encode() not in log_text(logs)
+
+
+@pytest.mark.parametrize("url", [
+    "http://127.0.0.1:9/evil.war", "https://example.com/evil.war", "file:///etc/passwd", "../evil.war", "evil.war",
+], ids=["http", "https", "file", "dot-dot", "bare name"])
+def test_workflow_registration_is_refused(server, url):
+    """The workflow API (POST /workflows?url=..., the second route by which a URL makes TorchServe
+    fetch and run code; enable_model_api does not gate it) refuses every URL: allowed_urls
+    matches nothing and no workflow archive is in the store. Only the management key reaches it
+    at all, and only on loopback."""
+    resp = server.call("POST", "management", "/workflows", params={"url": url, "workflow_name": "evil"})
+    assert 400 <= resp.status_code < 500, (resp.status_code, resp.text[:300])
+    assert resp.json()["code"] == resp.status_code and "evil" not in server.call("GET", "management", "/workflows").text
+    refused = raw(server, "POST", f"{server.management_url}/workflows?url={url}", None)
+    assert refused.status_code == 400 and refused.json()["type"] == REFUSED  # no key: refused before anything

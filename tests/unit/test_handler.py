@@ -276,3 +276,19 @@ def test_initialize_takes_the_device_from_the_context(tiny_model_dir, monkeypatc
                       metrics=MetricsCacheYamlImpl(str(METRICS_YAML)), model_yaml_config={"handler": HANDLER})
     KoreanNerHandler().initialize(context)
     assert seen == [torch.device("cuda:1")]
+
+
+@pytest.mark.parametrize("headers, grpc", [
+    ({}, True),  # gRPC Predictions / StreamPredictions: only the body parameter's content type
+    ({"ts_request_sequence_id": "ts-seq-1", "ts_request_sequence_start": "true"}, True),  # StreamPredictions2
+    ({"Host": "127.0.0.1:8080", "Content-Length": "12"}, False),  # any HTTP request
+], ids=["grpc", "grpc-stream2", "http"])
+def test_only_grpc_answers_say_the_stream_ends_here(handler, headers, grpc):
+    """gRPC StreamPredictions needs ts_stream_next on every answer, good or refused (without it
+    TorchServe's frontend throws and the worker dies); on HTTP it would make the answer chunked
+    and show the header to the client, so HTTP answers never carry it."""
+    _, context = handler
+    answers, statuses, _ = run_batch(handler, [(GOOD.encode(), "", headers), (b"", "", headers)])
+    assert statuses == [200, 400]
+    for idx in range(2):
+        assert context.get_response_headers(idx).get("ts_stream_next") == ("false" if grpc else None)

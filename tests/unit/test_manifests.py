@@ -243,3 +243,104 @@ def test_every_handler_metric_is_declared_for_prometheus():
     dims = {m["name"]: m["dimensions"] for kind in declared.values() for m in kind}
     assert len(emitted) == 9 and emitted <= set(dims), sorted(emitted - set(dims))
     assert all(dims[name][-2:] == ["ModelName", "Level"] for name in emitted)
+
+
+# --------------------------------------------------------------------------- the key, the hardening, the network
+
+
+def deployment_pod() -> tuple[dict, dict]:
+    spec = documents("deployment.yaml")["Deployment"]["spec"]["template"]["spec"]
+    return spec, spec["containers"][0]
+
+
+def kserve_pod() -> tuple[dict, dict]:
+    """The predictor pod as KServe makes it: the ServingRuntime's container (env, mounts) merged
+    with the InferenceService's model spec (resources, securityContext), the pod-level fields
+    of the predictor and the runtime's volumes."""
+    kinds = documents("kserve.yaml")
+    runtime = kinds["ServingRuntime"]["spec"]
+    predictor = kinds["InferenceService"]["spec"]["predictor"]
+    [container] = runtime["containers"]
+    merged = {**container, **{k: v for k, v in predictor["model"].items() if k in ("resources", "securityContext")}}
+    pod = {**{k: v for k, v in predictor.items() if k != "model"}, "volumes": runtime.get("volumes", [])}
+    return pod, merged
+
+
+PODS = {"deployment": deployment_pod, "kserve": kserve_pod}
+KEY_FILE_ENV = "KOR_NER_KEY_FILE"
+
+
+@pytest.mark.parametrize("layout", PODS)
+def test_the_inference_key_comes_from_a_secret_the_front_door_reads(layout):
+    """The entrypoint's front door reads the key from KOR_NER_KEY_FILE: a file of a mounted
+    Secret volume. No key value is in the manifests (no Secret object, no literal env value)."""
+    pod, container = PODS[layout]()
+    env = {e["name"]: e for e in container["env"]}
+    key_path = env[KEY_FILE_ENV]["value"]
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    [(name, mount)] = [(n, m) for n, m in mounts.items() if key_path.startswith(m["mountPath"] + "/")]
+    assert mount["readOnly"] is True
+    secret = volumes[name]["secret"]
+    assert secret["secretName"] == "kor-ner-inference-key" and not secret.get("optional", False)
+    assert key_path.rsplit("/", 1)[1] == "key"  # the --from-literal=key=... of the kubectl line in the header
+    assert secret["defaultMode"] & 0o007 == 0  # not world-readable
+    name = "deployment.yaml" if layout == "deployment" else "kserve.yaml"
+    text = (K8S / name).read_text(encoding="utf-8")
+    assert "kind: Secret" not in text and "secretName: kor-ner-inference-key" in text
+    assert "kubectl create secret generic kor-ner-inference-key --from-literal=key=" in text
+    assert all("valueFrom" in e or e["name"] != KEY_FILE_ENV or e["value"].startswith("/") for e in container["env"])
+
+
+@pytest.mark.parametrize("layout", PODS)
+def test_both_pods_are_hardened_alike(layout):
+    pod, container = PODS[layout]()
+    assert pod["automountServiceAccountToken"] is False
+    security = pod["securityContext"]
+    assert security["runAsNonRoot"] is True and security["runAsUser"] == containerfile()["uid"] != 0
+    assert security["seccompProfile"] == {"type": "RuntimeDefault"}
+    own = container["securityContext"]
+    assert own["allowPrivilegeEscalation"] is False and own["readOnlyRootFilesystem"] is True
+    assert own["capabilities"]["drop"] == ["ALL"]
+    # the entrypoint writes its configs, the generated files and TorchServe's temp files under /tmp
+    [scratch] = [m for m in container["volumeMounts"] if m["mountPath"] == "/tmp"]
+    assert "emptyDir" in {v["name"]: v for v in pod["volumes"]}[scratch["name"]]
+
+
+@pytest.mark.parametrize("layout, selector", [
+    ("deployment", lambda kinds: kinds["Deployment"]["spec"]["template"]["metadata"]["labels"]),
+    ("kserve", lambda kinds: {"serving.kserve.io/inferenceservice": kinds["InferenceService"]["metadata"]["name"]}),
+])
+def test_each_way_of_deploying_has_a_network_policy_that_admits_only_inference_and_metrics(layout, selector):
+    name = "deployment.yaml" if layout == "deployment" else "kserve.yaml"
+    kinds = documents(name)
+    policy = kinds["NetworkPolicy"]
+    kubernetes_validate.validate(policy, KUBERNETES_VERSION, strict=True)
+    spec = policy["spec"]
+    assert spec["podSelector"]["matchLabels"] == selector(kinds)
+    assert "Ingress" in spec["policyTypes"]
+    rules = {p["port"]: rule["from"] for rule in spec["ingress"] for p in rule["ports"]}
+    props = tsctl.read_properties(K8S / ("pod-config.properties" if layout == "deployment" else "kserve-config.properties"))
+    assert set(rules) == {port(props["inference_address"]), port(props["metrics_address"])}  # the front door's two
+    assert all(src for src in rules.values())  # each port from named peers only, never from anywhere
+    if layout == "deployment":
+        assert "Egress" in spec["policyTypes"] and spec["egress"] == []  # the pod opens no connection
+
+
+@pytest.mark.parametrize("name", ["pod-config.properties", "kserve-config.properties"])
+def test_the_pod_configs_pass_the_entrypoints_checks(name):
+    """What the front door needs from the config: the entrypoint accepts it (management and gRPC
+    on loopback), binds inference and metrics on the pod's interfaces."""
+    from drills import flood  # noqa: PLC0415
+
+    binds, derived = flood.entrypoint_module().split_config((K8S / name).read_text(encoding="utf-8"))
+    assert binds == {"inference": "0.0.0.0:8080", "metrics": "0.0.0.0:8082"}
+    assert "disable_token_authorization=true" in derived
+
+
+def test_the_per_source_limit_the_deployment_sets_is_the_one_the_front_door_test_holds():
+    from tests.integration.test_front_door import PER_SOURCE  # noqa: PLC0415
+
+    _, container = deployment_pod()
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert int(env["KOR_NER_MAX_CONN_PER_SOURCE"]) == PER_SOURCE

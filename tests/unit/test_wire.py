@@ -137,3 +137,11 @@ def test_a_server_error_names_the_request_id_and_nothing_else():
     body = ServerError("7f3a-req").body()
     assert body == {"error": "internal error answering request 7f3a-req; the server log has the details under this id",
                     "status": 500}
+
+
+def test_a_grpc_request_is_told_from_an_http_one_by_its_headers():
+    from ner_wire import from_grpc
+    assert from_grpc({"data": {"content-type": ""}})
+    assert from_grpc({"data": {"content-type": ""}, "ts_request_sequence_id": "ts-seq-9", "ts_request_sequence_end": "true"})
+    assert not from_grpc({"body": {"content-type": "text/plain"}, "host": "127.0.0.1:8080"})
+    assert not from_grpc({"body": {"content-type": "application/json"}, "x-ner-result": "false"})
