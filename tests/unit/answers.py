@@ -13,3 +13,15 @@ from ner_wire import text_answer
 def answer_for(pred: TokenPredictions, labels: Sequence[str], names: Mapping[str, str] = SEED_LABEL_NAMES,
                trim: Callable[..., int] | None = None, result: bool = True, decoding: str = "greedy") -> dict[str, Any]:
     return text_answer(pred, find_entities(pred, labels, trim, decoding), labels, names, result)
+
+
+def piece_offsets(text: str, pieces: Sequence[str]) -> list[tuple[int, int]]:
+    """Character offsets of ``pieces`` (wordpieces in order, ``##`` marking one glued to the one
+    before) in ``text``, as the tokenizer gives them."""
+    offsets, at = [], 0
+    for piece in pieces:
+        bare = piece.removeprefix("##")
+        at = text.index(bare, at)
+        offsets.append((at, at + len(bare)))
+        at += len(bare)
+    return offsets

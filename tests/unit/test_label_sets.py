@@ -13,7 +13,7 @@ import ner_particles
 from ner_labels import BUILTIN_LABEL_NAMES, KLUE_LABEL_NAMES, SEED_LABEL_NAMES
 from ner_settings import HandlerSettings
 from tests.conftest import KLUE_LABELS
-from tests.unit.answers import answer_for
+from tests.unit.answers import answer_for, piece_offsets
 from tests.unit.test_handler import GOOD, make_handler, run_batch
 
 
@@ -38,12 +38,7 @@ def test_label_names_override_klue_names_and_keep_the_others():
 def klue_prediction() -> ner_core.TokenPredictions:
     text = "홍길동은 2024년 3월 서울에서 사과 3개를 샀다"
     tokens = ["홍길동", "##은", "2024년", "3월", "서울", "##에서", "사과", "3", "##개", "##를", "샀다"]
-    offsets, at = [], 0
-    for token in tokens:
-        bare = token.removeprefix("##")
-        at = text.index(bare, at)
-        offsets.append((at, at + len(bare)))
-        at += len(bare)
+    offsets = piece_offsets(text, tokens)
     tags = ["B-PS", "O", "B-DT", "I-DT", "B-LC", "O", "O", "B-QT", "I-QT", "O", "O"]
     return ner_core.TokenPredictions(text, tokens, offsets, [KLUE_LABELS.index(t) for t in tags], [0.9] * len(tags))
 

@@ -13,7 +13,7 @@ from ner_settings import HandlerSettings
 
 from serving import corpus, paths
 from study import eval_particles
-from tests.unit.answers import answer_for
+from tests.unit.answers import answer_for, piece_offsets
 
 
 def trimmed(text: str, entity: str, piece: str | None = None) -> str:
@@ -100,12 +100,7 @@ def test_the_list_alone_cannot_tell_a_name_from_a_name_plus_particle():
 def served(text: str, pieces: list[str], tags: list[str]) -> list[str]:
     """The entity texts the served code answers for ``text`` cut into ``pieces`` (wordpieces
     in order, ``##`` marking one glued to the one before) tagged ``tags``, trimming on."""
-    offsets, at = [], 0
-    for piece in pieces:
-        bare = piece.removeprefix("##")
-        at = text.index(bare, at)
-        offsets.append((at, at + len(bare)))
-        at += len(bare)
+    offsets = piece_offsets(text, pieces)
     labels = ["[CLS]", "[SEP]", "[PAD]", "[MASK]", "O", "B-PER", "B-LOC", "B-ORG", "I-PER", "I-LOC", "I-ORG"]
     pred = ner_core.TokenPredictions(text, pieces, offsets, [labels.index(t) for t in tags], [0.9] * len(tags))
     trim = ner_particles.trimmer(HandlerSettings(trim_particles=True))
