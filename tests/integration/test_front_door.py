@@ -121,7 +121,8 @@ def test_v2_health_needs_no_key_and_model_readiness_and_metadata_need_it(door):
     assert metadata.json() == ner_wire.v2_model_metadata(name, versions) and len(versions) == 1
     assert versions == [version]
     assert requests.get(f"{base}/v2/models/{name}/ready", headers=auth, timeout=10).json() == {"ready": True}
-    assert requests.get(f"{base}/v2/models/{name}/versions/{versions[0]}/ready", headers=auth, timeout=10).status_code == 200
+    ready = requests.get(f"{base}/v2/models/{name}/versions/{versions[0]}/ready", headers=auth, timeout=10)
+    assert ready.status_code == 200
     assert requests.get(f"{base}/v2/models/{name}/versions/9.9/ready", headers=auth, timeout=10).status_code == 404
     assert requests.get(f"{base}/v2/models/nope", headers=auth, timeout=10).status_code == 404
     # everything else under /v2 is TorchServe's: server metadata 404s there, inference answers

@@ -185,7 +185,8 @@ def test_the_helper_answers_get_and_head_from_the_management_api_and_the_marker(
     base = f"http://127.0.0.1:{port}"
     try:
         assert v2_status.model_states(f"http://127.0.0.1:{mgmt.server_port}") == MODELS
-        assert requests.get(f"{base}/v2/models/kor_ner", timeout=5).json() == ner_wire.v2_model_metadata("kor_ner", ["1.0", "2.0"])
+        metadata = requests.get(f"{base}/v2/models/kor_ner", timeout=5).json()
+        assert metadata == ner_wire.v2_model_metadata("kor_ner", ["1.0", "2.0"])
         assert requests.get(f"{base}/v2/models/kor_ner/versions/2.0/ready", timeout=5).json() == {"ready": True}
         assert requests.get(f"{base}/v2/models/kor_ner/versions/3.0", timeout=5).status_code == 404
         assert requests.get(f"{base}/v2/models/other/ready", timeout=5).status_code == 404
