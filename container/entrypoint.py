@@ -26,10 +26,10 @@ HAProxy is the container's only door (front_door_config): every TorchServe liste
 metrics, management, both gRPC ports) is on the container's loopback, and HAProxy takes the
 config's inference and metrics addresses. At the inference door it checks the inference key
 (``Authorization: Bearer <key>``; a missing or wrong one gets 401 with ``WWW-Authenticate:
-Bearer`` and a JSON body; ``GET /ping`` and ``GET /v2/health/{live,ready}`` need none, for probes), and it bounds what a
-slow or abusive client can hold: the request's headers and body must arrive within
-KOR_NER_REQUEST_TIMEOUT seconds (default 5) and are buffered by HAProxy before TorchServe sees
-them; ``maxconn`` follows the file-descriptor limit; with KOR_NER_MAX_CONN_PER_SOURCE set, one source
+Bearer`` and a JSON body; ``GET /ping`` and ``GET /v2/health/{live,ready}`` need none, for
+probes), and it bounds what a slow or abusive client can hold: the request's headers and body
+must arrive within KOR_NER_REQUEST_TIMEOUT seconds (default 5) and are buffered by HAProxy
+before TorchServe sees them; ``maxconn`` follows the file-descriptor limit; with KOR_NER_MAX_CONN_PER_SOURCE set, one source
 address holds at most that many connections at once (default 0: no such limit, as where every
 client arrives from one address: podman's published ports, an ingress proxy). The metrics door
 answers ``GET /metrics`` only. TorchServe's own token authorization is turned off behind it: its keys are random at
