@@ -26,10 +26,10 @@ HAProxy is the container's only door (front_door_config): every TorchServe liste
 metrics, management, both gRPC ports) is on the container's loopback, and HAProxy takes the
 config's inference and metrics addresses. At the inference door it checks the inference key
 (``Authorization: Bearer <key>``; a missing or wrong one gets 401 with ``WWW-Authenticate:
-Bearer`` and a JSON body; ``GET /ping`` needs none, for liveness probes), and it bounds what a
-slow or abusive client can hold: the request's headers and body must arrive within
-KOR_NER_REQUEST_TIMEOUT seconds (default 5) and are buffered by HAProxy before TorchServe sees
-them; ``maxconn`` follows the file-descriptor limit; with KOR_NER_MAX_CONN_PER_SOURCE set, one source
+Bearer`` and a JSON body; ``GET /ping`` and ``GET /v2/health/{live,ready}`` need none, for
+probes), and it bounds what a slow or abusive client can hold: the request's headers and body
+must arrive within KOR_NER_REQUEST_TIMEOUT seconds (default 5) and are buffered by HAProxy
+before TorchServe sees them; ``maxconn`` follows the file-descriptor limit; with KOR_NER_MAX_CONN_PER_SOURCE set, one source
 address holds at most that many connections at once (default 0: no such limit, as where every
 client arrives from one address: podman's published ports, an ingress proxy). The metrics door
 answers ``GET /metrics`` only. TorchServe's own token authorization is turned off behind it: its keys are random at
@@ -38,11 +38,16 @@ KOR_NER_KEY_FILE (a mounted Kubernetes Secret); without it, one is generated at 
 written to $TEMP/kor-ner/inference.key (``podman exec <container> cat /tmp/kor-ner/inference.key``).
 The key is never printed, and HAProxy logs nothing.
 
-Standard library only; settings by environment: KOR_NER_CONFIG (config.properties: its
-inference_address and metrics_address are the addresses HAProxy takes), KOR_NER_MODEL_STORE,
-KOR_NER_LOG_CONFIG, KOR_NER_KEY_FILE, KOR_NER_REQUEST_TIMEOUT, KOR_NER_MAX_CONN_PER_SOURCE,
-KOR_NER_BACKEND_PORT and KOR_NER_METRICS_BACKEND_PORT (TorchServe's own inference and metrics
-ports on loopback, default 8085 and 8086).
+The Open Inference Protocol's health, readiness and model metadata routes, which TorchServe
+0.12 answers with 404, are answered by v2_status.py, a thread of this process on loopback
+(KOR_NER_V2_PORT, default 8087), to which HAProxy routes them.
+
+Standard library only (and the modules beside it: kor_ner_runtime.py, v2_status.py, the
+handler's ner_wire.py and ner_labels.py); settings by environment: KOR_NER_CONFIG
+(config.properties: its inference_address and metrics_address are the addresses HAProxy takes),
+KOR_NER_MODEL_STORE, KOR_NER_LOG_CONFIG, KOR_NER_KEY_FILE, KOR_NER_REQUEST_TIMEOUT,
+KOR_NER_MAX_CONN_PER_SOURCE, KOR_NER_BACKEND_PORT and KOR_NER_METRICS_BACKEND_PORT (TorchServe's
+own inference and metrics ports on loopback, default 8085 and 8086), KOR_NER_V2_PORT.
 """
 
 from __future__ import annotations
@@ -61,11 +66,16 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-CONFIG = os.environ.get("KOR_NER_CONFIG", "/home/model-server/config/config.properties")
+import kor_ner_runtime as runtime
+import v2_status
+from kor_ner_runtime import draining_marker, properties
+
+CONFIG = runtime.CONFIG
 MODEL_STORE = os.environ.get("KOR_NER_MODEL_STORE", "/home/model-server/model-store")
 LOG_CONFIG = os.environ.get("KOR_NER_LOG_CONFIG", "/opt/kor-ner/log4j2.xml")
 BACKEND_PORT = int(os.environ.get("KOR_NER_BACKEND_PORT", "8085"))
 METRICS_BACKEND_PORT = int(os.environ.get("KOR_NER_METRICS_BACKEND_PORT", "8086"))
+V2_PORT = int(os.environ.get("KOR_NER_V2_PORT", "8087"))
 KEY_FILE = os.environ.get("KOR_NER_KEY_FILE", "")
 REQUEST_TIMEOUT = float(os.environ.get("KOR_NER_REQUEST_TIMEOUT", "5"))
 MAX_CONN_PER_SOURCE = int(os.environ.get("KOR_NER_MAX_CONN_PER_SOURCE", "0"))
@@ -75,18 +85,8 @@ FINISH_MAX = float(os.environ.get("KOR_NER_FINISH_MAX", "35"))
 STOP_TIMEOUT = float(os.environ.get("KOR_NER_STOP_TIMEOUT", "15"))
 
 
-def draining_marker() -> Path:
-    """The file whose presence makes healthcheck.py report unhealthy (shared with it)."""
-    return Path(os.environ.get("TEMP", "/tmp")) / "kor-ner.draining"
-
-
 def log(message: str) -> None:
     print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} [entrypoint] {message}", flush=True)
-
-
-def properties(text: str) -> dict[str, str]:
-    pairs = (line.split("=", 1) for line in text.splitlines() if "=" in line and not line.lstrip().startswith("#"))
-    return {key.strip(): value.strip() for key, value in pairs}
 
 
 LOOPBACK = "127.0.0.1"
@@ -174,6 +174,7 @@ class FrontDoor:
     max_conn_per_source: int = MAX_CONN_PER_SOURCE
     backend_port: int = BACKEND_PORT  # TorchServe's inference listener on loopback
     metrics_backend_port: int = METRICS_BACKEND_PORT
+    v2_port: int = V2_PORT  # v2_status.py: the Open Inference Protocol's health, readiness, metadata
 
 
 def json_error(status: int, message: str) -> str:
@@ -183,7 +184,11 @@ def json_error(status: int, message: str) -> str:
 
 def front_door_config(door: FrontDoor) -> str:
     """HAProxy's whole config: the container's only door. The inference frontend checks the key
-    and forwards to TorchServe's inference listener; the metrics frontend forwards GET /metrics.
+    and forwards to TorchServe's inference listener, except the Open Inference Protocol's
+    health, readiness and model metadata routes (GET/HEAD), which TorchServe 0.12 answers with
+    404: those go to v2_status.py on loopback. Only /ping and /v2/health/{live,ready} go without
+    the key (they say only whether the service is up); a model's readiness and metadata need it
+    (they name the models). The metrics frontend forwards GET /metrics.
     New routes (another unauthenticated path, another frontend) are added here. No request is
     logged (no log directive): neither its line, nor a header, nor the key."""
     error = "http-error status {} content-type application/json string '{}'"
@@ -228,9 +233,12 @@ def front_door_config(door: FrontDoor) -> str:
         "    # Declarations of one ACL name are ORed; ACLs side by side in a condition are ANDed.",
         "    acl read method GET HEAD",
         "    acl liveness path /ping",
+        "    acl v2_health path /v2/health/live /v2/health/ready",
+        "    acl v2_model path_reg ^/v2/models/[^/]+(/versions/[^/]+)?(/ready)?$",
         f"    http-request return status 401 content-type application/json string '{unauthorized}' "
-        "hdr WWW-Authenticate 'Bearer realm=\"kor-ner\"' unless authorized || read liveness",
+        "hdr WWW-Authenticate 'Bearer realm=\"kor-ner\"' unless authorized || read liveness || read v2_health",
         "    http-request del-header authorization  # the key goes no further",
+        "    use_backend v2_status if read v2_health || read v2_model",
         "    default_backend torchserve",
         "frontend metrics",
         f"    bind {door.metrics_bind}",
@@ -242,6 +250,8 @@ def front_door_config(door: FrontDoor) -> str:
         f"    server torchserve {LOOPBACK}:{door.backend_port}",
         "backend torchserve_metrics",
         f"    server metrics {LOOPBACK}:{door.metrics_backend_port}",
+        "backend v2_status",
+        f"    server v2 {LOOPBACK}:{door.v2_port}",
         "",
     ]
     return "\n".join(lines)
@@ -312,13 +322,15 @@ class Server:
         door = FrontDoor(binds["inference"], binds["metrics"], str(auth_file),
                          int(self.props.get("default_response_timeout", "120")), max_connections())
         (run / "haproxy.cfg").write_text(front_door_config(door), encoding="utf-8")
+        self.v2 = v2_status.serve(V2_PORT, runtime.management_url(self.props), draining_marker())
         self.front = subprocess.Popen(["haproxy", "-db", "-f", str(run / "haproxy.cfg")], start_new_session=True)
         cmd = ["torchserve", "--start", "--foreground", "--ncs", "--ts-config", str(run / "torchserve.properties"),
                "--model-store", MODEL_STORE, "--log-config", LOG_CONFIG]
         self.proc = subprocess.Popen(cmd, start_new_session=True)
         log(f"HAProxy on {binds['inference']} (inference, key from "
             f"{KEY_FILE or private / 'inference.key'}) and {binds['metrics']} (metrics), maxconn {door.maxconn}, "
-            f"in front of TorchServe on 127.0.0.1:{BACKEND_PORT} and :{METRICS_BACKEND_PORT}")
+            f"in front of TorchServe on 127.0.0.1:{BACKEND_PORT} and :{METRICS_BACKEND_PORT}; "
+            f"Open Inference Protocol health, readiness and metadata on 127.0.0.1:{V2_PORT}")
 
     def on_signal(self, signum: int, _frame) -> None:
         """Only notes the signal: the main loop drains and stops (no I/O in a signal handler)."""

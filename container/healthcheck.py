@@ -12,22 +12,14 @@ SIGTERM (entrypoint.py). One line on stdout says why. Standard library only.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-CONFIG = os.environ.get("KOR_NER_CONFIG", "/home/model-server/config/config.properties")
+import kor_ner_runtime as runtime
+
 TIMEOUT = 3
-
-
-def management_url(config: str) -> str:
-    for line in Path(config).read_text(encoding="utf-8").splitlines():
-        key, _, value = line.partition("=")
-        if key.strip() == "management_address":
-            return value.strip().rstrip("/").replace("://0.0.0.0:", "://127.0.0.1:")
-    return "http://127.0.0.1:8081"  # TorchServe's default
 
 
 def get(url: str, key: str | None):
@@ -38,11 +30,11 @@ def get(url: str, key: str | None):
 
 def check() -> str | None:
     """None when healthy, else the reason."""
-    if (Path(os.environ.get("TEMP", "/tmp")) / "kor-ner.draining").exists():
+    if runtime.draining_marker().exists():
         return "draining: shutting down after SIGTERM"
     key_file = Path("key_file.json")
     key = json.loads(key_file.read_text(encoding="utf-8"))["management"]["key"] if key_file.is_file() else None
-    base = management_url(CONFIG)
+    base = runtime.management_url(runtime.read_config())
     models = get(f"{base}/models", key)["models"]
     if not models:
         return "no model registered"

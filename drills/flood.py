@@ -205,15 +205,27 @@ def run(plan: Plan, expect: int = 200) -> Report:
 
 
 def entrypoint_module(path: Path = paths.ROOT / "container" / "entrypoint.py") -> ModuleType:
-    """container/entrypoint.py as a module (it is not a package: the image runs it as a script)."""
+    """container/entrypoint.py as a module (it is not a package: the image runs it as a script).
+    Its directory and handler/ go on the import path, as in the image, where the modules it
+    imports (kor_ner_runtime, v2_status, ner_wire) lie beside it."""
     name = f"kor_ner_entrypoint_{abs(hash(str(path)))}"
     if name in sys.modules:
         return sys.modules[name]
+    for folder in (str(path.parent), str(paths.ROOT / "handler")):
+        if folder not in sys.path:
+            sys.path.append(folder)
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
+
+
+def container_module(name: str) -> ModuleType:
+    """A module of container/ (kor_ner_runtime, v2_status, healthcheck) as the image's scripts
+    import it: by its name, container/ and handler/ on the import path."""
+    entrypoint_module()  # puts them there
+    return importlib.import_module(name)
 
 
 def _accepting(host: str, port: int) -> bool:

@@ -12,6 +12,7 @@ cgroups here) and with ulimits this sandbox may set (podman's defaults exceed th
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -24,7 +25,8 @@ from pathlib import Path
 from serving import paths
 
 BASE_IMAGE = "localhost/kor-ner-base:bookworm"
-TEST_IMAGE = "localhost/kor-ner/torchserve:0.12.0-ner1.0-test"
+# KOR_NER_TEST_IMAGE: a tag of one's own where several checkouts build on one machine
+TEST_IMAGE = os.environ.get("KOR_NER_TEST_IMAGE", "localhost/kor-ner/torchserve:0.12.0-ner1.0-test")
 RUN_OPTIONS = ["--runtime", "runc", "--ulimit", "nofile=8192:8192", "--ulimit", "nproc=8192:8192"]
 HOST_CA_IN_BUILD = "/opt/host-ca/ca-certificates.crt"
 KEY_IN_CONTAINER = "/tmp/kor-ner/inference.key"  # where the entrypoint writes the key it generates  # not over the path Debian's ca-certificates writes

@@ -9,6 +9,7 @@ Skips, saying why, where podman is missing or cannot run a container (.ci/run in
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import threading
 import time
@@ -120,11 +121,11 @@ def listening(ctr: containers.Container) -> set[tuple[str, int]]:
 def test_only_the_front_door_listens_beyond_loopback(container):
     """HAProxy's inference and metrics ports are the only ones off the container's loopback:
     TorchServe's five listeners (inference and metrics behind HAProxy, management, both gRPC)
-    are all on 127.0.0.1."""
+    and the v2 status helper are all on 127.0.0.1."""
     ports = listening(container)
     outside = {(a, p) for a, p in ports if not ipaddress.ip_address(a).is_loopback}
     assert outside == {("0.0.0.0", 8080), ("0.0.0.0", 8082)}, ports
-    assert {("127.0.0.1", p) for p in (8081, 8085, 8086, 7070, 7071)} <= ports, ports
+    assert {("127.0.0.1", p) for p in (8081, 8085, 8086, 8087, 7070, 7071)} <= ports, ports  # 8087: v2_status.py
     key = container.keys()["inference"]
     assert post(container, SENTENCES[0], key).status_code == 200
     metrics = requests.get(f"{container.url(8082)}/metrics", timeout=5)
@@ -173,6 +174,51 @@ def test_a_flood_of_slow_connections_leaves_every_honest_request_answered(contai
     assert report["honest_failed"] == {} and report["honest_answered"] == report["honest_sent"] > 20
     assert report["p99_ms"] < 1000
     assert report["flood_answered"].get("408", 0) > 0  # slow connections were cut at the door
+
+
+def test_a_triton_client_gets_health_readiness_metadata_and_answers(container):
+    """Triton's own HTTP client against the image's front door: server live and ready without
+    the key, the model's readiness and metadata with it (without it: 401, read as not ready or
+    an error), and a binary-tensor inference equal to the plain route's answers."""
+    import numpy as np  # noqa: PLC0415
+    import tritonclient.http as triton  # noqa: PLC0415
+    from ner_wire import v2_model_metadata  # noqa: PLC0415
+    from tritonclient.utils import InferenceServerException  # noqa: PLC0415
+
+    key = container.keys()["inference"]
+
+    def auth() -> dict[str, str]:
+        return {"Authorization": f"Bearer {key}"}  # a new dict each call: the client writes into it
+
+    texts = [SENTENCES[0], SENTENCES[1]]
+    with triton.InferenceServerClient(container.url(8080).removeprefix("http://"), network_timeout=60.0) as client:
+        calls = {
+            "is_server_live()": client.is_server_live(),
+            "is_server_ready()": client.is_server_ready(),
+            "is_model_ready('kor_ner', key)": client.is_model_ready("kor_ner", headers=auth()),
+            "is_model_ready('kor_ner', '1.0', key)": client.is_model_ready("kor_ner", "1.0", headers=auth()),
+            "is_model_ready('kor_ner') without key": client.is_model_ready("kor_ner"),
+            "is_model_ready('other', key)": client.is_model_ready("other", headers=auth()),
+            "get_model_metadata('kor_ner', key)": client.get_model_metadata("kor_ner", headers=auth()),
+        }
+        for call, kwargs in (("without key", {}), ("'other', key", {"headers": auth()})):
+            with pytest.raises(InferenceServerException) as err:
+                client.get_model_metadata("other" if "other" in call else "kor_ner", **kwargs)
+            calls[f"get_model_metadata({call})"] = f"{type(err.value).__name__}: {err.value}"
+        tensor = triton.InferInput("texts", [len(texts)], "BYTES")
+        tensor.set_data_from_numpy(np.array([t.encode() for t in texts], dtype=np.object_))  # binary by default
+        result = client.infer("kor_ner", [tensor], headers=auth())
+        answers = [json.loads(item) for item in result.as_numpy("ner")]
+        version = result.get_response()["model_version"]
+        calls["infer('kor_ner', 2 binary texts)"] = f"{version}: {[a['entities'] for a in answers]}"
+    print("\ntritonclient.http against the image:\n" + "\n".join(f"  {c} -> {a}" for c, a in calls.items()))
+    assert calls["is_server_live()"] is True and calls["is_server_ready()"] is True
+    assert calls["is_model_ready('kor_ner', key)"] is True and calls["is_model_ready('kor_ner', '1.0', key)"] is True
+    assert calls["is_model_ready('kor_ner') without key"] is False and calls["is_model_ready('other', key)"] is False
+    assert calls["get_model_metadata('kor_ner', key)"] == v2_model_metadata("kor_ner", ["1.0"])
+    assert "[401]" in calls["get_model_metadata(without key)"]
+    assert "not registered" in calls["get_model_metadata('other', key)"]
+    assert answers == [post(container, text, key).json() for text in texts]
 
 
 @dataclass
@@ -237,6 +283,10 @@ def test_sigterm_under_load_drains_then_stops(container):
     while container.healthy() and time.monotonic() < signalled + 5:
         pass  # the health check fails as soon as the entrypoint has the signal
     unhealthy_after = time.monotonic() - signalled
+    try:  # the v2 readiness route says the same while the door still listens
+        ready_while_draining = requests.get(f"{container.url(8080)}/v2/health/ready", timeout=5).status_code
+    except requests.ConnectionError:
+        ready_while_draining = "refused"
     while container.state()["Running"] and time.monotonic() < signalled + 60:
         time.sleep(0.2)
     stopped_after = time.monotonic() - signalled
@@ -251,6 +301,7 @@ def test_sigterm_under_load_drains_then_stops(container):
           f"(connection per request: {sum(fresh.lost.values())}, keep-alive: {sum(reused.lost.values())})")
     assert not state["Running"] and state["ExitCode"] == 0, state
     assert unhealthy_after < 5 and stopped_after < 30
+    assert ready_while_draining in (503, "refused"), ready_while_draining
     assert fresh.answered + reused.answered > answered_at_signal  # still answering while draining
     assert fresh.refused > 0  # then new connections are refused
     assert sum(lost.values()) == 0, lost
@@ -306,6 +357,9 @@ def test_the_kubernetes_configs_run_in_the_image(image, layout, tmp_path):
         assert requests.post(url, json=v2, timeout=30).status_code == 401
         answer = requests.post(url, json=v2, timeout=30, headers={"Authorization": f"Bearer {key}"}).json()
         assert (answer["model_name"], answer["model_version"], answer["id"]) == ("kor_ner", "1.0", "7")
+        assert requests.get(f"{ctr.url(8080)}/v2/health/ready", timeout=10).json() == {"ready": True}
+        assert requests.get(f"{ctr.url(8080)}/v2/models/kor_ner/ready", timeout=10,
+                            headers={"Authorization": f"Bearer {key}"}).json() == {"ready": True}
         assert key not in ctr.logs()
         with pytest.raises(requests.ConnectionError):
             requests.get(f"{ctr.url(8081)}/models", timeout=5)

@@ -13,6 +13,7 @@ import shutil
 import socket
 import time
 
+import ner_wire
 import pytest
 import requests
 
@@ -44,14 +45,22 @@ def port_of(url: str) -> int:
 
 @pytest.fixture(scope="module")
 def door(backend, tmp_path_factory):
+    """HAProxy with the image's config, and the image's v2 status helper (v2_status.py) beside
+    it on loopback, asking this TorchServe's management API, as the entrypoint runs them."""
     server, name = backend
-    inference, metrics = tsctl.free_ports(2)
+    inference, metrics, v2_port = tsctl.free_ports(3)
     workdir = tmp_path_factory.mktemp("front-door")
     config = flood.front_door_config(workdir, KEY, inference, metrics, port_of(server.inference_url),
-                                     port_of(server.metrics_url), max_conn_per_source=PER_SOURCE)
-    with flood.haproxy(config, workdir, (inference, metrics)):
-        yield {"inference": f"http://127.0.0.1:{inference}", "metrics": f"http://127.0.0.1:{metrics}",
-               "port": inference, "model": name, "server": server}
+                                     port_of(server.metrics_url), max_conn_per_source=PER_SOURCE, v2_port=v2_port)
+    marker = workdir / "kor-ner.draining"
+    helper = flood.container_module("v2_status").serve(v2_port, server.management_url, marker)
+    try:
+        with flood.haproxy(config, workdir, (inference, metrics)):
+            yield {"inference": f"http://127.0.0.1:{inference}", "metrics": f"http://127.0.0.1:{metrics}",
+                   "port": inference, "model": name, "server": server, "marker": marker}
+    finally:
+        helper.shutdown()
+        helper.server_close()
 
 
 def predict(door, key: str | None = KEY, scheme: str = "Bearer") -> requests.Response:
@@ -93,6 +102,44 @@ def test_every_other_route_of_the_inference_door_needs_the_key(door, method, pat
 def test_ping_needs_no_key_for_liveness_probes(door):
     resp = requests.get(f"{door['inference']}/ping", timeout=10)
     assert resp.status_code == 200 and resp.json()["status"] == "Healthy"
+
+
+def test_v2_health_needs_no_key_and_model_readiness_and_metadata_need_it(door):
+    """The Open Inference Protocol's status routes, which TorchServe 0.12 answers with 404,
+    answered through the door from the management API; the rest of /v2 is still TorchServe's."""
+    base, name, auth = door["inference"], door["model"], {"Authorization": f"Bearer {KEY}"}
+    assert requests.get(f"{base}/v2/health/live", timeout=10).json() == {"live": True}
+    assert requests.get(f"{base}/v2/health/ready", timeout=10).json() == {"ready": True}
+    assert requests.head(f"{base}/v2/health/ready", timeout=10).status_code == 200
+    for path in (f"/v2/models/{name}", f"/v2/models/{name}/ready", f"/v2/models/{name}/versions/1.0"):
+        refused = requests.get(base + path, timeout=10)
+        assert refused.status_code == 401 and refused.headers["WWW-Authenticate"].startswith("Bearer"), path
+    version = tsctl.describe(door["server"], name)[0]["modelVersion"]
+    metadata = requests.get(f"{base}/v2/models/{name}", headers=auth, timeout=10)
+    assert metadata.status_code == 200 and metadata.headers["Content-Type"] == "application/json"
+    versions = metadata.json()["versions"]
+    assert metadata.json() == ner_wire.v2_model_metadata(name, versions) and len(versions) == 1
+    assert versions == [version]
+    assert requests.get(f"{base}/v2/models/{name}/ready", headers=auth, timeout=10).json() == {"ready": True}
+    ready = requests.get(f"{base}/v2/models/{name}/versions/{versions[0]}/ready", headers=auth, timeout=10)
+    assert ready.status_code == 200
+    assert requests.get(f"{base}/v2/models/{name}/versions/9.9/ready", headers=auth, timeout=10).status_code == 404
+    assert requests.get(f"{base}/v2/models/nope", headers=auth, timeout=10).status_code == 404
+    # everything else under /v2 is TorchServe's: server metadata 404s there, inference answers
+    direct = requests.get(f"{door['server'].inference_url}/v2", timeout=10)
+    assert requests.get(f"{base}/v2", headers=auth, timeout=10).status_code == direct.status_code == 404
+    v2 = {"inputs": [{"name": "texts", "shape": [1], "datatype": "BYTES", "data": [TEXT]}]}
+    assert requests.post(f"{base}/v2/models/{name}/infer", json=v2, timeout=30).status_code == 401
+    answer = requests.post(f"{base}/v2/models/{name}/infer", json=v2, headers=auth, timeout=30)
+    assert answer.status_code == 200 and answer.json()["outputs"][0]["name"] == "ner"
+    door["marker"].touch()  # the entrypoint's draining marker: not ready (after the 1 s cache)
+    try:
+        time.sleep(1.1)
+        assert requests.get(f"{base}/v2/health/ready", timeout=10).status_code == 503
+        assert requests.get(f"{base}/v2/models/{name}/ready", headers=auth, timeout=10).status_code == 503
+        assert requests.get(f"{base}/v2/health/live", timeout=10).status_code == 200
+    finally:
+        door["marker"].unlink()
 
 
 def test_the_metrics_door_serves_get_metrics_only(door):

@@ -5,11 +5,18 @@ tests/integration/test_container.py."""
 
 from __future__ import annotations
 
+import functools
+import http.server
+import json
 import resource
 import shutil
 import subprocess
+import threading
+import time
 
+import ner_wire
 import pytest
+import requests
 
 from drills import flood
 from serving import paths, tsctl
@@ -116,3 +123,93 @@ def test_maxconn_follows_the_file_descriptor_limit():
     assert 2 * maxconn + 200 <= limit or maxconn == 64
     resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
+
+
+def test_the_open_inference_protocol_status_routes_go_to_the_helper_and_only_health_skips_the_key(tmp_path):
+    config = door(tmp_path)
+    assert "acl v2_health path /v2/health/live /v2/health/ready" in config
+    assert "acl v2_model path_reg ^/v2/models/[^/]+(/versions/[^/]+)?(/ready)?$" in config
+    assert "unless authorized || read liveness || read v2_health\n" in config  # metadata and model ready need the key
+    assert "use_backend v2_status if read v2_health || read v2_model" in config
+    assert f"server v2 127.0.0.1:{entrypoint.V2_PORT}" in config
+    assert config.index("del-header authorization") < config.index("use_backend v2_status")
+
+
+v2_status = flood.container_module("v2_status")
+runtime = flood.container_module("kor_ner_runtime")
+MODELS = {"kor_ner": v2_status.ModelState(("1.0", "2.0"), True)}
+
+
+def test_the_model_listing_is_asked_at_most_once_a_ttl_and_unknown_while_the_api_is_down():
+    calls = []
+
+    def fetch(url):
+        calls.append(url)
+        if len(calls) > 1:
+            raise ConnectionRefusedError
+        return MODELS
+
+    models = v2_status.Models("http://mgmt", ttl=0.2, fetch=fetch)
+    assert all(models.get() == MODELS for _ in range(100)) and calls == ["http://mgmt"]  # a probe storm: one call
+    time.sleep(0.25)
+    assert models.get() is None and len(calls) == 2
+    answer = functools.partial(v2_status.answer, models=models, draining=lambda: False)
+    assert answer("/v2/health/live") == (200, {"live": True})
+    assert answer("/v2/health/ready") == (503, {"ready": False})
+    assert answer("/v2/models/kor_ner/ready")[0] == 503  # not "not registered" while the API is down
+    assert answer("/v2/models/kor_ner")[0] == 503
+
+
+def test_the_helper_answers_get_and_head_from_the_management_api_and_the_marker(tmp_path):
+    """v2_status.serve against a stand-in management API answering as TorchServe's does."""
+    answers = {"/models?limit=1000": {"models": [{"modelName": "kor_ner", "modelUrl": "kor_ner.mar"}]},
+               "/models/kor_ner/all": [{"modelVersion": "1.0", "workers": []}, {"modelVersion": "2.0", "workers": []}],
+               "/models/kor_ner": [{"modelVersion": "1.0", "workers": [{"status": "READY"}, {"status": "UNLOADING"}]}]}
+
+    class Management(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            data = json.dumps(answers[self.path]).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    mgmt = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Management)
+    threading.Thread(target=mgmt.serve_forever, daemon=True).start()
+    marker = tmp_path / "draining"
+    port = tsctl.free_ports(1)[0]
+    helper = v2_status.serve(port, f"http://127.0.0.1:{mgmt.server_port}", marker)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        assert v2_status.model_states(f"http://127.0.0.1:{mgmt.server_port}") == MODELS
+        metadata = requests.get(f"{base}/v2/models/kor_ner", timeout=5).json()
+        assert metadata == ner_wire.v2_model_metadata("kor_ner", ["1.0", "2.0"])
+        assert requests.get(f"{base}/v2/models/kor_ner/versions/2.0/ready", timeout=5).json() == {"ready": True}
+        assert requests.get(f"{base}/v2/models/kor_ner/versions/3.0", timeout=5).status_code == 404
+        assert requests.get(f"{base}/v2/models/other/ready", timeout=5).status_code == 404
+        head = requests.head(f"{base}/v2/health/ready", timeout=5)
+        assert head.status_code == 200 and head.content == b"" and head.headers["Content-Type"] == "application/json"
+        marker.touch()
+        assert requests.get(f"{base}/v2/health/ready", timeout=5).status_code == 503  # draining
+        assert requests.get(f"{base}/v2/health/live", timeout=5).json() == {"live": True}
+    finally:
+        for server in (helper, mgmt):
+            server.shutdown()
+            server.server_close()
+
+
+def test_the_container_scripts_share_one_reading_of_the_config_and_one_marker(tmp_path, monkeypatch):
+    assert entrypoint.properties is runtime.properties and entrypoint.draining_marker is runtime.draining_marker
+    text = "# management_address=http://0.0.0.0:1\n management_address = http://0.0.0.0:8081/ \nx=a=b\nno pair\n"
+    assert runtime.properties(text) == {"management_address": "http://0.0.0.0:8081/", "x": "a=b"}
+    assert runtime.management_url(runtime.properties(text)) == "http://127.0.0.1:8081"
+    assert runtime.management_url({}) == "http://127.0.0.1:8081"
+    monkeypatch.setenv("TEMP", str(tmp_path))
+    assert runtime.draining_marker() == tmp_path / "kor-ner.draining"
+    healthcheck = flood.container_module("healthcheck")
+    assert healthcheck.runtime is runtime
+    (tmp_path / "kor-ner.draining").touch()
+    assert healthcheck.check() == "draining: shutting down after SIGTERM"

@@ -30,7 +30,8 @@ def documents(name: str) -> dict[str, dict]:
 
 
 CONTAINERFILE = paths.ROOT / "container" / "Containerfile"
-ENTRYPOINT = paths.ROOT / "container" / "entrypoint.py"
+# the entrypoint's settings, and those it shares with the health check (the config's path)
+ENTRYPOINT = (paths.ROOT / "container" / "entrypoint.py", paths.ROOT / "container" / "kor_ner_runtime.py")
 # <registry>/kor-ner/torchserve:<TorchServe version>-ner<model version>, as container/Containerfile says
 IMAGE = re.compile(r"(?:[^/]+/)?kor-ner/torchserve:(?P<torchserve>\d+\.\d+\.\d+)-ner(?P<model>\d+(?:\.\d+)*)")
 
@@ -39,7 +40,7 @@ def containerfile() -> dict:
     """What the manifests must agree with: HEALTHCHECK command, EXPOSE, USER and uid, defaults."""
     text = CONTAINERFILE.read_text(encoding="utf-8")
     health = re.search(r"^HEALTHCHECK .*?CMD (\[.*?\])$", text.replace("\\\n", " "), re.M | re.S)
-    entry = ENTRYPOINT.read_text(encoding="utf-8")
+    entry = "\n".join(path.read_text(encoding="utf-8") for path in ENTRYPOINT)
     defaults = dict(re.findall(r'os\.environ\.get\("(KOR_NER_\w+)", "([^"]+)"\)', entry))
     return {
         "healthcheck": json.loads(health.group(1)),

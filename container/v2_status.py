@@ -1,0 +1,114 @@
+"""The Open Inference Protocol's health, readiness and model metadata routes, which TorchServe
+0.12 answers with 404: a small HTTP server on the container's loopback that the front door
+(HAProxy, entrypoint.front_door_config) sends them to. The answers are the handler's own
+(``ner_wire.v2_route_answer``), from the models the management API lists (their versions, and
+whether the default version has a READY worker) and the draining marker; the management API
+is asked at most once a second (``TTL``), however many probes arrive. A GET answers the JSON,
+a HEAD the same status without a body. Nothing is logged. Standard library plus ner_wire and
+ner_labels (also standard library only), copied beside it in the image.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.parse
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Callable, Mapping
+
+from ner_wire import ModelState, v2_route_answer
+
+TTL = 1.0  # seconds a listing of the models is reused
+TIMEOUT = 3  # seconds for each management API call
+
+
+def _get(url: str):
+    with urllib.request.urlopen(url, timeout=TIMEOUT) as resp:
+        return json.load(resp)
+
+
+def model_states(management: str) -> dict[str, ModelState]:
+    """Every registered model: its versions (``GET /models/<name>/all``) and whether its default
+    version has a READY worker (``GET /models/<name>``), as the health check asks."""
+    states = {}
+    for entry in _get(f"{management}/models?limit=1000")["models"]:
+        name = entry["modelName"]
+        quoted = urllib.parse.quote(name, safe="")
+        versions = tuple(str(d["modelVersion"]) for d in _get(f"{management}/models/{quoted}/all"))
+        default = _get(f"{management}/models/{quoted}")[0]
+        ready = any(w.get("status") == "READY" for w in default.get("workers", []))
+        states[name] = ModelState(versions, ready)
+    return states
+
+
+class Models:
+    """``model_states`` cached for TTL seconds; None while the management API does not answer."""
+
+    def __init__(self, management: str, ttl: float = TTL,
+                 fetch: Callable[[str], Mapping[str, ModelState]] = model_states) -> None:
+        self.management, self.ttl, self.fetch = management, ttl, fetch
+        self.lock = threading.Lock()
+        self.at, self.value = -float("inf"), None
+
+    def get(self) -> Mapping[str, ModelState] | None:
+        with self.lock:  # one caller asks; the others wait for its answer
+            if time.monotonic() - self.at >= self.ttl:
+                try:
+                    self.value = self.fetch(self.management)
+                except (OSError, ValueError, KeyError, IndexError, TypeError):
+                    self.value = None
+                self.at = time.monotonic()
+            return self.value
+
+
+def answer(path: str, models: Models, draining: Callable[[], bool]) -> tuple[int, dict]:
+    """The route's (status, JSON body). Routes this server does not know are a 404 (the front
+    door sends it only its own); while the model list is unknown (TorchServe starting), a
+    model's route is a 503 rather than a 404 that would say the model does not exist."""
+    listing = models.get() if not path.startswith("/v2/health/live") else {}
+    result = v2_route_answer("GET", path, listing or {}, draining())
+    if result is None:
+        return 404, {"error": "not an Open Inference Protocol health, readiness or metadata route"}
+    status, body = result
+    if listing is None and status == 404:
+        return 503, {"error": "the model server is not answering yet; retry"}
+    return status, body
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive with HAProxy
+    server_version = "kor-ner"
+    sys_version = ""
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        self._reply(with_body=True)
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self._reply(with_body=False)
+
+    def _reply(self, with_body: bool) -> None:
+        status, body = answer(self.path, self.server.models, self.server.draining)
+        data = json.dumps(body).encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if with_body:
+            self.wfile.write(data)
+
+    def log_message(self, format: str, *args) -> None:  # noqa: A002
+        pass  # nothing logged: neither request lines nor headers
+
+
+def serve(port: int, management: str, marker: Path, host: str = "127.0.0.1") -> ThreadingHTTPServer:
+    """Start the server on ``host:port`` in a daemon thread; ``server.shutdown()`` then
+    ``server.server_close()`` stop it."""
+    server = ThreadingHTTPServer((host, port), _Handler)
+    server.daemon_threads = True
+    server.models = Models(management)
+    server.draining = marker.exists
+    threading.Thread(target=server.serve_forever, name="v2-status", daemon=True).start()
+    return server
