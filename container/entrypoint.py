@@ -52,7 +52,6 @@ own inference and metrics ports on loopback, default 8085 and 8086), KOR_NER_V2_
 
 from __future__ import annotations
 
-import http
 import json
 import os
 import re
@@ -178,8 +177,9 @@ class FrontDoor:
 
 
 def json_error(status: int, message: str) -> str:
-    """The front door's own answers, shaped like TorchServe's error JSON."""
-    return json.dumps({"code": status, "type": http.HTTPStatus(status).phrase.replace(" ", ""), "message": message})
+    """The front door's own answers, shaped like the handler's errors (``error`` is also what
+    Open Inference Protocol clients read)."""
+    return json.dumps({"error": message, "status": status})
 
 
 def front_door_config(door: FrontDoor) -> str:

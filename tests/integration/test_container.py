@@ -98,7 +98,7 @@ def test_healthy_only_with_a_ready_worker_and_the_key_checked_at_the_door(contai
     for key in (None, "wrong-key-0123456789abcdef"):
         refused = post(container, SENTENCES[0], key)
         assert refused.status_code == 401 and refused.headers["WWW-Authenticate"].startswith("Bearer")
-        assert refused.json()["code"] == 401
+        assert refused.json()["status"] == 401
     assert post(container, SENTENCES[0], container.keys()["inference"]).status_code == 200
 
 

@@ -79,7 +79,7 @@ def test_a_missing_or_wrong_key_gets_401_with_www_authenticate(door, key, scheme
     assert resp.status_code == 401, resp.text
     assert resp.headers["WWW-Authenticate"].startswith("Bearer")
     assert resp.headers["Content-Type"] == "application/json"
-    assert resp.json()["code"] == 401 and "Authorization: Bearer" in resp.json()["message"]
+    assert resp.json()["status"] == 401 and "Authorization: Bearer" in resp.json()["error"]
 
 
 def test_the_right_key_gets_torchserves_own_answer(door):
