@@ -16,10 +16,9 @@ import string
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ts.context import RequestProcessor
-
 from ner_wire import InputError, decode_bytes_tensor, encode_bytes_tensor, parse_body
 from tests.unit.test_handler import GOOD, make_handler, run_batch
+from tests.unit.test_v2_binary import run_raw
 
 LIMITS = dict(max_chars=100, max_texts=4)
 CONTENT_TYPES = ["text/plain", "text/plain; charset=utf-8", "application/json", "application/json; charset=utf-8",
@@ -224,24 +223,19 @@ def test_binary_requests_in_a_batch_harm_no_batch_mate(tiny_model_dir, requests,
     batch = [(as_torchserve_gives(body, ct), ct, headers) for (body, headers, _), ct in requests]
     good_at = min(good_at, len(batch))
     batch.insert(good_at, (GOOD, "text/plain", {}))
-    context.request_ids = {i: f"req-{i}" for i in range(len(batch))}
-    context.request_processor = [RequestProcessor({"body": {"content-type": ct}, **hdrs}) for _, ct, hdrs in batch]
-    context.metrics.request_ids = context.request_ids
-    context._response_status = {}  # noqa: SLF001
-    answers = h.handle([{"body": value} for value, _, _ in batch], context)
-    assert len(answers) == len(batch)
+    answers, statuses, content_types, answer_headers = run_raw((h, context), batch)
     for i, ((value, ct, headers), raw) in enumerate(zip(batch, answers)):
-        status = context.get_response_status(i)[0]
-        answer = read_answer(raw, context.get_response_content_type(i), context.get_response_headers(i))
+        status = statuses[i]
+        answer = read_answer(raw, content_types[i], answer_headers[i])
         assert status in (200, 400, 413), (status, answer)
         if status != 200:
             assert answer["status"] == status and answer["error"]
-            assert context.get_response_content_type(i) == "application/json; charset=utf-8"
+            assert content_types[i] == "application/json; charset=utf-8"
             continue
         if i == good_at:
             assert answer["sentence"] == GOOD
             continue
         parsed = parse_body(value, ct, headers=headers, max_chars=h.settings.max_text_chars,
                             max_texts=h.settings.max_texts_per_request)
-        assert (context.get_response_content_type(i) == "application/octet-stream") is parsed.binary_output
+        assert (content_types[i] == "application/octet-stream") is parsed.binary_output
         assert [json.loads(text)["sentence"] for text in answer["outputs"][0]["data"]] == parsed.texts
