@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -475,8 +476,12 @@ def save_state(server: Server) -> None:
                 "max_batch_delay": info["maxBatchDelay"],
             })
     path = server.run_dir / STATE_FILE
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(entries, indent=2) + "\n", encoding="utf-8")
+    # A temp file of this writer's own: several tsctl processes may save at once (each writes
+    # the whole server's state, so the last one wins), and a shared temp name made one's
+    # os.replace find the file already moved by another.
+    fd, tmp = tempfile.mkstemp(dir=server.run_dir, prefix=f"{STATE_FILE}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(json.dumps(entries, indent=2) + "\n")
     os.replace(tmp, path)  # never a half-written file, even if tsctl is killed midway
 
 
