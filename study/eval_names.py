@@ -124,11 +124,13 @@ def ways(settings: HandlerSettings) -> dict[str, tuple[str, Callable[..., int] |
     return out
 
 
-def probe_entities(ner: ner_core.NerModel, probe: list[ProbeSentence], decoding: str,
-                   trim: Callable[..., int] | None) -> list[list[tuple[str, int, int]]]:
-    """The entities (type, start, end) the served code finds in each probe sentence."""
+def read_each_way(ner: ner_core.NerModel, probe: list[ProbeSentence],
+                  settings: HandlerSettings) -> dict[str, list[list[tuple[str, int, int]]]]:
+    """The entities (type, start, end) the served code finds in each probe sentence, read each
+    way of ``ways(settings)``: one forward pass, then each way's decoding and trimming."""
     preds = ner_core.predict(ner, [s.text for s in probe])
-    return [[e.span for e in ner_core.find_entities(p, ner.labels, trim=trim, decoding=decoding)] for p in preds]
+    return {way: [[e.span for e in ner_core.find_entities(p, ner.labels, trim=trim, decoding=decoding)] for p in preds]
+            for way, (decoding, trim) in ways(settings).items()}
 
 
 def markdown(rows: dict[str, dict[str, Counter]]) -> str:
@@ -146,10 +148,9 @@ def run(model: Path, settings: HandlerSettings, json_path: Path | None = None, s
     names not kept whole as served), write the JSON; the counts."""
     probe = sentences()
     ner = ner_core.load_model(model, HandlerSettings(torch_threads=0))  # in-process: all of torch's threads
-    rows = {}
-    for name, (decoding, trim) in ways(settings).items():
-        found = probe_entities(ner, probe, decoding, trim)
-        rows[name] = tally(probe, found)
+    found_each_way = read_each_way(ner, probe, settings)
+    rows = {way: tally(probe, found) for way, found in found_each_way.items()}
+    found = list(found_each_way.values())[-1]  # as served
     wrong = [(s, f) for s, f in zip(probe, found) if outcome(s, f) != "whole"]
     for sentence, entities in wrong[:show]:
         people = [sentence.text[a:b] for kind, a, b in entities if kind == "PER"]

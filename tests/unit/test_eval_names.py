@@ -63,9 +63,8 @@ def test_committed_demo_model_keeps_names_whole():
     settings = HandlerSettings.from_mapping(yaml.safe_load(paths.MODEL_CONFIG.read_text(encoding="utf-8"))["handler"])
     ner = ner_core.load_model(paths.DEMO_MODEL_DIR, HandlerSettings(torch_threads=0))
     probe = eval_names.sentences()
-    counts: dict[str, Counter] = {}
-    for way, (decoding, trim) in eval_names.ways(settings).items():
-        counts[way] = eval_names.tally(probe, eval_names.probe_entities(ner, probe, decoding, trim))["all"]
+    counts: dict[str, Counter] = {way: eval_names.tally(probe, found)["all"]
+                                  for way, found in eval_names.read_each_way(ner, probe, settings).items()}
     served = counts["constrained, trimmed (as served)"]
     before = counts["constrained, trimmed, no name completion"]
     assert served["whole"] >= 0.9 * len(probe), served
