@@ -30,12 +30,17 @@ def tiny_checkpoint_dir(tmp_path_factory) -> Path:
     return out
 
 
+def staged(checkpoint_dir: Path, tmp_path_factory, name: str) -> Path:
+    """A checkpoint directory staged as the handler sees it inside a .mar."""
+    out = tmp_path_factory.mktemp(name)
+    stage(PackageSpec(checkpoint_dir), out)
+    return out
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tiny_checkpoint_dir, tmp_path_factory) -> Path:
     """The tiny checkpoint staged as the handler sees it inside a .mar."""
-    out = tmp_path_factory.mktemp("tiny-model")
-    stage(PackageSpec(tiny_checkpoint_dir), out)
-    return out
+    return staged(tiny_checkpoint_dir, tmp_path_factory, "tiny-model")
 
 
 # KLUE-NER's 13 tags in KLUE's own order: no special labels, unlike a ratsnlp label map.
@@ -53,9 +58,7 @@ def klue_checkpoint_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def klue_model_dir(klue_checkpoint_dir, tmp_path_factory) -> Path:
     """The KLUE-labelled checkpoint staged as the handler sees it inside a .mar."""
-    out = tmp_path_factory.mktemp("klue-model")
-    stage(PackageSpec(klue_checkpoint_dir), out)
-    return out
+    return staged(klue_checkpoint_dir, tmp_path_factory, "klue-model")
 
 
 @pytest.fixture(scope="session")
