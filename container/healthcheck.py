@@ -14,18 +14,9 @@ from __future__ import annotations
 import json
 import sys
 import urllib.error
-import urllib.request
 from pathlib import Path
 
 import kor_ner_runtime as runtime
-
-TIMEOUT = 3
-
-
-def get(url: str, key: str | None):
-    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {key}"} if key else {})
-    with urllib.request.urlopen(request, timeout=TIMEOUT) as resp:
-        return json.load(resp)
 
 
 def check() -> str | None:
@@ -35,14 +26,13 @@ def check() -> str | None:
     key_file = Path("key_file.json")
     key = json.loads(key_file.read_text(encoding="utf-8"))["management"]["key"] if key_file.is_file() else None
     base = runtime.management_url(runtime.read_config())
-    models = get(f"{base}/models", key)["models"]
+    models = runtime.get_json(f"{base}/models", key)["models"]
     if not models:
         return "no model registered"
     for model in models:
-        workers = get(f"{base}/models/{model['modelName']}", key)[0].get("workers", [])
-        ready = sum(1 for w in workers if w.get("status") == "READY")
+        ready, workers = runtime.ready_workers(base, model["modelName"], key)
         if not ready:
-            return f"{model['modelName']}: 0 of {len(workers)} workers READY"
+            return f"{model['modelName']}: 0 of {workers} workers READY"
     return None
 
 

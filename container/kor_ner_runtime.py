@@ -1,15 +1,19 @@
 """What the container's scripts (entrypoint.py, healthcheck.py, v2_status.py) share, each fact
 once: where the config is, how config.properties is read, where the management API listens,
-and the draining marker. Standard library only; the image copies container/*.py side by side
-into /opt/kor-ner, so the scripts import it by name."""
+how a model's readiness is read from it, and the draining marker. Standard library only; the
+image copies container/*.py side by side into /opt/kor-ner, so the scripts import it by name."""
 
 from __future__ import annotations
 
+import json
 import os
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 CONFIG = os.environ.get("KOR_NER_CONFIG", "/home/model-server/config/config.properties")
 MANAGEMENT_DEFAULT = "http://127.0.0.1:8081"  # TorchServe's default management_address
+TIMEOUT = 3  # seconds for each management API call
 
 
 def properties(text: str) -> dict[str, str]:
@@ -26,6 +30,24 @@ def management_url(props: dict[str, str]) -> str:
     """The management API's base URL as a local client reaches it (0.0.0.0 asked on loopback)."""
     value = props.get("management_address", MANAGEMENT_DEFAULT)
     return value.rstrip("/").replace("://0.0.0.0:", "://127.0.0.1:")
+
+
+def get_json(url: str, key: str | None = None):
+    """A management API answer, with the management key when TorchServe asks for one."""
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {key}"} if key else {})
+    with urllib.request.urlopen(request, timeout=TIMEOUT) as resp:
+        return json.load(resp)
+
+
+def model_path(management: str, name: str) -> str:
+    return f"{management}/models/{urllib.parse.quote(name, safe='')}"
+
+
+def ready_workers(management: str, name: str, key: str | None = None) -> tuple[int, int]:
+    """(READY workers, workers) of a model's default version: a model is ready with one READY
+    worker, for the health check and the readiness routes alike."""
+    workers = get_json(model_path(management, name), key)[0].get("workers", [])
+    return sum(1 for w in workers if w.get("status") == "READY"), len(workers)
 
 
 def draining_marker() -> Path:

@@ -13,34 +13,25 @@ from __future__ import annotations
 import json
 import threading
 import time
-import urllib.parse
-import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Callable, Mapping
 
+import kor_ner_runtime as runtime
 from ner_wire import ModelState, v2_route_answer
 
 TTL = 1.0  # seconds a listing of the models is reused
-TIMEOUT = 3  # seconds for each management API call
-
-
-def _get(url: str):
-    with urllib.request.urlopen(url, timeout=TIMEOUT) as resp:
-        return json.load(resp)
 
 
 def model_states(management: str) -> dict[str, ModelState]:
     """Every registered model: its versions (``GET /models/<name>/all``) and whether its default
     version has a READY worker (``GET /models/<name>``), as the health check asks."""
     states = {}
-    for entry in _get(f"{management}/models?limit=1000")["models"]:
+    for entry in runtime.get_json(f"{management}/models?limit=1000")["models"]:
         name = entry["modelName"]
-        quoted = urllib.parse.quote(name, safe="")
-        versions = tuple(str(d["modelVersion"]) for d in _get(f"{management}/models/{quoted}/all"))
-        default = _get(f"{management}/models/{quoted}")[0]
-        ready = any(w.get("status") == "READY" for w in default.get("workers", []))
-        states[name] = ModelState(versions, ready)
+        every_version = runtime.get_json(f"{runtime.model_path(management, name)}/all")
+        versions = tuple(str(d["modelVersion"]) for d in every_version)
+        states[name] = ModelState(versions, runtime.ready_workers(management, name)[0] > 0)
     return states
 
 
