@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from tokenizers import BertWordPieceTokenizer
 from tqdm import tqdm
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from transformers import BertConfig, BertForMaskedLM, BertForTokenClassification, get_linear_schedule_with_warmup
 
 import ner_core
@@ -73,6 +74,7 @@ class TrainSpec:
     mlm_epochs: int = 0  # masked-language-model pre-training on the train sentences first (0: none)
     mlm_probability: float = 0.15  # share of wordpieces masked in pre-training
     init: Path | None = None  # start from this served model's weights (same labels and vocab) instead of random init
+    ema: float = 0.0  # keep an exponential moving average of the weights with this decay per step and ship it (0: off)
 
 
 # --------------------------------------------------------------------------- vocab
@@ -216,10 +218,11 @@ def training_batches(rows: list[Encoded], args: TrainSpec):
 
 
 def optimise(model: torch.nn.Module, steps: Iterable[tuple[int, list[Encoded]]], total: int,
-             loss_of: Callable[[list[Encoded]], torch.Tensor | None], args: TrainSpec, desc: str) -> TrainResult:
+             loss_of: Callable[[list[Encoded]], torch.Tensor | None], args: TrainSpec, desc: str,
+             average: AveragedModel | None = None) -> TrainResult:
     """AdamW with linear warmup and decay over ``total`` steps of (epoch, batch), gradients
     clipped to norm 1, a progress bar, and the time budget. ``loss_of`` gives a batch's loss
-    (None: skip the batch)."""
+    (None: skip the batch); ``average``, if given, is updated after every step."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     schedule = get_linear_schedule_with_warmup(optimizer, int(total * WARMUP_RATIO), total)
     model.train()
@@ -234,6 +237,8 @@ def optimise(model: torch.nn.Module, steps: Iterable[tuple[int, list[Encoded]]],
             optimizer.step()
             schedule.step()
             optimizer.zero_grad()
+            if average is not None:
+                average.update_parameters(model)
             step += 1
             bar.update()
             bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}", refresh=False)
@@ -244,7 +249,8 @@ def optimise(model: torch.nn.Module, steps: Iterable[tuple[int, list[Encoded]]],
     return TrainResult(epoch, step, time.monotonic() - start, time.process_time() - cpu_start, cut)
 
 
-def train(model: BertForTokenClassification, rows: list[Encoded], labels: list[str], special: dict[str, int], args: TrainSpec) -> TrainResult:
+def train(model: BertForTokenClassification, rows: list[Encoded], labels: list[str], special: dict[str, int], args: TrainSpec,
+          average: AveragedModel | None = None) -> TrainResult:
     steps_per_epoch = -(-len(rows) // args.batch_size)
     total = min(args.max_steps or steps_per_epoch * args.epochs, steps_per_epoch * args.epochs)
 
@@ -254,7 +260,7 @@ def train(model: BertForTokenClassification, rows: list[Encoded], labels: list[s
         logits = model(**inputs).logits
         return F.cross_entropy(logits.flatten(0, 1), gold.flatten(), ignore_index=IGNORE, label_smoothing=args.label_smoothing)
 
-    return optimise(model, training_batches(rows, args), total, loss_of, args, "train")
+    return optimise(model, training_batches(rows, args), total, loss_of, args, "train", average)
 
 
 def mask_wordpieces(input_ids: torch.Tensor, attention: torch.Tensor, special: dict[str, int], vocab_size: int,
@@ -437,7 +443,14 @@ def run(args: TrainSpec, command: str) -> dict:
         encoder, pretrained = pretrain(encoder_config, train_rows, labels, special, args)
         model.bert.load_state_dict(encoder)
         print(f"pre-trained the encoder: {pretrained.global_step} steps, {pretrained.seconds / 60:.1f} min", file=sys.stderr)
-    result = train(model, train_rows, labels, special, args)
+    # The moving average of the weights (torch's own EMA) is what is shipped when --ema is on;
+    # the last weights are still scored, so each run shows what the average gave.
+    average = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(args.ema)) if args.ema else None
+    result = train(model, train_rows, labels, special, args, average)
+    last_weights = None
+    if average is not None:
+        last_weights = evaluate(ner_core.NerModel(model.eval(), tokenizer, labels, HandlerSettings()), val_examples, val_rows)["served"]
+        model.load_state_dict(average.module.state_dict())
     val_loss = validation_loss(model, val_rows, labels, special, args)
     checkpoint = write_checkpoint(args.out, model, result, val_loss)
 
@@ -450,6 +463,7 @@ def run(args: TrainSpec, command: str) -> dict:
         "train_sentences": len(train_examples), "val_sentences": len(val_examples),
         "skipped_lines": {"train": train_skipped, "val": val_skipped}, "vocab_size": tokenizer.get_vocab_size(),
         "init": str(args.init) if args.init else None,
+        "ema": args.ema, "served_last_weights": last_weights,
     }
     ner = ner_core.NerModel(model.eval(), tokenizer, labels, HandlerSettings())
     if args.export:

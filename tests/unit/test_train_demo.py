@@ -208,3 +208,22 @@ def test_masking_chooses_only_real_wordpieces_at_the_rate_asked():
 def test_masked_lm_pretraining_runs_before_fine_tuning(tmp_path):
     metrics = two_step_run(tmp_path, "--mlm-epochs", "1", "--swap-copies", "0")
     assert (metrics["pretrain_steps"], metrics["global_step"]) == (2, 2)  # 64 sentences / batch 32
+
+
+def test_ema_ships_the_moving_average_of_the_weights(tmp_path):
+    """With ``--ema D`` the checkpoint holds torch's exponential moving average (the first
+    step's weights, then D * average + (1 - D) * weights), and the last weights are still scored."""
+
+    def weights(out):
+        (path,) = out.glob("epoch=*-val_loss=*.ckpt")
+        return torch.load(path, weights_only=True)["state_dict"]["model.classifier.weight"]
+
+    two_step_run(tmp_path / "one", "--max-steps", "1", "--swap-copies", "0")  # trains the vocab the others share
+    same = ("--swap-copies", "0", "--vocab", str(tmp_path / "one" / "vocab.txt"))
+    plain = two_step_run(tmp_path / "two", *same)
+    averaged = two_step_run(tmp_path / "ema", *same, "--ema", "0.9")
+    first, last = weights(tmp_path / "one"), weights(tmp_path / "two")
+    assert not torch.equal(first, last)
+    torch.testing.assert_close(weights(tmp_path / "ema"), 0.9 * first + 0.1 * last)
+    assert plain["served_last_weights"] is None
+    assert averaged["served_last_weights"] == plain["served"]  # the same last weights, scored
