@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 from tokenizers import BertWordPieceTokenizer
-from tqdm import tqdm
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from tqdm import tqdm
 from transformers import BertConfig, BertForMaskedLM, BertForTokenClassification, get_linear_schedule_with_warmup
 
 import ner_core
