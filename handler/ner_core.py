@@ -142,6 +142,7 @@ class NerModel:
     tokenizer: Tokenizer
     labels: list[str]
     settings: HandlerSettings
+    min_entity_score: float = 0.0  # the threshold in force (settings', else the model's own)
 
     @property
     def cls_id(self) -> int:
@@ -246,7 +247,22 @@ def load_model(model_dir: Path, settings: HandlerSettings, device: torch.device 
         check_consistency(labels, config, tokenizer.get_vocab_size(), model.num_labels, None)
     else:
         model = _load_torch(model_dir / weights, config, labels, tokenizer, settings, device)
-    return NerModel(model=model, tokenizer=tokenizer, labels=labels, settings=settings)
+    threshold = settings.min_entity_score if settings.min_entity_score is not None else model_threshold(config)
+    return NerModel(model=model, tokenizer=tokenizer, labels=labels, settings=settings, min_entity_score=threshold)
+
+
+TASK = "token-classification"  # the key of this task's defaults in config.json task_specific_params
+
+
+def model_threshold(config: BertConfig) -> float:
+    """The entity score threshold a model names for itself, in Hugging Face's place for a
+    model's task defaults: ``"task_specific_params": {"token-classification":
+    {"min_entity_score": 0.75}}`` in config.json (the demo model's; docs/decoding.md); else 0."""
+    params = (getattr(config, "task_specific_params", None) or {}).get(TASK) or {}
+    value = params.get("min_entity_score", 0.0)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ModelLoadError(f"config.json task_specific_params.{TASK}.min_entity_score must be at least 0 and below 1, got {value!r}")
+    return float(value)
 
 
 def check_unused_safetensors(path: Path) -> None:
@@ -537,6 +553,7 @@ class Entity:
 
 def find_entities(
     pred: TokenPredictions, labels: Sequence[str], trim: Callable[..., int] | None = None, decoding: str = "greedy",
+    min_score: float = 0.0,
 ) -> list[Entity]:
     """The entities of one text, read from its wordpieces' labels.
 
@@ -547,7 +564,8 @@ def find_entities(
     ``trim(text, start, end, last wordpiece start, kind=type, next_piece=(start, end) | None,
     next_outside=whether that wordpiece is labelled O, piece_after=(start, end) | None of the one
     after it) -> end`` may move each entity's end: shorten it (Korean particles) or complete a
-    name the model cut before its last syllable (see ner_particles).
+    name the model cut before its last syllable (see ner_particles). Entities whose score is
+    below ``min_score`` are left out.
     """
     entity_ids, entity_probs = entity_labels(pred, labels, decoding)
     entities = []
@@ -559,8 +577,9 @@ def find_entities(
             outside = following is not None and labels[entity_ids[last + 1]] == "O"
             end = trim(pred.text, start, end, pred.offsets[last][0], kind=kind, next_piece=following,
                        next_outside=outside, piece_after=after)
-        score = sum(entity_probs[first : last + 1]) / (last - first + 1)
-        entities.append(Entity(kind, start, end, round(score, 4)))
+        score = round(sum(entity_probs[first : last + 1]) / (last - first + 1), 4)
+        if score >= min_score:
+            entities.append(Entity(kind, start, end, score))
     return entities
 
 

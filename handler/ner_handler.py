@@ -106,13 +106,13 @@ class KoreanNerHandler(BaseHandler):
         self.ner = ner_core.load_model(model_dir, self.settings, device)
         self.find_entities: Callable[[ner_core.TokenPredictions], list[ner_core.Entity]] = functools.partial(
             ner_core.find_entities, labels=self.ner.labels, trim=ner_particles.trimmer(self.settings),
-            decoding=self.settings.bio_decoding,
+            decoding=self.settings.bio_decoding, min_score=self.ner.min_entity_score,
         )
         self.model_version = str(((context.manifest or {}).get("model") or {}).get("modelVersion", ""))
         logger.info(
-            "loaded %s on %s with %s (runtime: %s): %d labels, vocab %d, settings %s, in %.1f s",
+            "loaded %s on %s with %s (runtime: %s): %d labels, vocab %d, entity score threshold %g, settings %s, in %.1f s",
             context.model_name, device, self.ner.settings.runtime, self.settings.runtime, len(self.ner.labels),
-            self.ner.tokenizer.get_vocab_size(), self.settings, time.perf_counter() - started,
+            self.ner.tokenizer.get_vocab_size(), self.ner.min_entity_score, self.settings, time.perf_counter() - started,
         )
         self.initialized = True
 

@@ -35,6 +35,9 @@ class HandlerSettings:
     dtype: str = "float32"  # "bfloat16": bf16 weights and activations (torch; a GPU, or a CPU with AVX512-BF16/AMX)
     trim_particles: bool = True  # cut Korean particles (조사) off entity ends
     bio_decoding: str = "constrained"  # or "greedy": the argmax tags grouped as they come
+    # Entities scored below this are left out of "entities"; None: the model's own threshold
+    # (config.json task_specific_params, ner_core.model_threshold), 0 when it names none.
+    min_entity_score: float | None = None
     label_names: Mapping[str, str] = field(default_factory=lambda: BUILTIN_LABEL_NAMES)
 
     def __post_init__(self) -> None:
@@ -60,6 +63,10 @@ class HandlerSettings:
             (self.quantize in QUANTIZE_CHOICES, f"quantize must be one of {QUANTIZE_CHOICES}"),
             (self.dtype in DTYPE_CHOICES, f"dtype must be one of {DTYPE_CHOICES}"),
             (self.bio_decoding in BIO_DECODING_CHOICES, f"bio_decoding must be one of {BIO_DECODING_CHOICES}"),
+            (
+                self.min_entity_score is None or 0 <= self.min_entity_score < 1,
+                "min_entity_score must be null (the model's own) or at least 0 and below 1",
+            ),
             (
                 not (self.dtype == "bfloat16" and self.quantize == "int8"),
                 "dtype bfloat16 and quantize int8 exclude each other",
@@ -97,10 +104,10 @@ class HandlerSettings:
                 values[key] = MappingProxyType({**BUILTIN_LABEL_NAMES, **value})
                 continue
             expected = known[key].type
-            kind = {"int": int, "str": str, "bool": bool}[expected]
-            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            kind = {"int": int, "str": str, "bool": bool, "float | None": (int, float, type(None))}[expected]
+            if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
                 raise ValueError(
                     f"handler settings: {key} must be {expected}, got {type(value).__name__} {value!r}"
                 )
-            values[key] = value
+            values[key] = float(value) if expected == "float | None" and value is not None else value
         return cls(**values)
