@@ -131,17 +131,21 @@ def evaluate(ner: ner_core.NerModel, examples: list[Example], encoded: list[Enco
     """Three views of one prediction pass through the serving code (windows of the handler's
     default max_seq_length): (a) wordpiece BIO spans, (b) exact character spans, both from the
     argmax tags grouped as they come; (c) exact character spans as the shipped config serves
-    them (BIO-constrained decoding, particle trimming)."""
+    them (BIO-constrained decoding, particle trimming, the model's entity score threshold), and
+    with a threshold (c) again without it ("served_every_score")."""
     predictions = ner_core.predict(ner, [ex.text for ex in examples])
     gold_pieces, pred_pieces, pred_chars, served = [], [], [], []
     for pred, row in zip(predictions, encoded):
         gold_pieces.append(set(ner_core.group_entities(row.tags)))
         pred_pieces.append(set(ner_core.group_entities([ner.labels[i] for i in pred.label_ids])))
         pred_chars.append({e.span for e in ner_core.find_entities(pred, ner.labels)})
-        served.append({e.span for e in ner_core.find_entities(pred, ner.labels, trim=ner_particles.trim_end, decoding="constrained")})
+        served.append(ner_core.find_entities(pred, ner.labels, trim=ner_particles.trim_end, decoding="constrained"))
     gold_chars = [set(ex.spans) for ex in examples]
-    return {"wordpiece": score(gold_pieces, pred_pieces), "char": score(gold_chars, pred_chars),
-            "served": score(gold_chars, served)}
+    views = {"wordpiece": score(gold_pieces, pred_pieces), "char": score(gold_chars, pred_chars),
+             "served": score(gold_chars, [{e.span for e in es if e.score >= ner.min_entity_score} for es in served])}
+    if ner.min_entity_score:
+        views["served_every_score"] = score(gold_chars, [{e.span for e in es} for es in served])
+    return views
 
 
 def markdown_table(table: dict[str, dict[str, float]]) -> str:

@@ -8,7 +8,14 @@ One prediction pass through the serving code (``ner_core.predict``), then for ea
 - character-exact entity F1 of the served ``entities``, without and with particle trimming
   (``ner_particles.trim_end``, as shipped);
 - how many texts' entities change, and the time decoding takes per text.
-The ``result`` rows are the argmax either way; this checks it too.
+The ``result`` rows are the argmax either way; this checks it too. These rows keep every entity,
+whatever its score.
+
+Then the entity score threshold (``min_entity_score``): the served entities (constrained,
+trimmed) with those scored below each threshold left out, F1 on the whole split and on its
+even- and odd-numbered sentences. The threshold a model should name for itself is chosen on
+the even-numbered sentences (the lowest threshold within ``TIE`` of the best F1 there, since a
+lower one keeps more entities) and checked on the odd-numbered ones, which the choice never saw.
 """
 
 from __future__ import annotations
@@ -81,6 +88,39 @@ def score_decoding(gold: tuple[list[set], list[set]], preds: list[ner_core.Token
     }
 
 
+THRESHOLDS = (0.0, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9)
+TIE = 0.001  # F1 closer than this to the best is a tie (a few entities in a half split): the lower threshold wins
+
+
+def threshold_scan(gold_chars: list[set], preds: list[ner_core.TokenPredictions], ner: ner_core.NerModel,
+                   thresholds: tuple[float, ...] = THRESHOLDS) -> dict:
+    """Served F1 (constrained, trimmed) per entity score threshold on all, even- and
+    odd-numbered sentences, and the threshold chosen on the even ones."""
+    served = [ner_core.find_entities(p, ner.labels, trim=ner_particles.trim_end, decoding="constrained") for p in preds]
+    halves = {"all": range(len(preds)), "even": range(0, len(preds), 2), "odd": range(1, len(preds), 2)}
+    rows = []
+    for threshold in thresholds:
+        kept = [{e.span for e in entities if e.score >= threshold} for entities in served]
+        row = {"threshold": threshold}
+        for half, index in halves.items():
+            row[half] = corpus.score([gold_chars[i] for i in index], [kept[i] for i in index])["overall"]
+        rows.append(row)
+    best = max(row["even"]["f1"] for row in rows)
+    chosen = min(row["threshold"] for row in rows if row["even"]["f1"] >= best - TIE)
+    return {"rows": rows, "chosen": chosen}
+
+
+def threshold_markdown(scan: dict) -> str:
+    lines = ["| min_entity_score | F1 | precision | recall | F1 even sentences | F1 odd sentences |",
+             "|---:|---:|---:|---:|---:|---:|"]
+    for row in scan["rows"]:
+        mark = " (chosen on even)" if row["threshold"] == scan["chosen"] else ""
+        a = row["all"]
+        lines.append(f"| {row['threshold']:g}{mark} | {a['f1']:.4f} | {a['precision']:.4f} | {a['recall']:.4f} "
+                     f"| {row['even']['f1']:.4f} | {row['odd']['f1']:.4f} |")
+    return "\n".join(lines)
+
+
 def markdown(rows: list[dict]) -> str:
     lines = [
         "| decoding | F1 wordpiece spans | F1 exact characters | F1 exact characters, trimmed | P / R (trimmed) | texts changed | ms / text |",
@@ -111,6 +151,10 @@ def run(corpus_dir: Path, split: str, model: Path | None, checkpoint: Path | Non
         row["changed"] = sum(a != b for a, b in zip(greedy_entities, row.pop("entities")))
     print(f"\n{split}: {len(examples)} sentences, {len(ner.labels)} labels; predict {predict_ms:.2f} ms / sentence (chunks of 64)")
     print(markdown(rows))
+    scan = threshold_scan(gold[1], preds, ner)
+    print(f"\nentity score threshold (constrained, trimmed); the model names {ner.min_entity_score:g} for itself")
+    print(threshold_markdown(scan))
     if json_path:
-        json_path.write_text(json.dumps({"sentences": len(examples), "predict_ms": predict_ms, "rows": rows}, indent=2) + "\n", encoding="utf-8")
+        json_path.write_text(json.dumps({"sentences": len(examples), "predict_ms": predict_ms, "rows": rows, "thresholds": scan},
+                                        indent=2) + "\n", encoding="utf-8")
     return rows

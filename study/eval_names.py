@@ -22,7 +22,7 @@ import itertools
 import json
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import ner_core
@@ -113,24 +113,30 @@ def without_completion(text: str, start: int, end: int, piece_start: int, **cont
     return ner_particles.trim_end(text, start, end, piece_start, **{**context, "next_outside": False})
 
 
-def ways(settings: HandlerSettings) -> dict[str, tuple[str, Callable[..., int] | None]]:
-    """What the probe compares: how ``settings`` read entities, the same without the name
-    completion, and the argmax tags as they come (decoding, trim) by name."""
+def ways(settings: HandlerSettings, threshold: float = 0.0) -> dict[str, tuple[str, Callable[..., int] | None, float]]:
+    """What the probe compares, each way adding one step to the one before: the argmax tags as
+    they come; ``settings``' decoding and trimming without the name completion; with it; and
+    (as served) with the entity score ``threshold`` in force too: (decoding, trim, threshold) by name."""
     trim = ner_particles.trimmer(settings)
-    out = {"greedy, untrimmed": ("greedy", None)}
+    decoding, trimmed = settings.bio_decoding, ", trimmed" if trim else ""
+    out = {"greedy, untrimmed": ("greedy", None, 0.0)}
     if trim is not None:
-        out[f"{settings.bio_decoding}, trimmed, no name completion"] = (settings.bio_decoding, without_completion)
-    out[f"{settings.bio_decoding}{', trimmed' if trim else ''} (as served)"] = (settings.bio_decoding, trim)
+        out[f"{decoding}, trimmed, no name completion"] = (decoding, without_completion, 0.0)
+    if threshold:
+        out[f"{decoding}{trimmed}, every score"] = (decoding, trim, 0.0)
+    out[f"{decoding}{trimmed} (as served)"] = (decoding, trim, threshold)
     return out
 
 
 def read_each_way(ner: ner_core.NerModel, probe: list[ProbeSentence],
                   settings: HandlerSettings) -> dict[str, list[list[tuple[str, int, int]]]]:
     """The entities (type, start, end) the served code finds in each probe sentence, read each
-    way of ``ways(settings)``: one forward pass, then each way's decoding and trimming."""
+    way of ``ways(settings)``, with the threshold ``ner`` holds: one forward pass, then each
+    way's decoding, trimming and threshold."""
     preds = ner_core.predict(ner, [s.text for s in probe])
-    return {way: [[e.span for e in ner_core.find_entities(p, ner.labels, trim=trim, decoding=decoding)] for p in preds]
-            for way, (decoding, trim) in ways(settings).items()}
+    return {way: [[e.span for e in ner_core.find_entities(p, ner.labels, trim=trim, decoding=decoding, min_score=threshold)]
+                  for p in preds]
+            for way, (decoding, trim, threshold) in ways(settings, ner.min_entity_score).items()}
 
 
 def markdown(rows: dict[str, dict[str, Counter]]) -> str:
@@ -147,7 +153,7 @@ def run(model: Path, settings: HandlerSettings, json_path: Path | None = None, s
     """The probe, read each way of ``ways(settings)``: print the table (and up to ``show``
     names not kept whole as served), write the JSON; the counts."""
     probe = sentences()
-    ner = ner_core.load_model(model, HandlerSettings(torch_threads=0))  # in-process: all of torch's threads
+    ner = ner_core.load_model(model, replace(settings, torch_threads=0))  # in-process: all of torch's threads
     found_each_way = read_each_way(ner, probe, settings)
     rows = {way: tally(probe, found) for way, found in found_each_way.items()}
     found = list(found_each_way.values())[-1]  # as served

@@ -75,6 +75,7 @@ class TrainSpec:
     mlm_probability: float = 0.15  # share of wordpieces masked in pre-training
     init: Path | None = None  # start from this served model's weights (same labels and vocab) instead of random init
     ema: float = 0.0  # keep an exponential moving average of the weights with this decay per step and ship it (0: off)
+    min_entity_score: float = 0.0  # the entity score threshold the model names for itself in config.json (0: none)
 
 
 # --------------------------------------------------------------------------- vocab
@@ -326,18 +327,22 @@ def write_checkpoint(out: Path, model: BertForTokenClassification, result: Train
     return save_lightning(out / f"epoch={result.epoch}-val_loss={val_loss:.4f}.ckpt", model, result.epoch, result.global_step)
 
 
-def model_config(vocab_size: int, pad_id: int, labels: list[str] | None = None) -> BertConfig:
-    """The demo shape; without labels it is the "pretrained" config a base model ships."""
+def model_config(vocab_size: int, pad_id: int, labels: list[str] | None = None, min_entity_score: float = 0.0) -> BertConfig:
+    """The demo shape; without labels it is the "pretrained" config a base model ships. A
+    threshold goes where the server reads a model's own (ner_core.model_threshold)."""
     extra = dict(id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)}) if labels else {}
+    if min_entity_score:
+        extra["task_specific_params"] = {ner_core.TASK: {"min_entity_score": min_entity_score}}
     return BertConfig(vocab_size=vocab_size, pad_token_id=pad_id, **MODEL_CONFIG, **extra)
 
 
-def export(out: Path, export_dir: Path, model: BertForTokenClassification, labels: list[str]) -> None:
-    """The committed form: fp16 safetensors with HF key names, config with labels."""
+def export(out: Path, export_dir: Path, model: BertForTokenClassification, labels: list[str], min_entity_score: float = 0.0) -> None:
+    """The committed form: fp16 safetensors with HF key names, config with labels (and the
+    entity score threshold, if any)."""
     export_dir.mkdir(parents=True, exist_ok=True)
     weights = {k: v.half().contiguous() for k, v in model.state_dict().items()}
     save_file(weights, str(export_dir / "model.safetensors"), metadata={"format": "pt"})
-    model_config(model.config.vocab_size, model.config.pad_token_id, labels).to_json_file(str(export_dir / "config.json"))
+    model_config(model.config.vocab_size, model.config.pad_token_id, labels, min_entity_score).to_json_file(str(export_dir / "config.json"))
     for name in ("vocab.txt", "label_map.txt"):
         shutil.copyfile(out / name, export_dir / name)
 
@@ -348,6 +353,13 @@ def export_readme(command: str, metrics: dict) -> str:
     cut = " **Cut by the time budget: not the full run.**" if metrics["cut_by_time_budget"] else ""
     init = (f" This run started from the weights in `{metrics['init']}` (`--init`), not from random ones: the"
             " epochs, steps and minutes are of this stage alone.") if metrics.get("init") else ""
+    threshold, every_score = "", ""
+    if "served_every_score" in metrics:
+        threshold = (f",\nand the entity score threshold this model names for itself in `config.json`,"
+                     f" {metrics['min_entity_score']:g}: entities\nscored below it are left out")
+        every = metrics["served_every_score"]["overall"]
+        every_score = (f"\nWithout the threshold (`min_entity_score: 0` in the model config): precision {every['precision']:.4f},\n"
+                       f"recall {every['recall']:.4f}, F1 {every['f1']:.4f}, {every['predicted']} predicted.\n")
     return f"""# Demo model: small Korean NER BERT trained from scratch
 
 This is a **demo model**, not a production one: a small `BertForTokenClassification` trained
@@ -387,10 +399,10 @@ tags, no particle trimming):
 {markdown_table(metrics['char'])}
 
 (c) Exact character spans as served by the shipped config (BIO-constrained decoding, particle
-trimming):
+trimming{threshold}):
 
 {markdown_table(metrics['served'])}
-"""
+{every_score}"""
 
 
 # --------------------------------------------------------------------------- main
@@ -449,7 +461,8 @@ def run(args: TrainSpec, command: str) -> dict:
     result = train(model, train_rows, labels, special, args, average)
     last_weights = None
     if average is not None:
-        last_weights = evaluate(ner_core.NerModel(model.eval(), tokenizer, labels, HandlerSettings()), val_examples, val_rows)["served"]
+        last_weights = evaluate(ner_core.NerModel(model.eval(), tokenizer, labels, HandlerSettings(), args.min_entity_score),
+                                val_examples, val_rows)["served"]
         model.load_state_dict(average.module.state_dict())
     val_loss = validation_loss(model, val_rows, labels, special, args)
     checkpoint = write_checkpoint(args.out, model, result, val_loss)
@@ -463,11 +476,11 @@ def run(args: TrainSpec, command: str) -> dict:
         "train_sentences": len(train_examples), "val_sentences": len(val_examples),
         "skipped_lines": {"train": train_skipped, "val": val_skipped}, "vocab_size": tokenizer.get_vocab_size(),
         "init": str(args.init) if args.init else None,
-        "ema": args.ema, "served_last_weights": last_weights,
+        "ema": args.ema, "served_last_weights": last_weights, "min_entity_score": args.min_entity_score,
     }
-    ner = ner_core.NerModel(model.eval(), tokenizer, labels, HandlerSettings())
+    ner = ner_core.NerModel(model.eval(), tokenizer, labels, HandlerSettings(), args.min_entity_score)
     if args.export:
-        export(args.out, args.export, model, labels)
+        export(args.out, args.export, model, labels, args.min_entity_score)
         ner = ner_core.load_model(args.export, HandlerSettings(torch_threads=0))  # score what is committed: fp16 weights
     metrics |= evaluate(ner, val_examples, val_rows)
     (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")

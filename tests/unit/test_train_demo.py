@@ -72,7 +72,7 @@ def trained(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("train_demo")
     out, export = tmp / "train", tmp / "export"
     argv = ["--max-steps", "3", "--train-limit", "200", "--val-limit", "50", "--vocab-size", "500"]
-    assert train_cli.main([*argv, "--out", str(out), "--export", str(export)]) == 0
+    assert train_cli.main([*argv, "--out", str(out), "--export", str(export), "--min-entity-score", "0.5"]) == 0
     return out, export
 
 
@@ -96,6 +96,18 @@ def test_export_loads_with_the_serving_code(trained):
     ner = ner_core.load_model(export, HandlerSettings())
     assert ner.labels == ner_core.read_label_map(out / "label_map.txt")
     assert (export / "README.md").is_file()
+
+
+def test_export_names_the_entity_score_threshold_it_was_scored_with(trained):
+    out, export = trained
+    assert ner_core.load_model(export, HandlerSettings()).min_entity_score == 0.5
+    assert "task_specific_params" not in json.loads((out / "config.json").read_text())  # the pretrained side
+    metrics = json.loads((out / "metrics.json").read_text())
+    served, every = metrics["served"]["overall"], metrics["served_every_score"]["overall"]
+    assert metrics["min_entity_score"] == 0.5 and served["predicted"] <= every["predicted"]
+    card = (export / "README.md").read_text(encoding="utf-8")
+    assert "entity score threshold this model names for itself in `config.json`, 0.5" in card
+    assert f"F1 {every['f1']:.4f}, {every['predicted']} predicted" in card
 
 
 def test_training_output_packages_into_a_mar(trained, tmp_path):
