@@ -577,10 +577,15 @@ def find_entities(
             outside = following is not None and labels[entity_ids[last + 1]] == "O"
             end = trim(pred.text, start, end, pred.offsets[last][0], kind=kind, next_piece=following,
                        next_outside=outside, piece_after=after)
-        score = round(sum(entity_probs[first : last + 1]) / (last - first + 1), 4)
-        if score >= min_score:
-            entities.append(Entity(kind, start, end, score))
-    return entities
+        score = sum(entity_probs[first : last + 1]) / (last - first + 1)
+        entities.append(Entity(kind, start, end, round(score, 4)))
+    return scored_at_least(entities, min_score)
+
+
+def scored_at_least(entities: Sequence[Entity], min_score: float) -> list[Entity]:
+    """The entities whose (shown, rounded) score is at least ``min_score``: what the
+    ``min_entity_score`` setting keeps."""
+    return [e for e in entities if e.score >= min_score]
 
 
 def entity_labels(pred: TokenPredictions, labels: Sequence[str], decoding: str) -> tuple[list[int], list[float]]:

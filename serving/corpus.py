@@ -142,7 +142,7 @@ def evaluate(ner: ner_core.NerModel, examples: list[Example], encoded: list[Enco
         served.append(ner_core.find_entities(pred, ner.labels, trim=ner_particles.trim_end, decoding="constrained"))
     gold_chars = [set(ex.spans) for ex in examples]
     views = {"wordpiece": score(gold_pieces, pred_pieces), "char": score(gold_chars, pred_chars),
-             "served": score(gold_chars, [{e.span for e in es if e.score >= ner.min_entity_score} for es in served])}
+             "served": score(gold_chars, [{e.span for e in ner_core.scored_at_least(es, ner.min_entity_score)} for es in served])}
     if ner.min_entity_score:
         views["served_every_score"] = score(gold_chars, [{e.span for e in es} for es in served])
     return views

@@ -100,7 +100,7 @@ def threshold_scan(gold_chars: list[set], preds: list[ner_core.TokenPredictions]
     halves = {"all": range(len(preds)), "even": range(0, len(preds), 2), "odd": range(1, len(preds), 2)}
     rows = []
     for threshold in thresholds:
-        kept = [{e.span for e in entities if e.score >= threshold} for entities in served]
+        kept = [{e.span for e in ner_core.scored_at_least(entities, threshold)} for entities in served]
         row = {"threshold": threshold}
         for half, index in halves.items():
             row[half] = corpus.score([gold_chars[i] for i in index], [kept[i] for i in index])["overall"]
