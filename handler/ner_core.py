@@ -26,7 +26,7 @@ from transformers import BertConfig, BertForTokenClassification
 import ner_cpu
 import ner_onnx
 from ner_labels import entity_type, is_inside
-from ner_settings import HandlerSettings
+from ner_settings import HandlerSettings, is_threshold
 
 logger = logging.getLogger(__name__)
 
@@ -260,7 +260,7 @@ def model_threshold(config: BertConfig) -> float:
     {"min_entity_score": 0.75}}`` in config.json (the demo model's; docs/decoding.md); else 0."""
     params = (getattr(config, "task_specific_params", None) or {}).get(TASK) or {}
     value = params.get("min_entity_score", 0.0)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+    if not is_threshold(value):
         raise ModelLoadError(f"config.json task_specific_params.{TASK}.min_entity_score must be at least 0 and below 1, got {value!r}")
     return float(value)
 

@@ -20,6 +20,11 @@ DTYPE_CHOICES = ("float32", "bfloat16")
 BIO_DECODING_CHOICES = ("greedy", "constrained")
 
 
+def is_threshold(value: Any) -> bool:
+    """Whether ``value`` can be an entity score threshold: a number, at least 0 and below 1."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1
+
+
 @dataclass(frozen=True)
 class HandlerSettings:
     max_seq_length: int = 128  # tokens per model input, [CLS] and [SEP] included
@@ -64,7 +69,7 @@ class HandlerSettings:
             (self.dtype in DTYPE_CHOICES, f"dtype must be one of {DTYPE_CHOICES}"),
             (self.bio_decoding in BIO_DECODING_CHOICES, f"bio_decoding must be one of {BIO_DECODING_CHOICES}"),
             (
-                self.min_entity_score is None or 0 <= self.min_entity_score < 1,
+                self.min_entity_score is None or is_threshold(self.min_entity_score),
                 "min_entity_score must be null (the model's own) or at least 0 and below 1",
             ),
             (
