@@ -59,6 +59,16 @@ def _named(items: Sequence[Any]) -> str:
     return f"{shown}{more}"
 
 
+def _quoted(text: str) -> str:
+    """A short string as JSON writes it: readable, but a lone surrogate (which no answer could
+    encode as UTF-8) escaped."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(text)
+    return json.dumps(text, ensure_ascii=False)
+
+
 def parse_request(value: dict[str, Any], *, max_chars: int, max_texts: int) -> ParsedRequest:
     """A Hugging Face request as the service's own: a text answers with one list, a list of texts
     with one list per text, in order (within ``max_texts``, each text within ``max_chars``)."""
@@ -106,7 +116,7 @@ def _strategy(value: Any) -> str:
             "whitespace word, and a Korean word carries its particle (서울에서), so they would put particles "
             "inside entities", reason="bad_parameter")
     if strategy not in STRATEGIES:
-        raise InputError(f"aggregation_strategy {json.dumps(value[:MAX_NAMED], ensure_ascii=False)} is unknown; "
+        raise InputError(f"aggregation_strategy {_quoted(value[:MAX_NAMED])} is unknown; "
                          f"the accepted values are {list(STRATEGIES)}", reason="bad_parameter")
     return strategy
 

@@ -567,8 +567,10 @@ def v2_route_answer(method: str, path: str, models: Mapping[str, ModelState],
 
 
 def dumps(value: Any) -> bytes:
-    """UTF-8 JSON with Korean kept readable (TorchServe's default escapes it)."""
-    return json.dumps(value, ensure_ascii=False).encode("utf-8")
+    """UTF-8 JSON with Korean kept readable (TorchServe's default escapes it). A lone surrogate
+    (an error message naming a received key or name may hold one) is written as its JSON escape
+    rather than failing the encoding, which would fail the whole batch."""
+    return json.dumps(value, ensure_ascii=False).encode("utf-8", "backslashreplace")
 
 
 def checked_size(answer: bytes, max_bytes: int) -> bytes:

@@ -247,3 +247,15 @@ def test_bad_hf_requests_fail_alone_beside_good_ones(tiny_model_dir):
     assert '"inputs" has 5 texts; the limit is 4' in answers[3]["error"]
     assert len(answers[4]) == 2 and all(isinstance(rows, list) for rows in answers[4])
 
+
+
+def test_a_lone_surrogate_in_a_parameter_is_a_400_not_a_broken_answer(tiny_model_dir):
+    """The error names what it received; a lone surrogate there could not be sent as UTF-8."""
+    answers, statuses, _ = run_batch(make_handler(tiny_model_dir), [
+        ({"inputs": GOOD, "parameters": {"aggregation_strategy": "\ud800x"}}, "application/json"),
+        ({"inputs": GOOD, "parameters": {"\udc00": 1}}, "application/json"),
+        ({"inputs": GOOD, "\udfff": 1}, "application/json"),
+        ({"inputs": GOOD}, "application/json"),
+    ])
+    assert statuses == [400, 400, 400, 200], answers
+    assert '"\\ud800x" is unknown' in answers[0]["error"]
