@@ -198,7 +198,8 @@ class KoreanNerHandler(BaseHandler):
         for entities in found:
             emit(self.context, "ner_entities_per_text", len(entities))
         if job.request.hf is not None:  # Hugging Face's shape: a list of dicts per text (ner_hf)
-            answers = [ner_hf.text_answer(p, e, self.ner.labels, job.request.hf) for p, e in zip(job.predictions, found)]
+            answers = [ner_hf.text_answer(p, e, self.ner.labels, job.request.hf)
+                       for p, e in zip(job.predictions, found)]
         else:
             answers = [text_answer(p, e, self.ner.labels, self.settings.label_names, result=job.request.options.result)
                        for p, e in zip(job.predictions, found)]

@@ -159,8 +159,8 @@ def window_settings(request: ParsedRequest, settings: HandlerSettings) -> Handle
         return settings
     window = settings.max_seq_length - 2
     if stride > window // 2:
-        raise InputError(f'parameter "stride" is {_number(stride)} tokens; the overlap of two windows of this model can be 0 '
-                         f"to {window // 2} (half a window of {window} wordpieces, max_seq_length "
+        raise InputError(f'parameter "stride" is {_number(stride)} tokens; the overlap of two windows of this '
+                         f"model can be 0 to {window // 2} (half a window of {window} wordpieces, max_seq_length "
                          f"{settings.max_seq_length} with [CLS] and [SEP])", reason="bad_parameter")
     return dataclasses.replace(settings, window_stride=stride)
 

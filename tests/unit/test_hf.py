@@ -35,14 +35,14 @@ def parse(value):
     ({"inputs": TEXT, "parameters": {"aggregation_strategy": "simple"}}, [TEXT], False, ner_hf.HfOptions()),
     ({"inputs": TEXT, "parameters": {"aggregation_strategy": "SIMPLE"}}, [TEXT], False, ner_hf.HfOptions()),
     ({"inputs": TEXT, "parameters": {"aggregation_strategy": "none"}}, [TEXT], False, ner_hf.HfOptions(per_token=True)),
-    ({"inputs": TEXT, "parameters": {"aggregation_strategy": None, "ignore_labels": None, "stride": None}}, [TEXT], False,
-     ner_hf.HfOptions()),
+    ({"inputs": TEXT, "parameters": {"aggregation_strategy": None, "ignore_labels": None, "stride": None}},
+     [TEXT], False, ner_hf.HfOptions()),
     ({"inputs": TEXT, "parameters": {"ignore_labels": ["PER", "O"]}}, [TEXT], False,
      ner_hf.HfOptions(ignore_labels=frozenset({"PER", "O"}))),
     ({"inputs": TEXT, "parameters": {"ignore_labels": []}}, [TEXT], False, ner_hf.HfOptions(ignore_labels=frozenset())),
     ({"inputs": TEXT, "parameters": {"stride": 0}}, [TEXT], False, ner_hf.HfOptions(stride=0)),
-    ({"inputs": TEXT, "parameters": {"aggregation_strategy": "none", "ignore_labels": ["O"], "stride": 8}}, [TEXT], False,
-     ner_hf.HfOptions(per_token=True, ignore_labels=frozenset({"O"}), stride=8)),
+    ({"inputs": TEXT, "parameters": {"aggregation_strategy": "none", "ignore_labels": ["O"], "stride": 8}},
+     [TEXT], False, ner_hf.HfOptions(per_token=True, ignore_labels=frozenset({"O"}), stride=8)),
 ])
 def test_accepted_hf_requests(value, texts, is_list, options):
     parsed = parse(value)
@@ -96,7 +96,8 @@ BAD = [
     ("text too long", {"inputs": "가" * 51}, "too_long", '"inputs" has 51 characters; the limit is 50'),
     ("list item too long", {"inputs": ["가", "가" * 51]}, "too_long", '"inputs"[1] has 51 characters; the limit is 50'),
     ("list item not text", {"inputs": ["가", 7]}, "not_text", '"inputs"[1] must be a string, received a JSON number'),
-    ("lone surrogate", {"inputs": "서울\ud800"}, "not_utf8", '"inputs" has a lone UTF-16 surrogate U+D800 at position 2'),
+    ("lone surrogate", {"inputs": "서울\ud800"}, "not_utf8",
+     '"inputs" has a lone UTF-16 surrogate U+D800 at position 2'),
 ]
 
 
@@ -160,7 +161,8 @@ def test_grouped_rows_are_the_services_entities():
 def test_ignore_labels_drops_entity_types_when_grouped_and_tags_per_token():
     assert [r["entity_group"] for r in ner_hf.text_answer(PRED, ENTITIES, LABELS, ner_hf.HfOptions(
         ignore_labels=frozenset({"PER", "B-LOC"})))] == ["LOC"]  # grouped: the type is matched, as transformers does
-    rows = ner_hf.text_answer(PRED, ENTITIES, LABELS, ner_hf.HfOptions(per_token=True, ignore_labels=frozenset({"I-PER"})))
+    options = ner_hf.HfOptions(per_token=True, ignore_labels=frozenset({"I-PER"}))
+    rows = ner_hf.text_answer(PRED, ENTITIES, LABELS, options)
     assert [r["entity"] for r in rows] == ["B-PER", "B-LOC", "O"]  # given: only those; "O" is no longer left out
 
 
@@ -194,7 +196,8 @@ TEXTS = st.text(alphabet=st.one_of(
 ), min_size=1, max_size=120).filter(str.strip)
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(max_examples=120, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(text=TEXTS)
 def test_for_any_text_the_hf_answer_is_the_services_own(tiny_model_dir, text):
     """Sent together in one batch: the plain request, the HF default and HF ``none``. Every row's
@@ -224,7 +227,8 @@ def test_a_stride_changes_the_windows_of_that_request(tiny_model_dir):
     take 3 windows (48 tokens) at the config's overlap of 4 and at 0, 4 windows (64) at 7."""
     h = make_handler(tiny_model_dir)
     answers, statuses, _ = run_batch(h, [
-        ({"inputs": SHORTER}, "application/json"), ({"inputs": SHORTER, "parameters": {"stride": 0}}, "application/json"),
+        ({"inputs": SHORTER}, "application/json"),
+        ({"inputs": SHORTER, "parameters": {"stride": 0}}, "application/json"),
         ({"inputs": SHORTER, "parameters": {"stride": 7}}, "application/json"),
         ({"inputs": SHORTER, "parameters": {"stride": 8}}, "application/json"),
     ])
