@@ -5,6 +5,8 @@ a per-request ``stride`` that really changes the windows, and a bad HF request t
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -13,6 +15,7 @@ import ner_hf
 from ner_core import Entity, TokenPredictions
 from ner_settings import HandlerSettings
 from ner_wire import InputError, parse_body
+from serving import paths
 from tests.unit.test_handler import GOOD, make_handler, run_batch
 
 LIMITS = dict(max_chars=50, max_texts=3)
@@ -263,3 +266,13 @@ def test_a_lone_surrogate_in_a_parameter_is_a_400_not_a_broken_answer(tiny_model
     ])
     assert statuses == [400, 400, 400, 200], answers
     assert '"\\ud800x" is unknown' in answers[0]["error"]
+
+
+def test_the_js_client_is_pinned_exactly_with_hashes():
+    """tests/js: the version the JS client test installs (npm ci), one exact version, every
+    package of the lock file with its sha512."""
+    js = paths.ROOT / "tests" / "js"
+    version = json.loads((js / "package.json").read_text(encoding="utf-8"))["dependencies"]["@huggingface/inference"]
+    lock = json.loads((js / "package-lock.json").read_text(encoding="utf-8"))
+    assert version[0].isdigit() and lock["packages"]["node_modules/@huggingface/inference"]["version"] == version
+    assert all(entry["integrity"].startswith("sha512-") for path, entry in lock["packages"].items() if path)
