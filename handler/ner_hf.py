@@ -30,7 +30,7 @@ KEYS = ("inputs", "parameters")
 PARAMETERS = ("aggregation_strategy", "ignore_labels", "stride")
 GROUPED, PER_TOKEN = "simple", "none"
 STRATEGIES = (GROUPED, PER_TOKEN)
-# transformers' word-level strategies: each word takes one label voted over its wordpieces.
+# transformers' word-level strategies: each word (a wordpiece and its ## pieces) takes one label voted over them.
 WORD_STRATEGIES = ("first", "average", "max")
 DEFAULT_IGNORED = frozenset({"O"})  # transformers' default ignore_labels
 MAX_NAMED = 60  # characters of an unknown key or value quoted back in an error
@@ -112,9 +112,9 @@ def _strategy(value: Any) -> str:
         raise InputError(
             f'aggregation_strategy "{strategy}" is not served; the accepted values are {list(STRATEGIES)}: '
             f'"{GROUPED}" gives the service\'s entities (BIO-constrained decoding, Korean particles cut off their '
-            f'ends), "{PER_TOKEN}" one row per wordpiece. "first", "average" and "max" vote one label per '
-            "whitespace word, and a Korean word carries its particle (서울에서), so they would put particles "
-            "inside entities", reason="bad_parameter")
+            f'ends), "{PER_TOKEN}" one row per wordpiece. "first", "average" and "max" vote one label per word '
+            "(a wordpiece and the ## pieces after it), and a Korean word carries its particle (서울에서), so they "
+            "would put particles inside entities", reason="bad_parameter")
     if strategy not in STRATEGIES:
         raise InputError(f"aggregation_strategy {_quoted(value[:MAX_NAMED])} is unknown; "
                          f"the accepted values are {list(STRATEGIES)}", reason="bad_parameter")
