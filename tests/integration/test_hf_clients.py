@@ -175,6 +175,7 @@ def test_stride_is_the_window_overlap_of_that_request(server, demo, sentences):
         client.token_classification(text, stride=63)
     assert err.value.response.status_code == 413
     assert "model-input tokens" in str(err.value) and err.value.response.json()["status"] == 413
+    print(f"\nstride 63 on {len(text)} characters: {str(err.value).strip()}")
 
 
 # What each bad shape gets through huggingface_hub: (client arguments, status, the error's words).
@@ -266,6 +267,8 @@ def check_js(result: dict, expected: list[list[tuple]]) -> None:
 def test_the_js_client_gets_the_services_entities(server, demo, sentences):
     result = run_js(url_of(server.inference_url, demo), inference_key(server), sentences, JS_CASES)
     check_js(result, service_entities(server, demo, sentences))
+    print(f"\nJS, aggregation_strategy first: {result['cases']['first']['error']['message']}")
+    print(f"JS, none: {result['cases']['none']['error']['message']}")
 
 
 # --------------------------------------------------------------------------- through the image's front door
@@ -299,6 +302,7 @@ def test_through_the_door_a_wrong_key_is_a_401_and_a_bad_shape_the_services_400(
     with pytest.raises(HfHubHTTPError) as err:
         InferenceClient(model=door["url"], token="wrong-key-0123456789abcdef").token_classification("서울")
     assert err.value.response.status_code == 401 and "Authorization: Bearer" in err.value.response.json()["error"]
+    print(f"\nwrong key at the door: {str(err.value).strip()}")
     with pytest.raises(BadRequestError, match='aggregation_strategy "max" is not served'):
         InferenceClient(model=door["url"], token=KEY).token_classification("서울", aggregation_strategy="max")
     resp = requests.post(door["url"], json={"inputs": "서울", "parameters": {"aggregation_strategy": "none"}},
