@@ -9,7 +9,7 @@ from the handler, or the frontend's bare 413 for a body over max_request_size); 
 may restart (same pids, all READY, before and after). The hostile classes are built to break
 a handler in ways nobody listed: numbers past Python's integer-string limit, JSON nested
 100,000 deep, odd and lone-surrogate escapes, truncated JSON, random bytes under random
-content types, malformed KServe v2 requests, texts over the length or token budget, bad query
+content types, malformed KServe v2 and Hugging Face requests, texts over the length or token budget, bad query
 options, form and multipart bodies; valid requests also carry headers that TorchServe's
 BaseHandler would act on (explain, describe). The exit code is non-zero on any failure.
 """
@@ -76,6 +76,21 @@ def _bad_v2(rng, limits):
     return json.dumps(body).encode(), "application/json", ()
 
 
+def _bad_hf(rng, limits):
+    """Hugging Face's shape with a refused parameter, a wrong type or a bad text."""
+    body = rng.choice([
+        {"inputs": "서울에서 만났다",
+         "parameters": {"aggregation_strategy": rng.choice(["first", "average", "max", "x"])}},
+        {"inputs": "서울에서 만났다", "parameters": {rng.choice(["top_k", "\ud800", ""]): 1}},
+        {"inputs": "서울에서 만났다", "parameters": {"stride": rng.choice([-1, 10**6, "8", 1.5, True])}},
+        {"inputs": "서울에서 만났다", "parameters": {"ignore_labels": rng.choice(["O", [None], {"O": 1}])}},
+        {"inputs": "서울에서 만났다", "options": {"wait_for_model": True}},
+        {"inputs": ["서울", rng.choice([None, 3, ["가"], " "])]},
+        {"inputs": ["가"] * (limits["max_texts"] + 1)},
+    ])
+    return json.dumps(body, ensure_ascii=rng.random() < 0.5).encode("utf-8", "surrogatepass"), "application/json", ()
+
+
 def _wrong_json(rng, limits):
     value = rng.choice([None, True, 42, 1e308, [], {}, {"sentence": None}, {"sentence": "가", "text": "나"},
                         ["가", 1, None], {"sentense": "오타"}, [[["가"]]], {"sentence": {"text": "가"}}])
@@ -111,7 +126,7 @@ def _oversize(rng, limits):
 
 
 HOSTILE = [Hostile(f.__name__.lstrip("_"), f) for f in (
-    _huge_number, _deep, _escapes, _truncated, _random_bytes, _bad_v2, _wrong_json, _too_long, _over_budget,
+    _huge_number, _deep, _escapes, _truncated, _random_bytes, _bad_v2, _bad_hf, _wrong_json, _too_long, _over_budget,
     _too_many, _bad_option, _form, _oversize)]
 
 

@@ -30,6 +30,7 @@ from ts.metrics.metric_type_enum import MetricTypes
 from ts.torch_handler.base_handler import BaseHandler
 
 import ner_core
+import ner_hf
 import ner_particles
 from ner_core import Job
 from ner_settings import HandlerSettings
@@ -174,7 +175,10 @@ class KoreanNerHandler(BaseHandler):
         limits = dict(max_chars=self.settings.max_text_chars, max_texts=self.settings.max_texts_per_request)
         request = parse_body(request_body(row), self._content_type(idx, row), headers=self._headers(idx), **limits)
         request = replace(request, options=parse_options(self._headers(idx)))
-        encoded = ner_core.encode(self.ner, request.texts)
+        # Hugging Face's "stride" is this request's window overlap (ner_hf); else the model config's.
+        windows = ner_hf.window_settings(request, self.ner.settings)
+        encoded = (ner_core.encode(self.ner, request.texts) if windows is self.ner.settings
+                   else ner_core.encode_windows(self.ner.tokenizer, windows, request.texts))
         cost = sum(enc.cost for enc in encoded)
         if cost > self.settings.max_request_tokens:
             windows = sum(len(enc.windows) for enc in encoded)
@@ -190,10 +194,15 @@ class KoreanNerHandler(BaseHandler):
         return replace(job, predictions=ner_core.predict_encoded(self.ner, job.encoded))
 
     def _answer(self, idx: int, job: Job) -> Reply:
-        answers = [text_answer(p, self.find_entities(p), self.ner.labels, self.settings.label_names,
-                               result=job.request.options.result) for p in job.predictions]
-        for answer in answers:
-            emit(self.context, "ner_entities_per_text", len(answer["entities"]))
+        found = [self.find_entities(p) for p in job.predictions]
+        for entities in found:
+            emit(self.context, "ner_entities_per_text", len(entities))
+        if job.request.hf is not None:  # Hugging Face's shape: a list of dicts per text (ner_hf)
+            answers = [ner_hf.text_answer(p, e, self.ner.labels, job.request.hf)
+                       for p, e in zip(job.predictions, found)]
+        else:
+            answers = [text_answer(p, e, self.ner.labels, self.settings.label_names, result=job.request.options.result)
+                       for p, e in zip(job.predictions, found)]
         return render_answer(job.request, answers, model_name=self.context.model_name, model_version=self.model_version,
                              request_id=self._request_id(idx), max_bytes=self.settings.max_response_bytes)
 

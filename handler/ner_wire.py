@@ -10,6 +10,8 @@ protocol's binary tensor data extension (``render_answer``); a binary request (a
 ``Inference-Header-Content-Length`` bytes, then the tensor bytes) goes through one bounded
 parser that checks every length against what is there (``parse_body`` with the request's
 headers). One text's answer, the tutorial's fields and the entities, is shaped by ``text_answer``.
+Hugging Face's shape (``{"inputs": ..., "parameters": ...}``) is recognised in ``parse_body`` and
+parsed and answered by its own module, ner_hf.
 The protocol's health, readiness and model metadata routes, which TorchServe 0.12 does not
 serve, are answered by ``v2_route_answer`` for whatever stands in front of it.
 """
@@ -26,12 +28,15 @@ from ner_labels import BUILTIN_LABEL_NAMES, entity_type
 
 if TYPE_CHECKING:  # the model's side; this module needs no torch
     from ner_core import Entity, TokenPredictions
+    from ner_hf import HfOptions
 
 ACCEPTED = (
     'a UTF-8 text body (Content-Type: text/plain), a JSON string, {"sentence": "..."}, '
     '{"text": "..."}, a JSON list of strings, or a KServe v2 request '
     '{"inputs": [{"name": "...", "shape": [n], "datatype": "BYTES", "data": ["...", ...]}]}, '
-    'its texts also as binary tensor data (header Inference-Header-Content-Length)'
+    'its texts also as binary tensor data (header Inference-Header-Content-Length), or Hugging Face\'s '
+    '{"inputs": "..." or ["...", ...], "parameters": {"aggregation_strategy": "simple" or "none", '
+    '"ignore_labels": [...], "stride": n}}'
 )
 TEXT_KEYS = ("sentence", "text")
 # Open Inference Protocol tensor types, named back to a client that sent the wrong one.
@@ -102,6 +107,7 @@ class ParsedRequest:
     request_id: str | None = None  # the v2 request's "id", echoed in its answer
     options: Options = field(default_factory=Options)
     binary_output: bool = False  # a v2 request that asked for its output as binary tensor data
+    hf: HfOptions | None = None  # a Hugging Face request's parameters (protocol "hf": ner_hf)
 
 
 def _describe(value: Any) -> str:
@@ -379,6 +385,13 @@ def parse_body(value: Any, content_type: str, *, max_chars: int, max_texts: int,
     if isinstance(value, str):
         return ParsedRequest([_check_text(value, max_chars)], is_list=False)
     if isinstance(value, dict):
+        # --- Hugging Face's {"inputs": "text" or ["text", ...], "parameters": {...}}: its own module,
+        # which builds on this one (hence imported here, not at the top).
+        import ner_hf  # noqa: PLC0415
+
+        if ner_hf.is_hf_request(value):
+            return ner_hf.parse_request(value, max_chars=max_chars, max_texts=max_texts)
+        # ---
         if "inputs" in value:
             return _parse_v2(value, max_chars, max_texts)
         present = [key for key in TEXT_KEYS if key in value]
@@ -455,10 +468,11 @@ def text_answer(pred: TokenPredictions, entities: Sequence[Entity], labels: Sequ
     return answer
 
 
-def shape_answer(request: ParsedRequest, answers: list[dict[str, Any]], *, model_name: str,
+def shape_answer(request: ParsedRequest, answers: list[Any], *, model_name: str,
                  model_version: str, request_id: str) -> Any:
-    """The JSON value answering ``request``: one answer or a list, or a KServe v2 response whose
-    output holds one JSON string per text (``request_id`` when the v2 request had no "id")."""
+    """The JSON value answering ``request``: one answer or a list (a Hugging Face answer per text
+    is itself a list: ner_hf), or a KServe v2 response whose output holds one JSON string per text
+    (``request_id`` when the v2 request had no "id")."""
     if request.protocol != "v2":
         return answers if request.is_list else answers[0]
     return {
@@ -481,7 +495,7 @@ class Reply:
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
-def render_answer(request: ParsedRequest, answers: list[dict[str, Any]], *, model_name: str, model_version: str,
+def render_answer(request: ParsedRequest, answers: list[Any], *, model_name: str, model_version: str,
                   request_id: str, max_bytes: int) -> Reply:
     """The reply to ``request``: JSON (``shape_answer``), or for a v2 request that asked for
     binary output, the binary tensor data extension's answer: the v2 response's JSON with the
@@ -553,8 +567,10 @@ def v2_route_answer(method: str, path: str, models: Mapping[str, ModelState],
 
 
 def dumps(value: Any) -> bytes:
-    """UTF-8 JSON with Korean kept readable (TorchServe's default escapes it)."""
-    return json.dumps(value, ensure_ascii=False).encode("utf-8")
+    """UTF-8 JSON with Korean kept readable (TorchServe's default escapes it). A lone surrogate
+    (an error message naming a received key or name may hold one) is written as its JSON escape
+    rather than failing the encoding, which would fail the whole batch."""
+    return json.dumps(value, ensure_ascii=False).encode("utf-8", "backslashreplace")
 
 
 def checked_size(answer: bytes, max_bytes: int) -> bytes:

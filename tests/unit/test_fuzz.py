@@ -31,7 +31,7 @@ ODD_TEXT = st.text(
 )
 JSON_VALUES = st.recursive(
     st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True), ODD_TEXT),
-    lambda inner: st.one_of(st.lists(inner, max_size=6), st.dictionaries(st.sampled_from(["sentence", "text", "inputs", "id", "x", "data", "shape", "datatype"]) | ODD_TEXT, inner, max_size=4)),
+    lambda inner: st.one_of(st.lists(inner, max_size=6), st.dictionaries(st.sampled_from(["sentence", "text", "inputs", "id", "x", "data", "shape", "datatype", "parameters"]) | ODD_TEXT, inner, max_size=4)),
     max_leaves=20,
 )
 V2 = st.builds(
@@ -40,11 +40,20 @@ V2 = st.builds(
     st.sampled_from(["BYTES", "FP32", "bytes", None]), st.sampled_from([{}, {"id": "abc"}, {"id": 5}]),
 )
 
+# Hugging Face's shape: texts, and parameters right, wrong and unknown.
+HF_PARAMETERS = st.dictionaries(
+    st.sampled_from(["aggregation_strategy", "ignore_labels", "stride", "top_k"]) | ODD_TEXT,
+    st.sampled_from(["simple", "none", "first", "NONE", "O", ["O"], ["PER", 1], 0, 8, 10**40, -1, True, None])
+    | JSON_VALUES, max_size=3)
+HF = st.builds(lambda inputs, parameters: {"inputs": inputs, **parameters},
+               ODD_TEXT | st.lists(ODD_TEXT, max_size=5) | JSON_VALUES,
+               st.sampled_from([{}]) | st.builds(lambda p: {"parameters": p}, HF_PARAMETERS | JSON_VALUES))
+
 
 @st.composite
 def json_bytes(draw) -> bytes:
     """JSON text as clients send it, and as they should not: huge numbers, deep nesting, escapes."""
-    kind = draw(st.sampled_from(["value", "v2", "huge number", "deep", "escapes", "truncated"]))
+    kind = draw(st.sampled_from(["value", "v2", "hf", "huge number", "deep", "escapes", "truncated"]))
     if kind == "huge number":
         digits = draw(st.integers(4000, 9000))
         return draw(st.sampled_from([b"%s", b'{"sentence": %s}', b'["a", %s]', b'-%s', b"%s.5e3"])) % (b"7" * digits)
@@ -54,7 +63,7 @@ def json_bytes(draw) -> bytes:
     if kind == "escapes":
         parts = draw(st.lists(st.sampled_from(["\\ud800", "\\udc00", "\\ud83d\\ude00", "\\u0000", "\\n", "\\\\", '\\"', "\\x", "\\u12", "가"]), max_size=8))
         return ('{"sentence": "' + "".join(parts) + '"}').encode()
-    value = draw(V2 if kind == "v2" else JSON_VALUES)
+    value = draw({"v2": V2, "hf": HF}.get(kind, JSON_VALUES))
     text = json.dumps(value, ensure_ascii=draw(st.booleans()))
     return text.encode("utf-8", "surrogatepass")[: draw(st.integers(0, 10**6))] if kind == "truncated" else text.encode("utf-8", "surrogatepass")
 
@@ -95,7 +104,7 @@ def test_parse_body_accepts_or_refuses_with_a_4xx_and_nothing_else(body, content
 
 
 @settings(max_examples=400, deadline=None)
-@given(value=st.one_of(JSON_VALUES, V2), content_type=st.sampled_from(CONTENT_TYPES))
+@given(value=st.one_of(JSON_VALUES, V2, HF), content_type=st.sampled_from(CONTENT_TYPES))
 def test_parse_body_on_decoded_json_values(value, content_type):
     try:
         parse_body(value, content_type, **LIMITS)
@@ -132,6 +141,11 @@ def test_the_handler_answers_every_request_and_the_good_one_correctly(tiny_model
         parsed = parse_body(value, ct, max_chars=h.settings.max_text_chars, max_texts=h.settings.max_texts_per_request)
         if parsed.protocol == "v2":
             got = [json.loads(text)["sentence"] for text in answer["outputs"][0]["data"]]
+        elif parsed.protocol == "hf":  # no "sentence" in HF's rows: each row's word is its text's own characters
+            per_text = answer if parsed.is_list else [answer]
+            assert len(per_text) == len(parsed.texts)
+            got = [text for text, rows in zip(parsed.texts, per_text)
+                   if all(row["word"] == text[row["start"]:row["end"]] for row in rows)]
         else:
             got = [a["sentence"] for a in (answer if parsed.is_list else [answer])]
         assert got == parsed.texts

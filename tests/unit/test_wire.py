@@ -145,3 +145,15 @@ def test_a_grpc_request_is_told_from_an_http_one_by_its_headers():
     assert from_grpc({"data": {"content-type": ""}, "ts_request_sequence_id": "ts-seq-9", "ts_request_sequence_end": "true"})
     assert not from_grpc({"body": {"content-type": "text/plain"}, "host": "127.0.0.1:8080"})
     assert not from_grpc({"body": {"content-type": "application/json"}, "x-ner-result": "false"})
+
+
+def test_an_answer_naming_a_lone_surrogate_is_still_json(tiny_model_dir):
+    """A v2 output name with a lone surrogate is named back in the 400; it once failed the
+    encoding of the answer, and so every request of the batch with a 500."""
+    from ner_wire import dumps
+    from tests.unit.test_handler import GOOD, make_handler, run_batch
+
+    assert json.loads(dumps({"error": "\ud800 서울"})) == {"error": "\ud800 서울"}
+    v2 = {"inputs": [{"name": "t", "shape": [1], "datatype": "BYTES", "data": [GOOD]}], "outputs": [{"name": "\ud800"}]}
+    answers, statuses, _ = run_batch(make_handler(tiny_model_dir), [(v2, "application/json"), (GOOD, "text/plain")])
+    assert statuses == [400, 200] and "does not exist" in answers[0]["error"]
