@@ -213,3 +213,25 @@ def test_the_container_scripts_share_one_reading_of_the_config_and_one_marker(tm
     assert healthcheck.runtime is runtime
     (tmp_path / "kor-ner.draining").touch()
     assert healthcheck.check() == "draining: shutting down after SIGTERM"
+
+
+def test_the_drain_keeps_the_door_open_for_its_minimum_window_even_when_quiet():
+    """A load balancer that learns of the stop late still gets its new connections answered:
+    with no request at all, the drain lasts its minimum; the shipped minimum is at least 10 s
+    and the longest drain no shorter."""
+    assert entrypoint.DRAIN_MIN >= 10 and entrypoint.DRAIN_MAX >= entrypoint.DRAIN_MIN
+    took = entrypoint.drain(lambda: 5.0, minimum=0.6, quiet=0.1, longest=0.2)  # longest < minimum: minimum wins
+    assert took >= 0.6
+
+
+def test_the_drain_waits_for_requests_to_stop_after_the_window_and_gives_up_at_its_longest(capsys):
+    started = time.monotonic()
+    busy_until = started + 0.8  # requests keep arriving until then
+
+    def received() -> float:
+        return round(min(time.monotonic(), busy_until), 2)  # a count that grows while requests arrive
+
+    took = entrypoint.drain(received, minimum=0.2, quiet=0.3, longest=30)
+    assert took >= 0.8 + 0.3 - 0.05 and "drained: no new request for 0.3 s" in capsys.readouterr().out
+    took = entrypoint.drain(time.monotonic, minimum=0.2, quiet=0.3, longest=0.7)  # never quiet
+    assert took >= 0.7 and "requests still arriving 0.7 s after the signal" in capsys.readouterr().out
