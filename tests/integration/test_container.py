@@ -262,6 +262,64 @@ def load_client(ctr, key, i: int, keep_alive: bool, out: Outcome, stop: threadin
             out.add("lost", f"HTTP {resp.status_code}")
 
 
+KILL_HAPROXY = ("import os\n"
+                "for pid in filter(str.isdigit, os.listdir('/proc')):\n"
+                "    if open(f'/proc/{pid}/comm').read().strip() == 'haproxy':\n"
+                "        os.kill(int(pid), 9)\n")
+
+
+@dataclass
+class DoorDeath:
+    unhealthy_after: float  # s from the kill until the image's health check failed
+    refused_after: float  # ... until the inference port refused connections (the httpGet probes fail)
+    exited_after: float  # ... until the container had exited
+    state: dict
+
+
+def kill_the_door(ctr: containers.Container) -> DoorDeath:
+    """SIGKILL HAProxy inside the running container, as a crash would; time what follows."""
+    killed = time.monotonic()
+    containers.podman("exec", ctr.name, "python3", "-c", KILL_HAPROXY)
+    unhealthy = refused = None
+    while time.monotonic() < killed + 60:
+        if refused is None:
+            try:
+                requests.get(f"{ctr.url(8080)}/v2/health/ready", timeout=2)
+            except requests.ConnectionError:
+                refused = time.monotonic() - killed
+        if unhealthy is None and not ctr.healthy():
+            unhealthy = time.monotonic() - killed
+        if not ctr.state()["Running"]:
+            break
+        time.sleep(0.2)
+    exited = time.monotonic() - killed
+    return DoorDeath(unhealthy if unhealthy is not None else exited, refused if refused is not None else exited,
+                     exited, ctr.state())
+
+
+def test_haproxy_killed_inside_a_running_container_turns_it_unready_then_it_exits(image):
+    """The door (HAProxy) dies: the probes, which go through it, fail at once, the image's health
+    check fails too (the entrypoint marks the container draining), TorchServe is stopped and the
+    container exits non-zero, so the kubelet or podman restarts it."""
+    from drills import flood  # noqa: PLC0415
+
+    ctr = containers.run(image, f"kor-ner-test-door-{os.getpid()}", publish=(8080,))
+    try:
+        ctr.wait_healthy()
+        assert requests.get(f"{ctr.url(8080)}/v2/health/ready", timeout=5).status_code == 200
+        death = kill_the_door(ctr)
+        print(f"\nHAProxy killed: readiness route refused {death.refused_after:.1f} s, health check failing "
+              f"{death.unhealthy_after:.1f} s, container exited {death.exited_after:.1f} s after the kill "
+              f"(exit code {death.state['ExitCode']})")
+        assert death.refused_after < 5 and death.unhealthy_after < 5
+        assert not death.state["Running"] and death.state["ExitCode"] != 0
+        assert death.exited_after < flood.entrypoint_module().STOP_TIMEOUT + 15
+        logs = ctr.logs()
+        assert "HAProxy exited on its own" in logs and "TorchServe exited" in logs
+    finally:
+        ctr.remove()
+
+
 LATE_BALANCER_S = 10.0  # how long after the signal new connections keep arriving (endpoints and ingress lagging)
 
 
@@ -357,14 +415,16 @@ def test_sigterm_under_a_late_load_balancer_loses_and_refuses_nothing(container)
 @pytest.mark.parametrize("layout", ["deployment", "kserve"])
 def test_the_kubernetes_configs_run_in_the_image(image, layout, tmp_path):
     """The image as config/k8s/ runs it: read-only root, non-root, no capabilities, only /tmp
-    writable; deployment.yaml's ConfigMap over /home/model-server/config, or KServe's storageUri
+    writable, as the manifests' uid and gid; deployment.yaml's ConfigMap over /home/model-server/config, or KServe's storageUri
     copy at /mnt/models (kserve-config.properties, metrics.yaml, model-store/kor_ner.mar) with the
     ServingRuntime's environment, and the key as the Secret gives it (KOR_NER_KEY_FILE). Both
     refuse a request without the key (401), answer with it, the v2 route as KServe sends it
     too, never print the key; management stays unreachable."""
     k8s = paths.CONFIG_DIR / "k8s"
-    locked_down = ["--read-only", "--tmpfs", "/tmp", "--user", "1000:1000", "--cap-drop", "ALL",
-                   "--security-opt", "no-new-privileges"]
+    pod = next(d for d in yaml.safe_load_all((k8s / "deployment.yaml").read_text(encoding="utf-8"))
+               if d and d["kind"] == "Deployment")["spec"]["template"]["spec"]["securityContext"]
+    locked_down = ["--read-only", "--tmpfs", "/tmp", "--user", f"{pod['runAsUser']}:{pod['runAsGroup']}",
+                   "--cap-drop", "ALL", "--security-opt", "no-new-privileges"]
     secret = tmp_path / "secret"
     secret.mkdir()
     (secret / "key").write_text("k8s-secret-key-0123456789abcdef\n")
