@@ -274,16 +274,27 @@ def requests_received(url: str) -> float | None:
     return sum(float(v) for v in re.findall(r"^ts_inference_requests_total\{[^}]*\} (\S+)$", text, re.M))
 
 
+def running(pid: int) -> bool:
+    """The process exists and has not exited (a zombie, exited but not yet reaped, has)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 def drain(received: Callable[[], float | None], minimum: float = DRAIN_MIN, quiet: float = DRAIN_QUIET,
-          longest: float = DRAIN_MAX) -> float:
+          longest: float = DRAIN_MAX, alive: Callable[[], bool] = lambda: True) -> float:
     """Return once ``minimum`` s have passed and no inference request arrived (``received``: the
-    count so far) for ``quiet`` s, or after ``longest`` s (never before ``minimum``). Returns the
-    seconds it took."""
+    count so far) for ``quiet`` s, or after ``longest`` s (never before ``minimum``); at once
+    when ``alive()`` says a process it serves with has exited. Returns the seconds it took."""
     started = time.monotonic()
     longest = max(longest, minimum)
     last, quiet_since = received(), time.monotonic()
     while (elapsed := time.monotonic() - started) < longest:
         time.sleep(0.1)
+        if not alive():
+            log(f"HAProxy or TorchServe exited during the drain ({elapsed:.1f} s after the signal)")
+            return time.monotonic() - started
         now = received()
         if now != last:
             last, quiet_since = now, time.monotonic()
@@ -356,7 +367,7 @@ class Server:
         log(f"{self.signalled}: draining (health check and readiness fail from now on); new connections are "
             f"taken and answered for {DRAIN_MIN:g} s at least (KOR_NER_DRAIN_MIN), while load balancers drop the pod")
         metrics = f"http://{LOOPBACK}:{METRICS_BACKEND_PORT}/metrics"
-        drain(lambda: requests_received(metrics))
+        drain(lambda: requests_received(metrics), alive=lambda: running(self.front.pid) and running(self.proc.pid))
         log("HAProxy stops listening and answers the requests it has taken")
         self.phase, self.deadline = "finishing", time.monotonic() + FINISH_MAX + 5
         if self.front_status is None:

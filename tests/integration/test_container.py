@@ -363,7 +363,8 @@ def sigterm_under_a_late_balancer(ctr: containers.Container, late: float = LATE_
     for the container to exit (60 s at most after the clients stopped)."""
     key = ctr.keys()["inference"]
     fresh, reused, stop = Outcome(), Outcome(), threading.Event()
-    threads = [threading.Thread(target=load_client, args=(ctr, key, i, i % 2 == 0, reused if i % 2 == 0 else fresh, stop))
+    threads = [threading.Thread(target=load_client,
+                                args=(ctr, key, i, i % 2 == 0, reused if i % 2 == 0 else fresh, stop))
                for i in range(clients)]
     for t in threads:
         t.start()
@@ -414,9 +415,9 @@ def test_sigterm_under_a_late_load_balancer_loses_and_refuses_nothing(container)
 
 @pytest.mark.parametrize("layout", ["deployment", "kserve"])
 def test_the_kubernetes_configs_run_in_the_image(image, layout, tmp_path):
-    """The image as config/k8s/ runs it: read-only root, non-root, no capabilities, only /tmp
-    writable, as the manifests' uid and gid; deployment.yaml's ConfigMap over /home/model-server/config, or KServe's storageUri
-    copy at /mnt/models (kserve-config.properties, metrics.yaml, model-store/kor_ner.mar) with the
+    """The image as config/k8s/ runs it: read-only root, the manifests' uid and gid, no
+    capabilities, only /tmp writable; deployment.yaml's ConfigMap over /home/model-server/config,
+    or KServe's storageUri copy at /mnt/models (kserve-config.properties, metrics.yaml, model-store/kor_ner.mar) with the
     ServingRuntime's environment, and the key as the Secret gives it (KOR_NER_KEY_FILE). Both
     refuse a request without the key (401), answer with it, the v2 route as KServe sends it
     too, never print the key; management stays unreachable."""

@@ -25,7 +25,8 @@ from tests.unit.test_alert_rules import alerts, rule_groups, write_rule_file
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(shutil.which("prometheus") is None, reason="prometheus not installed (Debian: apt-get install prometheus)"),
+    pytest.mark.skipif(shutil.which("prometheus") is None,
+                       reason="prometheus not installed (Debian: apt-get install prometheus)"),
     pytest.mark.skipif(not demo_model_available(), reason=f"no demo model at {paths.DEMO_MODEL_DIR}"),
 ]
 
@@ -65,7 +66,8 @@ def prometheus(served, tmp_path_factory) -> Iterator[str]:
         deadline = time.monotonic() + 60
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"prometheus exited {proc.returncode}: {(folder / 'prometheus.log').read_text()[-2000:]}")
+                log_text = (folder / "prometheus.log").read_text()[-2000:]
+                raise RuntimeError(f"prometheus exited {proc.returncode}: {log_text}")
             try:
                 if requests.get(f"{url}/-/ready", timeout=2).status_code == 200:
                     break
@@ -118,11 +120,14 @@ def test_a_real_prometheus_evaluates_the_rules_and_nothing_fires_under_healthy_l
         for c in clients:
             c.join(timeout=60)
     targets = requests.get(f"{prometheus}/api/v1/targets", timeout=10).json()["data"]["activeTargets"]
-    rules = [r for g in requests.get(f"{prometheus}/api/v1/rules", timeout=10).json()["data"]["groups"] for r in g["rules"]]
+    groups = requests.get(f"{prometheus}/api/v1/rules", timeout=10).json()["data"]["groups"]
+    rules = [rule for group in groups for rule in group["rules"]]
     recorded = {r["record"]: query(prometheus, r["record"]) for g in rule_groups()["groups"] for r in g["rules"]
                 if "record" in r}
-    values = {name: {s["metric"].get("Reason", ""): float(s["value"][1]) for s in series} for name, series in recorded.items()}
-    print(f"\nPrometheus over {LOAD_S} s of light load: answers {dict(outcome)}; recorded {values}; alerts seen {alerted}")
+    values = {name: {s["metric"].get("Reason", ""): float(s["value"][1]) for s in series}
+              for name, series in recorded.items()}
+    print(f"\nPrometheus over {LOAD_S} s of light load: answers {dict(outcome)}; recorded {values}; "
+          f"alerts seen {alerted}")
 
     assert outcome[200] > 100 and outcome[400] > 0 and set(outcome) == {200, 400}
     assert [t["health"] for t in targets] == ["up"]

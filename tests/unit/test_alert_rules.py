@@ -19,7 +19,8 @@ from serving import paths
 RULES = paths.CONFIG_DIR / "k8s" / "prometheus-rules.yaml"
 UNIT_TESTS = Path(__file__).with_name("prometheus_rules_test.yaml")
 PROMTOOL = shutil.which("promtool")
-needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed (Debian: apt-get install prometheus)")
+needs_promtool = pytest.mark.skipif(PROMTOOL is None,
+                                    reason="promtool not installed (Debian: apt-get install prometheus)")
 
 
 def rule_groups() -> dict:
@@ -63,7 +64,8 @@ def test_each_alert_fires_and_stays_quiet_in_promtools_unit_tests(tmp_path):
 def test_every_alert_has_a_case_where_it_fires_and_one_where_it_does_not():
     """The unit tests cover each alert both ways (a new alert without tests fails here), and
     where one fires, another series beside it stays quiet."""
-    cases = [c for t in yaml.safe_load(UNIT_TESTS.read_text(encoding="utf-8"))["tests"] for c in t.get("alert_rule_test", [])]
+    tests = yaml.safe_load(UNIT_TESTS.read_text(encoding="utf-8"))["tests"]
+    cases = [case for test in tests for case in test.get("alert_rule_test", [])]
     for name in alerts():
         mine = [c for c in cases if c["alertname"] == name]
         assert any(c["exp_alerts"] for c in mine) and any(not c["exp_alerts"] for c in mine), name

@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import http.server
 import json
+import os
 import resource
 import shutil
 import subprocess
@@ -235,3 +236,15 @@ def test_the_drain_waits_for_requests_to_stop_after_the_window_and_gives_up_at_i
     assert took >= 0.8 + 0.3 - 0.05 and "drained: no new request for 0.3 s" in capsys.readouterr().out
     took = entrypoint.drain(time.monotonic, minimum=0.2, quiet=0.3, longest=0.7)  # never quiet
     assert took >= 0.7 and "requests still arriving 0.7 s after the signal" in capsys.readouterr().out
+
+
+def test_the_drain_ends_at_once_when_a_process_it_serves_with_has_exited(capsys):
+    took = entrypoint.drain(lambda: 1.0, minimum=60, quiet=0.1, longest=60, alive=lambda: False)
+    assert took < 30 and "exited during the drain" in capsys.readouterr().out
+    assert entrypoint.running(os.getpid())
+    zombie = subprocess.Popen(["true"])
+    deadline = time.monotonic() + 10
+    while entrypoint.running(zombie.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)  # exited, not yet reaped: a zombie counts as not running
+    assert not entrypoint.running(zombie.pid)
+    zombie.wait()

@@ -143,7 +143,8 @@ def test_the_grace_period_holds_a_whole_stop_and_the_drain_outlasts_the_endpoint
     pod, container = PODS[layout]()
     image = containerfile()["entrypoint_defaults"]
     worst = stop_seconds(container, image)
-    assert worst + 5 <= pod["terminationGracePeriodSeconds"] <= worst + 30, (worst, pod["terminationGracePeriodSeconds"])
+    grace = pod["terminationGracePeriodSeconds"]
+    assert worst + 5 <= grace <= worst + 30, (worst, grace)
     env = {e["name"]: e["value"] for e in container.get("env", [])}
     assert float(env.get("KOR_NER_DRAIN_MIN", image["KOR_NER_DRAIN_MIN"])) >= 10
     assert "lifecycle" not in container  # no preStop sleep on top: the window is the entrypoint's
@@ -428,7 +429,8 @@ def test_replicas_spread_over_nodes_and_zones(layout):
     # one per node; a cordoned node counts as no domain, else a drain could never place the pod elsewhere
     host = spread["kubernetes.io/hostname"]
     assert host["whenUnsatisfiable"] == "DoNotSchedule" and host["nodeTaintsPolicy"] == "Honor"
-    assert spread["topology.kubernetes.io/zone"]["whenUnsatisfiable"] == "ScheduleAnyway"  # a one-zone cluster still runs
+    zone = spread["topology.kubernetes.io/zone"]
+    assert zone["whenUnsatisfiable"] == "ScheduleAnyway"  # a one-zone cluster still runs
 
 
 @pytest.mark.parametrize("layout, annotations", [
@@ -456,7 +458,8 @@ def test_every_object_in_one_namespace_and_storage_bounded(layout):
                and "create namespace" not in line)
     pod, container = PODS[layout]()
     [scratch] = [v for v in pod["volumes"] if "emptyDir" in v]
-    assert megabytes(container["resources"]["limits"]["ephemeral-storage"]) > megabytes(scratch["emptyDir"]["sizeLimit"])
+    storage = container["resources"]["limits"]["ephemeral-storage"]
+    assert megabytes(storage) > megabytes(scratch["emptyDir"]["sizeLimit"])
 
 
 METADATA = ipaddress.ip_address("169.254.169.254")  # the cloud metadata address
