@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-import json
 import re
 
 import kubernetes_validate
@@ -42,16 +41,13 @@ IMAGE_UID = 10001  # the image's numeric user and group (container/Containerfile
 
 
 def containerfile() -> dict:
-    """What the manifests must agree with: HEALTHCHECK command, EXPOSE, USER and uid, defaults."""
+    """What the manifests must agree with: EXPOSE, USER, the model version, the entrypoint's defaults."""
     text = CONTAINERFILE.read_text(encoding="utf-8")
-    health = re.search(r"^HEALTHCHECK .*?CMD (\[.*?\])$", text.replace("\\\n", " "), re.M | re.S)
     entry = "\n".join(path.read_text(encoding="utf-8") for path in ENTRYPOINT)
     defaults = dict(re.findall(r'os\.environ\.get\("(KOR_NER_\w+)", "([^"]+)"\)', entry))
     return {
-        "healthcheck": json.loads(health.group(1)),
         "expose": {int(p) for p in re.search(r"^EXPOSE (.*)$", text, re.M).group(1).split()},
         "user": re.search(r"^USER (\S+)$", text, re.M).group(1),
-        "uid": int(re.search(r"useradd .*--uid (\d+)", text).group(1)),
         "model_version": re.search(r"^ARG MODEL_VERSION=(\S+)$", text, re.M).group(1),
         "entrypoint_defaults": defaults,
         "tag_scheme": "kor-ner/torchserve:0.12.0-ner<MODEL_VERSION>" in text,
