@@ -1,8 +1,8 @@
 """The container image (container/Containerfile), built here from an offline Debian base and run
 with podman: lean, non-root, token auth on, only inference and metrics reachable, healthy only
 with a READY worker, the same answers as TorchServe outside a container, logs on stdout, a
-SIGTERM under load that drains, refuses new connections and loses at most the request each
-client had in flight, and the Kubernetes pod configs running in it.
+SIGTERM under a late load balancer's traffic that refuses and loses nothing, HAProxy killed
+inside it (unready, then the container exits), and the Kubernetes pod configs running in it.
 
 Skips, saying why, where podman is missing or cannot run a container (.ci/run installs it)."""
 

@@ -140,6 +140,6 @@ def test_a_real_prometheus_evaluates_the_rules_and_nothing_fires_under_healthy_l
     assert 0 < values["kor_ner:ner_inference_seconds:p95_rate5m"][""] < 1
     assert values["kor_ner:ner_entities_per_text:mean30m"][""] > 0.5  # each sentence names someone or somewhere
     assert 0 < values["kor_ner:ner_rejected_inputs:rate10m"]["empty"] < 0.5
-    assert values["kor_ner:ts_inference_requests:rate5m"][""] > 1
+    assert values["kor_ner:ts_inference_requests:rate5m"][""] > 0
     for series in recorded.values():
         assert all(s["metric"].get("ModelName", model) == model for s in series)
