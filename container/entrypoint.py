@@ -7,11 +7,15 @@ soon as they begin to shut down). So the inference port is HAProxy's (Debian's p
 forwards to TorchServe's inference listener on the container's loopback. This entrypoint starts
 both, and on SIGTERM (or SIGINT):
 
-1. marks the container as draining, so the health check (healthcheck.py) fails from then on and
-   a load balancer or Kubernetes takes it out of rotation;
-2. keeps serving until no inference request has arrived for KOR_NER_DRAIN_QUIET seconds (default
-   1; TorchServe's ts_inference_requests_total on the metrics port), KOR_NER_DRAIN_MAX at most
-   (default 5; give Kubernetes the time its endpoints take to forget the pod);
+1. marks the container as draining, so the health check (healthcheck.py) and the readiness
+   route (GET /v2/health/ready: 503) fail from then on and a load balancer or Kubernetes takes
+   it out of rotation;
+2. keeps taking and answering new connections for at least KOR_NER_DRAIN_MIN seconds (default
+   10: kube-proxy and ingress controllers on other nodes go on sending new connections for
+   several seconds after a pod is marked terminating), then until no inference request has
+   arrived for KOR_NER_DRAIN_QUIET seconds (default 1; TorchServe's ts_inference_requests_total
+   on the metrics port), KOR_NER_DRAIN_MAX seconds after the signal at most (default 20, never
+   less than the minimum);
 3. stops HAProxy softly (SIGUSR1): it stops listening (new connections are refused), answers
    every request it has taken, closes each keep-alive connection after its next answer
    ("Connection: close"), and exits; KOR_NER_FINISH_MAX seconds at most (default 35);
@@ -19,8 +23,9 @@ both, and on SIGTERM (or SIGINT):
    the models (the workers stop), waits for it (KOR_NER_STOP_TIMEOUT seconds, default 15; then
    SIGKILL) and exits with its status.
 
-If either process dies on its own, the other is stopped and the container exits non-zero. As
-PID 1 it also reaps orphaned processes.
+If either process dies on its own, the other is stopped and the container exits non-zero; when
+HAProxy (the door) dies, the container is marked draining at once, so the health check fails
+while TorchServe stops. As PID 1 it also reaps orphaned processes.
 
 HAProxy is the container's only door (front_door_config): every TorchServe listener (inference,
 metrics, management, both gRPC ports) is on the container's loopback, and HAProxy takes the
@@ -64,6 +69,7 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import kor_ner_runtime as runtime
 import v2_status
@@ -78,8 +84,9 @@ V2_PORT = int(os.environ.get("KOR_NER_V2_PORT", "8087"))
 KEY_FILE = os.environ.get("KOR_NER_KEY_FILE", "")
 REQUEST_TIMEOUT = float(os.environ.get("KOR_NER_REQUEST_TIMEOUT", "5"))
 MAX_CONN_PER_SOURCE = int(os.environ.get("KOR_NER_MAX_CONN_PER_SOURCE", "0"))
+DRAIN_MIN = float(os.environ.get("KOR_NER_DRAIN_MIN", "10"))
 DRAIN_QUIET = float(os.environ.get("KOR_NER_DRAIN_QUIET", "1"))
-DRAIN_MAX = float(os.environ.get("KOR_NER_DRAIN_MAX", "5"))
+DRAIN_MAX = float(os.environ.get("KOR_NER_DRAIN_MAX", "20"))
 FINISH_MAX = float(os.environ.get("KOR_NER_FINISH_MAX", "35"))
 STOP_TIMEOUT = float(os.environ.get("KOR_NER_STOP_TIMEOUT", "15"))
 
@@ -267,19 +274,36 @@ def requests_received(url: str) -> float | None:
     return sum(float(v) for v in re.findall(r"^ts_inference_requests_total\{[^}]*\} (\S+)$", text, re.M))
 
 
-def drain(url: str) -> None:
-    """Return once no inference request arrived for DRAIN_QUIET s, or after DRAIN_MAX s."""
+def running(pid: int) -> bool:
+    """The process exists and has not exited (a zombie, exited but not yet reaped, has)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def drain(received: Callable[[], float | None], minimum: float = DRAIN_MIN, quiet: float = DRAIN_QUIET,
+          longest: float = DRAIN_MAX, alive: Callable[[], bool] = lambda: True) -> float:
+    """Return once ``minimum`` s have passed and no inference request arrived (``received``: the
+    count so far) for ``quiet`` s, or after ``longest`` s (never before ``minimum``); at once
+    when ``alive()`` says a process it serves with has exited. Returns the seconds it took."""
     started = time.monotonic()
-    last, quiet_since = requests_received(url), time.monotonic()
-    while time.monotonic() - started < DRAIN_MAX:
+    longest = max(longest, minimum)
+    last, quiet_since = received(), time.monotonic()
+    while (elapsed := time.monotonic() - started) < longest:
         time.sleep(0.1)
-        now = requests_received(url)
+        if not alive():
+            log(f"HAProxy or TorchServe exited during the drain ({elapsed:.1f} s after the signal)")
+            return time.monotonic() - started
+        now = received()
         if now != last:
             last, quiet_since = now, time.monotonic()
-        elif time.monotonic() - quiet_since >= DRAIN_QUIET:
-            log(f"drained: no new request for {DRAIN_QUIET:g} s ({time.monotonic() - started:.1f} s after the signal)")
-            return
-    log(f"requests still arriving {DRAIN_MAX:g} s after the signal (KOR_NER_DRAIN_MAX): stopping anyway")
+        elif elapsed >= minimum and time.monotonic() - quiet_since >= quiet:
+            log(f"drained: no new request for {quiet:g} s ({time.monotonic() - started:.1f} s after the signal, "
+                f"{minimum:g} s at least)")
+            return time.monotonic() - started
+    log(f"requests still arriving {longest:g} s after the signal (KOR_NER_DRAIN_MAX): stopping anyway")
+    return time.monotonic() - started
 
 
 def java_pid(launcher: int) -> int | None:
@@ -340,8 +364,10 @@ class Server:
     def finish(self) -> None:
         """Steps 1-3: fail the health check, drain, let HAProxy answer what it took and exit."""
         draining_marker().touch()
-        log(f"{self.signalled}: draining (health check fails from now on)")
-        drain(f"http://{LOOPBACK}:{METRICS_BACKEND_PORT}/metrics")
+        log(f"{self.signalled}: draining (health check and readiness fail from now on); new connections are "
+            f"taken and answered for {DRAIN_MIN:g} s at least (KOR_NER_DRAIN_MIN), while load balancers drop the pod")
+        metrics = f"http://{LOOPBACK}:{METRICS_BACKEND_PORT}/metrics"
+        drain(lambda: requests_received(metrics), alive=lambda: running(self.front.pid) and running(self.proc.pid))
         log("HAProxy stops listening and answers the requests it has taken")
         self.phase, self.deadline = "finishing", time.monotonic() + FINISH_MAX + 5
         if self.front_status is None:
@@ -366,8 +392,9 @@ class Server:
                 self.front_status = os.waitstatus_to_exitcode(status)
                 if self.phase == "finishing":
                     log(f"HAProxy done (status {self.front_status}): nothing in flight")
-                else:
-                    log(f"HAProxy exited on its own (status {self.front_status}): stopping TorchServe")
+                else:  # the door is gone: not ready at once (the health check), then exit
+                    draining_marker().touch()
+                    log(f"HAProxy exited on its own (status {self.front_status}): not ready; stopping TorchServe")
                 if self.phase != "stopping":
                     self.stop_torchserve()
             elif pid == 0:

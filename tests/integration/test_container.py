@@ -1,8 +1,8 @@
 """The container image (container/Containerfile), built here from an offline Debian base and run
 with podman: lean, non-root, token auth on, only inference and metrics reachable, healthy only
 with a READY worker, the same answers as TorchServe outside a container, logs on stdout, a
-SIGTERM under load that drains, refuses new connections and loses at most the request each
-client had in flight, and the Kubernetes pod configs running in it.
+SIGTERM under a late load balancer's traffic that refuses and loses nothing, HAProxy killed
+inside it (unready, then the container exits), and the Kubernetes pod configs running in it.
 
 Skips, saying why, where podman is missing or cannot run a container (.ci/run installs it)."""
 
@@ -237,16 +237,17 @@ class Outcome:
 
 
 def load_client(ctr, key, i: int, keep_alive: bool, out: Outcome, stop: threading.Event) -> None:
+    """Sends until ``stop``, as a load balancer that has not yet learned of the stop: a refused
+    connection is counted and retried (a balancer sends the next request to the same pod)."""
     session = requests.Session() if keep_alive else requests
-    refused_in_a_row, n = 0, 0
-    while not stop.is_set() and refused_in_a_row < 3:
+    n = 0
+    while not stop.is_set():
         text = f"종료 시험 {i}-{n}: 이순신은 한산도에서 싸웠다."
         n += 1
         try:
             resp = post(ctr, text, key, session)
         except requests.ConnectionError as err:
             if "NewConnectionError" in repr(err) or "Connection refused" in str(err):
-                refused_in_a_row += 1
                 out.add("refused")
                 time.sleep(0.1)
             else:
@@ -255,71 +256,176 @@ def load_client(ctr, key, i: int, keep_alive: bool, out: Outcome, stop: threadin
         except requests.Timeout as err:
             out.add("lost", type(err).__name__)
             continue
-        refused_in_a_row = 0
         if resp.status_code == 200 and resp.json()["sentence"] == text:
             out.add("answered")
         else:
             out.add("lost", f"HTTP {resp.status_code}")
 
 
-def test_sigterm_under_load_drains_then_stops(container):
-    """Eight clients (four open a connection per request, four reuse keep-alive connections)
-    keep sending through the SIGTERM, with no load balancer in front. The container fails its
-    health check at once, keeps answering while requests still arrive (the drain a load
-    balancer needs, 5 s at most), then its front door (HAProxy) stops listening, so new
-    connections are refused, and answers every request it took, each keep-alive connection
-    closed after its answer; only then does TorchServe stop. No request is lost."""
-    key = container.keys()["inference"]
+KILL_HAPROXY = ("import os\n"
+                "for pid in filter(str.isdigit, os.listdir('/proc')):\n"
+                "    if open(f'/proc/{pid}/comm').read().strip() == 'haproxy':\n"
+                "        os.kill(int(pid), 9)\n")
+
+
+@dataclass
+class DoorDeath:
+    unhealthy_after: float  # s from the kill until the image's health check failed
+    refused_after: float  # ... until the inference port refused connections (the httpGet probes fail)
+    exited_after: float  # ... until the container had exited
+    state: dict
+
+
+def kill_the_door(ctr: containers.Container) -> DoorDeath:
+    """SIGKILL HAProxy inside the running container, as a crash would; time what follows."""
+    killed = time.monotonic()
+    containers.podman("exec", ctr.name, "python3", "-c", KILL_HAPROXY)
+    unhealthy = refused = None
+    while time.monotonic() < killed + 60:
+        if refused is None:
+            try:
+                requests.get(f"{ctr.url(8080)}/v2/health/ready", timeout=2)
+            except requests.ConnectionError:
+                refused = time.monotonic() - killed
+        if unhealthy is None and not ctr.healthy():
+            unhealthy = time.monotonic() - killed
+        if not ctr.state()["Running"]:
+            break
+        time.sleep(0.2)
+    exited = time.monotonic() - killed
+    return DoorDeath(unhealthy if unhealthy is not None else exited, refused if refused is not None else exited,
+                     exited, ctr.state())
+
+
+def test_haproxy_killed_inside_a_running_container_turns_it_unready_then_it_exits(image):
+    """The door (HAProxy) dies: the probes, which go through it, fail at once, the image's health
+    check fails too (the entrypoint marks the container draining), TorchServe is stopped and the
+    container exits non-zero, so the kubelet or podman restarts it."""
+    from drills import flood  # noqa: PLC0415
+
+    ctr = containers.run(image, f"kor-ner-test-door-{os.getpid()}", publish=(8080,))
+    try:
+        ctr.wait_healthy()
+        assert requests.get(f"{ctr.url(8080)}/v2/health/ready", timeout=5).status_code == 200
+        death = kill_the_door(ctr)
+        print(f"\nHAProxy killed: readiness route refused {death.refused_after:.1f} s, health check failing "
+              f"{death.unhealthy_after:.1f} s, container exited {death.exited_after:.1f} s after the kill "
+              f"(exit code {death.state['ExitCode']})")
+        assert death.refused_after < 5 and death.unhealthy_after < 5
+        assert not death.state["Running"] and death.state["ExitCode"] != 0
+        assert death.exited_after < flood.entrypoint_module().STOP_TIMEOUT + 15
+        logs = ctr.logs()
+        assert "HAProxy exited on its own" in logs and "TorchServe exited" in logs
+    finally:
+        ctr.remove()
+
+
+LATE_BALANCER_S = 10.0  # how long after the signal new connections keep arriving (endpoints and ingress lagging)
+
+
+@dataclass
+class Stop:
+    """What a SIGTERM under a late load balancer's traffic did."""
+
+    fresh: Outcome  # clients opening a connection per request
+    reused: Outcome  # clients reusing keep-alive connections
+    answered_at_signal: int
+    unhealthy_after: float  # s from the signal until the image's health check failed
+    ready_while_draining: int | str  # the v2 readiness route's status during the window
+    stopped_after: float  # s from the signal until the container had exited
+    state: dict
+
+    @property
+    def answered(self) -> int:
+        return self.fresh.answered + self.reused.answered
+
+    @property
+    def refused(self) -> int:
+        return self.fresh.refused + self.reused.refused
+
+    @property
+    def lost(self) -> Counter:
+        return self.fresh.lost + self.reused.lost
+
+    def summary(self) -> str:
+        return (f"unhealthy {self.unhealthy_after:.1f} s and stopped {self.stopped_after:.1f} s after the signal; "
+                f"{self.answered} answered ({self.answered - self.answered_at_signal} after the signal), "
+                f"{self.refused} refused, {sum(self.lost.values())} lost {dict(self.lost)} (connection per request: "
+                f"{self.fresh.refused} refused, {sum(self.fresh.lost.values())} lost; keep-alive: "
+                f"{self.reused.refused} refused, {sum(self.reused.lost.values())} lost); readiness while draining: "
+                f"{self.ready_while_draining}; exit code {self.state['ExitCode']}")
+
+
+def sigterm_under_a_late_balancer(ctr: containers.Container, late: float = LATE_BALANCER_S, clients: int = 8) -> Stop:
+    """Load from ``clients`` threads (half open a connection per request, half keep connections
+    alive) until 200 answers, then SIGTERM; they go on sending for ``late`` s after it, as
+    kube-proxy and ingress controllers do before they have dropped the pod, then stop. Waits
+    for the container to exit (60 s at most after the clients stopped)."""
+    key = ctr.keys()["inference"]
     fresh, reused, stop = Outcome(), Outcome(), threading.Event()
-    threads = [threading.Thread(target=load_client, args=(container, key, i, i % 2 == 0, reused if i % 2 == 0 else fresh, stop))
-               for i in range(8)]
+    threads = [threading.Thread(target=load_client,
+                                args=(ctr, key, i, i % 2 == 0, reused if i % 2 == 0 else fresh, stop))
+               for i in range(clients)]
     for t in threads:
         t.start()
     deadline = time.monotonic() + 60
     while fresh.answered + reused.answered < 200 and time.monotonic() < deadline:
         time.sleep(0.1)  # load runs until 200 answers; the SIGTERM then lands in the middle of it
     signalled, answered_at_signal = time.monotonic(), fresh.answered + reused.answered
-    containers.podman("kill", "--signal", "TERM", container.name)
-    while container.healthy() and time.monotonic() < signalled + 5:
+    containers.podman("kill", "--signal", "TERM", ctr.name)
+    while ctr.healthy() and time.monotonic() < signalled + 5:
         pass  # the health check fails as soon as the entrypoint has the signal
     unhealthy_after = time.monotonic() - signalled
-    try:  # the v2 readiness route says the same while the door still listens
-        ready_while_draining = requests.get(f"{container.url(8080)}/v2/health/ready", timeout=5).status_code
+    try:  # the v2 readiness route (the pods' readiness probe) says the same while the door still listens
+        ready_while_draining: int | str = requests.get(f"{ctr.url(8080)}/v2/health/ready", timeout=5).status_code
     except requests.ConnectionError:
         ready_while_draining = "refused"
-    while container.state()["Running"] and time.monotonic() < signalled + 60:
-        time.sleep(0.2)
-    stopped_after = time.monotonic() - signalled
+    time.sleep(max(0.0, signalled + late - time.monotonic()))  # the balancer's lag: load goes on meanwhile
     stop.set()
     for t in threads:
         t.join(timeout=60)
-    state = container.state()
-    lost = fresh.lost + reused.lost
-    print(f"\nSIGTERM under load (8 clients): unhealthy {unhealthy_after:.1f} s and stopped {stopped_after:.1f} s "
-          f"after it; {fresh.answered + reused.answered} answered ({fresh.answered + reused.answered - answered_at_signal} "
-          f"after the signal), {fresh.refused + reused.refused} refused, {sum(lost.values())} lost {dict(lost)} "
-          f"(connection per request: {sum(fresh.lost.values())}, keep-alive: {sum(reused.lost.values())})")
-    assert not state["Running"] and state["ExitCode"] == 0, state
-    assert unhealthy_after < 5 and stopped_after < 30
-    assert ready_while_draining in (503, "refused"), ready_while_draining
-    assert fresh.answered + reused.answered > answered_at_signal  # still answering while draining
-    assert fresh.refused > 0  # then new connections are refused
-    assert sum(lost.values()) == 0, lost
+    while ctr.state()["Running"] and time.monotonic() < signalled + late + 60:
+        time.sleep(0.2)
+    return Stop(fresh, reused, answered_at_signal, unhealthy_after, ready_while_draining,
+                time.monotonic() - signalled, ctr.state())
+
+
+def test_sigterm_under_a_late_load_balancer_loses_and_refuses_nothing(container):
+    """Eight clients keep sending through the SIGTERM and for 10 s after it, as a load balancer
+    that learns of the stop late. The container fails its health check and its readiness route
+    at once, but keeps taking and answering new connections for its minimum drain window
+    (KOR_NER_DRAIN_MIN), then, once requests have stopped arriving, its front door (HAProxy)
+    stops listening and answers what it took; only then does TorchServe stop. Nothing is refused
+    and nothing is lost."""
+    from drills import flood  # noqa: PLC0415
+
+    window = flood.entrypoint_module().DRAIN_MIN
+    assert window >= LATE_BALANCER_S
+    result = sigterm_under_a_late_balancer(container)
+    print(f"\nSIGTERM under a late load balancer (8 clients for {LATE_BALANCER_S:g} s after it): {result.summary()}")
+    assert not result.state["Running"] and result.state["ExitCode"] == 0, result.state
+    assert result.unhealthy_after < 5
+    assert result.ready_while_draining == 503
+    assert result.answered > result.answered_at_signal + 20  # still answering new connections in the window
+    assert result.refused == 0 and sum(result.lost.values()) == 0, result.summary()
+    assert result.stopped_after < LATE_BALANCER_S + 30
     logs = container.logs()
     assert "SIGTERM: draining" in logs and "HAProxy done (status 0)" in logs and "TorchServe exited with status 0" in logs
 
 
 @pytest.mark.parametrize("layout", ["deployment", "kserve"])
 def test_the_kubernetes_configs_run_in_the_image(image, layout, tmp_path):
-    """The image as config/k8s/ runs it: read-only root, non-root, no capabilities, only /tmp
-    writable; deployment.yaml's ConfigMap over /home/model-server/config, or KServe's storageUri
-    copy at /mnt/models (kserve-config.properties, metrics.yaml, model-store/kor_ner.mar) with the
+    """The image as config/k8s/ runs it: read-only root, the manifests' uid and gid, no
+    capabilities, only /tmp writable; deployment.yaml's ConfigMap over /home/model-server/config,
+    or KServe's storageUri copy at /mnt/models (kserve-config.properties, metrics.yaml, model-store/kor_ner.mar) with the
     ServingRuntime's environment, and the key as the Secret gives it (KOR_NER_KEY_FILE). Both
     refuse a request without the key (401), answer with it, the v2 route as KServe sends it
     too, never print the key; management stays unreachable."""
     k8s = paths.CONFIG_DIR / "k8s"
-    locked_down = ["--read-only", "--tmpfs", "/tmp", "--user", "1000:1000", "--cap-drop", "ALL",
-                   "--security-opt", "no-new-privileges"]
+    pod = next(d for d in yaml.safe_load_all((k8s / "deployment.yaml").read_text(encoding="utf-8"))
+               if d and d["kind"] == "Deployment")["spec"]["template"]["spec"]["securityContext"]
+    locked_down = ["--read-only", "--tmpfs", "/tmp", "--user", f"{pod['runAsUser']}:{pod['runAsGroup']}",
+                   "--cap-drop", "ALL", "--security-opt", "no-new-privileges"]
     secret = tmp_path / "secret"
     secret.mkdir()
     (secret / "key").write_text("k8s-secret-key-0123456789abcdef\n")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import http.server
 import json
+import os
 import resource
 import shutil
 import subprocess
@@ -213,3 +214,37 @@ def test_the_container_scripts_share_one_reading_of_the_config_and_one_marker(tm
     assert healthcheck.runtime is runtime
     (tmp_path / "kor-ner.draining").touch()
     assert healthcheck.check() == "draining: shutting down after SIGTERM"
+
+
+def test_the_drain_keeps_the_door_open_for_its_minimum_window_even_when_quiet():
+    """A load balancer that learns of the stop late still gets its new connections answered:
+    with no request at all, the drain lasts its minimum; the shipped minimum is at least 10 s
+    and the longest drain no shorter."""
+    assert entrypoint.DRAIN_MIN >= 10 and entrypoint.DRAIN_MAX >= entrypoint.DRAIN_MIN
+    took = entrypoint.drain(lambda: 5.0, minimum=0.6, quiet=0.1, longest=0.2)  # longest < minimum: minimum wins
+    assert took >= 0.6
+
+
+def test_the_drain_waits_for_requests_to_stop_after_the_window_and_gives_up_at_its_longest(capsys):
+    started = time.monotonic()
+    busy_until = started + 0.8  # requests keep arriving until then
+
+    def received() -> float:
+        return round(min(time.monotonic(), busy_until), 2)  # a count that grows while requests arrive
+
+    took = entrypoint.drain(received, minimum=0.2, quiet=0.3, longest=30)
+    assert took >= 0.8 + 0.3 - 0.05 and "drained: no new request for 0.3 s" in capsys.readouterr().out
+    took = entrypoint.drain(time.monotonic, minimum=0.2, quiet=0.3, longest=0.7)  # never quiet
+    assert took >= 0.7 and "requests still arriving 0.7 s after the signal" in capsys.readouterr().out
+
+
+def test_the_drain_ends_at_once_when_a_process_it_serves_with_has_exited(capsys):
+    took = entrypoint.drain(lambda: 1.0, minimum=60, quiet=0.1, longest=60, alive=lambda: False)
+    assert took < 30 and "exited during the drain" in capsys.readouterr().out
+    assert entrypoint.running(os.getpid())
+    zombie = subprocess.Popen(["true"])
+    deadline = time.monotonic() + 10
+    while entrypoint.running(zombie.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)  # exited, not yet reaped: a zombie counts as not running
+    assert not entrypoint.running(zombie.pid)
+    zombie.wait()

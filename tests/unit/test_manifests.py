@@ -5,7 +5,8 @@ requirements-test.txt, ships them offline), and every cross-file fact is checked
 
 from __future__ import annotations
 
-import json
+import hashlib
+import ipaddress
 import re
 
 import kubernetes_validate
@@ -32,21 +33,21 @@ def documents(name: str) -> dict[str, dict]:
 CONTAINERFILE = paths.ROOT / "container" / "Containerfile"
 # the entrypoint's settings, and those it shares with the health check (the config's path)
 ENTRYPOINT = (paths.ROOT / "container" / "entrypoint.py", paths.ROOT / "container" / "kor_ner_runtime.py")
-# <registry>/kor-ner/torchserve:<TorchServe version>-ner<model version>, as container/Containerfile says
-IMAGE = re.compile(r"(?:[^/]+/)?kor-ner/torchserve:(?P<torchserve>\d+\.\d+\.\d+)-ner(?P<model>\d+(?:\.\d+)*)")
+# <registry>/kor-ner/torchserve:<TorchServe version>-ner<model version>, as container/Containerfile says,
+# and the digest of the pushed image (the tag says what it is, the digest which one runs)
+IMAGE = re.compile(r"(?:[^/]+/)?kor-ner/torchserve:(?P<torchserve>\d+\.\d+\.\d+)-ner(?P<model>\d+(?:\.\d+)*)"
+                   r"@sha256:[0-9a-f]{64}")
+IMAGE_UID = 10001  # the image's numeric user and group (container/Containerfile's USER), 10000 or more
 
 
 def containerfile() -> dict:
-    """What the manifests must agree with: HEALTHCHECK command, EXPOSE, USER and uid, defaults."""
+    """What the manifests must agree with: EXPOSE, USER, the model version, the entrypoint's defaults."""
     text = CONTAINERFILE.read_text(encoding="utf-8")
-    health = re.search(r"^HEALTHCHECK .*?CMD (\[.*?\])$", text.replace("\\\n", " "), re.M | re.S)
     entry = "\n".join(path.read_text(encoding="utf-8") for path in ENTRYPOINT)
     defaults = dict(re.findall(r'os\.environ\.get\("(KOR_NER_\w+)", "([^"]+)"\)', entry))
     return {
-        "healthcheck": json.loads(health.group(1)),
         "expose": {int(p) for p in re.search(r"^EXPOSE (.*)$", text, re.M).group(1).split()},
         "user": re.search(r"^USER (\S+)$", text, re.M).group(1),
-        "uid": int(re.search(r"useradd .*--uid (\d+)", text).group(1)),
         "model_version": re.search(r"^ARG MODEL_VERSION=(\S+)$", text, re.M).group(1),
         "entrypoint_defaults": defaults,
         "tag_scheme": "kor-ner/torchserve:0.12.0-ner<MODEL_VERSION>" in text,
@@ -75,7 +76,8 @@ def check_resources(resources: dict, workers: int, extra_mb: int = 0) -> None:
     """Workers x torch threads fit the CPU limit; the memory limit holds the workers and the frontend."""
     assert workers * handler_threads() <= float(resources["limits"]["cpu"])
     assert megabytes(resources["limits"]["memory"]) >= workers * WORKER_MB + FRONTEND_MB + extra_mb
-    assert megabytes(resources["requests"]["memory"]) <= megabytes(resources["limits"]["memory"])
+    assert resources["requests"] == resources["limits"]  # Guaranteed: the last pod to be evicted
+    assert {"cpu", "memory", "ephemeral-storage"} <= set(resources["limits"])
 
 
 # --------------------------------------------------------------------------- plain Deployment
@@ -117,25 +119,52 @@ def test_deployment_serves_the_pod_config_it_mounts():
     assert pod["spec"]["terminationGracePeriodSeconds"] >= stop_seconds(container, image)
 
 
-def test_deployment_probes_ask_what_the_image_healthcheck_asks():
-    [container] = documents("deployment.yaml")["Deployment"]["spec"]["template"]["spec"]["containers"]
-    for probe in ("startupProbe", "readinessProbe"):
-        assert container[probe]["exec"]["command"] == containerfile()["healthcheck"], probe
-    assert container["livenessProbe"]["httpGet"] == {"path": "/ping", "port": "inference"}
-
-
 def stop_seconds(container: dict, image: dict) -> float:
     """The longest a stop of the image takes under this container's environment: it drains
-    (KOR_NER_DRAIN_MAX), finishes what it took (KOR_NER_FINISH_MAX), stops TorchServe
+    (KOR_NER_DRAIN_MAX, never less than the window KOR_NER_DRAIN_MIN), finishes what it took
+    (KOR_NER_FINISH_MAX, then 5 s before the entrypoint kills HAProxy), stops TorchServe
     (KOR_NER_STOP_TIMEOUT). The pod's grace period must hold it."""
     env = {e["name"]: e["value"] for e in container.get("env", [])}
-    return sum(float(env.get(name, image[name])) for name in ("KOR_NER_DRAIN_MAX", "KOR_NER_FINISH_MAX", "KOR_NER_STOP_TIMEOUT"))
+    value = {name: float(env.get(name, image[name])) for name in
+             ("KOR_NER_DRAIN_MIN", "KOR_NER_DRAIN_MAX", "KOR_NER_FINISH_MAX", "KOR_NER_STOP_TIMEOUT")}
+    drain = max(value["KOR_NER_DRAIN_MIN"], value["KOR_NER_DRAIN_MAX"])
+    return drain + value["KOR_NER_FINISH_MAX"] + 5 + value["KOR_NER_STOP_TIMEOUT"]
 
 
-def test_the_inference_service_waits_for_a_whole_stop():
-    [runtime] = documents("kserve.yaml")["ServingRuntime"]["spec"]["containers"]
-    predictor = documents("kserve.yaml")["InferenceService"]["spec"]["predictor"]
-    assert predictor["terminationGracePeriodSeconds"] >= stop_seconds(runtime, containerfile()["entrypoint_defaults"])
+@pytest.mark.parametrize("layout", ["deployment", "kserve"])
+def test_the_grace_period_holds_a_whole_stop_and_the_drain_outlasts_the_endpoints(layout):
+    """The grace period is the stop's worst case (the arithmetic beside it in the manifest) plus
+    some spare, never so much more that a hung pod lingers; the window in which new connections
+    are still answered after SIGTERM is at least 10 s (endpoints and ingress controllers lag)."""
+    pod, container = PODS[layout]()
+    image = containerfile()["entrypoint_defaults"]
+    worst = stop_seconds(container, image)
+    grace = pod["terminationGracePeriodSeconds"]
+    assert worst + 5 <= grace <= worst + 30, (worst, grace)
+    env = {e["name"]: e["value"] for e in container.get("env", [])}
+    assert float(env.get("KOR_NER_DRAIN_MIN", image["KOR_NER_DRAIN_MIN"])) >= 10
+    assert "lifecycle" not in container  # no preStop sleep on top: the window is the entrypoint's
+
+
+@pytest.mark.parametrize("layout", ["deployment", "kserve"])
+def test_probes_go_through_the_front_door(layout):
+    """Readiness and startup on the v2 ready route (a READY worker, 503 while draining), liveness
+    on /ping, all httpGet on the inference port (HAProxy's: with the door dead, they fail); a
+    startup probe long enough for a model load, so liveness never kills a pod still loading."""
+    _, container = PODS[layout]()
+    props = tsctl.read_properties(K8S / CONFIGS[layout])
+    number = port(props["inference_address"])  # HAProxy's inference port
+    door = {number} | {p["name"] for p in container["ports"] if p.get("name") and p["containerPort"] == number}
+    for name, path in (("startupProbe", "/v2/health/ready"), ("readinessProbe", "/v2/health/ready"),
+                       ("livenessProbe", "/ping")):
+        probe = container[name]
+        assert set(probe) - {"periodSeconds", "timeoutSeconds", "failureThreshold"} == {"httpGet"}, name
+        assert probe["httpGet"]["path"] == path and probe["httpGet"]["port"] in door, name
+        assert probe["timeoutSeconds"] < probe["periodSeconds"], name
+    startup = container["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 300  # 5 minutes to load
+    ready = container["readinessProbe"]
+    assert ready["periodSeconds"] * ready["failureThreshold"] <= 10  # not ready within 10 s of a failure
 
 
 def test_manifests_run_the_image_this_build_makes():
@@ -151,10 +180,7 @@ def test_manifests_run_the_image_this_build_makes():
     assert match and match["torchserve"] == torchserve_version() and match["model"] == built["model_version"]
     for c in deployment + runtime:
         assert {p["containerPort"] for p in c["ports"]} <= built["expose"]
-    assert built["user"] == "model-server"
-    pod = documents("deployment.yaml")["Deployment"]["spec"]["template"]["spec"]["securityContext"]
-    isvc = documents("kserve.yaml")["InferenceService"]["spec"]["predictor"]["model"]["securityContext"]
-    assert pod["runAsUser"] == isvc["runAsUser"] == built["uid"] != 0
+        assert c["imagePullPolicy"] == "IfNotPresent"  # by digest: that image, without asking the registry again
 
 
 def test_deployment_runs_unprivileged_and_sized_for_its_workers():
@@ -202,7 +228,6 @@ def test_inference_service_uses_the_runtime_and_storage_layout_kserve_expects():
     assert env["KOR_NER_CONFIG"] == "/mnt/models/config/config.properties"
     assert env["KOR_NER_MODEL_STORE"] == "/mnt/models/model-store"
     assert "TS_SERVICE_ENVELOPE" not in env and "PROTOCOL_VERSION" not in env
-    assert container["readinessProbe"]["exec"]["command"] == containerfile()["healthcheck"]
     assert model["securityContext"]["runAsNonRoot"] is True
     model_config = yaml.safe_load((paths.CONFIG_DIR / "model-config.yaml").read_text(encoding="utf-8"))
     check_resources(model["resources"], workers=model_config["minWorkers"])
@@ -268,6 +293,7 @@ def kserve_pod() -> tuple[dict, dict]:
 
 
 PODS = {"deployment": deployment_pod, "kserve": kserve_pod}
+CONFIGS = {"deployment": "pod-config.properties", "kserve": "kserve-config.properties"}
 KEY_FILE_ENV = "KOR_NER_KEY_FILE"
 
 
@@ -289,7 +315,7 @@ def test_the_inference_key_comes_from_a_secret_the_front_door_reads(layout):
     name = "deployment.yaml" if layout == "deployment" else "kserve.yaml"
     text = (K8S / name).read_text(encoding="utf-8")
     assert "kind: Secret" not in text and "secretName: kor-ner-inference-key" in text
-    assert "kubectl create secret generic kor-ner-inference-key --from-literal=key=" in text
+    assert "kubectl -n kor-ner create secret generic kor-ner-inference-key --from-literal=key=" in text
     assert all("valueFrom" in e or e["name"] != KEY_FILE_ENV or e["value"].startswith("/") for e in container["env"])
 
 
@@ -297,8 +323,14 @@ def test_the_inference_key_comes_from_a_secret_the_front_door_reads(layout):
 def test_both_pods_are_hardened_alike(layout):
     pod, container = PODS[layout]()
     assert pod["automountServiceAccountToken"] is False
+    assert pod["enableServiceLinks"] is False  # no Service variables in the entrypoint's KOR_NER_* prefix
     security = pod["securityContext"]
-    assert security["runAsNonRoot"] is True and security["runAsUser"] == containerfile()["uid"] != 0
+    assert security["runAsNonRoot"] is True
+    assert security["runAsUser"] == security["runAsGroup"] == security["fsGroup"] == IMAGE_UID >= 10000
+    assert container["securityContext"].get("runAsUser", IMAGE_UID) == IMAGE_UID
+    user = containerfile()["user"]
+    if re.fullmatch(r"\d+:\d+", user):  # the image names its user by number: the same one
+        assert user == f"{IMAGE_UID}:{IMAGE_UID}"
     assert security["seccompProfile"] == {"type": "RuntimeDefault"}
     own = container["securityContext"]
     assert own["allowPrivilegeEscalation"] is False and own["readOnlyRootFilesystem"] is True
@@ -324,8 +356,9 @@ def test_each_way_of_deploying_has_a_network_policy_that_admits_only_inference_a
     props = tsctl.read_properties(K8S / ("pod-config.properties" if layout == "deployment" else "kserve-config.properties"))
     assert set(rules) == {port(props["inference_address"]), port(props["metrics_address"])}  # the front door's two
     assert all(src for src in rules.values())  # each port from named peers only, never from anywhere
+    assert "Egress" in spec["policyTypes"]
     if layout == "deployment":
-        assert "Egress" in spec["policyTypes"] and spec["egress"] == []  # the pod opens no connection
+        assert spec["egress"] == []  # the pod opens no connection
 
 
 @pytest.mark.parametrize("name", ["pod-config.properties", "kserve-config.properties"])
@@ -345,3 +378,108 @@ def test_the_per_source_limit_the_deployment_sets_is_the_one_the_front_door_test
     _, container = deployment_pod()
     env = {e["name"]: e["value"] for e in container["env"]}
     assert int(env["KOR_NER_MAX_CONN_PER_SOURCE"]) == PER_SOURCE
+
+
+# --------------------------------------------------------------------------- surviving the cluster
+
+
+def pod_labels(layout: str) -> dict[str, str]:
+    """The labels that select the layout's serving pods."""
+    if layout == "deployment":
+        return documents("deployment.yaml")["Deployment"]["spec"]["template"]["metadata"]["labels"]
+    return {"serving.kserve.io/inferenceservice": documents("kserve.yaml")["InferenceService"]["metadata"]["name"]}
+
+
+FILES = {"deployment": "deployment.yaml", "kserve": "kserve.yaml"}
+
+
+@pytest.mark.parametrize("layout", PODS)
+def test_two_replicas_at_least_one_pod_down_at_a_time_and_rollouts_that_surge(layout):
+    """No replicas field beside an HPA (an apply would reset the count), two replicas at least,
+    a PodDisruptionBudget of one, a rolling update that starts the new pod before it stops an
+    old one."""
+    kinds = documents(FILES[layout])
+    if layout == "deployment":
+        spec = kinds["Deployment"]["spec"]
+        assert "replicas" not in spec
+        assert kinds["HorizontalPodAutoscaler"]["spec"]["minReplicas"] >= 2
+        strategy = spec["strategy"]
+    else:
+        predictor = kinds["InferenceService"]["spec"]["predictor"]
+        assert predictor["minReplicas"] >= 2 and predictor["maxReplicas"] >= predictor["minReplicas"]
+        strategy = predictor["deploymentStrategy"]
+    assert strategy == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    budget = kinds["PodDisruptionBudget"]
+    kubernetes_validate.validate(budget, KUBERNETES_VERSION, strict=True)
+    assert budget["spec"] == {"maxUnavailable": 1, "selector": {"matchLabels": pod_labels(layout)}}
+
+
+@pytest.mark.parametrize("layout", PODS)
+def test_replicas_spread_over_nodes_and_zones(layout):
+    pod, _ = PODS[layout]()
+    spread = {c["topologyKey"]: c for c in pod["topologySpreadConstraints"]}
+    assert set(spread) == {"kubernetes.io/hostname", "topology.kubernetes.io/zone"}
+    for constraint in spread.values():
+        assert constraint["maxSkew"] == 1 and constraint["labelSelector"] == {"matchLabels": pod_labels(layout)}
+        assert constraint["matchLabelKeys"] == ["pod-template-hash"]  # a rollout's new pods spread among themselves
+    # one per node; a cordoned node counts as no domain, else a drain could never place the pod elsewhere
+    host = spread["kubernetes.io/hostname"]
+    assert host["whenUnsatisfiable"] == "DoNotSchedule" and host["nodeTaintsPolicy"] == "Honor"
+    zone = spread["topology.kubernetes.io/zone"]
+    assert zone["whenUnsatisfiable"] == "ScheduleAnyway"  # a one-zone cluster still runs
+
+
+@pytest.mark.parametrize("layout, annotations", [
+    ("deployment", lambda kinds: kinds["Deployment"]["spec"]["template"]["metadata"]["annotations"]),
+    ("kserve", lambda kinds: kinds["InferenceService"]["spec"]["predictor"]["annotations"]),
+])
+def test_a_changed_config_rolls_the_pods(layout, annotations):
+    """The pods carry the sha256 of the config they run (the manifest's header says how to
+    recompute it): a config edited without it fails here, and a new value rolls the pods."""
+    files = (K8S / CONFIGS[layout], paths.CONFIG_DIR / "metrics.yaml")
+    digest = hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()
+    assert annotations(documents(FILES[layout]))["kor-ner/config-sha256"] == digest, (
+        f"update kor-ner/config-sha256 in config/k8s/{FILES[layout]} to {digest}")
+    assert f"cat config/k8s/{CONFIGS[layout]} config/metrics.yaml | sha256sum" in (K8S / FILES[layout]).read_text()
+
+
+@pytest.mark.parametrize("layout", PODS)
+def test_every_object_in_one_namespace_and_storage_bounded(layout):
+    """All objects in the namespace the kubectl lines of the header create things in; the pod's
+    ephemeral storage holds its scratch volume."""
+    text = (K8S / FILES[layout]).read_text(encoding="utf-8")
+    namespaces = {d["metadata"].get("namespace") for d in documents(FILES[layout]).values()}
+    assert namespaces == {"kor-ner"} and "kubectl create namespace kor-ner" in text
+    assert all(" -n kor-ner " in line for line in text.splitlines() if "kubectl" in line and " create " in line
+               and "create namespace" not in line)
+    pod, container = PODS[layout]()
+    [scratch] = [v for v in pod["volumes"] if "emptyDir" in v]
+    storage = container["resources"]["limits"]["ephemeral-storage"]
+    assert megabytes(storage) > megabytes(scratch["emptyDir"]["sizeLimit"])
+
+
+METADATA = ipaddress.ip_address("169.254.169.254")  # the cloud metadata address
+
+
+def test_the_predictor_reaches_only_dns_and_the_storage_endpoint():
+    """KServe's pod runs the storage initializer, which downloads storageUri: egress to the
+    cluster's DNS (53) and HTTPS (443) to the listed addresses only; no rule open to every
+    destination, and none that reaches the cloud metadata address."""
+    policy = documents("kserve.yaml")["NetworkPolicy"]
+    kubernetes_validate.validate(policy, KUBERNETES_VERSION, strict=True)
+    rules = policy["spec"]["egress"]
+    assert rules and all(rule.get("to") and rule.get("ports") for rule in rules)  # no "anywhere", no "any port"
+    ports = {(p["port"], p["protocol"]) for rule in rules for p in rule["ports"]}
+    assert ports == {(53, "UDP"), (53, "TCP"), (443, "TCP")}
+    for rule in rules:
+        ports = {p["port"] for p in rule["ports"]}
+        for peer in rule["to"]:
+            if "ipBlock" in peer:
+                block = peer["ipBlock"]
+                excepted = any(METADATA in ipaddress.ip_network(e) for e in block.get("except", []))
+                assert excepted or METADATA not in ipaddress.ip_network(block["cidr"]), block
+                assert ports == {443}
+            else:  # DNS: the cluster's resolver pods only
+                assert ports == {53}
+                assert peer["podSelector"] == {"matchLabels": {"k8s-app": "kube-dns"}}
+                assert peer["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}}
