@@ -1,24 +1,36 @@
-"""The image's front door (HAProxy with container/entrypoint.py's config, Debian's package) run
+"""The image's front door (HAProxy with container/front_door.py's config, Debian's package) run
 on this host in front of a real TorchServe whose own token authorization is off, as in the
-image: the key is checked at the door (401 + WWW-Authenticate: Bearer), metrics pass GET
-/metrics only, slow and stalled requests are cut after the request timeout without reaching
-TorchServe, one source cannot hold more than its share of connections, and a small flood of the
-shape measured in docs/security.md leaves every honest request answered.
+image: only the documented routes and methods pass (JSON 404/405 at the door otherwise), HTTP/1.1
+only, TLS with a certificate made here, the keys (several, the Bearer scheme in any case; 401 +
+WWW-Authenticate: Bearer otherwise), the access log, metrics pass GET /metrics only, slow and
+stalled requests are cut after the request timeout without reaching TorchServe, one source
+cannot hold more than its share of connections, a full queue to TorchServe answers 503, and
+floods of the shape measured in docs/security.md leave honest requests, liveness and metrics
+answered.
 
 Skips, saying why, without haproxy (apt-get install haproxy)."""
 
 from __future__ import annotations
 
+import http.server
+import re
 import shutil
 import socket
+import ssl
+import statistics
+import subprocess
+import threading
 import time
+from pathlib import Path
 
 import ner_wire
 import pytest
 import requests
 
+from container import front_door
 from drills import flood
 from serving import tsctl
+from tests import container_scripts
 
 pytestmark = [
     pytest.mark.integration,
@@ -26,6 +38,7 @@ pytestmark = [
 ]
 
 KEY = "front-door-test-key-0123456789"
+NEW_KEY = "front-door-rotated-key-abcdefgh"  # a Secret being rotated holds both
 TEXT = "이순신은 조선 중기의 무신이다."
 PER_SOURCE = 500  # KOR_NER_MAX_CONN_PER_SOURCE as deployment.yaml sets it (sources are real on loopback here)
 
@@ -43,43 +56,71 @@ def port_of(url: str) -> int:
     return int(url.rsplit(":", 1)[1])
 
 
+def torchserve_log(server) -> str:
+    return (server.run_dir / "logs" / "access_log.log").read_text()
+
+
 @pytest.fixture(scope="module")
 def door(backend, tmp_path_factory):
     """HAProxy with the image's config, and the image's v2 status helper (v2_status.py) beside
     it on loopback, asking this TorchServe's management API, as the entrypoint runs them."""
     server, name = backend
-    inference, metrics, v2_port = tsctl.free_ports(3)
+    inference, metrics, health, v2_port = tsctl.free_ports(4)
     workdir = tmp_path_factory.mktemp("front-door")
-    config = flood.front_door_config(workdir, KEY, inference, metrics, port_of(server.inference_url),
-                                     port_of(server.metrics_url), max_conn_per_source=PER_SOURCE, v2_port=v2_port)
+    config = flood.front_door_config(workdir, [KEY, NEW_KEY], inference, metrics, port_of(server.inference_url),
+                                     port_of(server.metrics_url), max_conn_per_source=PER_SOURCE, v2_port=v2_port,
+                                     health_bind=f"127.0.0.1:{health}")
     marker = workdir / "kor-ner.draining"
-    helper = flood.container_module("v2_status").serve(v2_port, server.management_url, marker)
+    helper = container_scripts.module("v2_status").serve(v2_port, server.management_url, marker)
     try:
-        with flood.haproxy(config, workdir, (inference, metrics)):
+        with flood.haproxy(config, workdir, (inference, metrics, health)) as proc:
             yield {"inference": f"http://127.0.0.1:{inference}", "metrics": f"http://127.0.0.1:{metrics}",
-                   "port": inference, "model": name, "server": server, "marker": marker}
+                   "health": f"http://127.0.0.1:{health}", "port": inference, "model": name, "server": server,
+                   "marker": marker, "log": workdir / "haproxy.log", "pid": proc.pid}
     finally:
         helper.shutdown()
         helper.server_close()
 
 
-def predict(door, key: str | None = KEY, scheme: str = "Bearer") -> requests.Response:
+def predict(door, key: str | None = KEY, scheme: str = "Bearer", base: str | None = None,
+            **kwargs) -> requests.Response:
     headers = {"Content-Type": "text/plain; charset=utf-8"}
     if key is not None:
-        headers["Authorization"] = f"{scheme} {key}"
-    return requests.post(f"{door['inference']}/predictions/{door['model']}", data=TEXT.encode(), headers=headers, timeout=30)
+        headers["Authorization"] = f"{scheme} {key}" if scheme else key
+    return requests.post(f"{base or door['inference']}/predictions/{door['model']}", data=TEXT.encode(),
+                         headers=headers, timeout=30, **kwargs)
 
 
 @pytest.mark.parametrize("key, scheme", [
     (None, "Bearer"), ("", "Bearer"), ("wrong-key-0123456789abcdef", "Bearer"), (KEY + "x", "Bearer"),
-    (KEY[:-1], "Bearer"), (KEY, "Basic"), (f"{KEY}, Bearer {KEY}", "Bearer"),
-], ids=["none", "empty", "wrong", "longer", "shorter", "basic", "twice"])
+    (KEY[:-1], "Bearer"), (KEY, "Basic"), (f"{KEY}, Bearer {KEY}", "Bearer"), (KEY, "Bearer:"), (KEY, ""),
+    (f"{KEY} {KEY}", "Bearer"),
+], ids=["none", "empty", "wrong", "longer", "shorter", "basic", "twice", "colon", "no scheme", "two tokens"])
 def test_a_missing_or_wrong_key_gets_401_with_www_authenticate(door, key, scheme):
     resp = predict(door, key, scheme)
     assert resp.status_code == 401, resp.text
     assert resp.headers["WWW-Authenticate"].startswith("Bearer")
     assert resp.headers["Content-Type"] == "application/json"
     assert resp.json()["status"] == 401 and "Authorization: Bearer" in resp.json()["error"]
+
+
+def test_two_authorization_headers_get_401_even_with_the_right_key(door):
+    with socket.create_connection(("127.0.0.1", door["port"]), timeout=30) as sock:
+        sock.sendall(f"POST /predictions/{door['model']} HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {KEY}\r\n"
+                     f"Authorization: Bearer {KEY}\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi".encode())
+        assert sock.recv(4096).startswith(b"HTTP/1.1 401")
+
+
+@pytest.mark.parametrize("scheme", ["Bearer", "bearer", "BEARER", "bEaReR", "Bearer  "])
+def test_the_bearer_scheme_is_matched_in_any_case(door, scheme):
+    assert predict(door, scheme=scheme).status_code == 200
+
+
+def test_every_key_of_the_key_file_is_accepted_so_a_rotation_causes_no_401(door):
+    """The rotation: the Secret holds the old and the new key (one a line) while pods roll, so
+    a client holding either is answered by old and new pods alike; then the old line goes."""
+    assert predict(door, KEY).status_code == predict(door, NEW_KEY).status_code == 200
+    assert predict(door, "another-key-0123456789abcdef").status_code == 401
 
 
 def test_the_right_key_gets_torchserves_own_answer(door):
@@ -90,18 +131,95 @@ def test_the_right_key_gets_torchserves_own_answer(door):
     assert resp.json() == direct.json() and resp.headers["Content-Type"] == direct.headers["Content-Type"]
 
 
-@pytest.mark.parametrize("method, path", [
-    ("GET", "/models"), ("GET", "/ping/../models"), ("POST", "/ping"), ("GET", "/metrics"), ("PUT", "/predictions/x"),
-    ("GET", "/api-description"), ("OPTIONS", "/"), ("POST", "/workflows?url=http://127.0.0.1:9/x.war"),
-])
-def test_every_other_route_of_the_inference_door_needs_the_key(door, method, path):
+# What the inference door answers, with the key: the documented routes pass (their own answers),
+# every other method there is a 405 with Allow, anything else a 404, all JSON from the door.
+ROUTE_TABLE = [
+    ("POST", "/predictions/{m}", 200), ("POST", "/predictions/{m}/1.0", 200), ("POST", "/v2/models/{m}/infer", 200),
+    ("GET", "/ping", 200), ("HEAD", "/ping", 200), ("GET", "/v2/health/live", 200), ("HEAD", "/v2/health/ready", 200),
+    ("GET", "/v2/models/{m}", 200), ("GET", "/v2/models/{m}/ready", 200), ("HEAD", "/v2/models/{m}/versions/1.0", 200),
+    ("GET", "/v2/models/{m}/versions/1.0/ready", 200),
+    ("DELETE", "/predictions/{m}", 405), ("GET", "/predictions/{m}", 405), ("PUT", "/predictions/{m}", 405),
+    ("OPTIONS", "/predictions/{m}", 405), ("PATCH", "/v2/models/{m}/infer", 405), ("TRACE", "/ping", 405),
+    ("POST", "/ping", 405), ("OPTIONS", "/ping", 405), ("DELETE", "/v2/models/{m}", 405),
+    ("POST", "/v2/health/ready", 405), ("get", "/ping", 405),
+    ("GET", "/api-description", 404), ("OPTIONS", "/", 404), ("GET", "/", 404), ("POST", "/invocations", 404),
+    ("POST", "/models/{m}/invoke", 404), ("POST", "/predictions/{m}/1.0/explain", 404),
+    ("POST", "/explanations/{m}", 404), ("POST", "/v2/models/{m}/explain", 404), ("GET", "/v2", 404),
+    ("POST", "/v2/models/{m}/versions/1.0/infer", 404), ("GET", "/models", 404), ("GET", "/metrics", 404),
+    ("POST", "/v1/models/{m}:predict", 404), ("GET", "/ping/../models", 404), ("POST", "/predictions/../models", 404),
+    ("POST", "/predictions/%2e%2e/models", 404), ("POST", "/predictions/{m}/1.0/x", 404), ("GET", "/ping/", 404),
+    ("POST", "/workflows?url=http://127.0.0.1:9/x.war", 404), ("GET", "//ping", 404),
+]
+
+
+def raw_request(port: int, head: str, body: bytes = b"", tls: ssl.SSLContext | None = None) -> bytes:
+    """One request as written (no client library normalising it); the whole answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as raw:
+        sock = tls.wrap_socket(raw, server_hostname="127.0.0.1") if tls else raw
+        sock.sendall(head.encode("latin-1") + body)
+        answer = b""
+        for chunk in iter(lambda: sock.recv(65536), b""):
+            answer += chunk
+    return answer
+
+
+@pytest.mark.parametrize("method, path, status", ROUTE_TABLE, ids=[f"{m} {p}" for m, p, _ in ROUTE_TABLE])
+def test_only_the_documented_routes_and_methods_pass_the_door(door, method, path, status):
+    path = path.format(m=door["model"])
+    body = TEXT.encode() if method in ("POST", "PUT", "PATCH") and "/v2/" not in path else b""
+    if path.endswith("/infer"):
+        body = b'{"inputs": [{"name": "texts", "shape": [1], "datatype": "BYTES", "data": ["' + TEXT.encode() + b'"]}]}'
+    before = torchserve_log(door["server"]).count("\n")
+    answer = raw_request(door["port"], f"{method} {path} HTTP/1.1\r\nHost: kor-ner\r\nAuthorization: Bearer {KEY}\r\n"
+                                       f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n", body)
+    head, _, payload = answer.partition(b"\r\n\r\n")
+    assert int(head.split()[1]) == status, (method, path, answer[:300])
+    if status in (404, 405):
+        assert b"content-type: application/json" in head.lower()
+        assert re.search(rb'"status": 40[45]', payload), payload
+        assert torchserve_log(door["server"]).count("\n") == before  # answered at the door
+    if status == 405:
+        allowed = re.search(rb"(?im)^allow: (.+?)\r?$", head)[1].decode()
+        assert method not in allowed.split(", ") and set(allowed.split(", ")) <= {"GET", "HEAD", "POST"}
+
+
+@pytest.mark.parametrize("method, path", [("GET", "/api-description"), ("OPTIONS", "/"), ("TRACE", "/ping"),
+                                          ("DELETE", "/predictions/x"), ("GET", "/models")])
+def test_a_route_that_does_not_pass_is_refused_with_or_without_the_key(door, method, path):
     resp = requests.request(method, door["inference"] + path, timeout=10)
-    assert resp.status_code == 401, (method, path, resp.status_code)
+    assert resp.status_code in (404, 405) and resp.json()["status"] == resp.status_code
+
+
+def test_http2_is_not_spoken_at_the_door(door):
+    """HTTP/1.1 only: curl --http2-prior-knowledge (h2c) gets no HTTP/2 answer; an HTTP/1.1
+    request on the same port is answered."""
+    if shutil.which("curl") is None:
+        pytest.skip("curl not installed")
+    url = f"{door['inference']}/ping"
+    h2c = subprocess.run(["curl", "-sS", "--http2-prior-knowledge", "-o", "/dev/null", "-w", "%{http_version} %{http_code}",
+                          "--max-time", "10", url], capture_output=True, text=True)
+    print(f"\nh2c: curl exit {h2c.returncode}, {h2c.stdout!r}, {h2c.stderr.strip()!r}")
+    assert not h2c.stdout.startswith("2 ") and (h2c.returncode != 0 or h2c.stdout.split()[-1] in ("000", "400"))
+    h1 = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_version} %{http_code}", url],
+                        capture_output=True, text=True)
+    assert h1.stdout == "1.1 200"
 
 
 def test_ping_needs_no_key_for_liveness_probes(door):
-    resp = requests.get(f"{door['inference']}/ping", timeout=10)
-    assert resp.status_code == 200 and resp.json()["status"] == "Healthy"
+    for base in (door["inference"], door["health"]):
+        resp = requests.get(f"{base}/ping", timeout=10)
+        assert resp.status_code == 200 and resp.json()["status"] == "Healthy"
+        assert requests.head(f"{base}/ping", timeout=10).status_code == 200
+
+
+def test_the_health_door_answers_the_probes_routes_only(door):
+    base = door["health"]
+    assert requests.get(f"{base}/v2/health/live", timeout=10).json() == {"live": True}
+    assert requests.head(f"{base}/v2/health/ready", timeout=10).status_code == 200
+    for method, path, status in (("POST", f"/predictions/{door['model']}", 404), ("GET", f"/v2/models/{door['model']}", 404),
+                                 ("GET", "/metrics", 404), ("POST", "/ping", 405)):
+        resp = requests.request(method, base + path, headers={"Authorization": f"Bearer {KEY}"}, timeout=10)
+        assert resp.status_code == status and resp.json()["status"] == status, (method, path)
 
 
 def test_v2_health_needs_no_key_and_model_readiness_and_metadata_need_it(door):
@@ -125,9 +243,8 @@ def test_v2_health_needs_no_key_and_model_readiness_and_metadata_need_it(door):
     assert ready.status_code == 200
     assert requests.get(f"{base}/v2/models/{name}/versions/9.9/ready", headers=auth, timeout=10).status_code == 404
     assert requests.get(f"{base}/v2/models/nope", headers=auth, timeout=10).status_code == 404
-    # everything else under /v2 is TorchServe's: server metadata 404s there, inference answers
-    direct = requests.get(f"{door['server'].inference_url}/v2", timeout=10)
-    assert requests.get(f"{base}/v2", headers=auth, timeout=10).status_code == direct.status_code == 404
+    # server metadata is no route of the door's (TorchServe 0.12 answers 404 to it anyway)
+    assert requests.get(f"{base}/v2", headers=auth, timeout=10).json()["status"] == 404
     v2 = {"inputs": [{"name": "texts", "shape": [1], "datatype": "BYTES", "data": [TEXT]}]}
     assert requests.post(f"{base}/v2/models/{name}/infer", json=v2, timeout=30).status_code == 401
     answer = requests.post(f"{base}/v2/models/{name}/infer", json=v2, headers=auth, timeout=30)
@@ -145,8 +262,11 @@ def test_v2_health_needs_no_key_and_model_readiness_and_metadata_need_it(door):
 def test_the_metrics_door_serves_get_metrics_only(door):
     resp = requests.get(f"{door['metrics']}/metrics", timeout=10)
     assert resp.status_code == 200 and "ts_inference_requests_total" in resp.text
-    for method, path in (("GET", "/"), ("GET", "/models"), ("POST", "/metrics"), ("GET", "/metrics/../models")):
+    assert requests.head(f"{door['metrics']}/metrics", timeout=10).status_code == 200
+    for method, path in (("GET", "/"), ("GET", "/models"), ("GET", "/metrics/../models"), ("GET", "/ping")):
         assert requests.request(method, door["metrics"] + path, timeout=10).status_code == 404, (method, path)
+    refused = requests.post(f"{door['metrics']}/metrics", timeout=10)
+    assert refused.status_code == 405 and refused.headers["Allow"] == "GET, HEAD"
 
 
 def raw_status(port: int, payload: bytes, source: str = "127.0.0.1", timeout: float = 30) -> tuple[str, float]:

@@ -332,9 +332,9 @@ def test_each_way_of_deploying_has_a_network_policy_that_admits_only_inference_a
 def test_the_pod_configs_pass_the_entrypoints_checks(name):
     """What the front door needs from the config: the entrypoint accepts it (management and gRPC
     on loopback), binds inference and metrics on the pod's interfaces."""
-    from drills import flood  # noqa: PLC0415
+    from container import front_door  # noqa: PLC0415
 
-    binds, derived = flood.entrypoint_module().split_config((K8S / name).read_text(encoding="utf-8"))
+    binds, derived = front_door.split_config((K8S / name).read_text(encoding="utf-8"), 8085, 8086)
     assert binds == {"inference": "0.0.0.0:8080", "metrics": "0.0.0.0:8082"}
     assert "disable_token_authorization=true" in derived
 
