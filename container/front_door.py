@@ -362,10 +362,11 @@ def front_door_config(door: FrontDoor) -> str:
         "defaults",
         "    mode http",
         "    log global",
-        f"    log-format \"{ACCESS_LOG}\"",
+        f"    log-format \"{ACCESS_LOG}{' refused_from_source=%[sc0_get_gpc0]' if door.max_conn_per_source > 0 else ''}\"",
         "    timeout connect 2s",
-        "    # A request's headers, and its body (http-buffer-request), must arrive within this; a",
-        "    # slow or stalled client is cut here and never holds a TorchServe connection.",
+        "    # A request's headers and the start of its body (http-buffer-request: what fits one 16 kB",
+        "    # buffer) must arrive within this; a slow or stalled client is cut here (408) and never",
+        "    # holds a TorchServe connection. The rest of a larger body streams under timeout client.",
         f"    timeout http-request {door.request_timeout:g}s",
         "    option http-buffer-request",
         f"    timeout client {door.response_timeout + 10}s",
@@ -390,10 +391,12 @@ def front_door_config(door: FrontDoor) -> str:
     if door.max_conn_per_source > 0:
         lines += [
             "    # One source address holds at most this many connections at once; more are closed",
-            "    # on arrival (and logged). Behind a proxy every client shares its address: set 0 there.",
-            "    stick-table type ip size 100k expire 60s store conn_cur",
+            "    # on arrival, and counted: the source's next access-log lines say how many (HAProxy logs",
+            "    # no line for a connection it refuses). Behind a proxy every client shares its address: set 0.",
+            "    stick-table type ip size 100k expire 60s store conn_cur,gpc0",
             "    tcp-request connection track-sc0 src",
-            f"    tcp-request session reject if {{ sc0_conn_cur gt {door.max_conn_per_source} }}",
+            f"    tcp-request connection sc-inc-gpc0(0) if {{ sc0_conn_cur gt {door.max_conn_per_source} }}",
+            f"    tcp-request connection reject if {{ sc0_conn_cur gt {door.max_conn_per_source} }}",
         ]
     keyless = " || ".join(f"route_{r.name}" for r in ROUTES if not r.key)
     lines += _routes(ROUTES, "no such route here: see the documented routes")

@@ -197,9 +197,11 @@ def test_inference_service_uses_the_runtime_and_storage_layout_kserve_expects():
     assert model["runtime"] == runtime["metadata"]["name"] and model["protocolVersion"] == "v2"
     assert model["modelFormat"]["name"] in {f["name"] for f in runtime["spec"]["supportedModelFormats"]}
     assert model["storageUri"].split("://")[0] in {"s3", "gs", "pvc", "https", "hdfs", "oci"}
-    # KServe copies storageUri to /mnt/models; the image's entrypoint reads config and archives there
+    # KServe copies storageUri to /mnt/models; the image's entrypoint takes only archives there,
+    # its config is the one baked into the image (container/Containerfile copies it)
     assert "args" not in container and "command" not in container
-    assert env["KOR_NER_CONFIG"] == "/mnt/models/config/config.properties"
+    assert env["KOR_NER_CONFIG"] == "/home/model-server/config/kserve-config.properties"
+    assert "config/k8s/kserve-config.properties" in (paths.ROOT / "container" / "Containerfile").read_text()
     assert env["KOR_NER_MODEL_STORE"] == "/mnt/models/model-store"
     assert "TS_SERVICE_ENVELOPE" not in env and "PROTOCOL_VERSION" not in env
     assert container["readinessProbe"]["exec"]["command"] == containerfile()["healthcheck"]
@@ -220,7 +222,8 @@ def test_kserve_config_properties_fit_the_runtime():
     assert props["enable_envvars_config"] == "false" and "service_envelope" not in props
     assert props["disable_token_authorization"] == "true"
     assert props["model_store"] == "/mnt/models/model-store" and props["load_models"] == f"{MODEL}.mar"
-    assert props["metrics_config"] == "/mnt/models/config/metrics.yaml"
+    assert props["metrics_config"] == "/home/model-server/config/metrics.yaml"  # baked into the image too
+    assert not any(v.startswith("/mnt/models/config") for v in props.values())  # nothing from the bucket but .mar
 
 
 @pytest.mark.parametrize("name", ["pod-config.properties", "kserve-config.properties"])
