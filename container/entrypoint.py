@@ -101,7 +101,8 @@ def tls_bundle(cert: str, key: str) -> str:
         try:
             text = Path(path).read_text(encoding="ascii")
         except (OSError, UnicodeDecodeError) as err:
-            raise SystemExit(f"entrypoint: {name} {path}: {getattr(err, 'strerror', None) or 'not a PEM file'}") from None
+            why = getattr(err, "strerror", None) or "not a PEM file"
+            raise SystemExit(f"entrypoint: {name} {path}: {why}") from None
         if f"-----BEGIN {marker}" not in text and not (marker == "PRIVATE KEY" and "PRIVATE KEY-----" in text):
             raise SystemExit(f"entrypoint: {name} {path} holds no PEM {marker.lower()}")
         parts.append(text.strip() + "\n")
@@ -172,7 +173,8 @@ class Server:
         (run / "torchserve.properties").write_text(backend_config, encoding="latin-1")
         host = binds["inference"].rsplit(":", 1)[0]
         door = front_door.FrontDoor(
-            binds["inference"], binds["metrics"], str(keys_file), int(self.props.get("default_response_timeout", "120")),
+            binds["inference"], binds["metrics"], str(keys_file),
+            int(self.props.get("default_response_timeout", "120")),
             front_door.max_connections(), health_bind=f"{host}:{front_door.HEALTH_PORT}", tls_pem=tls_pem,
             nbthread=front_door.threads(), backend_maxconn=int(self.props.get("job_queue_size", "100")),
             hard_stop_after=FINISH_MAX, backend_port=BACKEND_PORT, metrics_backend_port=METRICS_BACKEND_PORT,
@@ -182,7 +184,8 @@ class Server:
         self.front = subprocess.Popen(["haproxy", "-db", "-f", str(run / "haproxy.cfg")], start_new_session=True)
         env, dropped = front_door.torchserve_environment(os.environ)
         if dropped:
-            log(f"left out of TorchServe's environment (KOR_NER_CONFIG is its whole configuration): {', '.join(dropped)}")
+            log(f"left out of TorchServe's environment (KOR_NER_CONFIG is its whole configuration): "
+                f"{', '.join(dropped)}")
         cmd = ["torchserve", "--start", "--foreground", "--ncs", "--ts-config", str(run / "torchserve.properties"),
                "--model-store", MODEL_STORE, "--log-config", LOG_CONFIG]
         self.proc = subprocess.Popen(cmd, start_new_session=True, env=env)

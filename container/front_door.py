@@ -308,11 +308,14 @@ def json_error(status: int, message: str) -> str:
 
 
 ACCESS_LOG = ("kor-ner-door %tr client=%ci:%cp frontend=%ft method=%HM route=%[var(txn.route)] status=%ST "
-              "bytes_out=%B bytes_in=%U times_ms=%TR/%Tw/%Tc/%Tr/%Ta termination=%tsc conns=%ac/%fc/%bc/%sc queue=%sq/%bq")
+              "bytes_out=%B bytes_in=%U times_ms=%TR/%Tw/%Tc/%Tr/%Ta termination=%tsc conns=%ac/%fc/%bc/%sc "
+              "queue=%sq/%bq")
+REFUSED_LOG = " refused_from_source=%[sc0_get_gpc0]"  # with a per-source limit
 
 
 def _answer(status: int, message: str, extra: str = "") -> str:
-    return f"http-request return status {status} content-type application/json string '{json_error(status, message)}'{extra}"
+    body = json_error(status, message)
+    return f"http-request return status {status} content-type application/json string '{body}'{extra}"
 
 
 def _routes(routes: tuple[Route, ...], missing: str) -> list[str]:
@@ -362,7 +365,7 @@ def front_door_config(door: FrontDoor) -> str:
         "defaults",
         "    mode http",
         "    log global",
-        f"    log-format \"{ACCESS_LOG}{' refused_from_source=%[sc0_get_gpc0]' if door.max_conn_per_source > 0 else ''}\"",
+        f"    log-format \"{ACCESS_LOG}{REFUSED_LOG if door.max_conn_per_source > 0 else ''}\"",
         "    timeout connect 2s",
         "    # A request's headers and the start of its body (http-buffer-request: what fits one 16 kB",
         "    # buffer) must arrive within this; a slow or stalled client is cut here (408) and never",
@@ -420,7 +423,8 @@ def front_door_config(door: FrontDoor) -> str:
         "frontend metrics",
         f"    bind {door.metrics_bind} proto h1",
         f"    maxconn {door.side_maxconn}",
-        *_routes((Route("metrics", "^/metrics$", ("GET", "HEAD"), False, "torchserve_metrics"),), "only GET /metrics here"),
+        *_routes((Route("metrics", "^/metrics$", ("GET", "HEAD"), False, "torchserve_metrics"),),
+                 "only GET /metrics here"),
         "    default_backend torchserve_metrics",
     ]
     if door.health_bind:

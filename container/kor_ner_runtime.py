@@ -1,8 +1,8 @@
 """What the container's scripts (entrypoint.py, healthcheck.py, v2_status.py) share, each fact
-once: where the config is, how config.properties is read (as Java does: javaproperties), where the management API listens,
-how a model's readiness is read from it, and the draining marker. Standard library and
-javaproperties only; the
-image copies container/*.py side by side into /opt/kor-ner, so the scripts import it by name."""
+once: where the config is, how config.properties is read (as Java does: javaproperties), where
+the management API listens, how a model's readiness is read from it, and the draining marker.
+Standard library and javaproperties only; the image copies container/*.py side by side into
+/opt/kor-ner, so the scripts import it by name."""
 
 from __future__ import annotations
 

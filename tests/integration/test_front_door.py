@@ -196,8 +196,8 @@ def test_http2_is_not_spoken_at_the_door(door):
     if shutil.which("curl") is None:
         pytest.skip("curl not installed")
     url = f"{door['inference']}/ping"
-    h2c = subprocess.run(["curl", "-sS", "--http2-prior-knowledge", "-o", "/dev/null", "-w", "%{http_version} %{http_code}",
-                          "--max-time", "10", url], capture_output=True, text=True)
+    h2c = subprocess.run(["curl", "-sS", "--http2-prior-knowledge", "-o", "/dev/null", "-w",
+                          "%{http_version} %{http_code}", "--max-time", "10", url], capture_output=True, text=True)
     print(f"\nh2c: curl exit {h2c.returncode}, {h2c.stdout!r}, {h2c.stderr.strip()!r}")
     assert not h2c.stdout.startswith("2 ") and (h2c.returncode != 0 or h2c.stdout.split()[-1] in ("000", "400"))
     h1 = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_version} %{http_code}", url],
@@ -216,7 +216,8 @@ def test_the_health_door_answers_the_probes_routes_only(door):
     base = door["health"]
     assert requests.get(f"{base}/v2/health/live", timeout=10).json() == {"live": True}
     assert requests.head(f"{base}/v2/health/ready", timeout=10).status_code == 200
-    for method, path, status in (("POST", f"/predictions/{door['model']}", 404), ("GET", f"/v2/models/{door['model']}", 404),
+    for method, path, status in (("POST", f"/predictions/{door['model']}", 404),
+                                 ("GET", f"/v2/models/{door['model']}", 404),
                                  ("GET", "/metrics", 404), ("POST", "/ping", 405)):
         resp = requests.request(method, base + path, headers={"Authorization": f"Bearer {KEY}"}, timeout=10)
         assert resp.status_code == status and resp.json()["status"] == status, (method, path)
@@ -308,8 +309,9 @@ def test_tls_below_1_2_weak_ciphers_and_h2_are_not_offered(tls_door):
         with alpn.wrap_socket(raw, server_hostname="127.0.0.1") as sock:
             assert sock.selected_alpn_protocol() == "http/1.1"
     if shutil.which("curl") is not None:
-        curl = subprocess.run(["curl", "-sS", "--http2", "--cacert", ca, "-o", "/dev/null", "-w", "%{http_version} %{http_code}",
-                               f"{tls_door['inference']}/ping"], capture_output=True, text=True, timeout=30)
+        curl = subprocess.run(["curl", "-sS", "--http2", "--cacert", ca, "-o", "/dev/null", "-w",
+                               "%{http_version} %{http_code}", f"{tls_door['inference']}/ping"],
+                              capture_output=True, text=True, timeout=30)
         assert curl.stdout == "1.1 200", (curl.stdout, curl.stderr)
 
 
@@ -334,7 +336,8 @@ def test_the_access_log_has_each_request_and_nothing_it_must_not(door):
         assert line is not None, (code, lines[-5:])
         assert re.search(rf"^kor-ner-door \d\d/\w+/\d{{4}}:\d\d:\d\d:\d\d\.\d{{3}} client=127\.0\.0\.1:\d+ "
                          rf"frontend=inference method={re.escape(method)} route={re.escape(route)} status={code} "
-                         rf"bytes_out=\d+ bytes_in=\d+ times_ms=-?\d+/-?\d+/-?\d+/-?\d+/\d+ termination=\S{{4}} ", line), line
+                         rf"bytes_out=\d+ bytes_in=\d+ times_ms=-?\d+/-?\d+/-?\d+/-?\d+/\d+ "
+                         rf"termination=\S{{4}} ", line), line
     print("\naccess log sample:\n" + "\n".join(lines[-3:]))
     text = door["log"].read_text()
     for forbidden in (KEY, NEW_KEY, wrong_key, secret_query, secret_header, TEXT, "203.0.113.7", "Bearer", "?"):
@@ -398,7 +401,8 @@ def test_a_full_queue_to_torchserve_answers_503_with_a_json_body(queue_door):
     while not Recorder.seen and time.monotonic() < deadline:
         time.sleep(0.05)
     started = time.monotonic()
-    busy = requests.post(f"{queue_door}/predictions/m", data=b"x", headers={"Authorization": f"Bearer {KEY}"}, timeout=10)
+    busy = requests.post(f"{queue_door}/predictions/m", data=b"x", headers={"Authorization": f"Bearer {KEY}"},
+                         timeout=10)
     waited = time.monotonic() - started
     Recorder.release.set()
     held.join()

@@ -120,7 +120,8 @@ def test_java_reads_every_bypass_attempt_as_a_listener_off_loopback(tmp_path):
     texts = [IMAGE_CONFIG + line + "\n" for line in BYPASSES.values()]
     for name, text, java in zip(BYPASSES, texts, java_reads(tmp_path, texts)):
         assert java == front_door.properties(text), name
-        off = [k for k, default in front_door.LOOPBACK_ONLY.items() if not front_door.on_loopback(k, java.get(k, default))]
+        off = [k for k, default in front_door.LOOPBACK_ONLY.items()
+               if not front_door.on_loopback(k, java.get(k, default))]
         assert off, (name, {k: java.get(k) for k in front_door.LOOPBACK_ONLY})
 
 
@@ -132,7 +133,8 @@ def test_every_bypass_attempt_is_refused_at_start_with_one_line(line):
     assert "must stay on loopback (127.0.0.1)" in message and "\n" not in message
 
 
-@pytest.mark.parametrize("line", ["management_address:http://localhost:8081", "management_address http://127.0.0.1:9081/",
+@pytest.mark.parametrize("line", ["management_address:http://localhost:8081",
+                                  "management_address http://127.0.0.1:9081/",
                                   "grpc_inference_address:localhost", "management_address=HTTPS://[::1]:8443"])
 def test_loopback_written_in_any_syntax_is_accepted(line):
     split(IMAGE_CONFIG + line + "\n")
@@ -149,7 +151,8 @@ def test_torchserve_runs_exactly_what_the_guard_read(tmp_path):
     [java_derived] = java_reads(tmp_path, [derived])
     assert java_derived == front_door.properties(derived)
     assert java_derived["vmargs"] == "-Xmx1g -XX:+UseG1GC -Dx=a#b!c" and java_derived["plugins_path"] == "/opt/p\\q"
-    assert java_derived["weird key:x"] == "  leadé€😀\t" and java_derived["allowed_urls"] == "^https://s3.example.com/.*$"
+    assert java_derived["weird key:x"] == "  leadé€😀\t"
+    assert java_derived["allowed_urls"] == "^https://s3.example.com/.*$"
     kept = {k: v for k, v in front_door.properties(nasty).items() if k not in java_derived or k.endswith("_address")}
     assert all(k.endswith("_address") for k in kept)
     from ts.model_server import load_properties  # noqa: PLC0415  TorchServe's launcher's own reader
@@ -295,13 +298,15 @@ def test_nbthread_follows_the_cpu_quota():
     cpus = len(os.sched_getaffinity(0))
     assert front_door.threads(quota=0.5) == 1 and front_door.threads(quota=1.0) == 1
     assert front_door.threads(quota=1.2) == min(cpus, 2) and front_door.threads(quota=512) == cpus
-    assert front_door.threads() == (min(cpus, math.ceil(front_door.cgroup_cpus())) if front_door.cgroup_cpus() else cpus)
+    quota = front_door.cgroup_cpus()
+    assert front_door.threads() == (min(cpus, math.ceil(quota)) if quota else cpus)
 
 
 def test_the_open_inference_protocol_status_routes_go_to_the_helper_and_only_health_skips_the_key(tmp_path):
     config = door(tmp_path)
     assert "acl route_v2_health path_reg ^/v2/health/(live|ready)$" in config
-    assert f"acl route_v2_model path_reg ^/v2/models/{front_door.NAME}(/versions/{front_door.NAME})?(/ready)?$" in config
+    name = front_door.NAME
+    assert f"acl route_v2_model path_reg ^/v2/models/{name}(/versions/{name})?(/ready)?$" in config
     assert "unless route_ping || route_v2_health || one_header" in config  # metadata and model ready need the key
     assert "use_backend v2_status if route_v2_health || route_v2_model" in config
     assert f"server v2 127.0.0.1:{entrypoint.V2_PORT}" in config
