@@ -219,9 +219,9 @@ def cgroup_cpus() -> float | None:
     if value:
         quota, _, period = value.partition(" ")
         return int(quota) / int(period or 100_000) if quota.isdigit() else None
-    quota, period = _read("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"), _read("/sys/fs/cgroup/cpu/cpu.cfs_period_us")
-    if quota and period and quota.isdigit() and period.isdigit() and int(quota) > 0:
-        return int(quota) / int(period)
+    cfs_quota, cfs_period = _read("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"), _read("/sys/fs/cgroup/cpu/cpu.cfs_period_us")
+    if cfs_quota and cfs_period and cfs_quota.isdigit() and cfs_period.isdigit() and int(cfs_quota) > 0:
+        return int(cfs_quota) / int(cfs_period)
     return None
 
 
