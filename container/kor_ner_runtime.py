@@ -1,7 +1,8 @@
 """What the container's scripts (entrypoint.py, healthcheck.py, v2_status.py) share, each fact
-once: where the config is, how config.properties is read, where the management API listens,
-how a model's readiness is read from it, and the draining marker. Standard library only; the
-image copies container/*.py side by side into /opt/kor-ner, so the scripts import it by name."""
+once: where the config is, how config.properties is read (as Java does: javaproperties), where
+the management API listens, how a model's readiness is read from it, and the draining marker.
+Standard library and javaproperties only; the image copies container/*.py side by side into
+/opt/kor-ner, so the scripts import it by name."""
 
 from __future__ import annotations
 
@@ -11,25 +12,27 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+import javaproperties
+
 CONFIG = os.environ.get("KOR_NER_CONFIG", "/home/model-server/config/config.properties")
 MANAGEMENT_DEFAULT = "http://127.0.0.1:8081"  # TorchServe's default management_address
 TIMEOUT = 3  # seconds for each management API call
 
 
 def properties(text: str) -> dict[str, str]:
-    """config.properties' key=value lines (comments and lines without '=' skipped), stripped."""
-    pairs = (line.split("=", 1) for line in text.splitlines() if "=" in line and not line.lstrip().startswith("#"))
-    return {key.strip(): value.strip() for key, value in pairs}
+    """config.properties as TorchServe's Java frontend reads it (Properties.load: ``key=value``,
+    ``key:value``, ``key value``, continuations, escapes; the last definition wins)."""
+    return dict(javaproperties.loads(text))
 
 
 def read_config(path: str | Path = CONFIG) -> dict[str, str]:
-    return properties(Path(path).read_text(encoding="utf-8"))
+    return properties(Path(path).read_bytes().decode("latin-1"))  # ISO-8859-1, as Properties.load(InputStream)
 
 
 def management_url(props: dict[str, str]) -> str:
     """The management API's base URL as a local client reaches it (0.0.0.0 asked on loopback)."""
     value = props.get("management_address", MANAGEMENT_DEFAULT)
-    return value.rstrip("/").replace("://0.0.0.0:", "://127.0.0.1:")
+    return value.strip().rstrip("/").replace("://0.0.0.0:", "://127.0.0.1:")
 
 
 def get_json(url: str, key: str | None = None):

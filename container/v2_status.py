@@ -1,6 +1,6 @@
 """The Open Inference Protocol's health, readiness and model metadata routes, which TorchServe
 0.12 answers with 404: a small HTTP server on the container's loopback that the front door
-(HAProxy, entrypoint.front_door_config) sends them to. The answers are the handler's own
+(HAProxy, front_door.front_door_config) sends them to. The answers are the handler's own
 (``ner_wire.v2_route_answer``), from the models the management API lists (their versions, and
 whether the default version has a READY worker) and the draining marker; the management API
 is asked at most once a second (``TTL``), however many probes arrive. A GET answers the JSON,

@@ -8,35 +8,33 @@ asyncio on raw sockets, so one process holds thousands of connections:
   line every ``drip`` seconds, never the blank line that ends the headers;
 - ``stalled_bodies`` connections each send complete headers announcing a body
   (``Content-Length``) and a few bytes of it, then nothing;
+- ``idle`` connections send nothing at all;
 - each reconnects at once when the server answers or closes it, until ``seconds`` are over;
 - ``honest_clients`` loops each send the honest request on a fresh connection (the hard case:
   every request must get a connection past the flood), and wait up to ``honest_timeout`` s.
 
 Loopback addresses are all this machine's, so the flood binds ``flood_source`` (127.0.0.2) and
 the honest clients ``honest_source`` (127.0.0.1): a per-source limit can tell them apart.
-``front_door`` runs the container's HAProxy config (container/entrypoint.py) on this host in
-front of a TorchServe, for measuring without building the image.
+``front_door_config`` and ``haproxy`` run the container's HAProxy config (container/front_door.py)
+on this host in front of a TorchServe, for measuring without building the image.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import resource
 import shutil
 import socket
 import statistics
 import subprocess
-import sys
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import ModuleType
-from typing import Iterator
+from typing import Any, Iterator
 
-from serving import paths
+from container import front_door
 
 
 @dataclass(frozen=True)
@@ -46,6 +44,7 @@ class Plan:
     honest_request: bytes  # one complete HTTP/1.1 request with "Connection: close"
     slow_headers: int = 2000
     stalled_bodies: int = 200
+    idle: int = 0  # connections that send nothing at all
     seconds: float = 30.0
     honest_clients: int = 8
     flood_source: str = "127.0.0.2"
@@ -112,10 +111,10 @@ class _Flood:
     def __init__(self, plan: Plan, report: Report, deadline: float) -> None:
         self.plan, self.report, self.deadline, self.held = plan, report, deadline, 0
 
-    async def hold(self, index: int, stalled: bool) -> None:
-        """One flood slot: a slow or stalled connection, reopened whenever the server cuts it."""
+    async def hold(self, index: int, stalled: bool, idle: bool = False) -> None:
+        """One flood slot: a slow, stalled or idle connection, reopened whenever the server cuts it."""
         plan = self.plan
-        await asyncio.sleep(plan.ramp * index / max(1, plan.slow_headers + plan.stalled_bodies))
+        await asyncio.sleep(plan.ramp * index / max(1, plan.slow_headers + plan.stalled_bodies + plan.idle))
         while time.monotonic() < self.deadline:
             try:
                 reader, writer = await _open(plan, plan.flood_source)
@@ -127,7 +126,9 @@ class _Flood:
             self.held, opened = self.held + 1, time.monotonic()
             self.report.flood_held_peak = max(self.report.flood_held_peak, self.held)
             try:
-                if stalled:
+                if idle:
+                    pass
+                elif stalled:
                     writer.write(f"POST {plan.path} HTTP/1.1\r\nHost: kor-ner\r\nContent-Type: text/plain\r\n"
                                  "Content-Length: 1000\r\n\r\n".encode() + "서울".encode())
                 else:
@@ -137,7 +138,7 @@ class _Flood:
                     try:
                         first = await asyncio.wait_for(reader.readline(), timeout=plan.drip)
                     except asyncio.TimeoutError:
-                        if not stalled:
+                        if not (stalled or idle):
                             writer.write(b"X-Slow: 1\r\n")
                             await writer.drain()
                         continue
@@ -185,7 +186,9 @@ async def _run(plan: Plan, expect: int) -> Report:
     report = Report()
     started = time.monotonic()
     flood = _Flood(plan, report, started + plan.seconds)
-    tasks = [flood.hold(i, stalled=i >= plan.slow_headers) for i in range(plan.slow_headers + plan.stalled_bodies)]
+    slots = plan.slow_headers + plan.stalled_bodies
+    tasks = [flood.hold(i, stalled=i >= plan.slow_headers) for i in range(slots)]
+    tasks += [flood.hold(slots + i, stalled=False, idle=True) for i in range(plan.idle)]
     tasks += [flood.honest(expect) for _ in range(plan.honest_clients)]
     await asyncio.gather(*tasks)
     report.seconds = time.monotonic() - started
@@ -195,37 +198,13 @@ async def _run(plan: Plan, expect: int) -> Report:
 def run(plan: Plan, expect: int = 200) -> Report:
     """Flood ``plan.host:plan.port`` for ``plan.seconds`` while honest clients send; what they got.
     Honest requests still in flight when the time is up are waited for (up to honest_timeout)."""
-    need = plan.slow_headers + plan.stalled_bodies + plan.honest_clients + 64
+    need = plan.slow_headers + plan.stalled_bodies + plan.idle + plan.honest_clients + 64
     if raise_fd_limit() < need:
         raise RuntimeError(f"the open-file limit ({raise_fd_limit()}) is under the {need} this flood needs: raise ulimit -n")
     return asyncio.run(_run(plan, expect))
 
 
 # --------------------------------------------------------------------------- the front door on this host
-
-
-def entrypoint_module(path: Path = paths.ROOT / "container" / "entrypoint.py") -> ModuleType:
-    """container/entrypoint.py as a module (it is not a package: the image runs it as a script).
-    Its directory and handler/ go on the import path, as in the image, where the modules it
-    imports (kor_ner_runtime, v2_status, ner_wire) lie beside it."""
-    name = f"kor_ner_entrypoint_{abs(hash(str(path)))}"
-    if name in sys.modules:
-        return sys.modules[name]
-    for folder in (str(path.parent), str(paths.ROOT / "handler")):
-        if folder not in sys.path:
-            sys.path.append(folder)
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-def container_module(name: str) -> ModuleType:
-    """A module of container/ (kor_ner_runtime, v2_status, healthcheck) as the image's scripts
-    import it: by its name, container/ and handler/ on the import path."""
-    entrypoint_module()  # puts them there
-    return importlib.import_module(name)
 
 
 def _accepting(host: str, port: int) -> bool:
@@ -265,17 +244,16 @@ def haproxy(config: str, workdir: Path, ports: tuple[int, ...], timeout: float =
             proc.wait()
 
 
-def front_door_config(workdir: Path, key: str, inference_port: int, metrics_port: int, backend_port: int,
-                      metrics_backend_port: int, **limits) -> str:
-    """The image's HAProxy config (entrypoint.front_door_config) for this host: binds on
-    127.0.0.1, TorchServe's ports as given, the key in an auth file under ``workdir``; ``limits``
-    override FrontDoor's fields (maxconn, request_timeout, max_conn_per_source)."""
-    entrypoint = entrypoint_module()
+def front_door_config(workdir: Path, keys: str | list[str], inference_port: int, metrics_port: int,
+                      backend_port: int, metrics_backend_port: int, **fields: Any) -> str:
+    """The image's HAProxy config (container/front_door.py) for this host: binds on 127.0.0.1,
+    TorchServe's ports as given, the keys' digests in a file under ``workdir``; ``fields``
+    override FrontDoor's (maxconn, health_bind, tls_pem, request_timeout, max_conn_per_source...)."""
     workdir.mkdir(parents=True, exist_ok=True)
-    auth = workdir / "authorization.lst"
-    auth.write_text(f"Bearer {key}\n", encoding="utf-8")
-    auth.chmod(0o600)
-    fields = dict(maxconn=entrypoint.max_connections(), backend_port=backend_port,
-                  metrics_backend_port=metrics_backend_port, **limits)
-    door = entrypoint.FrontDoor(f"127.0.0.1:{inference_port}", f"127.0.0.1:{metrics_port}", str(auth), 120, **fields)
-    return entrypoint.front_door_config(door)
+    keys_file = front_door.write_private(workdir / "keys.sha256", front_door.key_digests(
+        [keys] if isinstance(keys, str) else keys))
+    fields = dict(maxconn=front_door.max_connections(), nbthread=front_door.threads(), backend_port=backend_port,
+                  metrics_backend_port=metrics_backend_port) | fields
+    door = front_door.FrontDoor(f"127.0.0.1:{inference_port}", f"127.0.0.1:{metrics_port}", str(keys_file), 120,
+                                **fields)
+    return front_door.front_door_config(door)

@@ -21,6 +21,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--text", default="이순신은 조선 중기의 무신이다.", help="the honest requests' text")
     parser.add_argument("--slow-headers", type=int, default=2000, help="slow-header connections (default: %(default)s)")
     parser.add_argument("--stalled-bodies", type=int, default=200, help="stalled-body connections (default: %(default)s)")
+    parser.add_argument("--idle", type=int, default=0, help="connections that send nothing (default: %(default)s)")
     parser.add_argument("--seconds", type=float, default=30, help="how long the flood lasts (default: %(default)s)")
     parser.add_argument("--honest-clients", type=int, default=8, help="honest clients, one request at a time each (default: %(default)s)")
     parser.add_argument("--flood-source", default="127.0.0.2", help="the flood's source address (default: %(default)s)")
@@ -33,9 +34,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     url = urllib.parse.urlsplit(args.url)
-    key = args.key_file.read_text(encoding="utf-8").strip() if args.key_file else None
+    key = args.key_file.read_text(encoding="utf-8").split()[0] if args.key_file else None  # a key file's first key
     plan = flood.Plan(url.hostname, url.port or 80, flood.http_request(url.path, args.text.encode("utf-8"), key),
-                      slow_headers=args.slow_headers, stalled_bodies=args.stalled_bodies, seconds=args.seconds,
+                      slow_headers=args.slow_headers, stalled_bodies=args.stalled_bodies, idle=args.idle,
+                      seconds=args.seconds,
                       honest_clients=args.honest_clients, flood_source=args.flood_source,
                       honest_source=args.honest_source, path=url.path)
     report = flood.run(plan).summary()

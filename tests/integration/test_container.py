@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -24,6 +25,7 @@ from drills import flood
 from serving import paths
 from serving import tsctl
 from serving.paths import demo_model_available
+from tests import container_scripts
 from tests.integration import containers
 
 pytestmark = [
@@ -78,7 +80,7 @@ def test_image_is_lean_and_runs_unprivileged(image):
     size, user, ports, health = info.strip().split("|")
     print(f"\nimage size {int(size) / 1e9:.2f} GB")
     assert user == "model-server"
-    assert set(yaml.safe_load(ports)) == {"8080/tcp", "8082/tcp"}
+    assert set(yaml.safe_load(ports)) == {"8080/tcp", "8082/tcp", "8083/tcp"}  # inference, metrics, health
     assert "healthcheck.py" in health and "/ping" not in health
     probe = containers.podman(
         "run", "--rm", *containers.RUN_OPTIONS, "--entrypoint", "sh", image, "-c",
@@ -119,12 +121,12 @@ def listening(ctr: containers.Container) -> set[tuple[str, int]]:
 
 
 def test_only_the_front_door_listens_beyond_loopback(container):
-    """HAProxy's inference and metrics ports are the only ones off the container's loopback:
-    TorchServe's five listeners (inference and metrics behind HAProxy, management, both gRPC)
-    and the v2 status helper are all on 127.0.0.1."""
+    """HAProxy's inference, metrics and health ports are the only ones off the container's
+    loopback: TorchServe's five listeners (inference and metrics behind HAProxy, management,
+    both gRPC) and the v2 status helper are all on 127.0.0.1."""
     ports = listening(container)
     outside = {(a, p) for a, p in ports if not ipaddress.ip_address(a).is_loopback}
-    assert outside == {("0.0.0.0", 8080), ("0.0.0.0", 8082)}, ports
+    assert outside == {("0.0.0.0", 8080), ("0.0.0.0", 8082), ("0.0.0.0", 8083)}, ports
     assert {("127.0.0.1", p) for p in (8081, 8085, 8086, 8087, 7070, 7071)} <= ports, ports  # 8087: v2_status.py
     key = container.keys()["inference"]
     assert post(container, SENTENCES[0], key).status_code == 200
@@ -153,6 +155,7 @@ def test_answers_are_identical_to_torchserve_outside_a_container(container, serv
 def test_logs_go_to_stdout_without_request_text_or_the_key(container):
     logs = container.logs()
     assert "Model server started" in logs and "MODEL_LOG" in logs and "ACCESS_LOG" in logs
+    assert "kor-ner-door " in logs and " route=/predictions/kor_ner status=200 " in logs  # the door's access log
     assert not any(s in logs for s in SENTENCES if isinstance(s, str))
     assert container.keys()["inference"] not in logs
     files = containers.podman("exec", container.name, "find", "/home/model-server/run", "-name", "*.log").stdout
@@ -301,7 +304,6 @@ def test_haproxy_killed_inside_a_running_container_turns_it_unready_then_it_exit
     """The door (HAProxy) dies: the probes, which go through it, fail at once, the image's health
     check fails too (the entrypoint marks the container draining), TorchServe is stopped and the
     container exits non-zero, so the kubelet or podman restarts it."""
-    from drills import flood  # noqa: PLC0415
 
     ctr = containers.run(image, f"kor-ner-test-door-{os.getpid()}", publish=(8080,))
     try:
@@ -313,7 +315,7 @@ def test_haproxy_killed_inside_a_running_container_turns_it_unready_then_it_exit
               f"(exit code {death.state['ExitCode']})")
         assert death.refused_after < 5 and death.unhealthy_after < 5
         assert not death.state["Running"] and death.state["ExitCode"] != 0
-        assert death.exited_after < flood.entrypoint_module().STOP_TIMEOUT + 15
+        assert death.exited_after < container_scripts.module("entrypoint").STOP_TIMEOUT + 15
         logs = ctr.logs()
         assert "HAProxy exited on its own" in logs and "TorchServe exited" in logs
     finally:
@@ -397,9 +399,8 @@ def test_sigterm_under_a_late_load_balancer_loses_and_refuses_nothing(container)
     (KOR_NER_DRAIN_MIN), then, once requests have stopped arriving, its front door (HAProxy)
     stops listening and answers what it took; only then does TorchServe stop. Nothing is refused
     and nothing is lost."""
-    from drills import flood  # noqa: PLC0415
 
-    window = flood.entrypoint_module().DRAIN_MIN
+    window = container_scripts.module("entrypoint").DRAIN_MIN
     assert window >= LATE_BALANCER_S
     result = sigterm_under_a_late_balancer(container)
     print(f"\nSIGTERM under a late load balancer (8 clients for {LATE_BALANCER_S:g} s after it): {result.summary()}")
@@ -415,9 +416,10 @@ def test_sigterm_under_a_late_load_balancer_loses_and_refuses_nothing(container)
 
 @pytest.mark.parametrize("layout", ["deployment", "kserve"])
 def test_the_kubernetes_configs_run_in_the_image(image, layout, tmp_path):
-    """The image as config/k8s/ runs it: read-only root, the manifests' uid and gid, no
-    capabilities, only /tmp writable; deployment.yaml's ConfigMap over /home/model-server/config,
-    or KServe's storageUri copy at /mnt/models (kserve-config.properties, metrics.yaml, model-store/kor_ner.mar) with the
+    """The image as config/k8s/ runs it: read-only root, the manifests' uid and gid, no capabilities, only /tmp
+    writable; deployment.yaml's ConfigMap over /home/model-server/config, or KServe's storageUri
+    copy at /mnt/models (model-store/kor_ner.mar; a config/ beside it that would open the
+    management API is ignored: the image's kserve-config.properties is used) with the
     ServingRuntime's environment, and the key as the Secret gives it (KOR_NER_KEY_FILE). Both
     refuse a request without the key (401), answer with it, the v2 route as KServe sends it
     too, never print the key; management stays unreachable."""
@@ -446,8 +448,9 @@ def test_the_kubernetes_configs_run_in_the_image(image, layout, tmp_path):
         storage = tmp_path / "storage"
         (storage / "config").mkdir(parents=True)
         (storage / "model-store").mkdir()
-        (storage / "config" / "config.properties").write_text((k8s / "kserve-config.properties").read_text())
-        (storage / "config" / "metrics.yaml").write_text((paths.CONFIG_DIR / "metrics.yaml").read_text())
+        # what a writer of the bucket could put there: never read (the config is the image's)
+        (storage / "config" / "config.properties").write_text(
+            "management_address=http://0.0.0.0:8081\nvmargs=-Dkor.ner.bucket=read\n")
         cid = containers.podman("create", image).stdout.strip()  # the image's archive, as the storage's
         containers.podman("cp", f"{cid}:/home/model-server/model-store/kor_ner.mar", str(storage / "model-store"))
         containers.podman("rm", cid)
@@ -466,8 +469,54 @@ def test_the_kubernetes_configs_run_in_the_image(image, layout, tmp_path):
         assert requests.get(f"{ctr.url(8080)}/v2/health/ready", timeout=10).json() == {"ready": True}
         assert requests.get(f"{ctr.url(8080)}/v2/models/kor_ner/ready", timeout=10,
                             headers={"Authorization": f"Bearer {key}"}).json() == {"ready": True}
-        assert key not in ctr.logs()
+        assert key not in ctr.logs() and "kor.ner.bucket" not in ctr.logs()
         with pytest.raises(requests.ConnectionError):
             requests.get(f"{ctr.url(8081)}/models", timeout=5)
+    finally:
+        ctr.remove()
+
+
+def test_tls_at_the_door_with_the_probes_and_the_health_check_still_working(image, tmp_path):
+    """KOR_NER_TLS_CERT and KOR_NER_TLS_KEY from a mounted kubernetes.io/tls-shaped Secret (tls.crt,
+    tls.key; made here): the inference door serves HTTPS only (a verifying client gets answers,
+    plain HTTP nothing), HTTP/2 is not spoken, the routes are the documented ones; the image's
+    health check and the plain health door (the probes') keep working."""
+    from tests.integration.test_front_door import make_certificates  # noqa: PLC0415
+
+    tls = tmp_path / "tls"
+    tls.mkdir()
+    make_certificates(tls)
+    for name in ("tls.crt", "tls.key"):
+        (tls / name).chmod(0o444)
+    tls.chmod(0o755)
+    ctr = containers.run(image, f"kor-ner-test-tls-{os.getpid()}", publish=(8080, 8083),
+                         extra=("-v", f"{tls}:/etc/kor-ner/tls:ro", "-e", "KOR_NER_TLS_CERT=/etc/kor-ner/tls/tls.crt",
+                                "-e", "KOR_NER_TLS_KEY=/etc/kor-ner/tls/tls.key"))
+    try:
+        print(f"\nTLS on: healthy {ctr.wait_healthy():.1f} s after podman run (the image's health check)")
+        https, ca = ctr.url(8080).replace("http://", "https://"), str(tls / "ca.crt")
+        key = ctr.keys()["inference"]
+        answer = requests.post(f"{https}/predictions/kor_ner", data=SENTENCES[0].encode(), verify=ca, timeout=30,
+                               headers={"Authorization": f"bearer {key}", "Content-Type": "text/plain; charset=utf-8"})
+        assert answer.status_code == 200 and answer.json()["entities"][0]["text"] == "이순신"
+        assert requests.get(f"{https}/ping", verify=ca, timeout=10).json()["status"] == "Healthy"  # an HTTPS probe
+        assert requests.get(f"{ctr.url(8083)}/ping", timeout=10).json()["status"] == "Healthy"  # the probes' door
+        assert requests.get(f"{ctr.url(8083)}/v2/health/ready", timeout=10).json() == {"ready": True}
+        for method, path, status in (("GET", "/api-description", 404), ("OPTIONS", "/", 404), ("TRACE", "/ping", 405),
+                                     ("DELETE", "/predictions/kor_ner", 405), ("POST", "/invocations", 404),
+                                     ("POST", "/explanations/kor_ner", 404)):
+            refused = requests.request(method, https + path, verify=ca, timeout=10,
+                                       headers={"Authorization": f"Bearer {key}"})
+            assert refused.status_code == status and refused.json()["status"] == status, (method, path)
+        with pytest.raises(requests.exceptions.SSLError):
+            requests.get(f"{https}/ping", verify=str(tls / "other-ca.crt"), timeout=10)
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"{ctr.url(8080)}/ping", timeout=10)  # plain HTTP to the TLS port: no answer
+        h2c = subprocess.run(["curl", "-sS", "--http2-prior-knowledge", "-o", "/dev/null", "-w", "%{http_version}",
+                              "--max-time", "10", f"{ctr.url(8083)}/ping"], capture_output=True, text=True)
+        assert h2c.stdout != "2"
+        logs = ctr.logs()
+        assert "inference, HTTPS" in logs and "frontend=inference~ method=POST route=/predictions/kor_ner status=200" in logs
+        assert key not in logs
     finally:
         ctr.remove()

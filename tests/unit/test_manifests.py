@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from serving import paths, tsctl
+from tests import container_scripts
 
 K8S = paths.CONFIG_DIR / "k8s"
 WORKER_MB = 400  # resident memory of one worker serving bert-base (docs/operations.md)
@@ -149,11 +150,11 @@ def test_the_grace_period_holds_a_whole_stop_and_the_drain_outlasts_the_endpoint
 @pytest.mark.parametrize("layout", ["deployment", "kserve"])
 def test_probes_go_through_the_front_door(layout):
     """Readiness and startup on the v2 ready route (a READY worker, 503 while draining), liveness
-    on /ping, all httpGet on the inference port (HAProxy's: with the door dead, they fail); a
-    startup probe long enough for a model load, so liveness never kills a pod still loading."""
+    on /ping, all httpGet on HAProxy's health door (plain HTTP even with door TLS on, its own
+    connection limit, so an inference flood cannot starve the probes; with the door dead, they
+    fail); a startup probe long enough for a model load, so liveness never kills a pod still loading."""
     _, container = PODS[layout]()
-    props = tsctl.read_properties(K8S / CONFIGS[layout])
-    number = port(props["inference_address"])  # HAProxy's inference port
+    number = container_scripts.module("front_door").HEALTH_PORT
     door = {number} | {p["name"] for p in container["ports"] if p.get("name") and p["containerPort"] == number}
     for name, path in (("startupProbe", "/v2/health/ready"), ("readinessProbe", "/v2/health/ready"),
                        ("livenessProbe", "/ping")):
@@ -197,7 +198,8 @@ def test_service_hpa_and_network_policy_point_at_the_deployment():
     kinds = documents("deployment.yaml")
     deployment = kinds["Deployment"]
     [container] = deployment["spec"]["template"]["spec"]["containers"]
-    container_ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    # the health door is the kubelet's (probes are not subject to the Service or NetworkPolicies)
+    container_ports = {p["name"]: p["containerPort"] for p in container["ports"] if p["name"] != "health"}
     labels = deployment["spec"]["template"]["metadata"]["labels"]
 
     assert kinds["Service"]["spec"]["selector"] == labels
@@ -223,9 +225,11 @@ def test_inference_service_uses_the_runtime_and_storage_layout_kserve_expects():
     assert model["runtime"] == runtime["metadata"]["name"] and model["protocolVersion"] == "v2"
     assert model["modelFormat"]["name"] in {f["name"] for f in runtime["spec"]["supportedModelFormats"]}
     assert model["storageUri"].split("://")[0] in {"s3", "gs", "pvc", "https", "hdfs", "oci"}
-    # KServe copies storageUri to /mnt/models; the image's entrypoint reads config and archives there
+    # KServe copies storageUri to /mnt/models; the image's entrypoint takes only archives there,
+    # its config is the one baked into the image (container/Containerfile copies it)
     assert "args" not in container and "command" not in container
-    assert env["KOR_NER_CONFIG"] == "/mnt/models/config/config.properties"
+    assert env["KOR_NER_CONFIG"] == "/home/model-server/config/kserve-config.properties"
+    assert "config/k8s/kserve-config.properties" in (paths.ROOT / "container" / "Containerfile").read_text()
     assert env["KOR_NER_MODEL_STORE"] == "/mnt/models/model-store"
     assert "TS_SERVICE_ENVELOPE" not in env and "PROTOCOL_VERSION" not in env
     assert model["securityContext"]["runAsNonRoot"] is True
@@ -245,7 +249,8 @@ def test_kserve_config_properties_fit_the_runtime():
     assert props["enable_envvars_config"] == "false" and "service_envelope" not in props
     assert props["disable_token_authorization"] == "true"
     assert props["model_store"] == "/mnt/models/model-store" and props["load_models"] == f"{MODEL}.mar"
-    assert props["metrics_config"] == "/mnt/models/config/metrics.yaml"
+    assert props["metrics_config"] == "/home/model-server/config/metrics.yaml"  # baked into the image too
+    assert not any(v.startswith("/mnt/models/config") for v in props.values())  # nothing from the bucket but .mar
 
 
 @pytest.mark.parametrize("name", ["pod-config.properties", "kserve-config.properties"])
@@ -365,9 +370,9 @@ def test_each_way_of_deploying_has_a_network_policy_that_admits_only_inference_a
 def test_the_pod_configs_pass_the_entrypoints_checks(name):
     """What the front door needs from the config: the entrypoint accepts it (management and gRPC
     on loopback), binds inference and metrics on the pod's interfaces."""
-    from drills import flood  # noqa: PLC0415
+    from container import front_door  # noqa: PLC0415
 
-    binds, derived = flood.entrypoint_module().split_config((K8S / name).read_text(encoding="utf-8"))
+    binds, derived = front_door.split_config((K8S / name).read_text(encoding="utf-8"), 8085, 8086)
     assert binds == {"inference": "0.0.0.0:8080", "metrics": "0.0.0.0:8082"}
     assert "disable_token_authorization=true" in derived
 
