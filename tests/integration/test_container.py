@@ -77,7 +77,7 @@ def test_image_is_lean_and_runs_unprivileged(image):
                              "{{.Size}}|{{.Config.User}}|{{json .Config.ExposedPorts}}|{{json .Config.Healthcheck.Test}}").stdout
     size, user, ports, health = info.strip().split("|")
     print(f"\nimage size {int(size) / 1e9:.2f} GB")
-    assert user == "model-server"
+    assert user == "10001:10001"  # numeric: a cluster's runAsNonRoot can check it
     assert set(yaml.safe_load(ports)) == {"8080/tcp", "8082/tcp"}
     assert "healthcheck.py" in health and "/ping" not in health
     probe = containers.podman(
@@ -318,7 +318,7 @@ def test_the_kubernetes_configs_run_in_the_image(image, layout, tmp_path):
     refuse a request without the key (401), answer with it, the v2 route as KServe sends it
     too, never print the key; management stays unreachable."""
     k8s = paths.CONFIG_DIR / "k8s"
-    locked_down = ["--read-only", "--tmpfs", "/tmp", "--user", "1000:1000", "--cap-drop", "ALL",
+    locked_down = ["--read-only", "--tmpfs", "/tmp", "--user", "10001:10001", "--cap-drop", "ALL",
                    "--security-opt", "no-new-privileges"]
     secret = tmp_path / "secret"
     secret.mkdir()

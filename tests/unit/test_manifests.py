@@ -54,7 +54,7 @@ def containerfile() -> dict:
 
 
 def torchserve_version() -> str:
-    return re.search(r"^torchserve==(\S+)$", (paths.ROOT / "requirements.txt").read_text(encoding="utf-8"), re.M).group(1)
+    return re.search(r"^torchserve==([^\s\\]+)", (paths.ROOT / "requirements-serve.txt").read_text(encoding="utf-8"), re.M).group(1)
 
 
 def megabytes(quantity: str) -> float:
@@ -151,7 +151,7 @@ def test_manifests_run_the_image_this_build_makes():
     assert match and match["torchserve"] == torchserve_version() and match["model"] == built["model_version"]
     for c in deployment + runtime:
         assert {p["containerPort"] for p in c["ports"]} <= built["expose"]
-    assert built["user"] == "model-server"
+    assert built["user"] == f"{built['uid']}:{built['uid']}"
     pod = documents("deployment.yaml")["Deployment"]["spec"]["template"]["spec"]["securityContext"]
     isvc = documents("kserve.yaml")["InferenceService"]["spec"]["predictor"]["model"]["securityContext"]
     assert pod["runAsUser"] == isvc["runAsUser"] == built["uid"] != 0
