@@ -79,10 +79,10 @@ def jar_components(jar: Path) -> list[Component]:
                 c = maven(group, artifact, version, where + "META-INF/DEPENDENCIES")
                 found.setdefault(c["bom-ref"], c)
         if GRPC_VERSION_CLASS in names:
-            version = grpc_version(archive.read(GRPC_VERSION_CLASS))
+            grpc = grpc_version(archive.read(GRPC_VERSION_CLASS))
             for artifact, marker in GRPC_ARTIFACTS.items():
-                if version and marker in names:
-                    c = maven("io.grpc", artifact, version, where + GRPC_VERSION_CLASS)
+                if grpc and marker in names:
+                    c = maven("io.grpc", artifact, grpc, where + GRPC_VERSION_CLASS)
                     found[c["bom-ref"]] = c
     return list(found.values())
 
@@ -90,8 +90,8 @@ def jar_components(jar: Path) -> list[Component]:
 def grpc_version(class_bytes: bytes) -> str | None:
     """gRPC-Java's version: the one version-shaped string constant in GrpcUtil.class (its
     ``IMPLEMENTATION_VERSION``), found as a CONSTANT_Utf8 entry (tag 1, two-byte length)."""
-    versions = {m.group(2).decode() for m in re.finditer(rb"\x01\x00(.)(\d+\.\d+\.\d+(?:-SNAPSHOT)?)", class_bytes, re.S)
-                if m.group(1)[0] == len(m.group(2))}
+    found = re.finditer(rb"\x01\x00(.)(\d+\.\d+\.\d+(?:-SNAPSHOT)?)", class_bytes, re.S)
+    versions = {m.group(2).decode() for m in found if m.group(1)[0] == len(m.group(2))}
     return versions.pop() if len(versions) == 1 else None
 
 
@@ -155,7 +155,7 @@ def sbom(python_sbom: dict[str, Any], jar: Path, dpkg_status: Path, distro: str,
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--python-sbom", type=Path, required=True, help="cyclonedx-py environment's JSON")
-    parser.add_argument("--jar", type=Path, required=True, help="TorchServe's frontend jar (ts/frontend/model-server.jar)")
+    parser.add_argument("--jar", type=Path, required=True, help="TorchServe's frontend jar (ts/frontend/)")
     parser.add_argument("--dpkg-status", type=Path, default=Path("/var/lib/dpkg/status"))
     parser.add_argument("--os-release", type=Path, default=Path("/etc/os-release"))
     parser.add_argument("--name", required=True)

@@ -124,7 +124,8 @@ def problems(lock: Lock, root: Path = paths.ROOT) -> list[str]:
         return [f"{lock.output} is missing: run scripts/lock.py"]
     text = output.read_text(encoding="utf-8")
     found = []
-    recorded = next((line[len(DIGEST_LINE):].strip() for line in text.splitlines() if line.startswith(DIGEST_LINE)), None)
+    recorded = next((line.removeprefix(DIGEST_LINE).strip() for line in text.splitlines()
+                     if line.startswith(DIGEST_LINE)), None)
     if recorded != inputs_digest(lock, root):
         found.append(f"{lock.output} is stale against {lock.source} (or what it includes, or {lock.constraint}): "
                      "run scripts/lock.py")
@@ -194,5 +195,5 @@ def lock_all(root: Path = paths.ROOT, check: bool = False) -> list[str]:
             compile_lock(lock, root, into, links)
         if check:
             return [lock.output for lock in LOCKS
-                    if (into / lock.output).read_text(encoding="utf-8") != (root / lock.output).read_text(encoding="utf-8")]
+                    if (into / lock.output).read_bytes() != (root / lock.output).read_bytes()]
     return []

@@ -31,7 +31,8 @@ def test_every_lock_is_fresh_holds_its_direct_pins_and_hashes_every_package(lock
 
 
 def test_the_narrower_locks_agree_with_the_wider_ones():
-    test, runtime, serve = (locks.locked((paths.ROOT / lock.output).read_text(encoding="utf-8")) for lock in locks.LOCKS)
+    test, runtime, serve = (locks.locked((paths.ROOT / lock.output).read_text(encoding="utf-8"))
+                            for lock in locks.LOCKS)
     assert serve.keys() <= runtime.keys() <= test.keys()
     assert all(runtime[name][0] == test[name][0] for name in runtime)
     assert all(serve[name][0] == runtime[name][0] for name in serve)
@@ -72,19 +73,23 @@ def test_a_package_without_a_hash_is_refused(tmp_path):
     lock = root / "requirements-serve.txt"
     text = lock.read_text(encoding="utf-8")
     # the last package of the lock loses its hashes
-    last = max(re.finditer(r"^(\S+)==(\S+) \\\n(    --hash=sha256:\w+(?: \\)?\n)+", text, re.M), key=lambda m: m.start())
+    entries = re.finditer(r"^(\S+)==(\S+) \\\n(    --hash=sha256:\w+(?: \\)?\n)+", text, re.M)
+    last = max(entries, key=lambda m: m.start())
     lock.write_text(text[:last.start()] + f"{last.group(1)}=={last.group(2)}\n" + text[last.end():], encoding="utf-8")
-    assert f"requirements-serve.txt: {locks.canonical(last.group(1))} has no hash" in locks.problems(locks.LOCKS[2], root)
+    name = locks.canonical(last.group(1))
+    assert f"requirements-serve.txt: {name} has no hash" in locks.problems(locks.LOCKS[2], root)
 
 
 @pytest.mark.parametrize("installer", INSTALLERS)
 def test_every_install_takes_only_hashed_pins_from_one_index(installer):
     text = (paths.ROOT / installer).read_text(encoding="utf-8").replace("\\\n", " ")
-    installs = [line for line in text.splitlines() if re.search(r"pip\S* install\b", line) and not line.lstrip().startswith("#")]
+    installs = [line for line in text.splitlines()
+                if re.search(r"pip\S* install\b", line) and not line.lstrip().startswith("#")]
     assert installs, f"no pip install in {installer}"
     for line in installs:
         assert "--extra-index-url" not in line, line
         if "-e ." in line:  # this project, editable: no dependencies, the lock's build backend
             assert "--no-deps" in line and "--no-build-isolation" in line, line
         else:
-            assert "--require-hashes" in line and re.search(r"-r \"?\S*(requirements[\w-]*\.txt|\$requirements)", line), line
+            assert "--require-hashes" in line, line
+            assert re.search(r"-r \"?\S*(requirements[\w-]*\.txt|\$requirements)", line), line
