@@ -93,3 +93,11 @@ def test_every_install_takes_only_hashed_pins_from_one_index(installer):
         else:
             assert "--require-hashes" in line, line
             assert re.search(r"-r \"?\S*(requirements[\w-]*\.txt|\$requirements)", line), line
+
+
+def test_ci_installs_python_packages_only_through_setup():
+    ci = (paths.ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert not re.search(r"^[^#]*pip\S* install", ci, re.M)  # none of its own
+    assert re.search(r"^scripts/test\.sh\b", ci, re.M)
+    test_sh = (paths.ROOT / "scripts" / "test.sh").read_text(encoding="utf-8")
+    assert re.search(r"^setup=\(--test\)$", test_sh, re.M) and re.search(r"^scripts/setup\.sh ", test_sh, re.M)
