@@ -14,6 +14,11 @@ import pytest
 from serving import locks, paths
 
 INSTALLERS = ["scripts/setup.sh", "container/Containerfile"]
+LOCK = {lock.output: lock for lock in locks.LOCKS}
+
+
+def entries_of(output: str, root: Path = paths.ROOT) -> dict[str, tuple[str, int]]:
+    return locks.locked((root / output).read_text(encoding="utf-8"))
 
 
 def copy_of_the_requirements(tmp_path: Path) -> Path:
@@ -31,8 +36,8 @@ def test_every_lock_is_fresh_holds_its_direct_pins_and_hashes_every_package(lock
 
 
 def test_the_narrower_locks_agree_with_the_wider_ones():
-    test, runtime, serve = (locks.locked((paths.ROOT / lock.output).read_text(encoding="utf-8"))
-                            for lock in locks.LOCKS)
+    test, runtime, serve = (entries_of(name) for name in ("requirements-test.txt", "requirements.txt",
+                                                          "requirements-serve.txt"))
     assert serve.keys() <= runtime.keys() <= test.keys()
     assert all(runtime[name][0] == test[name][0] for name in runtime)
     assert all(serve[name][0] == runtime[name][0] for name in serve)
@@ -41,9 +46,9 @@ def test_the_narrower_locks_agree_with_the_wider_ones():
 
 
 def test_torch_is_the_cpu_build_pinned_to_one_file():
-    for lock in locks.LOCKS:
-        entries = locks.locked((paths.ROOT / lock.output).read_text(encoding="utf-8"))
-        assert entries["torch"] == ("2.13.0+cpu", 1), lock.output
+    for output in ("requirements-test.txt", "requirements.txt", "requirements-serve.txt"):
+        entries = entries_of(output)
+        assert entries["torch"] == ("2.13.0+cpu", 1), output
         assert not any(name.startswith("nvidia-") for name in entries)  # no CUDA build's packages
 
 
@@ -52,9 +57,9 @@ def test_a_changed_in_file_makes_the_locks_made_from_it_stale(tmp_path):
     assert all(locks.problems(lock, root) == [] for lock in locks.LOCKS)
     with (root / "requirements-serve.in").open("a", encoding="utf-8") as f:
         f.write("javaproperties==0.8.2\n")
-    found = {lock.output: locks.problems(lock, root) for lock in locks.LOCKS}
     # requirements-serve.in is included by the two wider .in files: all three are stale
-    for output, problems in found.items():
+    for output in ("requirements-test.txt", "requirements.txt", "requirements-serve.txt"):
+        problems = locks.problems(LOCK[output], root)
         assert any("is stale" in p for p in problems), (output, problems)
         assert any("does not hold javaproperties==0.8.2" in p for p in problems), (output, problems)
 
@@ -63,7 +68,8 @@ def test_a_stale_constraint_makes_the_narrower_lock_stale(tmp_path):
     root = copy_of_the_requirements(tmp_path)
     wider = root / "requirements-test.txt"
     wider.write_text(wider.read_text(encoding="utf-8").replace("pytest==9.0.3", "pytest==9.0.2"), encoding="utf-8")
-    test, runtime, serve = (locks.problems(lock, root) for lock in locks.LOCKS)
+    test, runtime, serve = (locks.problems(LOCK[name], root) for name in ("requirements-test.txt",
+                                                                          "requirements.txt", "requirements-serve.txt"))
     assert any("does not hold pytest==9.0.3" in p for p in test)
     assert any("is stale" in p for p in runtime) and serve == []
 
@@ -77,7 +83,7 @@ def test_a_package_without_a_hash_is_refused(tmp_path):
     last = max(entries, key=lambda m: m.start())
     lock.write_text(text[:last.start()] + f"{last.group(1)}=={last.group(2)}\n" + text[last.end():], encoding="utf-8")
     name = locks.canonical(last.group(1))
-    assert f"requirements-serve.txt: {name} has no hash" in locks.problems(locks.LOCKS[2], root)
+    assert f"requirements-serve.txt: {name} has no hash" in locks.problems(LOCK["requirements-serve.txt"], root)
 
 
 @pytest.mark.parametrize("installer", INSTALLERS)
