@@ -107,3 +107,14 @@ def test_ci_installs_python_packages_only_through_setup():
     assert re.search(r"^scripts/test\.sh\b", ci, re.M)
     test_sh = (paths.ROOT / "scripts" / "test.sh").read_text(encoding="utf-8")
     assert re.search(r"^setup=\(--test\)$", test_sh, re.M) and re.search(r"^scripts/setup\.sh ", test_sh, re.M)
+
+
+def test_the_image_s_base_is_named_by_digest_in_one_place():
+    containerfile = (paths.ROOT / "container" / "Containerfile").read_text(encoding="utf-8")
+    base = re.search(r"^ARG BASE_IMAGE=(\S+)$", containerfile, re.M)
+    assert base and re.fullmatch(r"docker\.io/library/python:3\.11-slim-bookworm@sha256:[0-9a-f]{64}", base.group(1))
+    texts = [*paths.ROOT.glob("*.md"), *paths.ROOT.glob("docs/*.md"), *paths.ROOT.glob("config/**/*.yaml")]
+    assert not [p for p in texts if "slim-bookworm@" in p.read_text(encoding="utf-8")]  # no second copy
+    readme = (paths.ROOT / "README.md").read_text(encoding="utf-8")
+    builds = [line for line in readme.splitlines() if line.startswith("podman build")]
+    assert builds and not any("BASE_IMAGE" in line for line in builds)  # it takes the Containerfile's
