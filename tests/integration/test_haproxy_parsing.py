@@ -76,6 +76,7 @@ defaults
     timeout client 5s
     timeout server 5s
     timeout http-request 5s
+    timeout http-keep-alive 200ms
     option http-buffer-request
 frontend door
     bind 127.0.0.1:{port} proto h1
