@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Set up the project on a fresh machine: checks Python and Java (not with --no-java), creates .venv, installs the
-# pinned requirements (requirements.txt; with --test also requirements-test.txt: pytest, the
-# browser driver, Kubernetes schemas), then this project editable (pip install -e .: the packages at
-# the root and the handler's modules importable from anywhere, so scripts/<command>.py runs
-# without any path tricks). Safe to rerun: it installs only when a file changed.
+# locked requirements (requirements.txt; with --test requirements-test.txt, which holds those and
+# pytest, the browser driver, Kubernetes schemas), every package by its hash (--require-hashes)
+# from one index, then this project editable (pip install -e .: the packages at the root and the
+# handler's modules importable from anywhere, so scripts/<command>.py runs without any path
+# tricks). Safe to rerun: it installs only when a file changed. docs/supply-chain.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,14 +34,24 @@ if [ ! -x .venv/bin/python ]; then
     echo "setup: creating .venv"
     "$PYTHON" -m venv .venv
 fi
-# One stamp per requirements file: the hash of everything it installs (the test file includes
-# the runtime one).
+# One stamp per lock file: its hash (a lock lists everything it installs).
 stamp=.venv/.${requirements%.txt}.sha256
-want=$(cat requirements.txt "$requirements" | sha256sum | cut -d' ' -f1)
+want=$(sha256sum "$requirements" | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "setup: installing $requirements (torch 2.13.0 CPU build; a few minutes the first time)"
-    .venv/bin/python -m pip install --quiet --upgrade pip
-    .venv/bin/python -m pip install --quiet -r "$requirements"
+    # One index: PyPI (PIP_INDEX_URL may name a mirror of it), no --extra-index-url. torch's CPU
+    # build is not on PyPI: PyTorch's page for torch alone, unless KOR_NER_TORCH_LINKS or pip's own
+    # find-links (a local wheel cache) has it. Either way the lock's hash admits one file.
+    torch_links=${KOR_NER_TORCH_LINKS:-}
+    if [ -z "$torch_links" ]; then
+        torch_links=https://download.pytorch.org/whl/cpu/torch/
+        for dir in $("$PYTHON" -m pip config list 2>/dev/null | sed -n "s/^[^.]*\.find-links='\(.*\)'$/\1/p"); do
+            if compgen -G "$dir/torch-*+cpu-*.whl" >/dev/null; then torch_links=; fi
+        done
+    fi
+    .venv/bin/python -m pip install --quiet --require-hashes --only-binary :all: \
+        --index-url "${PIP_INDEX_URL:-https://pypi.org/simple}" \
+        ${torch_links:+--find-links "$torch_links"} -r "$requirements"
     echo "$want" > "$stamp"
 fi
 # The project itself, editable: re-done when pyproject.toml changes or the checkout moved.
@@ -48,7 +59,8 @@ stamp=.venv/.editable.sha256
 want=$( (cat pyproject.toml; pwd) | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! .venv/bin/python -c "import serving, ner_core" 2>/dev/null; then
     echo "setup: installing this project editable (the root and handler/ on the import path)"
-    .venv/bin/python -m pip install --quiet --no-deps -e .
+    # the build backend (hatchling) is the lock's, not fetched unpinned into an isolated build
+    .venv/bin/python -m pip install --quiet --no-deps --no-build-isolation -e .
     echo "$want" > "$stamp"
 fi
 echo "setup: ready (.venv: $(.venv/bin/python --version), Java ${java_major:-none})"

@@ -104,7 +104,9 @@ def build_image(workdir: Path, tag: str = TEST_IMAGE, build_args: dict[str, str]
     """Build container/Containerfile from the repo on the offline base; podman's layer cache
     makes a rebuild with unchanged requirements take seconds. Returns seconds taken."""
     mounts, local_torch = build_mounts(workdir)
-    args = {"BASE_IMAGE": BASE_IMAGE, **({"TORCH_INDEX_URL": ""} if local_torch else {}), **(build_args or {})}
+    revision = subprocess.run(["git", "-C", str(paths.ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    args = {"BASE_IMAGE": BASE_IMAGE, "REVISION": revision or "unknown", **({"TORCH_LINKS": ""} if local_torch else {}),
+            **(build_args or {})}
     started = time.monotonic()
     done = subprocess.run(
         ["podman", "build", "--isolation", "chroot", "--format", "docker", "--layers",
@@ -114,6 +116,14 @@ def build_image(workdir: Path, tag: str = TEST_IMAGE, build_args: dict[str, str]
     if done.returncode != 0:
         raise RuntimeError(f"image build failed:\n{(done.stdout + done.stderr)[-3000:]}")
     return time.monotonic() - started
+
+
+SBOM_IN_IMAGE = "/opt/kor-ner/sbom.cdx.json"  # container/Containerfile writes it at build time
+
+
+def sbom(image: str = TEST_IMAGE) -> dict:
+    """The CycloneDX SBOM the image carries (``podman run --entrypoint cat``: what an operator runs)."""
+    return json.loads(podman("run", "--rm", *RUN_OPTIONS, "--entrypoint", "cat", image, SBOM_IN_IMAGE).stdout)
 
 
 @dataclass

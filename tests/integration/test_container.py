@@ -79,7 +79,7 @@ def test_image_is_lean_and_runs_unprivileged(image):
                              "{{.Size}}|{{.Config.User}}|{{json .Config.ExposedPorts}}|{{json .Config.Healthcheck.Test}}").stdout
     size, user, ports, health = info.strip().split("|")
     print(f"\nimage size {int(size) / 1e9:.2f} GB")
-    assert user == "model-server"
+    assert user == "10001:10001"  # numeric: a cluster's runAsNonRoot can check it
     assert set(yaml.safe_load(ports)) == {"8080/tcp", "8082/tcp", "8083/tcp"}  # inference, metrics, health
     assert "healthcheck.py" in health and "/ping" not in health
     probe = containers.podman(
@@ -88,6 +88,58 @@ def test_image_is_lean_and_runs_unprivileged(image):
         "ls -A /root/.cache /home/model-server/.cache /var/lib/apt/lists /var/cache/apt/archives 2>/dev/null | grep -v -e '^/' -e '^$' -e '^partial$' -e '^lock$'; true").stdout
     uid, *found = probe.split()
     assert int(uid) != 0 and found == [], found  # no compiler, no pip or apt cache left
+
+
+JAR_IN_IMAGE = "/opt/venv/lib/python3.11/site-packages/ts/frontend/model-server.jar"
+
+
+def in_image(image: str, code: str) -> str:
+    """stdout of ``python3 -c code`` in a fresh container of ``image`` (the image's own interpreter)."""
+    return containers.podman("run", "--rm", *containers.RUN_OPTIONS, "--entrypoint", "python3", image,
+                             "-c", code).stdout
+
+
+def test_the_sbom_in_the_image_lists_the_netty_its_jar_holds(image):
+    document = containers.sbom(image)
+    assert document["bomFormat"] == "CycloneDX"
+    # what the jar inside this image really holds, read there without the SBOM's generator
+    held = json.loads(in_image(image, (
+        "import json, re, zipfile; "
+        f"text = zipfile.ZipFile('{JAR_IN_IMAGE}').read('META-INF/io.netty.versions.properties').decode(); "
+        "print(json.dumps(dict(re.findall(r'^(netty-[\\w-]+)\\.version=(\\S+)$', text, re.M))))")))
+    listed = {c["name"]: c["version"] for c in document["components"] if c.get("group") == "io.netty"}
+    assert listed["netty-codec-http"] == held["netty-codec-http"] == "4.1.53.Final"
+    assert listed == held
+    purls = {c.get("purl", "") for c in document["components"]}
+    assert "pkg:maven/io.grpc/grpc-netty-shaded@1.50.0" in purls
+    # the Python packages the image serves with, exactly as its venv has them
+    installed = json.loads(in_image(image, (
+        "import json, importlib.metadata as m; "
+        "print(json.dumps(sorted({d.metadata['Name'].lower().replace('_', '-') for d in m.distributions()})))")))
+    python = {c["name"].lower().replace("_", "-") for c in document["components"]
+              if c.get("purl", "").startswith("pkg:pypi/")}
+    assert python == set(installed), set(installed) ^ python
+    debian = [p for p in purls if p.startswith("pkg:deb/debian/")]
+    assert any(p.startswith("pkg:deb/debian/openjdk-17-jre-headless@") for p in debian)
+    assert any(p.startswith("pkg:deb/debian/haproxy@") for p in debian)
+    assert not any(p.startswith("pkg:deb/debian/python3-venv@") for p in debian)  # the build stage's only
+    print(f"\nSBOM: {len(python)} Python, {len(listed)} Netty, {len(debian)} Debian packages")
+
+
+def test_the_image_says_what_it_is_and_holds_no_packaging_tools(image):
+    labels = json.loads(containers.podman("image", "inspect", image, "--format", "{{json .Config.Labels}}").stdout)
+    revision = subprocess.run(["git", "-C", str(paths.ROOT), "rev-parse", "HEAD"], capture_output=True,
+                              text=True).stdout.strip()
+    assert labels["org.opencontainers.image.revision"] == revision
+    assert labels["org.opencontainers.image.version"] == "0.12.0-ner1.0"
+    assert {"org.opencontainers.image.source", "org.opencontainers.image.licenses"} <= labels.keys()
+    found = json.loads(in_image(image, (
+        "import importlib.util, json, shutil; "
+        "print(json.dumps({m: importlib.util.find_spec(m) is not None for m in "
+        "('pip', 'onnx', 'model_archiver', 'cyclonedx', 'torch', 'onnxruntime', 'ts')} | "
+        "{'pip on PATH': bool(shutil.which('pip') or shutil.which('pip3'))}))")))
+    assert found == {"pip": False, "onnx": False, "model_archiver": False, "cyclonedx": False, "pip on PATH": False,
+                     "torch": True, "onnxruntime": True, "ts": True}
 
 
 def test_healthy_only_with_a_ready_worker_and_the_key_checked_at_the_door(container):
