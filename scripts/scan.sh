@@ -3,7 +3,7 @@
 # and the image's build file (container/Containerfile). Fails on any failed check. A check that
 # does not apply is skipped where it would fail, with its reason (a checkov.io/skip annotation in
 # a manifest, a checkov:skip comment in the Containerfile), never in a list here. checkov runs in
-# its own venv (.venv-scan, from requirements-scan.txt, made here once), offline (--skip-download).
+# its own venv (.venv-scan, from the hashed lock requirements-scan.txt, made here once), offline (--skip-download).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -12,7 +12,7 @@ want=$(sha256sum requirements-scan.txt | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "scan: installing checkov into .venv-scan (requirements-scan.txt)"
     [ -x .venv-scan/bin/python ] || "$PYTHON" -m venv .venv-scan
-    .venv-scan/bin/python -m pip install --quiet -r requirements-scan.txt
+    .venv-scan/bin/python -m pip install --quiet --require-hashes --only-binary :all: -r requirements-scan.txt
     echo "$want" > "$stamp"
 fi
 # checkov finds Dockerfiles by name (Dockerfile, *.dockerfile): the Containerfile is scanned as a copy.

@@ -48,6 +48,7 @@ LOCKS = [
     Lock("requirements-test.in", "requirements-test.txt", None),
     Lock("requirements.in", "requirements.txt", "requirements-test.txt"),
     Lock("requirements-serve.in", "requirements-serve.txt", "requirements.txt"),
+    Lock("requirements-scan.in", "requirements-scan.txt", None),  # checkov, in its own venv (scripts/scan.sh)
 ]
 
 
