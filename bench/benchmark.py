@@ -39,6 +39,7 @@ import yaml
 from tqdm import tqdm
 
 import ner_core
+import ner_model
 import ner_cpu
 from ner_settings import HandlerSettings
 
@@ -204,13 +205,13 @@ class Plan:
         handler = with_handler(self.base_config, **PRECISIONS[precision], torch_threads=threads)["handler"]
         return HandlerSettings.from_mapping(handler)
 
-    def load(self, staged: Path, precision: str, threads: int) -> ner_core.NerModel:
+    def load(self, staged: Path, precision: str, threads: int) -> ner_model.NerModel:
         """The staged model in-process, exporting its ONNX file first where the precision needs one."""
         settings = self.settings(precision, threads)
-        onnx = staged / ner_core.weights_file(settings)
+        onnx = staged / ner_model.weights_file(settings)
         if settings.runtime == "onnxruntime" and not _up_to_date(onnx, staged / "model.safetensors"):
             package_model.export_onnx(staged, settings)
-        return ner_core.load_model(staged, settings)
+        return ner_model.load_model(staged, settings)
 
     def threads(self, workers: int) -> int:
         """torch threads per worker so that workers x threads <= cores."""
@@ -375,7 +376,7 @@ def default_cell(base_config: dict, cores: int, device: str = "cpu") -> dict[str
     """The served cell the shipped model config makes on ``device``: its precision (what
     ``runtime: auto`` resolves to there), batch size, delay, workers and threads."""
     settings = HandlerSettings.from_mapping(base_config.get("handler"))
-    runtime = ner_core.serving_runtime(settings, torch.device(device))
+    runtime = ner_model.serving_runtime(settings, torch.device(device))
     wanted = {"runtime": runtime, "quantize": settings.quantize, "dtype": settings.dtype}
     workers = int(base_config.get("minWorkers", 1))
     return {"precision": next((p for p, v in PRECISIONS.items() if v == wanted), None),

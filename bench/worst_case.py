@@ -21,6 +21,7 @@ import psutil
 import requests
 
 import ner_core
+import ner_model
 from ner_settings import HandlerSettings
 from bench import benchmark
 from drills.load import send_all
@@ -38,7 +39,7 @@ def largest_request(staged: Path, settings: HandlerSettings) -> tuple[list[str],
     """The most work one legal request can hold: texts of ordinary Korean, each the longest
     prefix (at most max_text_chars) that still fits the room left in max_request_tokens, up to
     max_texts_per_request texts: (texts, their model-input tokens)."""
-    tokenizer = ner_core.build_tokenizer(staged / "vocab.txt")
+    tokenizer = ner_model.build_tokenizer(staged / "vocab.txt")
     paragraph = " ".join(SENTENCES)
     source = paragraph * (settings.max_text_chars // len(paragraph) + 1)
     cost_of = lambda text: ner_core.encode_windows(tokenizer, settings, [text])[0].cost  # noqa: E731

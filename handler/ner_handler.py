@@ -20,7 +20,7 @@ import http
 import logging
 import time
 import traceback
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -30,13 +30,23 @@ from ts.metrics.metric_type_enum import MetricTypes
 from ts.torch_handler.base_handler import BaseHandler
 
 import ner_core
+import ner_model
 import ner_particles
-from ner_core import Job
+from ner_core import EncodedText, TokenPredictions
 from ner_settings import HandlerSettings
-from ner_wire import (JSON_UTF8, STREAM_NEXT, InputError, Reply, RequestError, ServerError, dumps, from_grpc,
-                      parse_body, parse_options, render_answer, text_answer)
+from ner_wire import (JSON_UTF8, STREAM_NEXT, InputError, ParsedRequest, Reply, RequestError, ServerError, dumps,
+                      from_grpc, parse_body, parse_options, render_answer, text_answer)
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One request on its way through the chain: its parsed body, its texts encoded, then tagged."""
+
+    request: ParsedRequest
+    encoded: list[EncodedText]
+    predictions: list[TokenPredictions] | None = None
 
 
 # --------------------------------------------------------------------------- metrics
@@ -101,9 +111,9 @@ class KoreanNerHandler(BaseHandler):
     def initialize(self, context):
         model_dir = Path(context.system_properties["model_dir"])
         self.settings = HandlerSettings.from_mapping((context.model_yaml_config or {}).get("handler"))
-        device = ner_core.choose_device(context.system_properties.get("gpu_id"), torch.cuda.is_available())
+        device = ner_model.choose_device(context.system_properties.get("gpu_id"), torch.cuda.is_available())
         started = time.perf_counter()
-        self.ner = ner_core.load_model(model_dir, self.settings, device)
+        self.ner = ner_model.load_model(model_dir, self.settings, device)
         self.find_entities: Callable[[ner_core.TokenPredictions], list[ner_core.Entity]] = functools.partial(
             ner_core.find_entities, labels=self.ner.labels, trim=ner_particles.trimmer(self.settings),
             decoding=self.settings.bio_decoding, min_score=self.ner.min_entity_score,

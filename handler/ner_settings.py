@@ -41,7 +41,7 @@ class HandlerSettings:
     trim_particles: bool = True  # cut Korean particles (조사) off entity ends
     bio_decoding: str = "constrained"  # or "greedy": the argmax tags grouped as they come
     # Entities scored below this are left out of "entities"; None: the model's own threshold
-    # (config.json task_specific_params, ner_core.model_threshold), 0 when it names none.
+    # (config.json task_specific_params, ner_model.model_threshold), 0 when it names none.
     min_entity_score: float | None = None
     label_names: Mapping[str, str] = field(default_factory=lambda: BUILTIN_LABEL_NAMES)
 

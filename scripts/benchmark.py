@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
-import ner_core
+import ner_model
 
 from bench import benchmark
 from bench.benchmark import BenchSpec
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             out, report = args.rejudge.parent, benchmark.rejudge(args.rejudge)
         else:
             out, report = args.out, benchmark.run(args)
-    except (benchmark.BenchError, tsctl.TsError, PackagingError, ner_core.ModelLoadError) as err:
+    except (benchmark.BenchError, tsctl.TsError, PackagingError, ner_model.ModelLoadError) as err:
         print(f"benchmark: error: {err}", file=sys.stderr)
         return 1
     json_path, md_path = benchmark.write_report(out, report)

@@ -16,6 +16,7 @@ from pathlib import Path
 from tokenizers import Tokenizer
 
 import ner_core
+import ner_model
 import ner_particles
 from ner_labels import Span, ratsnlp_labels, spans_to_tags
 
@@ -127,7 +128,7 @@ def score(gold: list[set], predicted: list[set]) -> dict[str, dict[str, float]]:
     return table
 
 
-def evaluate(ner: ner_core.NerModel, examples: list[Example], encoded: list[Encoded]) -> dict[str, dict]:
+def evaluate(ner: ner_model.NerModel, examples: list[Example], encoded: list[Encoded]) -> dict[str, dict]:
     """Three views of one prediction pass through the serving code (windows of the handler's
     default max_seq_length): (a) wordpiece BIO spans, (b) exact character spans, both from the
     argmax tags grouped as they come; (c) exact character spans as the shipped config serves

@@ -33,7 +33,7 @@ import yaml
 from safetensors.torch import load_file, save_file
 from transformers import BertConfig, BertForTokenClassification
 
-import ner_core
+import ner_model
 import ner_cpu
 import ner_onnx
 from ner_settings import HandlerSettings
@@ -173,7 +173,7 @@ def stage(spec: PackageSpec, out: Path) -> None:
     label_map = spec.label_map or ckpt_dir / "label_map.txt"
     if not label_map.is_file():
         raise PackagingError(f"label map {label_map} not found; pass --label-map")
-    labels = ner_core.read_label_map(label_map)
+    labels = ner_model.read_label_map(label_map)
     weights, where = load_state_dict(source)
     config = build_config(pretrained, labels)
     weights = check_weights(weights, config, where)
@@ -186,7 +186,7 @@ def stage(spec: PackageSpec, out: Path) -> None:
 
 def export_onnx(staged: Path, settings: HandlerSettings) -> None:
     """The staged weights as the ONNX file ``runtime: onnxruntime`` (or ``auto`` on a CPU) runs."""
-    torch_model = ner_core.load_model(staged, dataclasses.replace(settings, runtime="torch", quantize="none")).model
+    torch_model = ner_model.load_model(staged, dataclasses.replace(settings, runtime="torch", quantize="none")).model
     started = time.perf_counter()
     print(f"exporting to ONNX{' and quantizing to int8' if settings.quantize == 'int8' else ''} ...", file=sys.stderr)
     path = ner_onnx.export(torch_model, staged, settings.quantize)
@@ -207,14 +207,14 @@ def verify(staged: Path, settings: HandlerSettings, spec: PackageSpec) -> list[a
     Runtime fp32) must give the same tag on every wordpiece of the sample sentences, or the
     archive is refused; int8 and bf16 are measured (tag agreement, entity F1) and printed."""
     cpu = torch.device("cpu")
-    fp32 = ner_core.load_model(staged, dataclasses.replace(settings, runtime="torch", quantize="none", dtype="float32"))
+    fp32 = ner_model.load_model(staged, dataclasses.replace(settings, runtime="torch", quantize="none", dtype="float32"))
     if settings.dtype == "bfloat16" and not ner_cpu.has_bf16():
         print("bf16 not measured: this CPU has neither AVX512-BF16 nor AMX (the archive loads where one of "
               "them or a GPU is)", file=sys.stderr)
         return []
-    runtime = ner_core.serving_runtime(settings, cpu, has_onnx=(staged / ner_onnx.onnx_file("none")).is_file())
+    runtime = ner_model.serving_runtime(settings, cpu, has_onnx=(staged / ner_onnx.onnx_file("none")).is_file())
     served = dataclasses.replace(settings, runtime=runtime)
-    candidate = ner_core.load_model(staged, served, cpu)
+    candidate = ner_model.load_model(staged, served, cpu)
     name = describe_path(served)
     if settings.quantize == "none" and settings.dtype == "float32":
         if runtime == "torch":
@@ -258,7 +258,7 @@ def run_archiver(name: str, version: str, handler: Path, weights: Path, extra_fi
 
 def archive(spec: PackageSpec, staged: Path, settings: HandlerSettings) -> Path:
     entry, *modules = handler_files()
-    weights, *more_weights = ner_core.archive_files(settings)
+    weights, *more_weights = ner_model.archive_files(settings)
     extra = [staged / n for n in ("config.json", "vocab.txt", "label_map.txt", *more_weights)] + modules
     return run_archiver(spec.name, spec.version, entry, staged / weights, extra,
                         spec.model_config, spec.export_path, spec.force)
@@ -289,10 +289,10 @@ def package(spec: PackageSpec) -> Path:
         staged = Path(tmp)
         stage(spec, staged)
         try:
-            if any(name.endswith(".onnx") for name in ner_core.archive_files(settings)):
+            if any(name.endswith(".onnx") for name in ner_model.archive_files(settings)):
                 export_onnx(staged, settings)
             verify(staged, settings, spec)  # the serve-time loader on the CPU, with the archive's settings
-        except ner_core.ModelLoadError as err:
+        except ner_model.ModelLoadError as err:
             raise PackagingError(f"the staged model would not load: {err}") from None
         if target == spec.export_path / f"{spec.name}.mar":
             return archive(spec, staged, settings)

@@ -29,6 +29,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 import ner_core
+import ner_model
 import ner_particles
 from ner_settings import BIO_DECODING_CHOICES, HandlerSettings
 
@@ -36,23 +37,23 @@ from serving import corpus, package_model
 from serving.corpus import Example
 
 
-def load(model: Path | None, checkpoint: Path | None, pretrained: str | None, staging: Path) -> ner_core.NerModel:
+def load(model: Path | None, checkpoint: Path | None, pretrained: str | None, staging: Path) -> ner_model.NerModel:
     """The served model: a packaged model directory, or a ratsnlp checkpoint staged as
     ``package_model.py`` stages it (into ``staging``)."""
     if checkpoint is not None:
         package_model.stage(package_model.PackageSpec(checkpoint=checkpoint, pretrained=pretrained), staging)
         model = staging
-    return ner_core.load_model(model, HandlerSettings(torch_threads=0))  # in-process: all of torch's threads
+    return ner_model.load_model(model, HandlerSettings(torch_threads=0))  # in-process: all of torch's threads
 
 
-def predictions(ner: ner_core.NerModel, texts: list[str], chunk: int = 64) -> list[ner_core.TokenPredictions]:
+def predictions(ner: ner_model.NerModel, texts: list[str], chunk: int = 64) -> list[ner_core.TokenPredictions]:
     out = []
     for i in tqdm(range(0, len(texts), chunk), desc="predict", unit="chunk"):
         out += ner_core.predict(ner, texts[i : i + chunk])
     return out
 
 
-def gold_entities(examples: list[Example], ner: ner_core.NerModel) -> tuple[list[set], list[set]]:
+def gold_entities(examples: list[Example], ner: ner_model.NerModel) -> tuple[list[set], list[set]]:
     """The corpus entities as wordpiece spans (gold tags aligned to the model's wordpieces) and
     as character spans."""
     gold_pieces = [set(ner_core.group_entities(row.tags)) for row in corpus.encode(examples, ner.tokenizer)]
@@ -60,7 +61,7 @@ def gold_entities(examples: list[Example], ner: ner_core.NerModel) -> tuple[list
     return gold_pieces, gold_chars
 
 
-def score_decoding(gold: tuple[list[set], list[set]], preds: list[ner_core.TokenPredictions], ner: ner_core.NerModel,
+def score_decoding(gold: tuple[list[set], list[set]], preds: list[ner_core.TokenPredictions], ner: ner_model.NerModel,
                    decoding: str, runs: int) -> dict:
     labels = ner.labels
     gold_pieces, gold_chars = gold
@@ -92,7 +93,7 @@ THRESHOLDS = (0.0, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9)
 TIE = 0.001  # F1 closer than this to the best is a tie (a few entities in a half split): the lower threshold wins
 
 
-def threshold_scan(gold_chars: list[set], preds: list[ner_core.TokenPredictions], ner: ner_core.NerModel,
+def threshold_scan(gold_chars: list[set], preds: list[ner_core.TokenPredictions], ner: ner_model.NerModel,
                    thresholds: tuple[float, ...] = THRESHOLDS) -> dict:
     """Served F1 (constrained, trimmed) per entity score threshold on all, even- and
     odd-numbered sentences, and the threshold chosen on the even ones."""

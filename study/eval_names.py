@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import ner_core
+import ner_model
 import ner_particles
 from ner_settings import HandlerSettings
 
@@ -128,7 +129,7 @@ def ways(settings: HandlerSettings, threshold: float = 0.0) -> dict[str, tuple[s
     return out
 
 
-def read_each_way(ner: ner_core.NerModel, probe: list[ProbeSentence],
+def read_each_way(ner: ner_model.NerModel, probe: list[ProbeSentence],
                   settings: HandlerSettings) -> dict[str, list[list[tuple[str, int, int]]]]:
     """The entities (type, start, end) the served code finds in each probe sentence, read each
     way of ``ways(settings)``, with the threshold ``ner`` holds: one forward pass, then each
@@ -153,7 +154,7 @@ def run(model: Path, settings: HandlerSettings, json_path: Path | None = None, s
     """The probe, read each way of ``ways(settings)``: print the table (and up to ``show``
     names not kept whole as served), write the JSON; the counts."""
     probe = sentences()
-    ner = ner_core.load_model(model, replace(settings, torch_threads=0))  # in-process: all of torch's threads
+    ner = ner_model.load_model(model, replace(settings, torch_threads=0))  # in-process: all of torch's threads
     found_each_way = read_each_way(ner, probe, settings)
     rows = {way: tally(probe, found) for way, found in found_each_way.items()}
     found = list(found_each_way.values())[-1]  # as served

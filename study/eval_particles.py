@@ -8,7 +8,7 @@ ended one syllable short of a name that syllable back (``송하`` + ``은``); ``
 both of them cut), prints a markdown table of:
 - oracle F1: perfect token labels (gold spans aligned to the model's wordpieces as in training,
   decoded by the served code), i.e. the best any tagger on this vocab could score;
-- model F1 of the served model (``ner_core.load_model`` / ``predict`` / ``find_entities``);
+- model F1 of the served model (``ner_model.load_model`` / ``predict`` / ``find_entities``);
 - the time the trimming adds per sentence, and the memory it adds to a process;
 then, for oracle and model, how many entity spans each approach changes against the one
 before it in the table, and how many of those it fixes and breaks.
@@ -28,6 +28,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 import ner_core
+import ner_model
 import ner_particles
 from ner_labels import spans_to_tags
 from ner_settings import HandlerSettings
@@ -104,7 +105,7 @@ def oracle_predictions(examples: list[Example], tokenizer, labels: list[str]) ->
     return out
 
 
-def model_predictions(ner: ner_core.NerModel, texts: list[str]) -> tuple[list[ner_core.TokenPredictions], float]:
+def model_predictions(ner: ner_model.NerModel, texts: list[str]) -> tuple[list[ner_core.TokenPredictions], float]:
     """The served model's token predictions, and the seconds they took."""
     started = time.perf_counter()
     return eval_decoding.predictions(ner, texts), time.perf_counter() - started
@@ -206,9 +207,9 @@ def run(corpus_dir: Path, split: str, model: Path, vocab: Path | None, approache
     trims = make_trims(approaches)
     if vocab:
         ner, labels = None, corpus.build_label_map(examples)
-        tokenizer = ner_core.build_tokenizer(vocab)
+        tokenizer = ner_model.build_tokenizer(vocab)
     else:
-        ner = ner_core.load_model(model, HandlerSettings(torch_threads=0))  # in-process: all of torch's threads
+        ner = ner_model.load_model(model, HandlerSettings(torch_threads=0))  # in-process: all of torch's threads
         labels, tokenizer = ner.labels, ner.tokenizer
     oracle = oracle_predictions(examples, tokenizer, labels)
     preds, predict_s = model_predictions(ner, texts) if ner else (None, 0.0)

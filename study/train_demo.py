@@ -33,7 +33,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 from transformers import BertConfig, BertForMaskedLM, BertForTokenClassification, get_linear_schedule_with_warmup
 
-import ner_core
+import ner_model
 from ner_settings import HandlerSettings
 
 from serving import paths
@@ -329,10 +329,10 @@ def write_checkpoint(out: Path, model: BertForTokenClassification, result: Train
 
 def model_config(vocab_size: int, pad_id: int, labels: list[str] | None = None, min_entity_score: float = 0.0) -> BertConfig:
     """The demo shape; without labels it is the "pretrained" config a base model ships. A
-    threshold goes where the server reads a model's own (ner_core.model_threshold)."""
+    threshold goes where the server reads a model's own (ner_model.model_threshold)."""
     extra = dict(id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)}) if labels else {}
     if min_entity_score:
-        extra["task_specific_params"] = {ner_core.TASK: {"min_entity_score": min_entity_score}}
+        extra["task_specific_params"] = {ner_model.TASK: {"min_entity_score": min_entity_score}}
     return BertConfig(vocab_size=vocab_size, pad_token_id=pad_id, **MODEL_CONFIG, **extra)
 
 
@@ -411,7 +411,7 @@ trimming{threshold}):
 def start_from(model: BertForTokenClassification, init: Path, labels: list[str], vocab_size: int) -> None:
     """Load a served model's weights (``demo_model/``: fp16, read as float32 by the serving
     code's loader) into ``model``; its labels and vocab must be this run's."""
-    source = ner_core.load_model(init, HandlerSettings(runtime="torch", torch_threads=0))  # the run keeps its threads
+    source = ner_model.load_model(init, HandlerSettings(runtime="torch", torch_threads=0))  # the run keeps its threads
     if source.labels != labels or source.tokenizer.get_vocab_size() != vocab_size:
         sys.exit(f"--init {init}: its labels or vocab differ from this run's (use --vocab {init / 'vocab.txt'})")
     model.load_state_dict(source.model.state_dict())
@@ -439,7 +439,7 @@ def run(args: TrainSpec, command: str) -> dict:
     print(f"train {len(train_examples)} sentences, val {len(val_examples)}; lines skipped (markup does not match the sentence): train {train_skipped}, val {val_skipped}", file=sys.stderr)
     labels = build_label_map(all_train)  # from the whole train file, as ratsnlp does
     (args.out / "label_map.txt").write_text("\n".join(labels) + "\n", encoding="utf-8")
-    tokenizer = ner_core.build_tokenizer(prepare_vocab(args, [ex.text for ex in train_examples]))
+    tokenizer = ner_model.build_tokenizer(prepare_vocab(args, [ex.text for ex in train_examples]))
     special = {token: tokenizer.token_to_id(token) for token in SPECIAL_TOKENS}
     swapped = swap_entities(train_examples, args.swap_copies, args.swap_rate, args.seed, args.name_rate)
     train_rows, val_rows = encode(train_examples + swapped, tokenizer), encode(val_examples, tokenizer)
@@ -461,7 +461,7 @@ def run(args: TrainSpec, command: str) -> dict:
     result = train(model, train_rows, labels, special, args, average)
     last_weights = None
     if average is not None:
-        last_weights = evaluate(ner_core.NerModel(model.eval(), tokenizer, labels, HandlerSettings(), args.min_entity_score),
+        last_weights = evaluate(ner_model.NerModel(model.eval(), tokenizer, labels, HandlerSettings(), args.min_entity_score),
                                 val_examples, val_rows)["served"]
         model.load_state_dict(average.module.state_dict())
     val_loss = validation_loss(model, val_rows, labels, special, args)
@@ -478,10 +478,10 @@ def run(args: TrainSpec, command: str) -> dict:
         "init": str(args.init) if args.init else None,
         "ema": args.ema, "served_last_weights": last_weights, "min_entity_score": args.min_entity_score,
     }
-    ner = ner_core.NerModel(model.eval(), tokenizer, labels, HandlerSettings(), args.min_entity_score)
+    ner = ner_model.NerModel(model.eval(), tokenizer, labels, HandlerSettings(), args.min_entity_score)
     if args.export:
         export(args.out, args.export, model, labels, args.min_entity_score)
-        ner = ner_core.load_model(args.export, HandlerSettings(torch_threads=0))  # score what is committed: fp16 weights
+        ner = ner_model.load_model(args.export, HandlerSettings(torch_threads=0))  # score what is committed: fp16 weights
     metrics |= evaluate(ner, val_examples, val_rows)
     (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     if args.export:

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 import ner_core
+import ner_model
 
 from serving import paths, tsctl
 
@@ -134,7 +135,7 @@ CASES = [
 @pytest.fixture(scope="module")
 def tokenizer(tiny_model_dir):
     """The tokenizer the served tiny model uses, to know how many rows each answer must have."""
-    return ner_core.build_tokenizer(tiny_model_dir / "vocab.txt")
+    return ner_model.build_tokenizer(tiny_model_dir / "vocab.txt")
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ import torch
 import yaml
 
 import ner_core
+import ner_model
 from ner_core import TokenPredictions, constrained_label_ids
 from tests.unit.answers import answer_for
 from ner_settings import HandlerSettings
@@ -137,7 +138,7 @@ def test_setting_is_checked_and_the_shipped_config_decodes_constrained():
 
 @pytest.fixture(scope="module")
 def tiny(tiny_model_dir):
-    return ner_core.load_model(tiny_model_dir, HandlerSettings(max_seq_length=16, window_stride=4))
+    return ner_model.load_model(tiny_model_dir, HandlerSettings(max_seq_length=16, window_stride=4))
 
 
 def test_predictions_carry_the_distribution_their_argmax_comes_from(tiny):

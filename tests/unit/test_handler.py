@@ -18,6 +18,7 @@ from ts.context import Context, RequestProcessor
 from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
 
 import ner_core
+import ner_model
 import ts
 from ner_handler import KoreanNerHandler, request_body
 from ner_wire import InputError
@@ -263,15 +264,15 @@ def test_a_bad_option_is_a_400_for_that_request_alone(handler):
     [(None, False, "cpu"), (None, True, "cpu"), (0, False, "cpu"), (0, True, "cuda:0"), (3, True, "cuda:3"), ("1", True, "cuda:1")],
 )
 def test_the_worker_runs_on_the_gpu_its_context_names(gpu_id, cuda, expected):
-    assert ner_core.choose_device(gpu_id, cuda) == torch.device(expected)
+    assert ner_model.choose_device(gpu_id, cuda) == torch.device(expected)
 
 
 def test_initialize_takes_the_device_from_the_context(tiny_model_dir, monkeypatch):
     """A fake GPU host: TorchServe gave this worker gpu_id 1, so the model must go to cuda:1."""
     seen = []
-    real = ner_core.load_model
+    real = ner_model.load_model
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(ner_core, "load_model", lambda d, s, device: seen.append(device) or real(d, s))
+    monkeypatch.setattr(ner_model, "load_model", lambda d, s, device: seen.append(device) or real(d, s))
     context = Context("tiny", str(tiny_model_dir), {}, 8, 1, "0.12.0",
                       metrics=MetricsCacheYamlImpl(str(METRICS_YAML)), model_yaml_config={"handler": HANDLER})
     KoreanNerHandler().initialize(context)

@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 import ner_core
+import ner_model
 from ner_core import TokenPredictions
 from ner_settings import HandlerSettings
 import ner_wire
@@ -104,7 +105,7 @@ def test_the_frontend_admits_every_request_the_handler_allows(server, settings):
 
 @pytest.mark.parametrize("vocab", vocabularies(), ids=lambda p: p.parent.name)
 def test_the_largest_legal_answer_fits_with_margin(server, settings, vocab):
-    words = ner_core.read_vocab(vocab)
+    words = ner_model.read_vocab(vocab)
     worst = worst_answer_bytes(settings, LABELS, words, int(server["max_request_size"]))
     assert worst <= settings.max_response_bytes, (worst, settings.max_response_bytes)
     assert 2 * settings.max_response_bytes <= int(server["max_response_size"])
@@ -130,7 +131,7 @@ def test_the_bound_holds_for_an_adversarial_answer(settings):
 def test_a_text_of_ordinary_korean_at_the_length_limit_fits_the_token_budget(settings):
     text = (ORDINARY_KOREAN * (settings.max_text_chars // len(ORDINARY_KOREAN) + 1))[: settings.max_text_chars]
     for vocab in vocabularies():
-        cost = ner_core.encode_windows(ner_core.build_tokenizer(vocab), settings, [text])[0].cost
+        cost = ner_core.encode_windows(ner_model.build_tokenizer(vocab), settings, [text])[0].cost
         assert settings.max_request_tokens * 0.75 <= cost <= settings.max_request_tokens, (vocab, cost)
 
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import ner_core
+import ner_model
 from ner_core import TokenPredictions, group_entities, keep_ranges, plan_windows
 from tests.unit.answers import answer_for
 from ner_settings import HandlerSettings
@@ -68,7 +69,7 @@ def test_nfd_text_gets_offsets_into_the_original():
 
 @pytest.fixture(scope="module")
 def tiny(tiny_model_dir):
-    return ner_core.load_model(tiny_model_dir, HandlerSettings(max_seq_length=16, window_stride=4))
+    return ner_model.load_model(tiny_model_dir, HandlerSettings(max_seq_length=16, window_stride=4))
 
 
 def test_batched_answers_equal_single_answers(tiny):
@@ -109,27 +110,27 @@ def test_label_map_mismatch_refuses_to_load(tiny_model_dir, tmp_path):
     model_dir = _copy(tiny_model_dir, tmp_path / "m")
     labels = (model_dir / "label_map.txt").read_text().splitlines()
     (model_dir / "label_map.txt").write_text("\n".join(labels[:-1]) + "\n")
-    with pytest.raises(ner_core.ModelLoadError, match=r"label_map.txt has 24 labels but config.json num_labels is 25"):
-        ner_core.load_model(model_dir, HandlerSettings())
+    with pytest.raises(ner_model.ModelLoadError, match=r"label_map.txt has 24 labels but config.json num_labels is 25"):
+        ner_model.load_model(model_dir, HandlerSettings())
 
 
 def test_vocab_mismatch_refuses_to_load(tiny_model_dir, tmp_path):
     model_dir = _copy(tiny_model_dir, tmp_path / "m")
     with open(model_dir / "vocab.txt", "a", encoding="utf-8") as f:
         f.write("새토큰\n")
-    with pytest.raises(ner_core.ModelLoadError, match=r"vocab.txt has 3001 tokens but the word embeddings have 3000 rows"):
-        ner_core.load_model(model_dir, HandlerSettings())
+    with pytest.raises(ner_model.ModelLoadError, match=r"vocab.txt has 3001 tokens but the word embeddings have 3000 rows"):
+        ner_model.load_model(model_dir, HandlerSettings())
 
 
 def test_corrupt_weights_refuse_to_load(tiny_model_dir, tmp_path):
     model_dir = _copy(tiny_model_dir, tmp_path / "m")
     (model_dir / "model.safetensors").write_bytes(b"\x00" * 64)
-    with pytest.raises(ner_core.ModelLoadError, match="cannot read"):
-        ner_core.load_model(model_dir, HandlerSettings())
+    with pytest.raises(ner_model.ModelLoadError, match="cannot read"):
+        ner_model.load_model(model_dir, HandlerSettings())
 
 
 def test_tokenizer_has_the_whole_vocab(tiny_model_dir):
-    tokenizer = ner_core.build_tokenizer(tiny_model_dir / "vocab.txt")
+    tokenizer = ner_model.build_tokenizer(tiny_model_dir / "vocab.txt")
     assert tokenizer.get_vocab_size() == 3000
     assert tokenizer.token_to_id("[CLS]") == 2 and tokenizer.token_to_id("[PAD]") == 0
 

@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 import ner_core
+import ner_model
 import ner_particles
 from ner_particles import trim_end
 from ner_settings import HandlerSettings
@@ -226,7 +227,7 @@ def test_oracle_f1_on_validation_rises_with_trimming(kmou_split):
         pytest.skip(f"demo model vocab not found at {vocab} (train it with scripts/train_demo.py --export)")
     examples, _ = corpus.read_corpus(path)
     labels = corpus.build_label_map(examples)
-    oracle = eval_particles.oracle_predictions(examples, ner_core.build_tokenizer(vocab), labels)
+    oracle = eval_particles.oracle_predictions(examples, ner_model.build_tokenizer(vocab), labels)
     before = eval_particles.entity_f1(examples, oracle, labels, None)["f1"]
     list_alone = eval_particles.make_trims(["list"])["list"]
     after = eval_particles.entity_f1(examples, oracle, labels, list_alone)["f1"]

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import ner_core
+import ner_model
 from ner_labels import spans_to_tags
 from ner_settings import HandlerSettings
 
@@ -24,7 +25,7 @@ SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 def tokenizer_with(tmp_path, words):
     path = tmp_path / "vocab.txt"
     path.write_text("\n".join(SPECIALS + words) + "\n", encoding="utf-8")
-    return ner_core.build_tokenizer(path)
+    return ner_model.build_tokenizer(path)
 
 
 def test_parse_tagged_gives_plain_text_and_character_spans():
@@ -93,14 +94,14 @@ def test_training_writes_what_a_ratsnlp_user_has(trained):
 
 def test_export_loads_with_the_serving_code(trained):
     out, export = trained
-    ner = ner_core.load_model(export, HandlerSettings())
-    assert ner.labels == ner_core.read_label_map(out / "label_map.txt")
+    ner = ner_model.load_model(export, HandlerSettings())
+    assert ner.labels == ner_model.read_label_map(out / "label_map.txt")
     assert (export / "README.md").is_file()
 
 
 def test_export_names_the_entity_score_threshold_it_was_scored_with(trained):
     out, export = trained
-    assert ner_core.load_model(export, HandlerSettings()).min_entity_score == 0.5
+    assert ner_model.load_model(export, HandlerSettings()).min_entity_score == 0.5
     assert "task_specific_params" not in json.loads((out / "config.json").read_text())  # the pretrained side
     metrics = json.loads((out / "metrics.json").read_text())
     served, every = metrics["served"]["overall"], metrics["served_every_score"]["overall"]
@@ -120,7 +121,7 @@ def test_training_output_packages_into_a_mar(trained, tmp_path):
 def test_committed_demo_model_finds_the_person():
     if not paths.demo_model_available():
         pytest.skip(f"no demo model in {paths.DEMO_MODEL_DIR}; make it with scripts/train_demo.py --export")
-    ner = ner_core.load_model(paths.DEMO_MODEL_DIR, HandlerSettings())
+    ner = ner_model.load_model(paths.DEMO_MODEL_DIR, HandlerSettings())
     (pred,) = ner_core.predict(ner, ["이순신은 조선 중기의 무신이다."])
     entities = answer_for(pred, ner.labels)["entities"]
     assert ("이순신", "PER") in [(e["text"], e["label"]) for e in entities]

@@ -9,6 +9,7 @@ import json
 import pytest
 
 import ner_core
+import ner_model
 from ner_wire import InputError, Options, ServerError, checked_size, parse_body, parse_options
 
 LIMITS = dict(max_chars=50, max_texts=3)
@@ -94,7 +95,7 @@ def test_a_surrogate_pair_escape_is_one_emoji_and_accepted():
 
 
 def test_why_the_surrogate_check_exists_the_tokenizer_rejects_a_lone_surrogate(tiny_model_dir):
-    tokenizer = ner_core.build_tokenizer(tiny_model_dir / "vocab.txt")
+    tokenizer = ner_model.build_tokenizer(tiny_model_dir / "vocab.txt")
     with pytest.raises(TypeError):
         ner_core.encode_texts(tokenizer, ["서울\ud800에서"])
 
