@@ -91,7 +91,8 @@ def measure(spec: str, config: dict, out: Path, rounds: int) -> dict:
     server = tsctl.start(run_dir, store, overrides=tsctl.port_overrides())
     try:
         model = tsctl.register(server, mar)
-        pids = {w["pid"] for w in tsctl.describe(server, model)[0]["workers"]}
+        before = tsctl.workers(server, model)
+        pids = set(before)
         print(f"worst_case: {len(texts)} texts, {cost} model-input tokens; {rounds} rounds alone", file=sys.stderr, flush=True)
         send_all(sender(server, model, SENTENCES[:1], timeout, []), range(1), 1)  # warm-up
         sizes: list[int] = []
@@ -101,7 +102,7 @@ def measure(spec: str, config: dict, out: Path, rounds: int) -> dict:
         cpu_before = {pid: cpu_seconds(pid) for pid in pids}
         together = send_all(sender(server, model, texts, timeout * 2, []), range(batch * workers), batch * workers)
         cpu_used = {pid: cpu_seconds(pid) - before for pid, before in cpu_before.items()}
-        after = {w["pid"]: w["status"] for w in tsctl.describe(server, model)[0]["workers"]}
+        after = tsctl.workers(server, model)
     finally:
         tsctl.stop(run_dir)
     return {
@@ -117,6 +118,6 @@ def measure(spec: str, config: dict, out: Path, rounds: int) -> dict:
         # CPU seconds each worker spent on its full batch: the wall time on an idle core, whatever
         # else the machine was running during the measurement
         "worker_cpu_s_per_full_batch": {str(pid): round(s, 1) for pid, s in cpu_used.items()},
-        "worker_restarted": set(after) != pids or any(s != "READY" for s in after.values()),
+        "worker_restarted": tsctl.any_restarted(before, after),
         "seconds_per_token": round(statistics.median(alone.latencies) / cost, 5),
     }

@@ -1,7 +1,7 @@
 """Two TorchServe replicas behind HAProxy under load: a rolling update, then a replica killed.
 
     python scripts/replica_drill.py                       # about 2 minutes on 2 cores
-    python scripts/replica_drill.py --clients 32 --settle 10 --json var/drill.json
+    python scripts/replica_drill.py --clients 32 --settle 10 --report var/drill.json
 
 What it does, on loopback addresses only (127.0.0.0/8):
 
@@ -19,7 +19,7 @@ What it does, on loopback addresses only (127.0.0.0/8):
    for until a worker is READY, back in rotation once HAProxy's health check passes;
 5. kill -9 of one replica's whole process group (frontend and workers) under the same load.
 
-Printed at the end (and written to --json): per phase and per client kind, requests answered,
+Printed at the end (and written to --report): per phase and per client kind, requests answered,
 failed (with why) and resent, answers per model version. Bounded: every wait has a deadline
 (--deadline for the whole drill) and the clients stop at --max-requests. The exit code is 1
 when the rolling update failed a request, an answer had no known version or another text, or
@@ -28,7 +28,6 @@ the retrying client lost a request.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import secrets
@@ -52,7 +51,7 @@ from serving import package_model, paths, tsctl
 from serving.package_model import PackageSpec
 from serving.predict import predict_with_retry
 
-MODEL = "kor_ner"
+MODEL = paths.MODEL_NAME
 VERSIONS = ("1.0", "2.0")
 ARCHIVES = {"1.0": f"{MODEL}.mar", "2.0": f"{MODEL}-2.0.mar"}
 REPLICAS = ("r1", "r2")
@@ -297,7 +296,24 @@ def package(model_dir: Path, store: Path, workdir: Path, workers: int) -> None:
 # --------------------------------------------------------------------------- the drill
 
 
-def drill(args: argparse.Namespace) -> dict[str, Any]:
+@dataclass(frozen=True)
+class DrillSpec:
+    """What one drill runs: the model, where, how much load, how long (scripts/replica_drill.py's
+    flags, with the same defaults)."""
+
+    model_dir: Path = paths.DEMO_MODEL_DIR  # checkpoint or save_pretrained directory
+    workdir: Path = paths.RUN_DIR / "replica-drill"  # archives, run dirs, HAProxy config; emptied first
+    clients: int = 16  # concurrent clients, half plain, half retrying
+    workers: int = 1  # per replica
+    settle: float = 5  # seconds of load between steps
+    first_port: int = 18300  # replicas on FIRST.., FIRST+10.. (tsctl --ports), HAProxy on FIRST+20; 0: free ports
+    max_requests: int = 200_000  # the clients stop after this many
+    request_timeout: float = 30  # read timeout of each request, seconds
+    deadline: float = 600  # give up after this many seconds in all
+
+
+def drill(args: DrillSpec) -> dict[str, Any]:
+    """The drill (the module's docstring): its report, which ``failures`` judges."""
     t0 = time.monotonic()
     deadline = t0 + args.deadline
     left = lambda: max(1.0, deadline - time.monotonic())  # noqa: E731
@@ -334,7 +350,7 @@ def drill(args: argparse.Namespace) -> dict[str, Any]:
         log(t0, f"HAProxy on {lb.inference_url} ({config}); both replicas UP")
         refused = requests.post(lb.inference_url + tsctl.predictions_path(MODEL), data="키 없이".encode(), timeout=10)
         result["lb_status_without_key"] = refused.status_code
-        result["haproxy_config"] = config.read_text(encoding="utf-8")
+        result["haproxy_config"] = str(config)
 
         load = Load(lb, args.clients, args.max_requests, args.request_timeout)
         load.start()
@@ -396,8 +412,8 @@ def settle(load: Load, seconds: float, deadline: float) -> None:
         time.sleep(0.1)
 
 
-def verdict(result: dict[str, Any]) -> list[str]:
-    """What went wrong, one line each (empty: the drill passed)."""
+def failures(result: dict[str, Any]) -> list[str]:
+    """What went wrong, one line each (empty: the drill held)."""
     problems = []
     for phase, kinds in result["phases"].items():
         for kind, t in kinds.items():

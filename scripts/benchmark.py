@@ -6,42 +6,28 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
 
 import ner_model
 
 from bench import benchmark
 from bench.benchmark import BenchSpec
 from serving import paths, tsctl
+from serving.cli import comma_list, positive_int
 from serving.package_model import PackagingError
 
 
-def int_list(text: str) -> list[int]:
-    values = [int(v) for v in text.split(",") if v.strip()]
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers separated by commas, got {text!r}")
-    return values
-
-
-def name_list(choices: Sequence[str] | None = None) -> Callable[[str], list[str]]:
-    def parse(text: str) -> list[str]:
-        values = [v.strip() for v in text.split(",") if v.strip()]
-        bad = [v for v in values if choices is not None and v not in choices]
-        if not values or bad:
-            raise argparse.ArgumentTypeError(f"expected names from {list(choices or [])} separated by commas, got {text!r}")
-        return values
-    return parse
+int_list = comma_list(item=positive_int)
 
 
 def parse_args(argv: list[str] | None) -> BenchSpec:
     parser = argparse.ArgumentParser(description=benchmark.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", type=name_list(), default=["demo", "bert-base"],
+    parser.add_argument("--models", type=comma_list(), default=["demo", "bert-base"],
                         help="demo, bert-base, tiny or checkpoint paths, comma-separated (default: demo,bert-base; "
                              "demo is skipped with a warning while demo_model/ is absent)")
     parser.add_argument("--sentences", type=Path, default=benchmark.default_sentences(),
                         help="plain or ratsnlp-format sentence file (default: the KMOU val.txt when present, else a built-in set)")
     parser.add_argument("--limit", type=int, default=96, help="first N sentences; 0: all (default: %(default)s)")
-    parser.add_argument("--precisions", type=name_list(list(benchmark.PRECISIONS)), default=["ort-fp32", "ort-int8"],
+    parser.add_argument("--precisions", type=comma_list(list(benchmark.PRECISIONS)), default=["ort-fp32", "ort-int8"],
                         help=f"from {list(benchmark.PRECISIONS)} (default: ort-fp32,ort-int8; ort-* run on ONNX Runtime: ort-fp32 is "
                              "what the shipped runtime: auto serves on a CPU, ort-int8 is quantize: int8; fp32 and bf16 run on torch, "
                              "bf16 needs a GPU or AVX512-BF16/AMX)")

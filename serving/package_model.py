@@ -57,7 +57,7 @@ class PackageSpec:
     checkpoint: Path  # checkpoint directory, .ckpt file, or save_pretrained directory
     pretrained: str | None = None  # directory or cached HF model id; None: the checkpoint's directory
     label_map: Path | None = None  # None: label_map.txt in the checkpoint's directory
-    name: str = "kor_ner"
+    name: str = paths.MODEL_NAME
     version: str = "1.0"
     model_config: Path = paths.MODEL_CONFIG
     export_path: Path = paths.MODEL_STORE

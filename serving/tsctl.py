@@ -28,8 +28,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import requests
+from kor_ner_runtime import ready_count, workers_of
 
 from serving import paths
 from serving.retry import retry
@@ -259,6 +261,7 @@ def start(
         raise TsError(f"TorchServe already runs from {run_dir} (pid {pid_of(run_dir)}); stop it first")
     for sub in ("logs", "tmp"):
         (run_dir / sub).mkdir(parents=True, exist_ok=True)
+    model_store.mkdir(parents=True, exist_ok=True)  # a fresh clone has none until a model is packaged
     config = write_config(run_dir, {**repo_paths(read_properties(BASE_CONFIG)), **(overrides or {})})
     (run_dir / "key_file.json").unlink(missing_ok=True)  # TorchServe writes fresh keys at start
     # TorchServe's own pid file: a stale one whose pid was reused makes it refuse to start.
@@ -353,9 +356,25 @@ def _alive(pid: int) -> bool:
 # --------------------------------------------------------------------------- management API
 
 
+def model_path(model: str, version: str | None = None) -> str:
+    """The management API's path for a model (and one of its versions, or ``all``): the one
+    place it is built."""
+    return f"/models/{quote(model, safe='')}" + (f"/{quote(version, safe='')}" if version else "")
+
+
 def describe(server: Server, model: str, version: str | None = None) -> list[dict]:
-    path = f"/models/{model}" + (f"/{version}" if version else "")
-    return _check(server.call("GET", "management", path), f"describe {model}")
+    return _check(server.call("GET", "management", model_path(model, version)), f"describe {model}")
+
+
+def workers(server: Server, model: str, version: str | None = None) -> dict[int, str]:
+    """The model's workers (its default version unless ``version``) as pid -> status."""
+    return workers_of(describe(server, model, version)[0])
+
+
+def any_restarted(before: dict[int, str], after: dict[int, str]) -> bool:
+    """Did a worker restart between two ``workers`` answers: a pid gone or new (TorchServe
+    replaces a dead worker by a new process), or one not READY now."""
+    return set(before) != set(after) or ready_count(after) != len(after)
 
 
 def list_models(server: Server) -> list[dict]:
@@ -365,10 +384,9 @@ def list_models(server: Server) -> list[dict]:
 def ready_workers(server: Server, model: str, version: str | None = None) -> int:
     """READY workers of the model (its default version unless ``version``)."""
     try:
-        info = describe(server, model, version)[0]
+        return ready_count(workers(server, model, version))
     except TsError:
         return 0
-    return sum(1 for w in info.get("workers", []) if w.get("status") == "READY")
 
 
 def wait_ready(server: Server, model: str, workers: int = 1, timeout: float = 180, version: str | None = None) -> float:
@@ -528,8 +546,7 @@ def versions(server: Server, model: str) -> list[dict[str, Any]]:
     default = describe(server, model)[0]["modelVersion"]
     return [
         {"version": info["modelVersion"], "default": info["modelVersion"] == default,
-         "ready_workers": sum(1 for w in info.get("workers", []) if w.get("status") == "READY"),
-         "workers": len(info.get("workers", []))}
+         "ready_workers": ready_count(workers_of(info)), "workers": len(workers_of(info))}
         for info in describe(server, model, "all")
     ]
 
@@ -545,7 +562,7 @@ SCALE_ATTEMPTS = 3
 def _set_workers(server: Server, model: str, version: str | None, min_workers: int, max_workers: int,
                  timeout: float) -> None:
     """PUT the worker range synchronously, resending TorchServe's spurious 500 (above)."""
-    path = f"/models/{model}" + (f"/{version}" if version else "")
+    path = model_path(model, version)
     params = {"min_worker": min_workers, "max_worker": max_workers, "synchronous": "true"}
     resp = retry(
         lambda: server.call("PUT", "management", path, params=params, timeout=(5, timeout)),
@@ -563,20 +580,19 @@ def scale(server: Server, model: str, workers: int, timeout: float = 180, versio
     _set_workers(server, model, version, workers, workers, timeout)
     save_state(server)
     deadline = time.monotonic() + timeout
-    while len(describe(server, model, version)[0].get("workers", [])) != workers or ready_workers(server, model, version) != workers:
+    while len(now := workers_of(describe(server, model, version)[0])) != workers or ready_count(now) != workers:
         if time.monotonic() > deadline:
             raise TsError(f"{model}: did not reach {workers} READY workers in {timeout:.0f} s")
         time.sleep(0.25)
 
 
 def unregister(server: Server, model: str, version: str | None = None, timeout: float = 60) -> None:
-    path = f"/models/{model}" + (f"/{version}" if version else "")
-    _check(server.call("DELETE", "management", path, timeout=(5, timeout)), f"unregister {model}")
+    _check(server.call("DELETE", "management", model_path(model, version), timeout=(5, timeout)), f"unregister {model}")
     save_state(server)
 
 
 def set_default(server: Server, model: str, version: str) -> None:
-    _check(server.call("PUT", "management", f"/models/{model}/{version}/set-default"), f"set-default {model} {version}")
+    _check(server.call("PUT", "management", f"{model_path(model, version)}/set-default"), f"set-default {model} {version}")
     save_state(server)
 
 

@@ -169,7 +169,7 @@ class DemoHandler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
-def make_server(run_dir: Path = paths.RUN_DIR, model: str = "kor_ner", host: str = "127.0.0.1", port: int = 8090,
+def make_server(run_dir: Path = paths.RUN_DIR, model: str = paths.MODEL_NAME, host: str = "127.0.0.1", port: int = 8090,
                 max_body: int = MAX_BODY_BYTES) -> DemoServer:
     """Bind the app (port 0 picks a free port; ``.url`` says which); ``serve_forever()`` runs it."""
     return DemoServer((host, port), Path(run_dir), model, max_body)

@@ -260,3 +260,11 @@ def test_v2_request_with_two_inputs_is_refused(server, tiny_model):
     resp = tsctl.predict(server, tiny_model, {"inputs": two})
     assert resp.status_code == 400
     assert 'v2 "inputs" must be a list of one input, received a JSON list of 2 items' in resp.json()["error"]
+
+
+def test_start_on_a_fresh_clone_creates_the_model_store(tmp_path):
+    """``tsctl.py --run-dir var/x start --ports free`` as the README shows it, before anything was
+    packaged: the model store does not exist yet, and TorchServe starts with it empty."""
+    store = tmp_path / "clone" / "model_store"
+    with tsctl.running(tmp_path / "run", store) as server:
+        assert store.is_dir() and tsctl.list_models(server) == []
