@@ -1,7 +1,8 @@
 """The Open Inference Protocol's health, readiness and model metadata routes, which TorchServe
 0.12 answers with 404: a small HTTP server on the container's loopback that the front door
-(HAProxy, entrypoint.front_door_config) sends them to. The answers are the handler's own
-(``ner_wire.v2_route_answer``), from the models the management API lists (their versions, and
+(HAProxy, entrypoint.front_door_config) sends them to. The answers (``v2_route_answer``, a pure
+function) describe the handler's own input and output tensors (ner_wire's names), from the
+models the management API lists (their versions, and
 whether the default version has a READY worker) and the draining marker; the management API
 is asked at most once a second (``TTL``), however many probes arrive. A GET answers the JSON,
 a HEAD the same status without a body. Nothing is logged. Standard library plus ner_wire and
@@ -13,14 +14,71 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Any
+from urllib.parse import unquote
 
 import kor_ner_runtime as runtime
-from ner_wire import ModelState, v2_route_answer
+from ner_wire import V2_INPUT, V2_OUTPUT
 
 TTL = 1.0  # seconds a listing of the models is reused
+
+
+def v2_model_metadata(name: str, versions: Sequence[str]) -> dict[str, Any]:
+    """The Open Inference Protocol's model metadata (``GET /v2/models/<name>``) of a model this
+    handler serves: one BYTES input of UTF-8 texts, one BYTES output of JSON answers, both of
+    the request's length (-1: any, up to ``max_texts_per_request``)."""
+    return {
+        "name": name,
+        "versions": list(versions),
+        "platform": "torchserve",
+        "inputs": [{"name": V2_INPUT, "datatype": "BYTES", "shape": [-1]}],
+        "outputs": [{"name": V2_OUTPUT, "datatype": "BYTES", "shape": [-1]}],
+    }
+
+
+@dataclass(frozen=True)
+class ModelState:
+    """A registered model as the management API describes it: its versions, and whether it
+    has a READY worker (of its default version)."""
+
+    versions: Sequence[str]
+    ready: bool
+
+
+def v2_route_answer(method: str, path: str, models: Mapping[str, ModelState],
+                    draining: bool = False) -> tuple[int, dict[str, Any]] | None:
+    """The answer (status, JSON body) to the Open Inference Protocol's health, readiness and
+    model metadata routes, which TorchServe 0.12 does not serve, from the registered
+    ``models``; None for any other request (TorchServe's to answer). Ready means a READY worker
+    (every model's, for the server) and not ``draining``: 200 ``{"ready": true}``, else 503
+    ``{"ready": false}`` (clients read any other status than 200 as not ready)."""
+    parts = [unquote(part) for part in path.split("?", 1)[0].strip("/").split("/")]
+    if method != "GET" or parts[:1] != ["v2"]:
+        return None
+    if parts[1:] == ["health", "live"]:
+        return 200, {"live": True}
+    if parts[1:] == ["health", "ready"]:
+        ready = not draining and bool(models) and all(state.ready for state in models.values())
+        return (200, {"ready": True}) if ready else (503, {"ready": False})
+    if len(parts) < 3 or parts[1] != "models":
+        return None
+    name, rest = parts[2], parts[3:]
+    version = None
+    if rest[:1] == ["versions"] and len(rest) >= 2:
+        version, rest = rest[1], rest[2:]
+    if rest not in ([], ["ready"]):
+        return None
+    state = models.get(name)
+    if state is None or (version is not None and version not in state.versions):
+        named = f"model {name!r}" + (f" version {version!r}" if version is not None else "")
+        return 404, {"error": f"{named} is not registered"}
+    if rest == ["ready"]:
+        return (200, {"ready": True}) if state.ready and not draining else (503, {"ready": False})
+    return 200, v2_model_metadata(name, state.versions)
 
 
 def model_states(management: str) -> dict[str, ModelState]:

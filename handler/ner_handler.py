@@ -34,8 +34,9 @@ import ner_model
 import ner_particles
 from ner_core import EncodedText, TokenPredictions
 from ner_settings import HandlerSettings
-from ner_wire import (JSON_UTF8, STREAM_NEXT, InputError, ParsedRequest, Reply, RequestError, ServerError, dumps,
-                      from_grpc, parse_body, parse_options, render_answer, text_answer)
+from ner_answer import Reply, render_answer, text_answer
+from ner_wire import (JSON_UTF8, STREAM_NEXT, InputError, ParsedRequest, RequestError, ServerError, dumps, from_grpc,
+                      parse_body, parse_options)
 
 logger = logging.getLogger(__name__)
 

@@ -9,9 +9,7 @@ request is answered in kind (``shape_answer``), in JSON or, when the client asks
 protocol's binary tensor data extension (``render_answer``); a binary request (a JSON header of
 ``Inference-Header-Content-Length`` bytes, then the tensor bytes) goes through one bounded
 parser that checks every length against what is there (``parse_body`` with the request's
-headers). One text's answer, the tutorial's fields and the entities, is shaped by ``text_answer``.
-The protocol's health, readiness and model metadata routes, which TorchServe 0.12 does not
-serve, are answered by ``v2_route_answer`` for whatever stands in front of it.
+headers). The answers themselves (their fields, and the reply a request gets) are ner_answer's.
 """
 
 from __future__ import annotations
@@ -19,13 +17,8 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
-from urllib.parse import unquote
+from typing import Any, Mapping, Sequence
 
-from ner_labels import BUILTIN_LABEL_NAMES, entity_type
-
-if TYPE_CHECKING:  # the model's side; this module needs no torch
-    from ner_core import Entity, TokenPredictions
 
 ACCEPTED = (
     'a UTF-8 text body (Content-Type: text/plain), a JSON string, {"sentence": "..."}, '
@@ -424,147 +417,6 @@ def from_grpc(headers: Mapping[str, Any]) -> bool:
                    for name, value in headers.items())
 
 
-# --------------------------------------------------------------------------- answers
-
-
-def display_tag(tag: str, names: Mapping[str, str]) -> str:
-    """The tutorial's ``predicted_tag``: the entity type's display name (``B-PER`` -> 인명), or
-    the tag itself for ``O`` and special labels."""
-    kind = entity_type(tag)
-    return names.get(kind, kind) if kind is not None else tag
-
-
-def text_answer(pred: TokenPredictions, entities: Sequence[Entity], labels: Sequence[str],
-                names: Mapping[str, str] = BUILTIN_LABEL_NAMES, result: bool = True) -> dict[str, Any]:
-    """The answer for one text: the tutorial's fields (``sentence``; ``result``, a row per
-    wordpiece with its argmax tag as ``predicted_tag`` and ``top_prob`` as a string), plus the
-    raw tag per row and the ``entities`` with character offsets. ``result=False`` leaves the
-    rows out (the answer then grows with the entities, not the wordpieces)."""
-    answer: dict[str, Any] = {"sentence": pred.text}
-    if result:
-        answer["result"] = [
-            {"token": token, "predicted_tag": display_tag(labels[i], names), "top_prob": str(round(prob, 4)),
-             "tag": labels[i]}
-            for token, i, prob in zip(pred.tokens, pred.label_ids, pred.probs)
-        ]
-    answer["entities"] = [
-        {"text": pred.text[e.start:e.end], "label": e.label, "label_name": names.get(e.label, e.label),
-         "start": e.start, "end": e.end, "score": e.score}
-        for e in entities
-    ]
-    return answer
-
-
-def shape_answer(request: ParsedRequest, answers: list[dict[str, Any]], *, model_name: str,
-                 model_version: str, request_id: str) -> Any:
-    """The JSON value answering ``request``: one answer or a list, or a KServe v2 response whose
-    output holds one JSON string per text (``request_id`` when the v2 request had no "id")."""
-    if request.protocol != "v2":
-        return answers if request.is_list else answers[0]
-    return {
-        "model_name": model_name,
-        "model_version": model_version,
-        "id": request.request_id or request_id,
-        "outputs": [{
-            "name": V2_OUTPUT, "datatype": "BYTES", "shape": [len(answers)],
-            "data": [json.dumps(answer, ensure_ascii=False) for answer in answers],
-        }],
-    }
-
-
-@dataclass(frozen=True)
-class Reply:
-    """What answers one request: its bytes, content type and extra response headers."""
-
-    body: bytes
-    content_type: str = JSON_UTF8
-    headers: Mapping[str, str] = field(default_factory=dict)
-
-
-def render_answer(request: ParsedRequest, answers: list[dict[str, Any]], *, model_name: str, model_version: str,
-                  request_id: str, max_bytes: int) -> Reply:
-    """The reply to ``request``: JSON (``shape_answer``), or for a v2 request that asked for
-    binary output, the binary tensor data extension's answer: the v2 response's JSON with the
-    output's ``binary_data_size`` instead of its ``data``, then the elements (each a 4-byte
-    little-endian length and the UTF-8 JSON answer for one text), the JSON's length in the
-    ``Inference-Header-Content-Length`` header. Refused over ``max_bytes`` (``checked_size``)."""
-    value = shape_answer(request, answers, model_name=model_name, model_version=model_version, request_id=request_id)
-    if not (request.protocol == "v2" and request.binary_output):
-        return Reply(checked_size(dumps(value), max_bytes))
-    [output] = value["outputs"]
-    data = encode_bytes_tensor([item.encode("utf-8") for item in output.pop("data")])
-    output["parameters"] = {"binary_data_size": len(data)}
-    header = dumps(value)
-    return Reply(checked_size(header + data, max_bytes), OCTET_STREAM, {INFERENCE_HEADER: str(len(header))})
-
-
-def v2_model_metadata(name: str, versions: Sequence[str]) -> dict[str, Any]:
-    """The Open Inference Protocol's model metadata (``GET /v2/models/<name>``) of a model this
-    handler serves: one BYTES input of UTF-8 texts, one BYTES output of JSON answers, both of
-    the request's length (-1: any, up to ``max_texts_per_request``)."""
-    return {
-        "name": name,
-        "versions": list(versions),
-        "platform": "torchserve",
-        "inputs": [{"name": V2_INPUT, "datatype": "BYTES", "shape": [-1]}],
-        "outputs": [{"name": V2_OUTPUT, "datatype": "BYTES", "shape": [-1]}],
-    }
-
-
-@dataclass(frozen=True)
-class ModelState:
-    """A registered model as the management API describes it: its versions, and whether it
-    has a READY worker (of its default version)."""
-
-    versions: Sequence[str]
-    ready: bool
-
-
-def v2_route_answer(method: str, path: str, models: Mapping[str, ModelState],
-                    draining: bool = False) -> tuple[int, dict[str, Any]] | None:
-    """The answer (status, JSON body) to the Open Inference Protocol's health, readiness and
-    model metadata routes, which TorchServe 0.12 does not serve, from the registered
-    ``models``; None for any other request (TorchServe's to answer). Ready means a READY worker
-    (every model's, for the server) and not ``draining``: 200 ``{"ready": true}``, else 503
-    ``{"ready": false}`` (clients read any other status than 200 as not ready)."""
-    parts = [unquote(part) for part in path.split("?", 1)[0].strip("/").split("/")]
-    if method != "GET" or parts[:1] != ["v2"]:
-        return None
-    if parts[1:] == ["health", "live"]:
-        return 200, {"live": True}
-    if parts[1:] == ["health", "ready"]:
-        ready = not draining and bool(models) and all(state.ready for state in models.values())
-        return (200, {"ready": True}) if ready else (503, {"ready": False})
-    if len(parts) < 3 or parts[1] != "models":
-        return None
-    name, rest = parts[2], parts[3:]
-    version = None
-    if rest[:1] == ["versions"] and len(rest) >= 2:
-        version, rest = rest[1], rest[2:]
-    if rest not in ([], ["ready"]):
-        return None
-    state = models.get(name)
-    if state is None or (version is not None and version not in state.versions):
-        named = f"model {name!r}" + (f" version {version!r}" if version is not None else "")
-        return 404, {"error": f"{named} is not registered"}
-    if rest == ["ready"]:
-        return (200, {"ready": True}) if state.ready and not draining else (503, {"ready": False})
-    return 200, v2_model_metadata(name, state.versions)
-
-
 def dumps(value: Any) -> bytes:
     """UTF-8 JSON with Korean kept readable (TorchServe's default escapes it)."""
     return json.dumps(value, ensure_ascii=False).encode("utf-8")
-
-
-def checked_size(answer: bytes, max_bytes: int) -> bytes:
-    """``answer`` if it fits ``max_bytes``; TorchServe drops the worker's connection (and every
-    request in flight on it) for an answer over its ``max_response_size``, so a larger one is
-    refused here instead."""
-    if len(answer) > max_bytes:
-        raise InputError(
-            f"the answer would be {len(answer)} bytes; the limit is {max_bytes}: send fewer or shorter "
-            "texts, or ask without the per-token rows (header X-NER-Result: false)",
-            status=413, reason="answer_too_large",
-        )
-    return answer

@@ -22,9 +22,9 @@ def comma_list(choices: Sequence[str] | None = None, item: Callable[[str], Any] 
     def parse(text: str) -> list[Any]:
         words = [word.strip() for word in text.split(",") if word.strip()]
         unknown = [word for word in words if choices is not None and word not in choices]
-        expected = f"names from {list(choices)}" if choices is not None else "values"
         if not words or unknown:
-            raise argparse.ArgumentTypeError(f"expected {expected} separated by commas, got {text!r}")
+            known = f"; choose from {', '.join(choices)}" if choices is not None else ""
+            raise argparse.ArgumentTypeError(f"expected values separated by commas, got {text!r}{known}")
         try:
             return [item(word) for word in words]
         except ValueError as err:

@@ -182,7 +182,7 @@ def test_a_triton_client_gets_health_readiness_metadata_and_answers(container):
     an error), and a binary-tensor inference equal to the plain route's answers."""
     import numpy as np  # noqa: PLC0415
     import tritonclient.http as triton  # noqa: PLC0415
-    from ner_wire import v2_model_metadata  # noqa: PLC0415
+    from v2_status import v2_model_metadata  # noqa: PLC0415
     from tritonclient.utils import InferenceServerException  # noqa: PLC0415
 
     key = container.keys()["inference"]

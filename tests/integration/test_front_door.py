@@ -13,7 +13,7 @@ import shutil
 import socket
 import time
 
-import ner_wire
+import v2_status
 import pytest
 import requests
 
@@ -118,7 +118,7 @@ def test_v2_health_needs_no_key_and_model_readiness_and_metadata_need_it(door):
     metadata = requests.get(f"{base}/v2/models/{name}", headers=auth, timeout=10)
     assert metadata.status_code == 200 and metadata.headers["Content-Type"] == "application/json"
     versions = metadata.json()["versions"]
-    assert metadata.json() == ner_wire.v2_model_metadata(name, versions) and len(versions) == 1
+    assert metadata.json() == v2_status.v2_model_metadata(name, versions) and len(versions) == 1
     assert versions == [version]
     assert requests.get(f"{base}/v2/models/{name}/ready", headers=auth, timeout=10).json() == {"ready": True}
     ready = requests.get(f"{base}/v2/models/{name}/versions/{versions[0]}/ready", headers=auth, timeout=10)

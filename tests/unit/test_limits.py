@@ -22,8 +22,8 @@ import ner_core
 import ner_model
 from ner_core import TokenPredictions
 from ner_settings import HandlerSettings
-import ner_wire
-from ner_wire import ParsedRequest, dumps, shape_answer
+from ner_answer import display_tag, shape_answer
+from ner_wire import ParsedRequest, dumps
 from serving import paths
 from tests.unit.answers import answer_for
 
@@ -80,7 +80,7 @@ def worst_answer_bytes(settings: HandlerSettings, labels: list[str], vocab: list
     one "result" row and at most one entity; a KServe v2 answer wraps each answer in a JSON
     string (at most doubling it) and echoes the request's id (at most the request's size).
     """
-    names = [ner_wire.display_tag(label, settings.label_names) for label in labels]
+    names = [display_tag(label, settings.label_names) for label in labels]
     longest = lambda values: max(json_len(v) for v in values)  # noqa: E731
     row = json_len({"token": "", "predicted_tag": "", "top_prob": "0.0000", "tag": ""}) + 2
     row += longest(vocab) + longest(names) + longest(labels)

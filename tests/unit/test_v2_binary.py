@@ -15,8 +15,9 @@ from tritonclient.utils import serialize_byte_tensor
 
 from ts.context import RequestProcessor
 
+from ner_answer import render_answer
 from ner_wire import (INFERENCE_HEADER, OCTET_STREAM, InputError, ParsedRequest, decode_bytes_tensor,
-                      encode_bytes_tensor, parse_body, render_answer)
+                      encode_bytes_tensor, parse_body)
 from tests.unit.test_handler import GOOD, make_handler
 
 LIMITS = dict(max_chars=50, max_texts=3)

@@ -10,7 +10,8 @@ import pytest
 
 import ner_core
 import ner_model
-from ner_wire import InputError, Options, ServerError, checked_size, parse_body, parse_options
+from ner_answer import checked_size
+from ner_wire import InputError, Options, ServerError, parse_body, parse_options
 
 LIMITS = dict(max_chars=50, max_texts=3)
 TEXT = "이순신은 조선 중기의 무신이다."
