@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ import ner_core
 import ner_model
 from ner_core import TokenPredictions
 from ner_settings import HandlerSettings
-from ner_answer import display_tag, shape_answer
+from ner_answer import ANSWER_FIELDS, ENTITY_FIELDS, ROW_FIELDS, display_tag, shape_answer
 from ner_wire import ParsedRequest, dumps
 from serving import paths
 from tests.unit.answers import answer_for
@@ -71,6 +72,20 @@ def json_len(value) -> int:
     return len(dumps(value))
 
 
+# Every field of an answer with its smallest value: the bound adds each variable field's longest
+# value (above: texts, wordpieces, tag and type names). A field added to the answer (ner_answer's
+# field lists) fails test_the_bound_counts_every_answer_field until it is counted here.
+TEXT_TEMPLATE = {"sentence": "", "result": [], "entities": []}
+ROW_TEMPLATE = {"token": "", "predicted_tag": "", "top_prob": "0.0000", "tag": ""}
+ENTITY_TEMPLATE = {"text": "", "label": "", "label_name": "", "start": 0, "end": 0, "score": 0.0001}
+
+
+def test_the_bound_counts_every_answer_field():
+    assert tuple(TEXT_TEMPLATE) == ANSWER_FIELDS
+    assert tuple(ROW_TEMPLATE) == ROW_FIELDS
+    assert tuple(ENTITY_TEMPLATE) == ENTITY_FIELDS
+
+
 def worst_answer_bytes(settings: HandlerSettings, labels: list[str], vocab: list[str], max_request_size: int) -> int:
     """An upper bound on the bytes of any answer the handler can give under ``settings``.
 
@@ -81,13 +96,15 @@ def worst_answer_bytes(settings: HandlerSettings, labels: list[str], vocab: list
     string (at most doubling it) and echoes the request's id (at most the request's size).
     """
     names = [display_tag(label, settings.label_names) for label in labels]
-    longest = lambda values: max(json_len(v) for v in values)  # noqa: E731
-    row = json_len({"token": "", "predicted_tag": "", "top_prob": "0.0000", "tag": ""}) + 2
-    row += longest(vocab) + longest(names) + longest(labels)
+
+    def longest(values: Iterable[str]) -> int:
+        return max(json_len(v) for v in values)
+
+    row = json_len(ROW_TEMPLATE) + 2 + longest(vocab) + longest(names) + longest(labels)
     digits = len(str(settings.max_text_chars))
-    entity = json_len({"text": "", "label": "", "label_name": "", "start": 10**digits, "end": 10**digits,
-                       "score": 0.0001}) + 2 + longest(labels) + longest(settings.label_names.values())
-    per_text = json_len({"sentence": "", "result": [], "entities": []}) + 2
+    entity = (json_len({**ENTITY_TEMPLATE, "start": 10**digits, "end": 10**digits}) + 2 + longest(labels)
+              + longest(settings.label_names.values()))
+    per_text = json_len(TEXT_TEMPLATE) + 2
     texts = settings.max_texts_per_request
     plain = (texts * (per_text + 2 * ANSWER_BYTES_PER_CHAR * settings.max_text_chars)
              + settings.max_request_tokens * (row + entity))
