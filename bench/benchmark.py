@@ -231,7 +231,7 @@ def ceiling_rows(model: str, staged: Path, plan: Plan, bar: tqdm) -> list[dict]:
             chunks = [plan.sentences[i : i + batch] for i in range(0, len(plan.sentences), batch)]
             windows = [ner_core.window_rows(ner_core.encode(ner, c))[0] for c in chunks]
             cells = {
-                "forward": (functools.partial(ner_core.forward_distributions, ner), [(len(c), w) for c, w in zip(chunks, windows)]),
+                "forward": (functools.partial(ner_core.forward_distributions, ner), [(len(c), w) for c, w in zip(chunks, windows, strict=True)]),
                 "predict": (functools.partial(ner_core.predict, ner), [(len(c), c) for c in chunks]),
             }
             for path, (call, items) in cells.items():
@@ -342,7 +342,7 @@ def accuracy_rows(model: str, staged: Path, corpus_path: Path, plan: Plan, limit
         f1[precision] = corpus.evaluate(ner, examples, encoded)["char"]["overall"]["f1"]
     rows = []
     for precision in variants:
-        pairs = [(a, b) for ref, got in zip(labels["fp32"], labels[precision]) for a, b in zip(ref, got)]
+        pairs = [(a, b) for ref, got in zip(labels["fp32"], labels[precision], strict=True) for a, b in zip(ref, got, strict=True)]
         rows.append({"model": model, "precision": precision, "sentences": len(texts), "tokens": len(pairs),
                      "token_tag_agreement": round(sum(a == b for a, b in pairs) / len(pairs), 5),
                      "entity_f1_fp32": round(f1["fp32"], 4), "entity_f1": round(f1[precision], 4),
@@ -399,7 +399,8 @@ def default_and_opt_in_targets(rows: Sequence[dict], accuracy: Sequence[dict], d
             continue
         top = max(r["concurrency"] for r in served)
 
-        def add(target: str, value: float | None, bar: float, higher: bool = True, config: str = "") -> None:
+        def add(target: str, value: float | None, bar: float, higher: bool = True, config: str = "",
+                model: str = model) -> None:
             met = None if value is None else (value >= bar if higher else value <= bar)
             out.append({"model": model, "target": target, "value": value, "bar": bar, "met": met, "config": config})
 
@@ -421,7 +422,8 @@ def default_and_opt_in_targets(rows: Sequence[dict], accuracy: Sequence[dict], d
             best = max(opt_in, key=lambda r: r["vs_seed"])
             checked = "" if best["precision"] in lossy_ok else ", accuracy not measured"
             add(f"best opt-in served / seed served (c{top})", best["vs_seed"], 10.0,
-                config=f"{best['precision']} b{best['batch']} d{best['delay_ms']} {best['workers']} × {best['threads']}{checked}")
+                config=(f"{best['precision']} b{best['batch']} d{best['delay_ms']} {best['workers']} × "
+                        f"{best['threads']}{checked}"))
     return out
 
 
@@ -436,7 +438,8 @@ def target_rows(rows: Sequence[dict], accuracy: Sequence[dict], default: dict | 
         best = {p: max((r for r in served if r["precision"] == p and r["concurrency"] == top),
                        key=lambda r: r["sentences_per_s"], default=None) for p in PRECISIONS}
 
-        def add(target: str, value: float | None, bar: float, higher: bool = True, where: dict | None = None) -> None:
+        def add(target: str, value: float | None, bar: float, higher: bool = True, where: dict | None = None,
+                model: str = model) -> None:
             met = None if value is None else (value >= bar if higher else value <= bar)
             cfg = f"b{where['batch']} d{where['delay_ms']} w{where['workers']}" if where else ""
             out.append({"model": model, "target": target, "value": value, "bar": bar, "met": met, "config": cfg})
@@ -511,11 +514,13 @@ def fmt(value: Any) -> str:
 
 def markdown(report: dict) -> str:
     lines = [
-        f"Machine: {describe_machine(report['machine'])}. "
-        f"Load average (1 min) {report['load_before']} before, {report['load_after']} after; {report['sentence_count']} sentences "
-        f"from {report['sentences']}; {report['repeats']} rounds per cell, each at least {report['min_seconds']} s of whole passes.",
+        (f"Machine: {describe_machine(report['machine'])}. "
+         f"Load average (1 min) {report['load_before']} before, {report['load_after']} after; "
+         f"{report['sentence_count']} sentences from {report['sentences']}; {report['repeats']} rounds per cell, "
+         f"each at least {report['min_seconds']} s of whole passes."),
         "",
-        "| model | path | precision | batch | delay ms | workers × threads | concurrency | sentences/s | p50 ms | p95 ms | p99 ms | errors | ÷ ceiling | ÷ seed |",
+        ("| model | path | precision | batch | delay ms | workers × threads | concurrency "
+         "| sentences/s | p50 ms | p95 ms | p99 ms | errors | ÷ ceiling | ÷ seed |"),
         "|---|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in report["rows"]:
@@ -529,7 +534,8 @@ def markdown(report: dict) -> str:
             met = {True: "yes", False: "**no**", None: "n/a"}[t["met"]]
             lines.append(f"| {t['model']} | {t['target']} | {fmt(t['value'])} | {t['bar']} | {met} | {t['config']} |")
     if report["accuracy"]:
-        lines += ["", "| model | precision | sentences | wordpieces | token-tag agreement with fp32 | entity F1 fp32 | entity F1 | F1 loss (points) |",
+        lines += ["", ("| model | precision | sentences | wordpieces | token-tag agreement with fp32 | "
+                       "entity F1 fp32 | entity F1 | F1 loss (points) |"),
                   "|---|---|---:|---:|---:|---:|---:|---:|"]
         for a in report["accuracy"]:
             lines.append(f"| {a['model']} | {a['precision']} | {a['sentences']} | {a['tokens']} | {a['token_tag_agreement']} | "

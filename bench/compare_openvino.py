@@ -184,10 +184,12 @@ def with_ratios(rows: list[dict]) -> list[dict]:
 def markdown(report: dict) -> str:
     lines = [f"Machine: {benchmark.describe_machine(report['machine'])}", f"Load average before / after: {report['load_before']} / {report['load_after']}", "",
              "| model | engine | batch | sentences/s | rounds | p50 per call | ÷ ONNX Runtime, same precision |", "|---|---|---:|---:|---|---:|---:|"]
-    lines += [f"| {r['model']} | {r['engine']} | {r['batch']} | {r['sentences_per_s']} | {r['rounds']} | {r['p50_ms']} ms | {r['vs_onnxruntime']} |" for r in report["speed"]]
+    lines += [(f"| {r['model']} | {r['engine']} | {r['batch']} | {r['sentences_per_s']} | "
+               f"{r['rounds']} | {r['p50_ms']} ms | {r['vs_onnxruntime']} |") for r in report["speed"]]
     if report["accuracy"]:
         lines += ["", "| model | engine | token-tag agreement with torch fp32 | entity F1 | torch fp32 | loss (points) |", "|---|---|---:|---:|---:|---:|"]
-        lines += [f"| {r['model']} | {r['engine']} | {r['token_tag_agreement']} | {r['entity_f1']} | {r['entity_f1_torch_fp32']} | {r['f1_loss_points']} |" for r in report["accuracy"]]
+        lines += [f"| {r['model']} | {r['engine']} | {r['token_tag_agreement']} | {r['entity_f1']} "
+                  f"| {r['entity_f1_torch_fp32']} | {r['f1_loss_points']} |" for r in report["accuracy"]]
     return "\n".join(lines) + "\n"
 
 

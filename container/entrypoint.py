@@ -29,13 +29,14 @@ config's inference and metrics addresses. At the inference door it checks the in
 Bearer`` and a JSON body; ``GET /ping`` and ``GET /v2/health/{live,ready}`` need none, for
 probes), and it bounds what a slow or abusive client can hold: the request's headers and body
 must arrive within KOR_NER_REQUEST_TIMEOUT seconds (default 5) and are buffered by HAProxy
-before TorchServe sees them; ``maxconn`` follows the file-descriptor limit; with KOR_NER_MAX_CONN_PER_SOURCE set, one source
-address holds at most that many connections at once (default 0: no such limit, as where every
-client arrives from one address: podman's published ports, an ingress proxy). The metrics door
-answers ``GET /metrics`` only. TorchServe's own token authorization is turned off behind it: its keys are random at
-every start and expire, and the front door's key is the one clients hold. The key is read from
-KOR_NER_KEY_FILE (a mounted Kubernetes Secret); without it, one is generated at start and
-written to $TEMP/kor-ner/inference.key (``podman exec <container> cat /tmp/kor-ner/inference.key``).
+before TorchServe sees them; ``maxconn`` follows the file-descriptor limit; with
+KOR_NER_MAX_CONN_PER_SOURCE set, one source address holds at most that many connections at once
+(default 0: no such limit, as where every client arrives from one address: podman's published
+ports, an ingress proxy). The metrics door answers ``GET /metrics`` only. TorchServe's own token
+authorization is turned off behind it: its keys are random at every start and expire, and the
+front door's key is the one clients hold. The key is read from KOR_NER_KEY_FILE (a mounted
+Kubernetes Secret); without it, one is generated at start and written to
+$TEMP/kor-ner/inference.key (``podman exec <container> cat /tmp/kor-ner/inference.key``).
 The key is never printed, and HAProxy logs nothing.
 
 The Open Inference Protocol's health, readiness and model metadata routes, which TorchServe
@@ -235,8 +236,9 @@ def front_door_config(door: FrontDoor) -> str:
         "    acl liveness path /ping",
         "    acl v2_health path /v2/health/live /v2/health/ready",
         "    acl v2_model path_reg ^/v2/models/[^/]+(/versions/[^/]+)?(/ready)?$",
-        f"    http-request return status 401 content-type application/json string '{unauthorized}' "
-        "hdr WWW-Authenticate 'Bearer realm=\"kor-ner\"' unless authorized || read liveness || read v2_health",
+        ("    http-request return status 401 content-type application/json string "
+         f"'{unauthorized}' "
+         "hdr WWW-Authenticate 'Bearer realm=\"kor-ner\"' unless authorized || read liveness || read v2_health"),
         "    http-request del-header authorization  # the key goes no further",
         "    use_backend v2_status if read v2_health || read v2_model",
         "    default_backend torchserve",
@@ -244,7 +246,8 @@ def front_door_config(door: FrontDoor) -> str:
         f"    bind {door.metrics_bind}",
         "    acl read method GET HEAD",
         "    acl scrape path /metrics",
-        f"    http-request return status 404 content-type application/json string '{json_error(404, 'only GET /metrics here')}' unless read scrape",
+        ("    http-request return status 404 content-type application/json string "
+         f"'{json_error(404, 'only GET /metrics here')}' unless read scrape"),
         "    default_backend torchserve_metrics",
         "backend torchserve",
         f"    server torchserve {LOOPBACK}:{door.backend_port}",

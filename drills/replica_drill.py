@@ -114,7 +114,8 @@ class Haproxy:
         keys.write_text(f"Bearer {key}\n", encoding="utf-8")
         keys.chmod(0o600)
         servers = "\n".join(
-            f"    server {name} {_hostport(server.inference_url)} check port {_hostport(server.management_url).rsplit(':', 1)[1]}"
+            (f"    server {name} {_hostport(server.inference_url)} check port "
+             f"{_hostport(server.management_url).rsplit(':', 1)[1]}")
             for name, server in replicas.items())
         config = self.workdir / "haproxy.cfg"
         config.write_text(HAPROXY_CONFIG.format(socket=self.socket_path, bind="127.0.0.1", port=self.port,
@@ -123,13 +124,13 @@ class Haproxy:
 
     def start(self, config: Path) -> None:
         self.socket_path.unlink(missing_ok=True)
-        check = subprocess.run(["haproxy", "-c", "-f", str(config)], capture_output=True, text=True)
+        check = subprocess.run(["haproxy", "-c", "-f", str(config)], check=False, capture_output=True, text=True)
         if check.returncode != 0:
             raise RuntimeError(f"haproxy refuses {config}: {check.stdout}{check.stderr}")
         with open(self.workdir / "haproxy.log", "ab") as out:
             self.proc = subprocess.Popen(["haproxy", "-db", "-f", str(config)], stdout=out, stderr=subprocess.STDOUT,
                                          start_new_session=True)
-        _until(lambda: self.socket_path.exists(), 10, "HAProxy did not open its runtime socket")
+        _until(self.socket_path.exists, 10, "HAProxy did not open its runtime socket")
 
     def command(self, line: str) -> str:
         with socket.socket(socket.AF_UNIX) as s:
@@ -145,7 +146,7 @@ class Haproxy:
         """`show stat` of the backend's servers: name -> {status, scur, qcur, ...}."""
         lines = self.command("show stat").splitlines()
         header = lines[0].lstrip("# ").split(",")
-        rows = [dict(zip(header, line.split(","))) for line in lines[1:] if line]
+        rows = [dict(zip(header, line.split(","), strict=False)) for line in lines[1:] if line]
         return {r["svname"]: r for r in rows if r["pxname"] == "replicas" and r["svname"] not in ("BACKEND", "FRONTEND")}
 
     def set_state(self, server: str, state: str) -> None:
@@ -343,7 +344,8 @@ def drill(args: DrillSpec) -> dict[str, Any]:
     try:
         for replica in replicas.values():
             seconds = replica.start(store, ARCHIVES["1.0"], left())
-            log(t0, f"replica {replica.name} serves {MODEL} 1.0 at {replica.server.inference_url} (ready in {seconds:.1f} s)")
+            log(t0, (f"replica {replica.name} serves {MODEL} 1.0 at {replica.server.inference_url} "
+                     f"(ready in {seconds:.1f} s)"))
         config = haproxy.write_config({r.name: r.server for r in replicas.values()}, key)
         haproxy.start(config)
         _until(lambda: all(s["status"] == "UP" for s in haproxy.servers().values()), left(), "replicas not UP in HAProxy")
@@ -363,13 +365,13 @@ def drill(args: DrillSpec) -> dict[str, Any]:
         update_started = time.monotonic()
         for replica in replicas.values():
             haproxy.set_state(replica.name, "maint")
-            drained = _until(lambda: _sessions(haproxy, replica.name) == 0, left(), f"{replica.name} did not drain")
+            drained = _until(lambda replica=replica: _sessions(haproxy, replica.name) == 0, left(), f"{replica.name} did not drain")
             log(t0, f"{replica.name}: out of rotation, drained in {drained:.1f} s")
             replica.stop()
             seconds = replica.start(store, ARCHIVES["2.0"], left())
             log(t0, f"{replica.name}: restarted with {MODEL} 2.0, a worker READY in {seconds:.1f} s")
             haproxy.set_state(replica.name, "ready")
-            up = _until(lambda: haproxy.servers()[replica.name]["status"] == "UP", left(), f"{replica.name} not UP")
+            up = _until(lambda replica=replica: haproxy.servers()[replica.name]["status"] == "UP", left(), f"{replica.name} not UP")
             log(t0, f"{replica.name}: back in rotation (health check passed in {up:.1f} s)")
             settle(load, args.settle, deadline)
         result["rolling_update_s"] = round(time.monotonic() - update_started, 1)

@@ -45,7 +45,7 @@ def text_answer(pred: TokenPredictions, entities: Sequence[Entity], labels: Sequ
         answer["result"] = [
             {"token": token, "predicted_tag": display_tag(labels[i], names), "top_prob": str(round(prob, 4)),
              "tag": labels[i]}
-            for token, i, prob in zip(pred.tokens, pred.label_ids, pred.probs)
+            for token, i, prob in zip(pred.tokens, pred.label_ids, pred.probs, strict=True)
         ]
     answer["entities"] = [
         {"text": pred.text[e.start:e.end], "label": e.label, "label_name": names.get(e.label, e.label),

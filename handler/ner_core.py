@@ -9,6 +9,7 @@ Loading a model directory and choosing its runtime are ner_model's; the answer's
 
 from __future__ import annotations
 
+import itertools
 import functools
 import unicodedata
 from dataclasses import dataclass
@@ -64,9 +65,9 @@ def nfc_spans(text: str) -> tuple[str, list[tuple[int, int]]] | None:
 def encode_texts(tokenizer: Tokenizer, texts: Sequence[str]) -> list[tuple[list[int], list[str], list[tuple[int, int]]]]:
     """Wordpiece ids, tokens and character offsets into each original text (no special tokens)."""
     normalised = [nfc_spans(text) for text in texts]
-    encodings = tokenizer.encode_batch([n[0] if n else t for n, t in zip(normalised, texts)], add_special_tokens=False)
+    encodings = tokenizer.encode_batch([n[0] if n else t for n, t in zip(normalised, texts, strict=True)], add_special_tokens=False)
     out = []
-    for enc, norm in zip(encodings, normalised):
+    for enc, norm in zip(encodings, normalised, strict=True):
         offsets = list(enc.offsets)
         if norm is not None:
             spans = norm[1]
@@ -96,7 +97,7 @@ def keep_ranges(windows: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
     cuts = [(windows[i + 1][0] + windows[i][1]) // 2 for i in range(len(windows) - 1)]
     starts = [windows[0][0], *cuts]
     ends = [*cuts, windows[-1][1]]
-    return list(zip(starts, ends))
+    return list(zip(starts, ends, strict=True))
 
 
 # --------------------------------------------------------------------------- inference
@@ -138,7 +139,7 @@ def encode_windows(tokenizer: Tokenizer, settings: HandlerSettings, texts: Seque
     size, stride = settings.max_seq_length - 2, settings.window_stride
     return [
         EncodedText(text, ids, tokens, offsets, plan_windows(len(ids), size, stride))
-        for text, (ids, tokens, offsets) in zip(texts, encode_texts(tokenizer, texts))
+        for text, (ids, tokens, offsets) in zip(texts, encode_texts(tokenizer, texts), strict=True)
     ]
 
 
@@ -189,7 +190,7 @@ def window_rows(encoded: Sequence[EncodedText]) -> tuple[list[list[int]], list[l
     row_of: list[list[tuple[int, int, int]]] = []
     for enc in encoded:
         parts = []
-        for (start, end), (keep_start, keep_end) in zip(enc.windows, keep_ranges(enc.windows)):
+        for (start, end), (keep_start, keep_end) in zip(enc.windows, keep_ranges(enc.windows), strict=True):
             parts.append((len(rows), keep_start - start, keep_end - start))
             rows.append(enc.ids[start:end])
         row_of.append(parts)
@@ -209,7 +210,7 @@ def predict_encoded(ner: NerModel, encoded: Sequence[EncodedText]) -> list[Token
             row_ids[i], row_probs[i], row_dists[i] = ids[j, :n], probs[j, :n], dists[j, :n]
 
     out = []
-    for enc, parts in zip(encoded, row_of):
+    for enc, parts in zip(encoded, row_of, strict=True):
         ids = torch.cat([row_ids[r][a:b] for r, a, b in parts])
         probs = torch.cat([row_probs[r][a:b] for r, a, b in parts])
         dists = torch.cat([row_dists[r][a:b] for r, a, b in parts])
@@ -265,7 +266,7 @@ def is_consistent(label_ids: Sequence[int], follows: np.ndarray, starts: np.ndar
     """Whether a label sequence keeps the BIO rules."""
     if not label_ids:
         return True
-    return bool(starts[label_ids[0]]) and all(follows[a, b] for a, b in zip(label_ids, label_ids[1:]))
+    return bool(starts[label_ids[0]]) and all(follows[a, b] for a, b in itertools.pairwise(label_ids))
 
 
 def constrained_label_ids(distributions: torch.Tensor | np.ndarray, labels: Sequence[str],

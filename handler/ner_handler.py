@@ -121,7 +121,8 @@ class KoreanNerHandler(BaseHandler):
         )
         self.model_version = str(((context.manifest or {}).get("model") or {}).get("modelVersion", ""))
         logger.info(
-            "loaded %s on %s with %s (runtime: %s): %d labels, vocab %d, entity score threshold %g, settings %s, in %.1f s",
+            ("loaded %s on %s with %s (runtime: %s): %d labels, vocab %d, entity score "
+             "threshold %g, settings %s, in %.1f s"),
             context.model_name, device, self.ner.settings.runtime, self.settings.runtime, len(self.ner.labels),
             self.ner.tokenizer.get_vocab_size(), self.ner.min_entity_score, self.settings, time.perf_counter() - started,
         )

@@ -198,7 +198,7 @@ def load_model(model_dir: Path, settings: HandlerSettings, device: torch.device 
         check_unused_safetensors(model_dir / "model.safetensors")
         try:
             model = ner_onnx.OnnxTokenClassifier(model_dir / weights, settings.torch_threads)
-        except Exception as err:  # onnxruntime raises its own types for a corrupt or foreign file
+        except Exception as err:  # noqa: BLE001 - onnxruntime raises its own types for a corrupt or foreign file
             raise ModelLoadError(f"cannot load {model_dir / weights} in ONNX Runtime: {err}") from None
         check_consistency(labels, config, tokenizer.get_vocab_size(), model.num_labels, None)
     else:
@@ -230,7 +230,7 @@ def check_unused_safetensors(path: Path) -> None:
     try:
         with safe_open(str(path), framework="pt"):
             pass
-    except Exception as err:  # safetensors raises its own error type for a broken file
+    except Exception as err:  # noqa: BLE001 - safetensors raises its own error type for a broken file
         raise ModelLoadError(f"cannot read {path}: {err}") from None
 
 
@@ -238,7 +238,7 @@ def _load_torch(path: Path, config: BertConfig, labels: list[str], tokenizer: To
                 settings: HandlerSettings, device: torch.device) -> BertForTokenClassification:
     try:
         state = load_file(str(path))
-    except Exception as err:  # safetensors raises several types for a corrupt file
+    except Exception as err:  # noqa: BLE001 - safetensors raises several types for a corrupt file
         raise ModelLoadError(f"cannot read {path}: {err}") from None
     rows = {key: state[key].shape[0] if key in state else None
             for key in ("classifier.weight", "bert.embeddings.word_embeddings.weight")}

@@ -78,7 +78,8 @@ class HandlerSettings:
             ),
             (
                 not (self.quantize == "int8" and self.runtime == "torch"),
-                "quantize int8 runs on ONNX Runtime (runtime auto on a CPU, or onnxruntime); runtime torch runs float32 or bfloat16",
+                ("quantize int8 runs on ONNX Runtime (runtime auto on a CPU, or onnxruntime); "
+                 "runtime torch runs float32 or bfloat16"),
             ),
             (
                 not (self.dtype == "bfloat16" and self.runtime == "onnxruntime"),

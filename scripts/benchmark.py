@@ -42,7 +42,8 @@ def parse_args(argv: list[str] | None) -> BenchSpec:
     parser.add_argument("--min-seconds", type=float, default=2.0, help="each round runs whole passes for at least this long (default: %(default)s)")
     parser.add_argument("--cores", type=int, default=os.cpu_count(), help="cores to plan threads for (default: all, %(default)s)")
     parser.add_argument("--model-config", type=Path, default=paths.MODEL_CONFIG,
-                        help="per-model YAML whose handler settings every archive and the ceilings use (default: config/model-config.yaml)")
+                        help=("per-model YAML whose handler settings every archive and the ceilings use "
+                              "(default: config/model-config.yaml)"))
     parser.add_argument("--no-seed", dest="seed", action="store_false", help="skip the tutorial's path")
     parser.add_argument("--no-serve", dest="serve", action="store_false", help="in-process only: no TorchServe (no Java needed)")
     parser.add_argument("--accuracy", action="store_true", help="also each precision vs fp32: accuracy of trained models on the corpus")
@@ -50,7 +51,8 @@ def parse_args(argv: list[str] | None) -> BenchSpec:
     parser.add_argument("--rebuild", action="store_true", help="re-create checkpoints, staged models and archives")
     parser.add_argument("--out", type=Path, default=paths.RUN_DIR / "bench", help="results, models, archives, run dir (default: var/bench)")
     parser.add_argument("--rejudge", type=Path, metavar="RESULTS_JSON",
-                        help="measure nothing: judge a saved results.json against the current targets and rewrite it and its results.md")
+                        help=("measure nothing: judge a saved results.json against the current targets and "
+                              "rewrite it and its results.md"))
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.limit < 0 or args.cores < 1:
         parser.error("--repeats and --cores must be at least 1, --limit at least 0")

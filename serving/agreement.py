@@ -64,8 +64,8 @@ def compare(reference: ner_model.NerModel, candidate: ner_model.NerModel, texts:
     got = ner_core.predict(candidate, texts)
     tokens = agreeing = 0
     first = None
-    for n, (r, g) in enumerate(zip(ref, got)):
-        for i, (a, b) in enumerate(zip(r.label_ids, g.label_ids)):
+    for n, (r, g) in enumerate(zip(ref, got, strict=True)):
+        for i, (a, b) in enumerate(zip(r.label_ids, g.label_ids, strict=True)):
             tokens += 1
             agreeing += a == b
             if a != b and first is None:

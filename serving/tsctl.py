@@ -57,8 +57,8 @@ class TsError(RuntimeError):
 
 def read_properties(path: Path) -> dict[str, str]:
     props = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        line = line.strip()
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
         if line and not line.startswith("#") and "=" in line:
             key, value = line.split("=", 1)
             props[key.strip()] = value.strip()
@@ -112,8 +112,8 @@ def listener_overrides(ports: Sequence[int]) -> dict[str, str]:
     inference, management, metrics, gRPC inference, gRPC management."""
     if len(ports) != LISTENERS:
         raise ValueError(f"{LISTENERS} ports needed, got {len(ports)}")
-    addresses = {key: f"http://127.0.0.1:{port}" for key, port in zip(ADDRESS_KEYS, ports)}
-    return {**addresses, **{key: str(port) for key, port in zip(GRPC_PORT_KEYS, ports[len(ADDRESS_KEYS):])}}
+    addresses = {key: f"http://127.0.0.1:{port}" for key, port in zip(ADDRESS_KEYS, ports[: len(ADDRESS_KEYS)], strict=True)}
+    return {**addresses, **{key: str(port) for key, port in zip(GRPC_PORT_KEYS, ports[len(ADDRESS_KEYS):], strict=True)}}
 
 
 def port_overrides() -> dict[str, str]:
@@ -153,8 +153,9 @@ def write_config(run_dir: Path, overrides: dict[str, str] | None = None, base: P
     for line in base.read_text(encoding="utf-8").splitlines():
         key = line.split("=", 1)[0].strip()
         if "=" in line and not line.lstrip().startswith("#") and key in overrides:
-            line = f"{key}={overrides.pop(key)}"
-        lines.append(line)
+            lines.append(f"{key}={overrides.pop(key)}")
+        else:
+            lines.append(line)
     lines += [f"{k}={v}" for k, v in overrides.items()]
     target = run_dir / "config.properties"
     target.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -281,9 +282,9 @@ def start(
         if proc.poll() is not None:
             raise TsError(f"TorchServe exited with code {proc.returncode}; see {run_dir / 'logs'}")
         try:
-            if (run_dir / "key_file.json").exists() or "disable_token_authorization=true" in config.read_text():
-                if _listening(server):
-                    break
+            keys_ready = (run_dir / "key_file.json").exists() or "disable_token_authorization=true" in config.read_text()
+            if keys_ready and _listening(server):
+                break
         except (requests.ConnectionError, requests.Timeout, ValueError):  # not listening yet, busy, key file half-written
             pass
         time.sleep(0.25)
@@ -394,7 +395,8 @@ def wait_ready(server: Server, model: str, workers: int = 1, timeout: float = 18
     started = time.monotonic()
     while ready_workers(server, model, version) < workers:
         if time.monotonic() - started > timeout:
-            raise TsError(f"{model}: fewer than {workers} READY workers after {timeout:.0f} s; see {server.run_dir / 'logs' / 'model_log.log'}")
+            raise TsError((f"{model}: fewer than {workers} READY workers after {timeout:.0f} s; see "
+                           f"{server.run_dir / 'logs' / 'model_log.log'}"))
         time.sleep(0.25)
     return time.monotonic() - started
 
@@ -460,7 +462,8 @@ def handle_load_failure(server: Server, message: str, log_start: dict[str, int] 
     except (TsError, requests.RequestException):
         pass
     log, reason = reasons[0] if reasons else ("model_log.log", "no reason found in model_log.log or ts_log.log")
-    return f"{message}\nmodel {name} {version} did not load: {reason}\n(see {logs / log}; the failed registration was removed)"
+    return (f"{message}\nmodel {name} {version} did not load: {reason}\n(see {logs / log}; "
+            "the failed registration was removed)")
 
 
 def _size(path: Path) -> int:

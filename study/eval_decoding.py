@@ -124,7 +124,8 @@ def threshold_markdown(scan: dict) -> str:
 
 def markdown(rows: list[dict]) -> str:
     lines = [
-        "| decoding | F1 wordpiece spans | F1 exact characters | F1 exact characters, trimmed | P / R (trimmed) | texts changed | ms / text |",
+        ("| decoding | F1 wordpiece spans | F1 exact characters | F1 exact characters, "
+         "trimmed | P / R (trimmed) | texts changed | ms / text |"),
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
@@ -149,8 +150,9 @@ def run(corpus_dir: Path, split: str, model: Path | None, checkpoint: Path | Non
     rows = [score_decoding(gold, preds, ner, decoding, runs) for decoding in BIO_DECODING_CHOICES]
     greedy_entities = rows[0]["entities"]
     for row in rows:
-        row["changed"] = sum(a != b for a, b in zip(greedy_entities, row.pop("entities")))
-    print(f"\n{split}: {len(examples)} sentences, {len(ner.labels)} labels; predict {predict_ms:.2f} ms / sentence (chunks of 64)")
+        row["changed"] = sum(a != b for a, b in zip(greedy_entities, row.pop("entities"), strict=True))
+    print((f"\n{split}: {len(examples)} sentences, {len(ner.labels)} labels; predict "
+           f"{predict_ms:.2f} ms / sentence (chunks of 64)"))
     print(markdown(rows))
     scan = threshold_scan(gold[1], preds, ner)
     print(f"\nentity score threshold (constrained, trimmed); the model names {ner.min_entity_score:g} for itself")

@@ -101,7 +101,7 @@ def outcome(sentence: ProbeSentence, entities: list[tuple[str, int, int]]) -> st
 def tally(probe: list[ProbeSentence], found: list[list[tuple[str, int, int]]]) -> dict[str, Counter]:
     """Outcome counts: overall, per frame, and for particle-like vs control given names."""
     counts: dict[str, Counter] = {}
-    for sentence, entities in zip(probe, found):
+    for sentence, entities in zip(probe, found, strict=True):
         result = outcome(sentence, entities)
         group = "particle-like" if sentence.given in PARTICLE_LIKE else "control"
         for key in ("all", sentence.frame, group):
@@ -158,7 +158,7 @@ def run(model: Path, settings: HandlerSettings, json_path: Path | None = None, s
     found_each_way = read_each_way(ner, probe, settings)
     rows = {way: tally(probe, found) for way, found in found_each_way.items()}
     found = list(found_each_way.values())[-1]  # as served
-    wrong = [(s, f) for s, f in zip(probe, found) if outcome(s, f) != "whole"]
+    wrong = [(s, f) for s, f in zip(probe, found, strict=True) if outcome(s, f) != "whole"]
     for sentence, entities in wrong[:show]:
         people = [sentence.text[a:b] for kind, a, b in entities if kind == "PER"]
         print(f"{outcome(sentence, entities)}: {sentence.name} in {sentence.text!r}, PER {people}")

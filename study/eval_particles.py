@@ -3,9 +3,9 @@
 For each approach (``none``: spans as the wordpieces give them; ``list``: the ner_particles
 list alone; ``list+names``: the list with its name guards (entity type, the next wordpiece,
 surnames); ``list+names+completion``: the shipped trimming, which also gives a person the model
-ended one syllable short of a name that syllable back (``송하`` + ``은``); ``kiwi``: particle morphemes found by the Kiwi analyser, needs
-``pip install kiwipiepy==0.24.1 kiwipiepy-model==0.24.0``; ``kiwi+list``: cut only as far as
-both of them cut), prints a markdown table of:
+ended one syllable short of a name that syllable back (``송하`` + ``은``); ``kiwi``: particle
+morphemes found by the Kiwi analyser, needs ``pip install kiwipiepy==0.24.1
+kiwipiepy-model==0.24.0``; ``kiwi+list``: cut only as far as both of them cut), prints a markdown table of:
 - oracle F1: perfect token labels (gold spans aligned to the model's wordpieces as in training,
   decoded by the served code), i.e. the best any tagger on this vocab could score;
 - model F1 of the served model (``ner_model.load_model`` / ``predict`` / ``find_entities``);
@@ -17,6 +17,7 @@ F1 is character-exact entity F1 (type, start, end), micro over all types.
 
 from __future__ import annotations
 
+import itertools
 import functools
 import json
 import statistics
@@ -99,7 +100,7 @@ def oracle_predictions(examples: list[Example], tokenizer, labels: list[str]) ->
     label_id = {label: i for i, label in enumerate(labels)}
     encodings = tokenizer.encode_batch([ex.text for ex in examples], add_special_tokens=False)
     out = []
-    for ex, enc in zip(examples, encodings):
+    for ex, enc in zip(examples, encodings, strict=True):
         tags = spans_to_tags(enc.offsets, ex.spans)
         out.append(ner_core.TokenPredictions(ex.text, list(enc.tokens), list(enc.offsets), [label_id[t] for t in tags], [1.0] * len(tags)))
     return out
@@ -132,7 +133,7 @@ def changes(examples: list[Example], preds: list[ner_core.TokenPredictions], lab
     """Entity spans that ``after`` decodes differently from ``before``: how many, how many of
     them it fixes (now the gold span) and breaks (the gold span before, not now)."""
     counts = {"changed": 0, "fixed": 0, "broken": 0}
-    for ex, old, new in zip(examples, served_entities(preds, labels, before), served_entities(preds, labels, after)):
+    for ex, old, new in zip(examples, served_entities(preds, labels, before), served_entities(preds, labels, after), strict=True):
         gold = set(ex.spans)
         counts["changed"] += len(new - old)
         counts["fixed"] += len((new - old) & gold)
@@ -228,12 +229,13 @@ def run(corpus_dir: Path, split: str, model: Path, vocab: Path | None, approache
     print(f"\n{split}: {len(texts)} sentences; " + (f"predict {baseline_ms:.2f} ms / sentence (chunks of 64)" if ner else "oracle only"))
     print(markdown(rows, baseline_ms))
     names = list(trims)
-    for a, b in zip(names, names[1:]):
+    for a, b in itertools.pairwise(names):
         for who, predictions in (("oracle", oracle), ("model", preds)):
             if predictions:
                 counted = changes(examples, predictions, labels, trims[a], trims[b])
                 rows[names.index(b)].setdefault("changes", {})[who] = counted
-                print(f"{b} against {a}, {who}: {counted['changed']} spans changed, {counted['fixed']} fixed, {counted['broken']} broken")
+                print((f"{b} against {a}, {who}: {counted['changed']} spans changed, {counted['fixed']} "
+                       f"fixed, {counted['broken']} broken"))
     if json_path:
         json_path.write_text(json.dumps({"sentences": len(texts), "predict_ms": baseline_ms, "rows": rows}, indent=2) + "\n", encoding="utf-8")
     return rows

@@ -8,6 +8,7 @@ as trained ones, so ``--shape bert-base`` is the benchmark's stand-in for beomi/
 
 from __future__ import annotations
 
+import itertools
 import random
 from pathlib import Path
 from typing import Sequence
@@ -34,7 +35,7 @@ def synthetic_vocab(size: int, seed: int = 0) -> list[str]:
     hangul = [chr(c) for c in range(0xAC00, 0xD7A4)]
     random.Random(seed).shuffle(hangul)
     words = list(dict.fromkeys(base))
-    pool = iter(hangul + [a + b for a, b in zip(hangul, hangul[1:])])
+    pool = iter(hangul + [a + b for a, b in itertools.pairwise(hangul)])
     while len(words) < size:
         syllable = next(pool, None)
         if syllable is None:

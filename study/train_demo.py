@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
+from torch.nn import functional
 from safetensors.torch import save_file
 from tokenizers import BertWordPieceTokenizer
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -109,7 +109,8 @@ def sound_class(surface: str) -> str:
 # particle (소은, 수아, 미나, 상도), so the model sees ``##은`` inside names, not only after them.
 # None of the given names is one of the names probe's (study/eval_names.py), which stays unseen.
 COMMON_SURNAMES = "김 이 박 최 정 강 조 윤 장 임 한 오 서 신 권 황 안 송 전 홍".split()
-RARER_SURNAMES = "류 유 고 문 양 손 배 백 허 남 심 노 하 곽 성 차 주 우 구 민 진 나 지 엄 채 원 천 방 공 현 함 변 염 여 추 도 소 석 선 설 마 길 연 위 표 명 기 반 왕 금 옥 육 인 맹 제 모 탁 국".split()
+RARER_SURNAMES = ("류 유 고 문 양 손 배 백 허 남 심 노 하 곽 성 차 주 우 구 민 진 나 지 엄 채 원 천 방 "
+                  "공 현 함 변 염 여 추 도 소 석 선 설 마 길 연 위 표 명 기 반 왕 금 옥 육 인 맹 제 모 탁 국").split()
 SWAP_SURNAMES = tuple(COMMON_SURNAMES * 3 + RARER_SURNAMES)
 SWAP_GIVEN_NAMES = tuple(
     "소은 윤은 나은 시은 혜은 연은 주은 도은 아은 세은 희은 라은 "  # 은
@@ -245,7 +246,8 @@ def optimise(model: torch.nn.Module, steps: Iterable[tuple[int, list[Encoded]]],
             bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}", refresh=False)
             cut = time.monotonic() - start > args.time_budget_min * 60 and step < total
             if cut:
-                print(f"warning: time budget of {args.time_budget_min} min reached after {step} of {total} steps ({desc})", file=sys.stderr)
+                print((f"warning: time budget of {args.time_budget_min} min reached after {step} of "
+                       f"{total} steps ({desc})"), file=sys.stderr)
                 break
     return TrainResult(epoch, step, time.monotonic() - start, time.process_time() - cpu_start, cut)
 
@@ -259,7 +261,7 @@ def train(model: BertForTokenClassification, rows: list[Encoded], labels: list[s
         inputs = make_batch(batch, labels, args.max_seq_length, special)
         gold = inputs.pop("labels")
         logits = model(**inputs).logits
-        return F.cross_entropy(logits.flatten(0, 1), gold.flatten(), ignore_index=IGNORE, label_smoothing=args.label_smoothing)
+        return functional.cross_entropy(logits.flatten(0, 1), gold.flatten(), ignore_index=IGNORE, label_smoothing=args.label_smoothing)
 
     return optimise(model, training_batches(rows, args), total, loss_of, args, "train", average)
 
@@ -296,7 +298,7 @@ def pretrain(config: BertConfig, rows: list[Encoded], labels: list[str], special
         if not chosen.any():
             return None
         hidden = model.bert(input_ids=masked, attention_mask=inputs["attention_mask"]).last_hidden_state
-        return F.cross_entropy(model.cls(hidden[chosen]), inputs["input_ids"][chosen])
+        return functional.cross_entropy(model.cls(hidden[chosen]), inputs["input_ids"][chosen])
 
     total = -(-len(rows) // args.batch_size) * args.mlm_epochs
     result = optimise(model, training_batches(rows, replace(args, epochs=args.mlm_epochs)), total, loss_of, args,
@@ -312,7 +314,7 @@ def validation_loss(model: BertForTokenClassification, rows: list[Encoded], labe
         inputs = make_batch(batch, labels, args.max_seq_length, special)
         gold = inputs.pop("labels")
         logits = model(**inputs).logits
-        total += F.cross_entropy(logits.flatten(0, 1), gold.flatten(), ignore_index=IGNORE, reduction="sum").item()
+        total += functional.cross_entropy(logits.flatten(0, 1), gold.flatten(), ignore_index=IGNORE, reduction="sum").item()
         count += int((gold != IGNORE).sum())
     return total / max(count, 1)
 
@@ -358,7 +360,8 @@ def export_readme(command: str, metrics: dict) -> str:
         threshold = (f",\nand the entity score threshold this model names for itself in `config.json`,"
                      f" {metrics['min_entity_score']:g}: entities\nscored below it are left out")
         every = metrics["served_every_score"]["overall"]
-        every_score = (f"\nWithout the threshold (`min_entity_score: 0` in the model config): precision {every['precision']:.4f},\n"
+        every_score = ("\nWithout the threshold (`min_entity_score: 0` in the model config): precision "
+                       f"{every['precision']:.4f},\n"
                        f"recall {every['recall']:.4f}, F1 {every['f1']:.4f}, {every['predicted']} predicted.\n")
     return f"""# Demo model: small Korean NER BERT trained from scratch
 
@@ -436,7 +439,8 @@ def run(args: TrainSpec, command: str) -> dict:
     all_train, train_skipped = read_corpus(args.corpus / "train.txt")
     all_val, val_skipped = read_corpus(args.corpus / "val.txt")
     train_examples, val_examples = all_train[: args.train_limit], all_val[: args.val_limit]
-    print(f"train {len(train_examples)} sentences, val {len(val_examples)}; lines skipped (markup does not match the sentence): train {train_skipped}, val {val_skipped}", file=sys.stderr)
+    print((f"train {len(train_examples)} sentences, val {len(val_examples)}; lines skipped "
+           f"(markup does not match the sentence): train {train_skipped}, val {val_skipped}"), file=sys.stderr)
     labels = build_label_map(all_train)  # from the whole train file, as ratsnlp does
     (args.out / "label_map.txt").write_text("\n".join(labels) + "\n", encoding="utf-8")
     tokenizer = ner_model.build_tokenizer(prepare_vocab(args, [ex.text for ex in train_examples]))
@@ -487,8 +491,10 @@ def run(args: TrainSpec, command: str) -> dict:
     if args.export:
         (args.export / "README.md").write_text(export_readme(command, metrics), encoding="utf-8")
 
-    print(f"wrote {checkpoint} ({result.global_step} steps, {result.seconds / 60:.1f} min, {result.cpu_seconds / 60:.1f} CPU-min)", file=sys.stderr)
+    print((f"wrote {checkpoint} ({result.global_step} steps, {result.seconds / 60:.1f} min, "
+           f"{result.cpu_seconds / 60:.1f} CPU-min)"), file=sys.stderr)
     print(f"\n(a) wordpiece spans, val\n\n{markdown_table(metrics['wordpiece'])}")
     print(f"\n(b) exact character spans, val\n\n{markdown_table(metrics['char'])}")
-    print(f"\n(c) exact character spans as served (constrained decoding, particle trimming), val\n\n{markdown_table(metrics['served'])}")
+    print(("\n(c) exact character spans as served (constrained decoding, particle "
+           f"trimming), val\n\n{markdown_table(metrics['served'])}"))
     return metrics

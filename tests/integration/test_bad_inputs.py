@@ -175,7 +175,7 @@ def test_bad_input(server, tiny_model, worker_pid, tokenizer, case):
     if case.status == 200:
         answers = body if case.is_list else [body]
         assert isinstance(body, list) is case.is_list and len(answers) == len(case.texts)
-        for answer, text in zip(answers, case.texts):
+        for answer, text in zip(answers, case.texts, strict=True):
             check_answer(answer, text, tokenizer)
     else:
         assert case.error in body["error"] and body["status"] == case.status, body

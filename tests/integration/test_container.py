@@ -83,7 +83,9 @@ def test_image_is_lean_and_runs_unprivileged(image):
     probe = containers.podman(
         "run", "--rm", *containers.RUN_OPTIONS, "--entrypoint", "sh", image, "-c",
         "id -u; for t in gcc cc c++ make ld; do command -v $t; done; "
-        "ls -A /root/.cache /home/model-server/.cache /var/lib/apt/lists /var/cache/apt/archives 2>/dev/null | grep -v -e '^/' -e '^$' -e '^partial$' -e '^lock$'; true").stdout
+        "ls -A /root/.cache /home/model-server/.cache /var/lib/apt/lists "
+         "/var/cache/apt/archives 2>/dev/null | grep -v -e '^/' -e '^$' -e '^partial$' -e "
+         "'^lock$'; true").stdout
     uid, *found = probe.split()
     assert int(uid) != 0 and found == [], found  # no compiler, no pip or apt cache left
 
@@ -296,7 +298,8 @@ def test_sigterm_under_load_drains_then_stops(container):
     state = container.state()
     lost = fresh.lost + reused.lost
     print(f"\nSIGTERM under load (8 clients): unhealthy {unhealthy_after:.1f} s and stopped {stopped_after:.1f} s "
-          f"after it; {fresh.answered + reused.answered} answered ({fresh.answered + reused.answered - answered_at_signal} "
+          f"after it; {fresh.answered + reused.answered} answered "
+          f"({fresh.answered + reused.answered - answered_at_signal} "
           f"after the signal), {fresh.refused + reused.refused} refused, {sum(lost.values())} lost {dict(lost)} "
           f"(connection per request: {sum(fresh.lost.values())}, keep-alive: {sum(reused.lost.values())})")
     assert not state["Running"] and state["ExitCode"] == 0, state

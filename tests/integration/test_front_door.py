@@ -161,7 +161,8 @@ def raw_status(port: int, payload: bytes, source: str = "127.0.0.1", timeout: fl
 
 @pytest.mark.parametrize("payload", [
     b"POST /predictions/x HTTP/1.1\r\nHost: a\r\n",  # headers never finished
-    f"POST /predictions/x HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {KEY}\r\nContent-Length: 100\r\n\r\nabc".encode(),
+    (f"POST /predictions/x HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {KEY}\r\n"
+     "Content-Length: 100\r\n\r\nabc").encode(),
 ], ids=["slow headers", "stalled body"])
 def test_a_slow_or_stalled_request_is_cut_at_the_door_and_never_reaches_torchserve(door, payload):
     logs = door["server"].run_dir / "logs" / "access_log.log"

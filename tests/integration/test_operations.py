@@ -229,7 +229,7 @@ def test_v2_requests_batched_together_keep_their_answers(server, tiny_model, bat
     url = f"/v2/models/{tiny_model}/infer"
     with ThreadPoolExecutor(len(requests_)) as pool:
         answers = list(pool.map(lambda r: server.call("POST", "inference", url, json=v2_request(*r)), requests_))
-    for (texts, request_id), resp in zip(requests_, answers):
+    for (texts, request_id), resp in zip(requests_, answers, strict=True):
         assert resp.status_code == 200, resp.text
         body = resp.json()
         assert body["id"] == request_id and body["outputs"][0]["shape"] == [len(texts)]

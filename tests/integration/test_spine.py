@@ -61,7 +61,7 @@ def test_bad_request_inside_a_batch_fails_alone(server, tiny_model):
     payloads = ["좋은 문장 하나", {"sentence": ""}, "좋은 문장 둘", [1, 2], "좋은 문장 셋"] * 4
     with ThreadPoolExecutor(len(payloads)) as pool:
         answers = list(pool.map(lambda p: tsctl.predict(server, tiny_model, p), payloads))
-    for payload, answer in zip(payloads, answers):
+    for payload, answer in zip(payloads, answers, strict=True):
         if isinstance(payload, str):
             assert answer.status_code == 200 and answer.json()["sentence"] == payload
         else:

@@ -95,7 +95,7 @@ def brute_force(probs: np.ndarray) -> tuple[float, list[int]]:
     best = (-math.inf, [])
     for seq in itertools.product(range(len(LABELS)), repeat=len(probs)):
         t = tags(list(seq))
-        if t[0].startswith("I-") or any(b.startswith("I-") and a[2:] != b[2:] for a, b in zip(t, t[1:])):
+        if t[0].startswith("I-") or any(b.startswith("I-") and a[2:] != b[2:] for a, b in itertools.pairwise(t)):
             continue
         best = max(best, (sum(math.log(probs[i, s]) for i, s in enumerate(seq)), list(seq)))
     return best

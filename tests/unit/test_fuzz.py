@@ -124,7 +124,7 @@ def test_the_handler_answers_every_request_and_the_good_one_correctly(tiny_model
     assert types == ["application/json; charset=utf-8"] * len(batch)
     assert statuses[good_at] == 200 and answers[good_at]["sentence"] == GOOD
     h, _ = handler(tiny_model_dir)
-    for (value, ct, _), answer, status in zip(batch, answers, statuses):
+    for (value, ct, _), answer, status in zip(batch, answers, statuses, strict=True):
         assert status in (200, 400, 413), (status, answer)
         if status != 200:
             assert answer["status"] == status and answer["error"]
@@ -224,7 +224,7 @@ def test_binary_requests_in_a_batch_harm_no_batch_mate(tiny_model_dir, requests,
     good_at = min(good_at, len(batch))
     batch.insert(good_at, (GOOD, "text/plain", {}))
     answers, statuses, content_types, answer_headers = run_raw((h, context), batch)
-    for i, ((value, ct, headers), raw) in enumerate(zip(batch, answers)):
+    for i, ((value, ct, headers), raw) in enumerate(zip(batch, answers, strict=True)):
         status = statuses[i]
         answer = read_answer(raw, content_types[i], answer_headers[i])
         assert status in (200, 400, 413), (status, answer)

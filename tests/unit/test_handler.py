@@ -232,7 +232,7 @@ def test_the_token_budget_counts_every_text_of_a_list(handler):
     h, _ = handler
     texts = [LETTERS[:39]] * 4  # 20 wordpieces each
     cost = sum(e.cost for e in ner_core.encode(h.ner, texts))
-    answers, statuses, _ = run_batch(handler, [(texts[:1], "application/json"), (texts, "application/json")])
+    _answers, statuses, _ = run_batch(handler, [(texts[:1], "application/json"), (texts, "application/json")])
     assert statuses == ([200, 413] if cost > 48 else [200, 200])
     assert cost > 48  # the list is over the budget although each text alone is not
 
@@ -289,7 +289,7 @@ def test_only_grpc_answers_say_the_stream_ends_here(handler, headers, grpc):
     TorchServe's frontend throws and the worker dies); on HTTP it would make the answer chunked
     and show the header to the client, so HTTP answers never carry it."""
     _, context = handler
-    answers, statuses, _ = run_batch(handler, [(GOOD.encode(), "", headers), (b"", "", headers)])
+    _answers, statuses, _ = run_batch(handler, [(GOOD.encode(), "", headers), (b"", "", headers)])
     assert statuses == [200, 400]
     for idx in range(2):
         assert context.get_response_headers(idx).get("ts_stream_next") == ("false" if grpc else None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import dataclasses
 
 import shutil
@@ -24,11 +25,11 @@ def test_windows_cover_every_token_once(n, size, stride):
     windows = plan_windows(n, size, stride)
     assert all(end - start <= size for start, end in windows)
     assert windows[0][0] == 0 and windows[-1][1] == n
-    for (s1, e1), (s2, _) in zip(windows, windows[1:]):
+    for (_, e1), (s2, _) in itertools.pairwise(windows):
         assert e1 - s2 >= stride  # neighbours share at least `stride` tokens
     kept = [i for a, b in keep_ranges(windows) for i in range(a, b)]
     assert kept == list(range(n))
-    for (start, end), (a, b) in zip(windows, keep_ranges(windows)):
+    for (start, end), (a, b) in zip(windows, keep_ranges(windows), strict=True):
         assert start <= a <= b <= end
 
 
@@ -76,7 +77,7 @@ def test_batched_answers_equal_single_answers(tiny):
     """Padding to the longest must not change any text's predictions (attention mask works)."""
     texts = ["가", "이순신은 조선 중기의 무신이다.", "서울에서 만났다 " * 3]
     together = ner_core.predict(tiny, texts)
-    for text, batched in zip(texts, together):
+    for text, batched in zip(texts, together, strict=True):
         alone = ner_core.predict(tiny, [text])[0]
         assert batched.label_ids == alone.label_ids
         assert batched.probs == pytest.approx(alone.probs, abs=1e-5)
@@ -85,7 +86,7 @@ def test_batched_answers_equal_single_answers(tiny):
 def test_long_text_gets_a_prediction_for_every_token(tiny):
     text = "이순신은 조선 중기의 무신이다. " * 40
     pred = ner_core.predict(tiny, [text])[0]
-    ids, tokens, offsets = ner_core.encode_texts(tiny.tokenizer, [text])[0]
+    ids, tokens, _offsets = ner_core.encode_texts(tiny.tokenizer, [text])[0]
     assert len(ids) > 3 * 14  # several windows of 14 wordpieces
     assert pred.tokens == tokens and len(pred.label_ids) == len(pred.probs) == len(tokens)
     answer = answer_for(pred, tiny.labels)

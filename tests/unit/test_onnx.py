@@ -52,7 +52,7 @@ def test_onnx_fp32_gives_torch_answers_on_padded_batches(onnx_model_dir):
     options = ner.model.session.get_session_options()
     assert (options.intra_op_num_threads, options.get_session_config_entry("session.intra_op.allow_spinning")) == (1, "0")
     assert [p.windows for p in got] == [p.windows for p in ref] and max(p.windows for p in got) > 1
-    for r, g in zip(ref, got):
+    for r, g in zip(ref, got, strict=True):
         assert g.label_ids == r.label_ids
         assert g.probs == pytest.approx(r.probs, abs=1e-4)
 
@@ -74,7 +74,7 @@ def test_onnx_int8_is_a_quantized_file_that_answers_alike(onnx_model_dir):
     _, ref = predictions(onnx_model_dir, runtime="onnxruntime")
     _, got = predictions(onnx_model_dir, runtime="onnxruntime", quantize="int8")
     assert [p.tokens for p in got] == [p.tokens for p in ref]
-    deltas = [abs(a - b) for r, g in zip(ref, got) for a, b in zip(r.probs, g.probs)]
+    deltas = [abs(a - b) for r, g in zip(ref, got, strict=True) for a, b in zip(r.probs, g.probs, strict=True)]
     assert max(deltas) < 0.05, f"int8 moved a top probability by {max(deltas):.3f}"
 
 
@@ -98,7 +98,7 @@ def test_onnx_classifier_width_must_match_the_label_map(onnx_model_dir, tmp_path
 def test_a_corrupt_onnx_file_is_a_load_error(onnx_model_dir, tmp_path):
     shutil.copytree(onnx_model_dir, tmp_path, dirs_exist_ok=True)
     (tmp_path / "model.onnx").write_bytes(b"not a protobuf")
-    with pytest.raises(ner_model.ModelLoadError, match="cannot load .*model.onnx in ONNX Runtime"):
+    with pytest.raises(ner_model.ModelLoadError, match=r"cannot load .*model\.onnx in ONNX Runtime"):
         ner_model.load_model(tmp_path, HandlerSettings(runtime="onnxruntime"))
 
 

@@ -27,7 +27,7 @@ def test_same_wordpieces_on_every_validation_sentence(tokenizers, kmou_split):
     lines = kmou_split("val").read_text(encoding="utf-8").splitlines()
     sentences = [line.split(corpus.SEPARATOR)[0] for line in lines if line.strip()]
     encoded = ner_core.encode_texts(fast, sentences)
-    differ = [s for s, (_, tokens, _) in zip(sentences, encoded) if tokens != slow.tokenize(s)]
+    differ = [s for s, (_, tokens, _) in zip(sentences, encoded, strict=True) if tokens != slow.tokenize(s)]
     assert len(sentences) > 2000
     assert differ == [], f"{len(differ)} sentences tokenise differently, e.g. {differ[:3]}"
 

@@ -130,7 +130,7 @@ def test_committed_demo_model_finds_the_person():
 def gaps(example: corpus.Example) -> list[str]:
     ends = [0] + [b for _, _, b in example.spans]
     starts = [a for _, a, _ in example.spans] + [len(example.text)]
-    return [example.text[e:s] for e, s in zip(ends, starts)]
+    return [example.text[e:s] for e, s in zip(ends, starts, strict=True)]
 
 
 def test_entity_swapping_keeps_type_markup_and_particle_sound():
@@ -143,10 +143,10 @@ def test_entity_swapping_keeps_type_markup_and_particle_sound():
     assert swapped == swap_entities(examples, copies=3, rate=1.0, seed=7)  # seeded
     surfaces = {(ex.text[a:b], kind) for ex in examples for kind, a, b in ex.spans}
     changed = 0
-    for new, old in zip(swapped, examples * 3):
+    for new, old in zip(swapped, examples * 3, strict=True):
         assert [kind for kind, _, _ in new.spans] == [kind for kind, _, _ in old.spans]
         assert gaps(new) == gaps(old)  # the text around the entities (particles included) stays
-        for (kind, a, b), (_, c, d) in zip(new.spans, old.spans):
+        for (kind, a, b), (_, c, d) in zip(new.spans, old.spans, strict=True):
             assert (new.text[a:b], kind) in surfaces  # a surface of the same type from the split
             # the same sound class, so the particle after it still fits (서울은 never becomes 파리은)
             assert sound_class(new.text[a:b]) == sound_class(old.text[c:d])
@@ -162,7 +162,7 @@ def test_entity_swapping_puts_in_made_up_korean_full_names():
     swapped = swap_entities(examples, copies=40, rate=0.0, seed=7, name_rate=1.0)
     assert swapped == swap_entities(examples, copies=40, rate=0.0, seed=7, name_rate=1.0)  # seeded
     endings = set()
-    for new, old in zip(swapped, examples * 40):
+    for new, old in zip(swapped, examples * 40, strict=True):
         (kind, a, b), (_, c, d) = new.spans[0], old.spans[0]
         name, was = new.text[a:b], old.text[c:d]
         assert kind == "PER" and gaps(new) == gaps(old)
