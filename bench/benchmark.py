@@ -32,7 +32,7 @@ import platform
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import yaml
@@ -230,7 +230,7 @@ def ceiling_rows(model: str, staged: Path, plan: Plan, bar: tqdm) -> list[dict]:
         for batch in sorted({1, *plan.batch_sizes}):
             chunks = [plan.sentences[i : i + batch] for i in range(0, len(plan.sentences), batch)]
             windows = [ner_core.window_rows(ner_core.encode(ner, c))[0] for c in chunks]
-            cells = {
+            cells: dict[str, tuple[Callable[[Any], Any], Sequence[tuple[int, Any]]]] = {
                 "forward": (functools.partial(ner_core.forward_distributions, ner), [(len(c), w) for c, w in zip(chunks, windows, strict=True)]),
                 "predict": (functools.partial(ner_core.predict, ner), [(len(c), c) for c in chunks]),
             }
@@ -445,19 +445,20 @@ def target_rows(rows: Sequence[dict], accuracy: Sequence[dict], default: dict | 
             out.append({"model": model, "target": target, "value": value, "bar": bar, "met": met, "config": cfg})
 
         for p in ("fp32", "ort-fp32"):  # each runtime against its own ceiling
-            if best[p] is None:
+            row = best[p]
+            if row is None:
                 continue
-            add(f"served {p} / ceiling forward {p} (c{top})", best[p]["vs_ceiling"], 0.85, where=best[p])
-            add(f"served {p} / seed served (c{top})", best[p]["vs_seed"], 1.5, where=best[p])
+            add(f"served {p} / ceiling forward {p} (c{top})", row["vs_ceiling"], 0.85, where=row)
+            add(f"served {p} / seed served (c{top})", row["vs_seed"], 1.5, where=row)
             # Latency: the in-process single-sentence time runs on all threads, so compare the
             # served layout that gives a lone request as many (1 worker x all threads), at the
             # best config's batch and delay; a run without that layout falls back to the best.
             single = find(rows, model=model, path="ceiling-predict", precision=p, batch=1)
-            at_c1 = {"precision": p, "batch": best[p]["batch"], "delay_ms": best[p]["delay_ms"], "concurrency": 1}
+            at_c1 = {"precision": p, "batch": row["batch"], "delay_ms": row["delay_ms"], "concurrency": 1}
             c1 = single and (find(served, **at_c1, workers=1, threads=single["threads"])
-                             or find(served, **at_c1, workers=best[p]["workers"]))
+                             or find(served, **at_c1, workers=row["workers"]))
             if c1:
-                budget = round(single["p50_ms"] + best[p]["delay_ms"] + 5, 1)
+                budget = round(single["p50_ms"] + row["delay_ms"] + 5, 1)
                 add(f"served {p} p50 ms at c1 <= single-sentence predict + delay + 5", c1["p50_ms"], budget, higher=False, where=c1)
         if best["ort-int8"] is not None:
             add(f"served ort-int8 / seed served (c{top})", best["ort-int8"]["vs_seed"], 5.0, where=best["ort-int8"])

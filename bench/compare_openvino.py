@@ -165,9 +165,11 @@ def accuracy_rows(model: str, staged: Path, engines: dict[str, ner_model.NerMode
     rows = []
     for name, ner in engines.items():
         found = agreement.compare(reference, ner, [ex.text for ex in examples], gold=examples)
+        loss = found.f1_loss_points
+        assert found.gold_f1 is not None and found.gold_f1_fp32 is not None and loss is not None  # gold was given
         rows.append({"model": model, "engine": name, "sentences": found.texts, "token_tag_agreement": round(found.rate, 5),
                      "entity_f1_torch_fp32": round(found.gold_f1_fp32, 4), "entity_f1": round(found.gold_f1, 4),
-                     "f1_loss_points": round(found.f1_loss_points, 2)})
+                     "f1_loss_points": round(loss, 2)})
     return rows
 
 

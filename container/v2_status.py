@@ -100,7 +100,8 @@ class Models:
                  fetch: Callable[[str], Mapping[str, ModelState]] = model_states) -> None:
         self.management, self.ttl, self.fetch = management, ttl, fetch
         self.lock = threading.Lock()
-        self.at, self.value = -float("inf"), None
+        self.at = -float("inf")
+        self.value: Mapping[str, ModelState] | None = None
 
     def get(self) -> Mapping[str, ModelState] | None:
         with self.lock:  # one caller asks; the others wait for its answer
@@ -127,6 +128,13 @@ def answer(path: str, models: Models, draining: Callable[[], bool]) -> tuple[int
     return status, body
 
 
+class StatusServer(ThreadingHTTPServer):
+    """The HTTP server with what its handler reads: the cached model list and the draining test."""
+
+    models: Models
+    draining: Callable[[], bool]
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive with HAProxy
     server_version = "kor-ner"
@@ -139,6 +147,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._reply(with_body=False)
 
     def _reply(self, with_body: bool) -> None:
+        assert isinstance(self.server, StatusServer)
         status, body = answer(self.path, self.server.models, self.server.draining)
         data = json.dumps(body).encode("utf-8")
         self.send_response(status)
@@ -155,7 +164,7 @@ class _Handler(BaseHTTPRequestHandler):
 def serve(port: int, management: str, marker: Path, host: str = "127.0.0.1") -> ThreadingHTTPServer:
     """Start the server on ``host:port`` in a daemon thread; ``server.shutdown()`` then
     ``server.server_close()`` stop it."""
-    server = ThreadingHTTPServer((host, port), _Handler)
+    server = StatusServer((host, port), _Handler)
     server.daemon_threads = True
     server.models = Models(management)
     server.draining = marker.exists

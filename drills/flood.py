@@ -153,21 +153,24 @@ class _Flood:
             if time.monotonic() - opened < 1:
                 await asyncio.sleep(1)  # cut on arrival: retry as a client would, not as a connect storm
 
+    async def _ask(self) -> bytes:
+        """One honest request on a new connection: the whole answer."""
+        reader, writer = await _open(self.plan, self.plan.honest_source)
+        try:
+            writer.write(self.plan.honest_request)
+            await writer.drain()
+            return await reader.read()
+        finally:
+            writer.close()
+
     async def honest(self, expect: int) -> None:
         plan = self.plan
         while time.monotonic() < self.deadline:
             self.report.honest_sent += 1
             started = time.monotonic()
-            try:
-                async with asyncio.timeout(plan.honest_timeout):
-                    reader, writer = await _open(plan, plan.honest_source)
-                    try:
-                        writer.write(plan.honest_request)
-                        await writer.drain()
-                        answer = await reader.read()
-                    finally:
-                        writer.close()
-            except TimeoutError:
+            try:  # asyncio.wait_for, not asyncio.timeout (Python 3.11+): the project runs on 3.10
+                answer = await asyncio.wait_for(self._ask(), plan.honest_timeout)
+            except asyncio.TimeoutError:  # on 3.10 not the built-in TimeoutError
                 self.report.honest_failed["timeout"] += 1
                 continue
             except OSError as err:
@@ -215,6 +218,7 @@ def entrypoint_module(path: Path = paths.ROOT / "container" / "entrypoint.py") -
         if folder not in sys.path:
             sys.path.append(folder)
     spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None, path
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)

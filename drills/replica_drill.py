@@ -224,7 +224,7 @@ class Load:
             self.sent += 1
         kind = "plain" if n % 2 else "retrying"
         text = f"훈련 {n}: 이순신은 한산도에서 왜군을 무찔렀다."
-        body = {"id": str(n), "inputs": [{"name": "texts", "shape": [1], "datatype": "BYTES", "data": [text]}]}
+        body: dict[str, Any] = {"id": str(n), "inputs": [{"name": "texts", "shape": [1], "datatype": "BYTES", "data": [text]}]}
         resends: list[str] = []
         try:
             if kind == "plain":
@@ -241,7 +241,7 @@ class Load:
         with self.lock:
             tally = self.tally(kind)
             tally.resent.update(resends)
-            if why is None:
+            if why is None and resp is not None:
                 answer = resp.json()
                 version = answer.get("model_version")
                 sentence = json.loads(answer["outputs"][0]["data"][0])["sentence"]
@@ -280,8 +280,18 @@ class Replica:
     def stop(self) -> None:
         tsctl.stop(self.run_dir)
 
+    @property
+    def live(self) -> tsctl.Server:
+        """The replica's TorchServe, once started."""
+        if self.server is None:
+            raise RuntimeError(f"replica {self.name} has not been started")
+        return self.server
+
     def kill9(self) -> None:
-        os.killpg(tsctl.pid_of(self.run_dir), signal.SIGKILL)
+        pid = tsctl.pid_of(self.run_dir)
+        if pid is None:
+            raise RuntimeError(f"replica {self.name} runs no TorchServe to kill")
+        os.killpg(pid, signal.SIGKILL)
 
 
 def package(model_dir: Path, store: Path, workdir: Path, workers: int) -> None:
@@ -344,9 +354,9 @@ def drill(args: DrillSpec) -> dict[str, Any]:
     try:
         for replica in replicas.values():
             seconds = replica.start(store, ARCHIVES["1.0"], left())
-            log(t0, (f"replica {replica.name} serves {MODEL} 1.0 at {replica.server.inference_url} "
+            log(t0, (f"replica {replica.name} serves {MODEL} 1.0 at {replica.live.inference_url} "
                      f"(ready in {seconds:.1f} s)"))
-        config = haproxy.write_config({r.name: r.server for r in replicas.values()}, key)
+        config = haproxy.write_config({r.name: r.live for r in replicas.values()}, key)
         haproxy.start(config)
         _until(lambda: all(s["status"] == "UP" for s in haproxy.servers().values()), left(), "replicas not UP in HAProxy")
         log(t0, f"HAProxy on {lb.inference_url} ({config}); both replicas UP")

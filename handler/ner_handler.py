@@ -170,7 +170,7 @@ class KoreanNerHandler(BaseHandler):
             logger.warning("forward pass over %d requests failed (%s); running each alone", len(jobs), type(err).__name__)
             for idx, job in jobs.items():
                 out[idx] = self._guarded(idx, "inference", self._predict_alone, job)
-        record_batch(self.context, [p for item in out if isinstance(item, Job) for p in item.predictions])
+        record_batch(self.context, [p for item in out if isinstance(item, Job) for p in item.predictions or ()])
         return out
 
     @timed("ner_postprocess_seconds")
@@ -202,6 +202,8 @@ class KoreanNerHandler(BaseHandler):
         return replace(job, predictions=ner_core.predict_encoded(self.ner, job.encoded))
 
     def _answer(self, idx: int, job: Job) -> Reply:
+        if job.predictions is None:
+            raise RuntimeError("a request reached postprocess untagged")
         answers = [text_answer(p, self.find_entities(p), self.ner.labels, self.settings.label_names,
                                result=job.request.options.result) for p in job.predictions]
         for answer in answers:

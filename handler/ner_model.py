@@ -12,7 +12,7 @@ import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Sequence, cast
 
 import torch
 from safetensors import safe_open
@@ -38,6 +38,17 @@ def read_vocab(path: Path) -> list[str]:
     return Path(path).read_text(encoding="utf-8").splitlines()
 
 
+SPECIAL_TOKENS = ("[UNK]", "[CLS]", "[SEP]", "[PAD]")  # every BERT vocab.txt has them
+
+
+def special_id(tokenizer: Tokenizer, token: str) -> int:
+    """The id of one of SPECIAL_TOKENS (``build_tokenizer`` checked that the vocab has it)."""
+    found = tokenizer.token_to_id(token)
+    if found is None:
+        raise ModelLoadError(f"the vocab has no {token} token")
+    return found
+
+
 def build_tokenizer(vocab_path: Path) -> Tokenizer:
     """A BERT WordPiece tokenizer from ``vocab.txt``, cased, no accent stripping.
 
@@ -51,8 +62,9 @@ def build_tokenizer(vocab_path: Path) -> Tokenizer:
         raise ModelLoadError(
             f"{vocab_path} has {len(words)} lines but only {len(vocab)} distinct tokens"
         )
-    if "[UNK]" not in vocab:
-        raise ModelLoadError(f"{vocab_path} has no [UNK] token")
+    missing = [token for token in SPECIAL_TOKENS if token not in vocab]
+    if missing:
+        raise ModelLoadError(f"{vocab_path} has no {' '.join(missing)} token")
     tokenizer = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
     tokenizer.normalizer = normalizers.BertNormalizer(
         clean_text=True, handle_chinese_chars=True, strip_accents=False, lowercase=False
@@ -102,15 +114,15 @@ class NerModel:
 
     @property
     def cls_id(self) -> int:
-        return self.tokenizer.token_to_id("[CLS]")
+        return special_id(self.tokenizer, "[CLS]")
 
     @property
     def sep_id(self) -> int:
-        return self.tokenizer.token_to_id("[SEP]")
+        return special_id(self.tokenizer, "[SEP]")
 
     @property
     def pad_id(self) -> int:
-        return self.tokenizer.token_to_id("[PAD]")
+        return special_id(self.tokenizer, "[PAD]")
 
     @property
     def device(self) -> torch.device:
@@ -194,6 +206,7 @@ def load_model(model_dir: Path, settings: HandlerSettings, device: torch.device 
         )
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
+    model: BertForTokenClassification | ner_onnx.OnnxTokenClassifier
     if settings.runtime == "onnxruntime":
         check_unused_safetensors(model_dir / "model.safetensors")
         try:
@@ -254,12 +267,13 @@ def _load_torch(path: Path, config: BertConfig, labels: list[str], tokenizer: To
             f"unexpected {result.unexpected_keys[:5]}"
         )
     model.eval()
+    module = cast(torch.nn.Module, model)  # transformers' decorated .to() hides Module.to's signature
     if device.type == "cuda":
-        model.to(device=device, dtype=torch.bfloat16 if settings.dtype == "bfloat16" else torch.float32)
+        module.to(device=device, dtype=torch.bfloat16 if settings.dtype == "bfloat16" else torch.float32)
     elif settings.dtype == "bfloat16":
         cpuinfo = ner_cpu.cpuinfo_text()
         check_bf16_cpu(ner_cpu.cpu_flags(cpuinfo), ner_cpu.cpu_model(cpuinfo))
-        model.to(dtype=torch.bfloat16)  # oneDNN's bf16 GEMMs on AVX512-BF16 / AMX
+        module.to(dtype=torch.bfloat16)  # oneDNN's bf16 GEMMs on AVX512-BF16 / AMX
     return model
 
 

@@ -109,11 +109,13 @@ class HandlerSettings:
                     raise ValueError("handler settings: label_names must map entity types to names")
                 values[key] = MappingProxyType({**BUILTIN_LABEL_NAMES, **value})
                 continue
-            expected = known[key].type
-            kind = {"int": int, "str": str, "bool": bool, "float | None": (int, float, type(None))}[expected]
+            expected = str(known[key].type)  # the annotation's text (from __future__ import annotations)
+            kinds: dict[str, type | tuple[type, ...]] = {
+                "int": int, "str": str, "bool": bool, "float | None": (int, float, type(None))}
+            kind = kinds[expected]
             if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
                 raise ValueError(
                     f"handler settings: {key} must be {expected}, got {type(value).__name__} {value!r}"
                 )
-            values[key] = float(value) if expected == "float | None" and value is not None else value
+            values[key] = float(value) if expected == "float | None" and isinstance(value, (int, float)) else value
         return cls(**values)

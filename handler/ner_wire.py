@@ -238,7 +238,7 @@ def _parameter(owner: dict[str, Any], name: str, kind: type, where: str) -> Any:
     value = parameters.get(name)
     if value is None:
         return None
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)) or (kind is int and value < 0):
+    if not isinstance(value, kind) or (kind is int and (isinstance(value, bool) or (isinstance(value, int) and value < 0))):
         expected = "a byte count" if kind is int else "true or false"
         raise InputError(f'{where} parameter "{name}" must be {expected}, received {_describe(value)}',
                          reason="bad_shape")
@@ -263,7 +263,8 @@ def _binary_elements(tensor: dict[str, Any], size: int, binary: bytes | None) ->
 def decode_bytes_tensor(data: bytes) -> list[bytes]:
     """The elements of a BYTES tensor in the binary extension's layout (each a 4-byte
     little-endian length, then that many bytes), every length checked against what is left."""
-    view, items, pos = memoryview(data), [], 0
+    view, pos = memoryview(data), 0
+    items: list[bytes] = []
     while pos < len(view):
         if len(view) - pos < 4:
             raise InputError(f"v2 binary data: element {len(items)} at byte {pos} has only {len(view) - pos} of "

@@ -112,7 +112,7 @@ def encode(examples: list[Example], tokenizer: Tokenizer) -> list[Encoded]:
 def score(gold: list[set], predicted: list[set]) -> dict[str, dict[str, float]]:
     """Entity precision / recall / F1 per type and overall (micro); entities are tuples
     starting with their type and match exactly."""
-    counts = {key: Counter() for key in ("gold", "predicted", "correct")}
+    counts: dict[str, Counter[str]] = {key: Counter() for key in ("gold", "predicted", "correct")}
     for g, p in zip(gold, predicted, strict=True):
         for key, entities in (("gold", g), ("predicted", p), ("correct", g & p)):
             counts[key].update(e[0] for e in entities)

@@ -410,7 +410,7 @@ def register(server: Server, mar: str, workers: int | None = None, timeout: floa
     a registered model is added beside the first (the default version stays as it was).
     ``batch_size`` and ``max_batch_delay`` (ms), when given, win over the archive's config.
     """
-    params = {"url": mar, "synchronous": "true"}
+    params: dict[str, str | int] = {"url": mar, "synchronous": "true"}
     if workers is not None:
         params["initial_workers"] = workers
     params.update({k: v for k, v in (("batch_size", batch_size), ("max_batch_delay", max_batch_delay)) if v is not None})

@@ -20,6 +20,8 @@ lower one keeps more entities) and checked on the odd-numbered ones, which the c
 
 from __future__ import annotations
 
+from typing import Any
+
 import json
 import statistics
 import tempfile
@@ -43,6 +45,8 @@ def load(model: Path | None, checkpoint: Path | None, pretrained: str | None, st
     if checkpoint is not None:
         package_model.stage(package_model.PackageSpec(checkpoint=checkpoint, pretrained=pretrained), staging)
         model = staging
+    if model is None:
+        raise ValueError("load needs a model directory or a checkpoint")
     return ner_model.load_model(model, HandlerSettings(torch_threads=0))  # in-process: all of torch's threads
 
 
@@ -102,7 +106,7 @@ def threshold_scan(gold_chars: list[set], preds: list[ner_core.TokenPredictions]
     rows = []
     for threshold in thresholds:
         kept = [{e.span for e in ner_core.scored_at_least(entities, threshold)} for entities in served]
-        row = {"threshold": threshold}
+        row: dict[str, Any] = {"threshold": threshold}
         for half, index in halves.items():
             row[half] = corpus.score([gold_chars[i] for i in index], [kept[i] for i in index])["overall"]
         rows.append(row)

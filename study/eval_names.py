@@ -120,7 +120,7 @@ def ways(settings: HandlerSettings, threshold: float = 0.0) -> dict[str, tuple[s
     (as served) with the entity score ``threshold`` in force too: (decoding, trim, threshold) by name."""
     trim = ner_particles.trimmer(settings)
     decoding, trimmed = settings.bio_decoding, ", trimmed" if trim else ""
-    out = {"greedy, untrimmed": ("greedy", None, 0.0)}
+    out: dict[str, tuple[str, Callable[..., int] | None, float]] = {"greedy, untrimmed": ("greedy", None, 0.0)}
     if trim is not None:
         out[f"{decoding}, trimmed, no name completion"] = (decoding, without_completion, 0.0)
     if threshold:

@@ -17,6 +17,8 @@ F1 is character-exact entity F1 (type, start, end), micro over all types.
 
 from __future__ import annotations
 
+from typing import Any
+
 import itertools
 import functools
 import json
@@ -219,7 +221,7 @@ def run(corpus_dir: Path, split: str, model: Path, vocab: Path | None, approache
 
     rows = []
     for name, trim in trims.items():
-        row = {"name": name, "oracle": entity_f1(examples, oracle, labels, trim)}
+        row: dict[str, Any] = {"name": name, "oracle": entity_f1(examples, oracle, labels, trim)}
         if preds:
             row["model"] = entity_f1(examples, preds, labels, trim)
         row["ms"] = 0.0 if trim is None else added_ms_per_sentence(timed, labels, name, runs)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import random
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from transformers import BertConfig, BertForTokenClassification
@@ -50,10 +50,11 @@ def write_checkpoint(out: Path, shape: str = "tiny", vocab_size: int = 0, seed: 
                      labels: Sequence[str] = RATSNLP_LABELS) -> Path:
     """``labels``: the label map (default KMOU's types in ratsnlp's order)."""
     torch.manual_seed(seed)
-    params = dict(SHAPES[shape])
+    params: dict[str, Any] = dict(SHAPES[shape])
     vocab = synthetic_vocab(vocab_size or params["vocab_size"] or 2000, seed)
     params["vocab_size"] = len(vocab)
-    config = BertConfig(**params, num_labels=len(labels))
+    config = BertConfig(**params)
+    config.num_labels = len(labels)  # the setter names the labels too (id2label), as the keyword would
     model = BertForTokenClassification(config)
     out.mkdir(parents=True, exist_ok=True)
     (out / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")

@@ -14,6 +14,8 @@ vocab, label map, README) to ``demo_model/``. Prints entity precision / recall /
 
 from __future__ import annotations
 
+from typing import Any
+
 import itertools
 import json
 import random
@@ -42,7 +44,7 @@ from study.make_checkpoint import save_lightning
 
 IGNORE = -100  # label of padding: no loss
 # Width beat depth here; hidden dropout 0.2 (BERT's default is 0.1) curbs overfitting: val F1 +0.0075.
-MODEL_CONFIG = dict(
+MODEL_CONFIG: dict[str, Any] = dict(
     hidden_size=256, num_hidden_layers=2, num_attention_heads=4, intermediate_size=1024,
     max_position_embeddings=300, hidden_dropout_prob=0.2,
 )
@@ -329,10 +331,10 @@ def write_checkpoint(out: Path, model: BertForTokenClassification, result: Train
     return save_lightning(out / f"epoch={result.epoch}-val_loss={val_loss:.4f}.ckpt", model, result.epoch, result.global_step)
 
 
-def model_config(vocab_size: int, pad_id: int, labels: list[str] | None = None, min_entity_score: float = 0.0) -> BertConfig:
+def model_config(vocab_size: int, pad_id: int | None, labels: list[str] | None = None, min_entity_score: float = 0.0) -> BertConfig:
     """The demo shape; without labels it is the "pretrained" config a base model ships. A
     threshold goes where the server reads a model's own (ner_model.model_threshold)."""
-    extra = dict(id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)}) if labels else {}
+    extra: dict[str, Any] = dict(id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)}) if labels else {}
     if min_entity_score:
         extra["task_specific_params"] = {ner_model.TASK: {"min_entity_score": min_entity_score}}
     return BertConfig(vocab_size=vocab_size, pad_token_id=pad_id, **MODEL_CONFIG, **extra)
@@ -444,7 +446,12 @@ def run(args: TrainSpec, command: str) -> dict:
     labels = build_label_map(all_train)  # from the whole train file, as ratsnlp does
     (args.out / "label_map.txt").write_text("\n".join(labels) + "\n", encoding="utf-8")
     tokenizer = ner_model.build_tokenizer(prepare_vocab(args, [ex.text for ex in train_examples]))
-    special = {token: tokenizer.token_to_id(token) for token in SPECIAL_TOKENS}
+    special: dict[str, int] = {}
+    for token in SPECIAL_TOKENS:
+        found = tokenizer.token_to_id(token)
+        if found is None:
+            raise SystemExit(f"train_demo: error: the trained vocab lacks {token}")
+        special[token] = found
     swapped = swap_entities(train_examples, args.swap_copies, args.swap_rate, args.seed, args.name_rate)
     train_rows, val_rows = encode(train_examples + swapped, tokenizer), encode(val_examples, tokenizer)
 
@@ -471,7 +478,7 @@ def run(args: TrainSpec, command: str) -> dict:
     val_loss = validation_loss(model, val_rows, labels, special, args)
     checkpoint = write_checkpoint(args.out, model, result, val_loss)
 
-    metrics = {
+    metrics: dict[str, Any] = {
         "val_loss": val_loss, "epoch": result.epoch, "global_step": result.global_step,
         "train_seconds": round(result.seconds, 1), "train_cpu_seconds": round(result.cpu_seconds, 1), "cut_by_time_budget": result.cut_by_time_budget,
         "pretrain_steps": pretrained.global_step if pretrained else 0,

@@ -116,7 +116,7 @@ class DemoServer(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
-        return f"http://{host}:{port}/"
+        return f"http://{host if isinstance(host, str) else host.decode()}:{port}/"
 
 
 class DemoHandler(BaseHTTPRequestHandler):

@@ -57,7 +57,10 @@ def test_the_setting_refuses_what_is_not_a_threshold(value):
 
 
 def config(params) -> BertConfig:
-    return BertConfig(task_specific_params=params) if params is not None else BertConfig()
+    made = BertConfig()
+    if params is not None:
+        made.task_specific_params = params
+    return made
 
 
 @pytest.mark.parametrize("params, expected", [

@@ -10,6 +10,8 @@ with its own sentence.
 
 from __future__ import annotations
 
+from typing import Any
+
 import json
 import string
 
@@ -20,7 +22,7 @@ from ner_wire import InputError, decode_bytes_tensor, encode_bytes_tensor, parse
 from tests.unit.test_handler import GOOD, make_handler, run_batch
 from tests.unit.test_v2_binary import run_raw
 
-LIMITS = dict(max_chars=100, max_texts=4)
+LIMITS: dict[str, Any] = dict(max_chars=100, max_texts=4)
 CONTENT_TYPES = ["text/plain", "text/plain; charset=utf-8", "application/json", "application/json; charset=utf-8",
                  "", "application/octet-stream", "TEXT/PLAIN", "application/jsonx", "text/html",
                  "multipart/form-data", "application/x-www-form-urlencoded"]

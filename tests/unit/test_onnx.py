@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import json
 import shutil
 import zipfile
@@ -26,7 +28,7 @@ TEXTS = [
     "셋",
     "한국은행은 기준금리를 연 3.5%로 동결했다고 31일 밝혔다.",
 ]
-SETTINGS = dict(max_seq_length=32, window_stride=8, max_batch_tokens=4096, torch_threads=1)
+SETTINGS: dict[str, Any] = dict(max_seq_length=32, window_stride=8, max_batch_tokens=4096, torch_threads=1)
 
 
 @pytest.fixture(scope="module")

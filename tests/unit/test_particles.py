@@ -3,6 +3,8 @@ the setting, and the oracle F1 on the validation split."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import yaml
 
@@ -240,7 +242,7 @@ def test_oracle_f1_on_validation_rises_with_trimming(kmou_split):
 def test_name_completion_serves_klue_persons_too():
     """KLUE-NER's person type is PS: the same completion, and nothing for its other types."""
     text = "송하은 씨가 왔다"
-    context = dict(next_piece=(2, 3), next_outside=True, piece_after=(4, 5))
+    context: dict[str, Any] = dict(next_piece=(2, 3), next_outside=True, piece_after=(4, 5))
     assert trim_end(text, 0, 2, 1, kind="PS", **context) == 3
     assert trim_end(text, 0, 2, 1, kind="OG", **context) == 2
     assert trim_end(text, 0, 2, 1, kind="PS", **{**context, "next_outside": False}) == 2

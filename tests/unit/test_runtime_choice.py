@@ -8,6 +8,7 @@ import dataclasses
 import shutil
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -26,7 +27,7 @@ from serving import agreement, corpus, package_model
 from serving.package_model import PackageSpec, PackagingError
 
 METRICS_YAML = Path(ts.__file__).parent / "configs" / "metrics.yaml"
-SMALL = {"max_seq_length": 32, "window_stride": 8, "torch_threads": 1}
+SMALL: dict[str, Any] = {"max_seq_length": 32, "window_stride": 8, "torch_threads": 1}
 CPU, GPU = torch.device("cpu"), torch.device("cuda:0")
 NO_BF16 = frozenset({"avx2", "avx512f", "avx512_vnni"})
 BF16 = NO_BF16 | {"avx512_bf16"}

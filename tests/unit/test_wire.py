@@ -4,6 +4,8 @@ the answer-size guard. Edge inputs were found by the bad-input matrix against a 
 
 from __future__ import annotations
 
+from typing import Any
+
 import json
 
 import pytest
@@ -13,7 +15,7 @@ import ner_model
 from ner_answer import checked_size
 from ner_wire import InputError, Options, ServerError, parse_body, parse_options
 
-LIMITS = dict(max_chars=50, max_texts=3)
+LIMITS: dict[str, Any] = dict(max_chars=50, max_texts=3)
 TEXT = "이순신은 조선 중기의 무신이다."
 
 
