@@ -457,7 +457,7 @@ def target_rows(rows: Sequence[dict], accuracy: Sequence[dict], default: dict | 
             at_c1 = {"precision": p, "batch": row["batch"], "delay_ms": row["delay_ms"], "concurrency": 1}
             c1 = single and (find(served, **at_c1, workers=1, threads=single["threads"])
                              or find(served, **at_c1, workers=row["workers"]))
-            if c1:
+            if c1 and single:
                 budget = round(single["p50_ms"] + row["delay_ms"] + 5, 1)
                 add(f"served {p} p50 ms at c1 <= single-sentence predict + delay + 5", c1["p50_ms"], budget, higher=False, where=c1)
         if best["ort-int8"] is not None:

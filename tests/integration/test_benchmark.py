@@ -108,7 +108,7 @@ def test_archives_are_rebuilt_only_when_their_config_changes(report):
 
 
 def _plan() -> benchmark.Plan:
-    return benchmark.Plan([], [], [], [], [], [], 1, 0, os.cpu_count(), {})
+    return benchmark.Plan([], [], [], [], [], [], 1, 0, os.cpu_count() or 1, {})
 
 
 def test_accuracy_compares_each_precision_with_fp32(report, tmp_path):

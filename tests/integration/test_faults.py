@@ -63,7 +63,7 @@ def the_worker(server: tsctl.Server, model: str) -> dict:
 def send_unread(server: tsctl.Server, model: str, text: str) -> http.client.HTTPConnection:
     """POST without reading the answer; ``answered`` tells later whether one ever came."""
     url = urlsplit(server.inference_url)
-    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
+    conn = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port, timeout=10)
     conn.request("POST", f"/predictions/{model}", body=text.encode(),
                  headers={**server.headers("inference"), "Content-Type": "text/plain; charset=utf-8"})
     return conn

@@ -92,7 +92,7 @@ def test_the_result_rows_stay_the_argmax_token_for_token():
 
 def brute_force(probs: np.ndarray) -> tuple[float, list[int]]:
     """The best BIO-consistent sequence by trying every sequence."""
-    best = (-math.inf, [])
+    best: tuple[float, list[int]] = (-math.inf, [])
     for seq in itertools.product(range(len(LABELS)), repeat=len(probs)):
         t = tags(list(seq))
         if t[0].startswith("I-") or any(b.startswith("I-") and a[2:] != b[2:] for a, b in itertools.pairwise(t)):

@@ -105,7 +105,7 @@ def test_parse_body_on_decoded_json_values(value, content_type):
         assert 400 <= err.status < 500
 
 
-_HANDLER = {}
+_HANDLER: dict[str, Any] = {}
 
 
 def handler(tiny_model_dir):

@@ -36,29 +36,41 @@ ENTRYPOINT = (paths.ROOT / "container" / "entrypoint.py", paths.ROOT / "containe
 IMAGE = re.compile(r"(?:[^/]+/)?kor-ner/torchserve:(?P<torchserve>\d+\.\d+\.\d+)-ner(?P<model>\d+(?:\.\d+)*)")
 
 
+def found(pattern: str, text: str) -> str:
+    """The first group of ``pattern``'s first match in ``text`` (lines as ^...$); failing the test without one."""
+    match = re.search(pattern, text, re.M)
+    assert match, f"no line matches {pattern}"
+    return match.group(1)
+
+
 def containerfile() -> dict:
     """What the manifests must agree with: HEALTHCHECK command, EXPOSE, USER and uid, defaults."""
     text = CONTAINERFILE.read_text(encoding="utf-8")
     health = re.search(r"^HEALTHCHECK .*?CMD (\[.*?\])$", text.replace("\\\n", " "), re.M | re.S)
+    assert health, f"{CONTAINERFILE} has no HEALTHCHECK"
     entry = "\n".join(path.read_text(encoding="utf-8") for path in ENTRYPOINT)
     defaults = dict(re.findall(r'os\.environ\.get\("(KOR_NER_\w+)", "([^"]+)"\)', entry))
     return {
         "healthcheck": json.loads(health.group(1)),
-        "expose": {int(p) for p in re.search(r"^EXPOSE (.*)$", text, re.M).group(1).split()},
-        "user": re.search(r"^USER (\S+)$", text, re.M).group(1),
-        "uid": int(re.search(r"useradd .*--uid (\d+)", text).group(1)),
-        "model_version": re.search(r"^ARG MODEL_VERSION=(\S+)$", text, re.M).group(1),
+        "expose": {int(p) for p in found(r"^EXPOSE (.*)$", text).split()},
+        "user": found(r"^USER (\S+)$", text),
+        "uid": int(found(r"useradd .*--uid (\d+)", text)),
+        "model_version": found(r"^ARG MODEL_VERSION=(\S+)$", text),
         "entrypoint_defaults": defaults,
         "tag_scheme": "kor-ner/torchserve:0.12.0-ner<MODEL_VERSION>" in text,
     }
 
 
 def torchserve_version() -> str:
-    return re.search(r"^torchserve==(\S+)$", (paths.ROOT / "requirements.txt").read_text(encoding="utf-8"), re.M).group(1)
+    pin = re.search(r"^torchserve==(\S+)$", (paths.ROOT / "requirements.txt").read_text(encoding="utf-8"), re.M)
+    assert pin, "requirements.txt pins no torchserve"
+    return pin.group(1)
 
 
 def megabytes(quantity: str) -> float:
-    number, unit = re.fullmatch(r"(\d+(?:\.\d+)?)(Mi|Gi|M|G)", quantity).groups()
+    parsed = re.fullmatch(r"(\d+(?:\.\d+)?)(Mi|Gi|M|G)", quantity)
+    assert parsed, quantity
+    number, unit = parsed.groups()
     return float(number) * {"Mi": 1.048576, "Gi": 1073.741824, "M": 1, "G": 1000}[unit]
 
 
