@@ -22,6 +22,7 @@ import sys
 import tempfile
 import threading
 import time
+import zipfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,6 +32,9 @@ from typing import Any
 from urllib.parse import quote
 
 import requests
+import yaml
+from ner_labels import entity_type
+from ner_settings import HandlerSettings
 from kor_ner_runtime import ready_count, workers_of
 
 from serving import paths
@@ -263,7 +267,9 @@ def start(
     for sub in ("logs", "tmp"):
         (run_dir / sub).mkdir(parents=True, exist_ok=True)
     model_store.mkdir(parents=True, exist_ok=True)  # a fresh clone has none until a model is packaged
-    config = write_config(run_dir, {**repo_paths(read_properties(BASE_CONFIG)), **(overrides or {})})
+    # model_store is TorchServe's own key too: recorded there, the run dir tells where the archives are
+    config = write_config(run_dir, {**repo_paths(read_properties(BASE_CONFIG)), "model_store": str(model_store.resolve()),
+                                    **(overrides or {})})
     (run_dir / "key_file.json").unlink(missing_ok=True)  # TorchServe writes fresh keys at start
     # TorchServe's own pid file: a stale one whose pid was reused makes it refuse to start.
     (run_dir / "tmp" / ".model_server.pid").unlink(missing_ok=True)
@@ -376,6 +382,25 @@ def any_restarted(before: dict[int, str], after: dict[int, str]) -> bool:
     """Did a worker restart between two ``workers`` answers: a pid gone or new (TorchServe
     replaces a dead worker by a new process), or one not READY now."""
     return set(before) != set(after) or ready_count(after) != len(after)
+
+
+def archive_of(server: Server, model: str) -> Path:
+    """The archive the model's default version was registered from, in the server's model store."""
+    store = Path(read_properties(server.run_dir / "config.properties")["model_store"])
+    return store / describe(server, model)[0]["modelUrl"]
+
+
+def archive_label_names(mar: Path) -> dict[str, str]:
+    """The entity types an archive's model tags, each with the name its answers give it
+    (``label_name``: the built-in names under its model config's ``label_names``), in the
+    built-in names' order, then the label map's."""
+    with zipfile.ZipFile(mar) as archive:
+        labels = archive.read("label_map.txt").decode("utf-8").split()
+        config_file = json.loads(archive.read("MAR-INF/MANIFEST.json"))["model"].get("configFile")
+        config = yaml.safe_load(archive.read(config_file)) if config_file else None
+    names = HandlerSettings.from_mapping((config or {}).get("handler")).label_names
+    types = dict.fromkeys(kind for kind in map(entity_type, labels) if kind is not None)
+    return {kind: names.get(kind, kind) for kind in [*(k for k in names if k in types), *(k for k in types if k not in names)]}
 
 
 def list_models(server: Server) -> list[dict]:
