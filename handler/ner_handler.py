@@ -20,7 +20,7 @@ import http
 import logging
 import time
 import traceback
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -32,22 +32,12 @@ from ts.torch_handler.base_handler import BaseHandler
 import ner_core
 import ner_model
 import ner_particles
-from ner_core import EncodedText, TokenPredictions
 from ner_settings import HandlerSettings
 from ner_answer import Reply, render_answer, text_answer
-from ner_wire import (JSON_UTF8, STREAM_NEXT, InputError, ParsedRequest, RequestError, ServerError, dumps, from_grpc,
-                      parse_body, parse_options)
+from ner_wire import (JSON_UTF8, STREAM_NEXT, InputError, Job, RequestError, ServerError, dumps, from_grpc, parse_body,
+                      parse_options)
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Job:
-    """One request on its way through the chain: its parsed body, its texts encoded, then tagged."""
-
-    request: ParsedRequest
-    encoded: list[EncodedText]
-    predictions: list[TokenPredictions] | None = None
 
 
 # --------------------------------------------------------------------------- metrics

@@ -17,8 +17,11 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
+
+if TYPE_CHECKING:  # the model's side; this module needs no torch
+    from ner_core import EncodedText, TokenPredictions
 
 ACCEPTED = (
     'a UTF-8 text body (Content-Type: text/plain), a JSON string, {"sentence": "..."}, '
@@ -95,6 +98,16 @@ class ParsedRequest:
     request_id: str | None = None  # the v2 request's "id", echoed in its answer
     options: Options = field(default_factory=Options)
     binary_output: bool = False  # a v2 request that asked for its output as binary tensor data
+
+
+@dataclass(frozen=True)
+class Job:
+    """One request on its way through the chain: its parsed body, its texts encoded, then tagged."""
+
+    request: ParsedRequest
+    encoded: list[EncodedText]
+    predictions: list[TokenPredictions] | None = None
+
 
 
 def _describe(value: Any) -> str:
