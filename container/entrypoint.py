@@ -44,7 +44,7 @@ The Open Inference Protocol's health, readiness and model metadata routes, which
 (KOR_NER_V2_PORT, default 8087), to which HAProxy routes them.
 
 Standard library only (and the modules beside it: kor_ner_runtime.py, v2_status.py, the
-handler's ner_wire.py and ner_labels.py); settings by environment: KOR_NER_CONFIG
+handler's ner_v2.py and ner_request.py); settings by environment: KOR_NER_CONFIG
 (config.properties: its inference_address and metrics_address are the addresses HAProxy takes),
 KOR_NER_MODEL_STORE, KOR_NER_LOG_CONFIG, KOR_NER_KEY_FILE, KOR_NER_REQUEST_TIMEOUT,
 KOR_NER_MAX_CONN_PER_SOURCE, KOR_NER_BACKEND_PORT and KOR_NER_METRICS_BACKEND_PORT (TorchServe's

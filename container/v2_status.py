@@ -5,8 +5,8 @@ function) describe the handler's own input and output tensors (ner_wire's names)
 models the management API lists (their versions, and
 whether the default version has a READY worker) and the draining marker; the management API
 is asked at most once a second (``TTL``), however many probes arrive. A GET answers the JSON,
-a HEAD the same status without a body. Nothing is logged. Standard library plus ner_wire and
-ner_labels (also standard library only), copied beside it in the image.
+a HEAD the same status without a body. Nothing is logged. Standard library plus ner_v2 and
+ner_request (also standard library only), copied beside it in the image.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import unquote
 
 import kor_ner_runtime as runtime
-from ner_wire import V2_INPUT, V2_OUTPUT
+from ner_v2 import V2_INPUT, V2_OUTPUT
 
 TTL = 1.0  # seconds a listing of the models is reused
 

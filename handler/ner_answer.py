@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ner_labels import BUILTIN_LABEL_NAMES, entity_type
-from ner_wire import INFERENCE_HEADER, JSON_UTF8, OCTET_STREAM, V2_OUTPUT, InputError, ParsedRequest, dumps, \
-    encode_bytes_tensor
+from ner_request import JSON_UTF8, InputError, ParsedRequest
+from ner_v2 import INFERENCE_HEADER, OCTET_STREAM, V2_OUTPUT, encode_bytes_tensor
+from ner_wire import dumps
 
 if TYPE_CHECKING:  # the model's side; this module needs no torch
     from ner_core import Entity, TokenPredictions

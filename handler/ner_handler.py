@@ -34,8 +34,8 @@ import ner_model
 import ner_particles
 from ner_settings import HandlerSettings
 from ner_answer import Reply, render_answer, text_answer
-from ner_wire import (JSON_UTF8, STREAM_NEXT, InputError, Job, RequestError, ServerError, dumps, from_grpc, parse_body,
-                      parse_options)
+from ner_request import JSON_UTF8, InputError, Job, RequestError, ServerError
+from ner_wire import STREAM_NEXT, dumps, from_grpc, parse_body, parse_options
 
 logger = logging.getLogger(__name__)
 
