@@ -32,13 +32,14 @@ import platform
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import yaml
 from tqdm import tqdm
 
 import ner_core
+import ner_model
 import ner_cpu
 from ner_settings import HandlerSettings
 
@@ -204,13 +205,13 @@ class Plan:
         handler = with_handler(self.base_config, **PRECISIONS[precision], torch_threads=threads)["handler"]
         return HandlerSettings.from_mapping(handler)
 
-    def load(self, staged: Path, precision: str, threads: int) -> ner_core.NerModel:
+    def load(self, staged: Path, precision: str, threads: int) -> ner_model.NerModel:
         """The staged model in-process, exporting its ONNX file first where the precision needs one."""
         settings = self.settings(precision, threads)
-        onnx = staged / ner_core.weights_file(settings)
+        onnx = staged / ner_model.weights_file(settings)
         if settings.runtime == "onnxruntime" and not _up_to_date(onnx, staged / "model.safetensors"):
             package_model.export_onnx(staged, settings)
-        return ner_core.load_model(staged, settings)
+        return ner_model.load_model(staged, settings)
 
     def threads(self, workers: int) -> int:
         """torch threads per worker so that workers x threads <= cores."""
@@ -229,8 +230,8 @@ def ceiling_rows(model: str, staged: Path, plan: Plan, bar: tqdm) -> list[dict]:
         for batch in sorted({1, *plan.batch_sizes}):
             chunks = [plan.sentences[i : i + batch] for i in range(0, len(plan.sentences), batch)]
             windows = [ner_core.window_rows(ner_core.encode(ner, c))[0] for c in chunks]
-            cells = {
-                "forward": (functools.partial(ner_core.forward_distributions, ner), [(len(c), w) for c, w in zip(chunks, windows)]),
+            cells: dict[str, tuple[Callable[[Any], Any], Sequence[tuple[int, Any]]]] = {
+                "forward": (functools.partial(ner_core.forward_distributions, ner), [(len(c), w) for c, w in zip(chunks, windows, strict=True)]),
                 "predict": (functools.partial(ner_core.predict, ner), [(len(c), c) for c in chunks]),
             }
             for path, (call, items) in cells.items():
@@ -341,7 +342,7 @@ def accuracy_rows(model: str, staged: Path, corpus_path: Path, plan: Plan, limit
         f1[precision] = corpus.evaluate(ner, examples, encoded)["char"]["overall"]["f1"]
     rows = []
     for precision in variants:
-        pairs = [(a, b) for ref, got in zip(labels["fp32"], labels[precision]) for a, b in zip(ref, got)]
+        pairs = [(a, b) for ref, got in zip(labels["fp32"], labels[precision], strict=True) for a, b in zip(ref, got, strict=True)]
         rows.append({"model": model, "precision": precision, "sentences": len(texts), "tokens": len(pairs),
                      "token_tag_agreement": round(sum(a == b for a, b in pairs) / len(pairs), 5),
                      "entity_f1_fp32": round(f1["fp32"], 4), "entity_f1": round(f1[precision], 4),
@@ -375,7 +376,7 @@ def default_cell(base_config: dict, cores: int, device: str = "cpu") -> dict[str
     """The served cell the shipped model config makes on ``device``: its precision (what
     ``runtime: auto`` resolves to there), batch size, delay, workers and threads."""
     settings = HandlerSettings.from_mapping(base_config.get("handler"))
-    runtime = ner_core.serving_runtime(settings, torch.device(device))
+    runtime = ner_model.serving_runtime(settings, torch.device(device))
     wanted = {"runtime": runtime, "quantize": settings.quantize, "dtype": settings.dtype}
     workers = int(base_config.get("minWorkers", 1))
     return {"precision": next((p for p, v in PRECISIONS.items() if v == wanted), None),
@@ -398,7 +399,8 @@ def default_and_opt_in_targets(rows: Sequence[dict], accuracy: Sequence[dict], d
             continue
         top = max(r["concurrency"] for r in served)
 
-        def add(target: str, value: float | None, bar: float, higher: bool = True, config: str = "") -> None:
+        def add(target: str, value: float | None, bar: float, higher: bool = True, config: str = "",
+                model: str = model) -> None:
             met = None if value is None else (value >= bar if higher else value <= bar)
             out.append({"model": model, "target": target, "value": value, "bar": bar, "met": met, "config": config})
 
@@ -420,7 +422,8 @@ def default_and_opt_in_targets(rows: Sequence[dict], accuracy: Sequence[dict], d
             best = max(opt_in, key=lambda r: r["vs_seed"])
             checked = "" if best["precision"] in lossy_ok else ", accuracy not measured"
             add(f"best opt-in served / seed served (c{top})", best["vs_seed"], 10.0,
-                config=f"{best['precision']} b{best['batch']} d{best['delay_ms']} {best['workers']} × {best['threads']}{checked}")
+                config=(f"{best['precision']} b{best['batch']} d{best['delay_ms']} {best['workers']} × "
+                        f"{best['threads']}{checked}"))
     return out
 
 
@@ -435,25 +438,27 @@ def target_rows(rows: Sequence[dict], accuracy: Sequence[dict], default: dict | 
         best = {p: max((r for r in served if r["precision"] == p and r["concurrency"] == top),
                        key=lambda r: r["sentences_per_s"], default=None) for p in PRECISIONS}
 
-        def add(target: str, value: float | None, bar: float, higher: bool = True, where: dict | None = None) -> None:
+        def add(target: str, value: float | None, bar: float, higher: bool = True, where: dict | None = None,
+                model: str = model) -> None:
             met = None if value is None else (value >= bar if higher else value <= bar)
             cfg = f"b{where['batch']} d{where['delay_ms']} w{where['workers']}" if where else ""
             out.append({"model": model, "target": target, "value": value, "bar": bar, "met": met, "config": cfg})
 
         for p in ("fp32", "ort-fp32"):  # each runtime against its own ceiling
-            if best[p] is None:
+            row = best[p]
+            if row is None:
                 continue
-            add(f"served {p} / ceiling forward {p} (c{top})", best[p]["vs_ceiling"], 0.85, where=best[p])
-            add(f"served {p} / seed served (c{top})", best[p]["vs_seed"], 1.5, where=best[p])
+            add(f"served {p} / ceiling forward {p} (c{top})", row["vs_ceiling"], 0.85, where=row)
+            add(f"served {p} / seed served (c{top})", row["vs_seed"], 1.5, where=row)
             # Latency: the in-process single-sentence time runs on all threads, so compare the
             # served layout that gives a lone request as many (1 worker x all threads), at the
             # best config's batch and delay; a run without that layout falls back to the best.
             single = find(rows, model=model, path="ceiling-predict", precision=p, batch=1)
-            at_c1 = {"precision": p, "batch": best[p]["batch"], "delay_ms": best[p]["delay_ms"], "concurrency": 1}
+            at_c1 = {"precision": p, "batch": row["batch"], "delay_ms": row["delay_ms"], "concurrency": 1}
             c1 = single and (find(served, **at_c1, workers=1, threads=single["threads"])
-                             or find(served, **at_c1, workers=best[p]["workers"]))
-            if c1:
-                budget = round(single["p50_ms"] + best[p]["delay_ms"] + 5, 1)
+                             or find(served, **at_c1, workers=row["workers"]))
+            if c1 and single:
+                budget = round(single["p50_ms"] + row["delay_ms"] + 5, 1)
                 add(f"served {p} p50 ms at c1 <= single-sentence predict + delay + 5", c1["p50_ms"], budget, higher=False, where=c1)
         if best["ort-int8"] is not None:
             add(f"served ort-int8 / seed served (c{top})", best["ort-int8"]["vs_seed"], 5.0, where=best["ort-int8"])
@@ -510,11 +515,13 @@ def fmt(value: Any) -> str:
 
 def markdown(report: dict) -> str:
     lines = [
-        f"Machine: {describe_machine(report['machine'])}. "
-        f"Load average (1 min) {report['load_before']} before, {report['load_after']} after; {report['sentence_count']} sentences "
-        f"from {report['sentences']}; {report['repeats']} rounds per cell, each at least {report['min_seconds']} s of whole passes.",
+        (f"Machine: {describe_machine(report['machine'])}. "
+         f"Load average (1 min) {report['load_before']} before, {report['load_after']} after; "
+         f"{report['sentence_count']} sentences from {report['sentences']}; {report['repeats']} rounds per cell, "
+         f"each at least {report['min_seconds']} s of whole passes."),
         "",
-        "| model | path | precision | batch | delay ms | workers × threads | concurrency | sentences/s | p50 ms | p95 ms | p99 ms | errors | ÷ ceiling | ÷ seed |",
+        ("| model | path | precision | batch | delay ms | workers × threads | concurrency "
+         "| sentences/s | p50 ms | p95 ms | p99 ms | errors | ÷ ceiling | ÷ seed |"),
         "|---|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in report["rows"]:
@@ -528,7 +535,8 @@ def markdown(report: dict) -> str:
             met = {True: "yes", False: "**no**", None: "n/a"}[t["met"]]
             lines.append(f"| {t['model']} | {t['target']} | {fmt(t['value'])} | {t['bar']} | {met} | {t['config']} |")
     if report["accuracy"]:
-        lines += ["", "| model | precision | sentences | wordpieces | token-tag agreement with fp32 | entity F1 fp32 | entity F1 | F1 loss (points) |",
+        lines += ["", ("| model | precision | sentences | wordpieces | token-tag agreement with fp32 | "
+                       "entity F1 fp32 | entity F1 | F1 loss (points) |"),
                   "|---|---|---:|---:|---:|---:|---:|---:|"]
         for a in report["accuracy"]:
             lines.append(f"| {a['model']} | {a['precision']} | {a['sentences']} | {a['tokens']} | {a['token_tag_agreement']} | "

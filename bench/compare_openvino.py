@@ -40,6 +40,7 @@ from tqdm import tqdm
 from transformers.modeling_outputs import TokenClassifierOutput
 
 import ner_core
+import ner_model
 from ner_settings import HandlerSettings
 
 from bench import benchmark
@@ -95,7 +96,7 @@ def import_openvino() -> tuple[Any, Any]:
     return openvino, nncf
 
 
-def calibration_feeds(ner: ner_core.NerModel, texts: Sequence[str]) -> list[dict[str, Any]]:
+def calibration_feeds(ner: ner_model.NerModel, texts: Sequence[str]) -> list[dict[str, Any]]:
     """One input dict per sentence window, as the handler would feed the model."""
     feeds = []
     for rows in (ner_core.window_rows(ner_core.encode(ner, [t]))[0] for t in texts):
@@ -106,18 +107,18 @@ def calibration_feeds(ner: ner_core.NerModel, texts: Sequence[str]) -> list[dict
     return feeds
 
 
-def load_engines(staged: Path, spec: CompareSpec, calibration: Sequence[str], bar: tqdm) -> dict[str, ner_core.NerModel]:
+def load_engines(staged: Path, spec: CompareSpec, calibration: Sequence[str], bar: tqdm) -> dict[str, ner_model.NerModel]:
     """Each engine of ``spec`` as a NerModel over the staged model (ONNX files exported once)."""
     settings = {"ort-fp32": HandlerSettings(runtime="onnxruntime", torch_threads=spec.threads)}
     settings["ort-int8"] = dataclasses.replace(settings["ort-fp32"], quantize="int8")
-    engines: dict[str, ner_core.NerModel] = {}
+    engines: dict[str, ner_model.NerModel] = {}
     for name, ort in settings.items():
-        if not (staged / ner_core.weights_file(ort)).is_file():
-            bar.set_description(f"exporting {ner_core.weights_file(ort)}")
+        if not (staged / ner_model.weights_file(ort)).is_file():
+            bar.set_description(f"exporting {ner_model.weights_file(ort)}")
             package_model.export_onnx(staged, ort)
         if name in spec.engines:
-            engines[name] = ner_core.load_model(staged, ort)
-    fp32 = engines.get("ort-fp32") or ner_core.load_model(staged, settings["ort-fp32"])
+            engines[name] = ner_model.load_model(staged, ort)
+    fp32 = engines.get("ort-fp32") or ner_model.load_model(staged, settings["ort-fp32"])
     wanted = [e for e in spec.engines if e.startswith("ov-")]
     if not wanted:
         return engines
@@ -142,7 +143,7 @@ def load_engines(staged: Path, spec: CompareSpec, calibration: Sequence[str], ba
     return {e: engines[e] for e in spec.engines}
 
 
-def speed_rows(model: str, engines: dict[str, ner_core.NerModel], spec: CompareSpec, texts: Sequence[str], bar: tqdm) -> list[dict]:
+def speed_rows(model: str, engines: dict[str, ner_model.NerModel], spec: CompareSpec, texts: Sequence[str], bar: tqdm) -> list[dict]:
     rows = []
     for name, ner in engines.items():
         for batch in sorted({1, spec.batch_size}):
@@ -156,17 +157,19 @@ def speed_rows(model: str, engines: dict[str, ner_core.NerModel], spec: CompareS
     return rows
 
 
-def accuracy_rows(model: str, staged: Path, engines: dict[str, ner_core.NerModel], corpus_path: Path) -> list[dict]:
+def accuracy_rows(model: str, staged: Path, engines: dict[str, ner_model.NerModel], corpus_path: Path) -> list[dict]:
     """Against torch fp32 on the tagged corpus (``agreement.compare``, as packaging measures):
     token-tag agreement and entity F1 (exact characters)."""
     examples, _ = corpus.read_corpus(corpus_path)
-    reference = ner_core.load_model(staged, HandlerSettings(runtime="torch"))
+    reference = ner_model.load_model(staged, HandlerSettings(runtime="torch"))
     rows = []
     for name, ner in engines.items():
         found = agreement.compare(reference, ner, [ex.text for ex in examples], gold=examples)
+        loss = found.f1_loss_points
+        assert found.gold_f1 is not None and found.gold_f1_fp32 is not None and loss is not None  # gold was given
         rows.append({"model": model, "engine": name, "sentences": found.texts, "token_tag_agreement": round(found.rate, 5),
                      "entity_f1_torch_fp32": round(found.gold_f1_fp32, 4), "entity_f1": round(found.gold_f1, 4),
-                     "f1_loss_points": round(found.f1_loss_points, 2)})
+                     "f1_loss_points": round(loss, 2)})
     return rows
 
 
@@ -183,10 +186,12 @@ def with_ratios(rows: list[dict]) -> list[dict]:
 def markdown(report: dict) -> str:
     lines = [f"Machine: {benchmark.describe_machine(report['machine'])}", f"Load average before / after: {report['load_before']} / {report['load_after']}", "",
              "| model | engine | batch | sentences/s | rounds | p50 per call | ÷ ONNX Runtime, same precision |", "|---|---|---:|---:|---|---:|---:|"]
-    lines += [f"| {r['model']} | {r['engine']} | {r['batch']} | {r['sentences_per_s']} | {r['rounds']} | {r['p50_ms']} ms | {r['vs_onnxruntime']} |" for r in report["speed"]]
+    lines += [(f"| {r['model']} | {r['engine']} | {r['batch']} | {r['sentences_per_s']} | "
+               f"{r['rounds']} | {r['p50_ms']} ms | {r['vs_onnxruntime']} |") for r in report["speed"]]
     if report["accuracy"]:
         lines += ["", "| model | engine | token-tag agreement with torch fp32 | entity F1 | torch fp32 | loss (points) |", "|---|---|---:|---:|---:|---:|"]
-        lines += [f"| {r['model']} | {r['engine']} | {r['token_tag_agreement']} | {r['entity_f1']} | {r['entity_f1_torch_fp32']} | {r['f1_loss_points']} |" for r in report["accuracy"]]
+        lines += [f"| {r['model']} | {r['engine']} | {r['token_tag_agreement']} | {r['entity_f1']} "
+                  f"| {r['entity_f1_torch_fp32']} | {r['f1_loss_points']} |" for r in report["accuracy"]]
     return "\n".join(lines) + "\n"
 
 

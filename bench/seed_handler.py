@@ -58,7 +58,7 @@ def load_seed(model_dir: Path, max_seq_length: int = MAX_SEQ_LENGTH):
             tokens = tokenizer.convert_ids_to_tokens(inputs["input_ids"][0])
             predicted_tags = [id_to_label[pred.item()] for pred in preds]
             result = []
-            for token, predicted_tag, top_prob in zip(tokens, predicted_tags, top_probs):
+            for token, predicted_tag, top_prob in zip(tokens, predicted_tags, top_probs, strict=True):
                 if token not in [tokenizer.pad_token, tokenizer.cls_token, tokenizer.sep_token]:
                     token_result = {
                         "token": token,

@@ -21,6 +21,7 @@ import psutil
 import requests
 
 import ner_core
+import ner_model
 from ner_settings import HandlerSettings
 from bench import benchmark
 from drills.load import send_all
@@ -38,7 +39,7 @@ def largest_request(staged: Path, settings: HandlerSettings) -> tuple[list[str],
     """The most work one legal request can hold: texts of ordinary Korean, each the longest
     prefix (at most max_text_chars) that still fits the room left in max_request_tokens, up to
     max_texts_per_request texts: (texts, their model-input tokens)."""
-    tokenizer = ner_core.build_tokenizer(staged / "vocab.txt")
+    tokenizer = ner_model.build_tokenizer(staged / "vocab.txt")
     paragraph = " ".join(SENTENCES)
     source = paragraph * (settings.max_text_chars // len(paragraph) + 1)
     cost_of = lambda text: ner_core.encode_windows(tokenizer, settings, [text])[0].cost  # noqa: E731
@@ -90,7 +91,8 @@ def measure(spec: str, config: dict, out: Path, rounds: int) -> dict:
     server = tsctl.start(run_dir, store, overrides=tsctl.port_overrides())
     try:
         model = tsctl.register(server, mar)
-        pids = {w["pid"] for w in tsctl.describe(server, model)[0]["workers"]}
+        before = tsctl.workers(server, model)
+        pids = set(before)
         print(f"worst_case: {len(texts)} texts, {cost} model-input tokens; {rounds} rounds alone", file=sys.stderr, flush=True)
         send_all(sender(server, model, SENTENCES[:1], timeout, []), range(1), 1)  # warm-up
         sizes: list[int] = []
@@ -100,7 +102,7 @@ def measure(spec: str, config: dict, out: Path, rounds: int) -> dict:
         cpu_before = {pid: cpu_seconds(pid) for pid in pids}
         together = send_all(sender(server, model, texts, timeout * 2, []), range(batch * workers), batch * workers)
         cpu_used = {pid: cpu_seconds(pid) - before for pid, before in cpu_before.items()}
-        after = {w["pid"]: w["status"] for w in tsctl.describe(server, model)[0]["workers"]}
+        after = tsctl.workers(server, model)
     finally:
         tsctl.stop(run_dir)
     return {
@@ -116,6 +118,6 @@ def measure(spec: str, config: dict, out: Path, rounds: int) -> dict:
         # CPU seconds each worker spent on its full batch: the wall time on an idle core, whatever
         # else the machine was running during the measurement
         "worker_cpu_s_per_full_batch": {str(pid): round(s, 1) for pid, s in cpu_used.items()},
-        "worker_restarted": set(after) != pids or any(s != "READY" for s in after.values()),
+        "worker_restarted": tsctl.any_restarted(before, after),
         "seconds_per_token": round(statistics.median(alone.latencies) / cost, 5),
     }

@@ -51,7 +51,8 @@ The Open Inference Protocol's health, readiness and model metadata routes, which
 (KOR_NER_V2_PORT, default 8087), to which HAProxy routes them.
 
 Standard library and javaproperties only (and the modules beside it: front_door.py,
-kor_ner_runtime.py, v2_status.py, the handler's ner_wire.py and ner_labels.py); settings by environment: KOR_NER_CONFIG
+kor_ner_runtime.py, v2_status.py, the handler's ner_v2.py and ner_request.py); settings by environment:
+KOR_NER_CONFIG
 (config.properties: its inference_address and metrics_address are the addresses HAProxy takes),
 KOR_NER_MODEL_STORE, KOR_NER_LOG_CONFIG, KOR_NER_KEY_FILE, KOR_NER_TLS_CERT, KOR_NER_TLS_KEY,
 the door's limits (front_door.py), KOR_NER_BACKEND_PORT and KOR_NER_METRICS_BACKEND_PORT (TorchServe's

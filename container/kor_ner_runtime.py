@@ -11,6 +11,7 @@ import os
 import urllib.parse
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import javaproperties
 
@@ -46,11 +47,22 @@ def model_path(management: str, name: str) -> str:
     return f"{management}/models/{urllib.parse.quote(name, safe='')}"
 
 
+def workers_of(description: dict[str, Any]) -> dict[int, str]:
+    """One version's entry of the management API's describe answer: its workers as pid -> status
+    (``READY``, ...). serving.tsctl reads describe answers with it too."""
+    return {w["pid"]: w["status"] for w in description.get("workers", [])}
+
+
+def ready_count(statuses: dict[int, str]) -> int:
+    """How many of ``workers_of``'s workers are READY: a model is ready with one."""
+    return sum(1 for status in statuses.values() if status == "READY")
+
+
 def ready_workers(management: str, name: str, key: str | None = None) -> tuple[int, int]:
-    """(READY workers, workers) of a model's default version: a model is ready with one READY
-    worker, for the health check and the readiness routes alike."""
-    workers = get_json(model_path(management, name), key)[0].get("workers", [])
-    return sum(1 for w in workers if w.get("status") == "READY"), len(workers)
+    """(READY workers, workers) of a model's default version, for the health check and the
+    readiness routes alike."""
+    workers = workers_of(get_json(model_path(management, name), key)[0])
+    return ready_count(workers), len(workers)
 
 
 def draining_marker() -> Path:

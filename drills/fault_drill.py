@@ -45,7 +45,7 @@ def sender(server: tsctl.Server, model: str, tally: Tally, timeout: float, retri
 
 
 def ready_pids(server: tsctl.Server, model: str) -> set[int]:
-    return {w["pid"] for w in tsctl.describe(server, model)[0]["workers"] if w["status"] == "READY"}
+    return {pid for pid, status in tsctl.workers(server, model).items() if status == "READY"}
 
 
 def kill_one(server: tsctl.Server, model: str, workers: int, deadline_s: float) -> tuple[int, float]:
@@ -95,3 +95,8 @@ def drill(server: tsctl.Server, model: str, kills: int, clients: int, settle: fl
         "answered": tally.ok, "lost": sum(lost.values()), "lost_why": lost,
         "resends": dict(tally.counts), "slowest_answer_s": round(max(tally.latencies, default=0.0), 2),
     }
+
+
+def failures(report: dict[str, Any]) -> list[str]:
+    """What makes the drill fail: a request the retrying clients lost; empty when it held."""
+    return [f"{report['lost']} requests lost"] if report["lost"] else []

@@ -155,18 +155,14 @@ def make_cases(n: int, bad_fraction: float, classes: list[Hostile], limits: dict
     return cases
 
 
-def workers(server: tsctl.Server, model: str) -> dict[int, str]:
-    return {w["pid"]: w["status"] for w in tsctl.describe(server, model)[0]["workers"]}
-
-
 def fuzz(server: tsctl.Server, model: str, requests_n: int, concurrency: int, bad_fraction: float,
          limits: dict[str, int], classes: list[Hostile] | None = None, seed: int = 0, timeout: float = 120,
          progress: bool = True) -> dict[str, Any]:
     """Send the mix; the report counts valid requests failed, hostile ones not refused, restarts."""
     cases = make_cases(requests_n, bad_fraction, classes or HOSTILE, limits, seed)
-    before = workers(server, model)
+    before = tsctl.workers(server, model)
     tally = soak.run(server, model, cases, concurrency, timeout, "fuzz", progress)
-    after = workers(server, model)
+    after = tsctl.workers(server, model)
     kinds = Counter(case.kind.split(" ")[0] for case in cases)
     valid_failed = sum(n for (kind, outcome), n in soak.by_kind(tally).items() if kind == "valid" and outcome != "ok")
     hostile_not_refused = sum(n for (kind, outcome), n in soak.by_kind(tally).items() if kind == "hostile" and outcome != "invalid_4xx")
@@ -177,7 +173,7 @@ def fuzz(server: tsctl.Server, model: str, requests_n: int, concurrency: int, ba
         "statuses": soak.statuses(tally), "outcomes": dict(soak.outcomes(tally)),
         "valid_failed": valid_failed, "hostile_not_refused": hostile_not_refused,
         "workers_before": before, "workers_after": after,
-        "worker_restarted": set(before) != set(after) or any(s != "READY" for s in after.values()),
+        "worker_restarted": tsctl.any_restarted(before, after),
         "seconds": round(tally.seconds, 1), "examples": tally.examples,
     }
 

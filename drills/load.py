@@ -58,7 +58,7 @@ class Tally:
 
 
 def send_all(send: Callable[[T], str], items: Iterable[T], concurrency: int, tally: Tally | None = None,
-             stop: threading.Event | None = None, on_sent: Callable[[], None] | None = None) -> Tally:
+             stop: threading.Event | None = None, on_sent: Callable[[], object] | None = None) -> Tally:
     """``concurrency`` threads call ``send(item)`` for the next item, until the items run out or
     ``stop`` is set; each outcome goes into ``tally`` (a new one when None), which is returned.
     ``send`` answers a failed request with its outcome instead of raising."""
@@ -91,7 +91,8 @@ class Sessions:
     """A keep-alive ``requests.Session`` per thread, each closed with ``close()``."""
 
     def __init__(self) -> None:
-        self._local, self._all, self._lock = threading.local(), [], threading.Lock()
+        self._local, self._lock = threading.local(), threading.Lock()
+        self._all: list[requests.Session] = []
 
     def get(self) -> requests.Session:
         session = getattr(self._local, "session", None)

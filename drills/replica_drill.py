@@ -1,7 +1,7 @@
 """Two TorchServe replicas behind HAProxy under load: a rolling update, then a replica killed.
 
     python scripts/replica_drill.py                       # about 2 minutes on 2 cores
-    python scripts/replica_drill.py --clients 32 --settle 10 --json var/drill.json
+    python scripts/replica_drill.py --clients 32 --settle 10 --report var/drill.json
 
 What it does, on loopback addresses only (127.0.0.0/8):
 
@@ -19,7 +19,7 @@ What it does, on loopback addresses only (127.0.0.0/8):
    for until a worker is READY, back in rotation once HAProxy's health check passes;
 5. kill -9 of one replica's whole process group (frontend and workers) under the same load.
 
-Printed at the end (and written to --json): per phase and per client kind, requests answered,
+Printed at the end (and written to --report): per phase and per client kind, requests answered,
 failed (with why) and resent, answers per model version. Bounded: every wait has a deadline
 (--deadline for the whole drill) and the clients stop at --max-requests. The exit code is 1
 when the rolling update failed a request, an answer had no known version or another text, or
@@ -28,7 +28,6 @@ the retrying client lost a request.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import secrets
@@ -52,7 +51,7 @@ from serving import package_model, paths, tsctl
 from serving.package_model import PackageSpec
 from serving.predict import predict_with_retry
 
-MODEL = "kor_ner"
+MODEL = paths.MODEL_NAME
 VERSIONS = ("1.0", "2.0")
 ARCHIVES = {"1.0": f"{MODEL}.mar", "2.0": f"{MODEL}-2.0.mar"}
 REPLICAS = ("r1", "r2")
@@ -115,7 +114,8 @@ class Haproxy:
         keys.write_text(f"Bearer {key}\n", encoding="utf-8")
         keys.chmod(0o600)
         servers = "\n".join(
-            f"    server {name} {_hostport(server.inference_url)} check port {_hostport(server.management_url).rsplit(':', 1)[1]}"
+            (f"    server {name} {_hostport(server.inference_url)} check port "
+             f"{_hostport(server.management_url).rsplit(':', 1)[1]}")
             for name, server in replicas.items())
         config = self.workdir / "haproxy.cfg"
         config.write_text(HAPROXY_CONFIG.format(socket=self.socket_path, bind="127.0.0.1", port=self.port,
@@ -124,13 +124,13 @@ class Haproxy:
 
     def start(self, config: Path) -> None:
         self.socket_path.unlink(missing_ok=True)
-        check = subprocess.run(["haproxy", "-c", "-f", str(config)], capture_output=True, text=True)
+        check = subprocess.run(["haproxy", "-c", "-f", str(config)], check=False, capture_output=True, text=True)
         if check.returncode != 0:
             raise RuntimeError(f"haproxy refuses {config}: {check.stdout}{check.stderr}")
         with open(self.workdir / "haproxy.log", "ab") as out:
             self.proc = subprocess.Popen(["haproxy", "-db", "-f", str(config)], stdout=out, stderr=subprocess.STDOUT,
                                          start_new_session=True)
-        _until(lambda: self.socket_path.exists(), 10, "HAProxy did not open its runtime socket")
+        _until(self.socket_path.exists, 10, "HAProxy did not open its runtime socket")
 
     def command(self, line: str) -> str:
         with socket.socket(socket.AF_UNIX) as s:
@@ -146,7 +146,7 @@ class Haproxy:
         """`show stat` of the backend's servers: name -> {status, scur, qcur, ...}."""
         lines = self.command("show stat").splitlines()
         header = lines[0].lstrip("# ").split(",")
-        rows = [dict(zip(header, line.split(","))) for line in lines[1:] if line]
+        rows = [dict(zip(header, line.split(","), strict=False)) for line in lines[1:] if line]
         return {r["svname"]: r for r in rows if r["pxname"] == "replicas" and r["svname"] not in ("BACKEND", "FRONTEND")}
 
     def set_state(self, server: str, state: str) -> None:
@@ -224,7 +224,7 @@ class Load:
             self.sent += 1
         kind = "plain" if n % 2 else "retrying"
         text = f"훈련 {n}: 이순신은 한산도에서 왜군을 무찔렀다."
-        body = {"id": str(n), "inputs": [{"name": "texts", "shape": [1], "datatype": "BYTES", "data": [text]}]}
+        body: dict[str, Any] = {"id": str(n), "inputs": [{"name": "texts", "shape": [1], "datatype": "BYTES", "data": [text]}]}
         resends: list[str] = []
         try:
             if kind == "plain":
@@ -241,7 +241,7 @@ class Load:
         with self.lock:
             tally = self.tally(kind)
             tally.resent.update(resends)
-            if why is None:
+            if why is None and resp is not None:
                 answer = resp.json()
                 version = answer.get("model_version")
                 sentence = json.loads(answer["outputs"][0]["data"][0])["sentence"]
@@ -280,8 +280,18 @@ class Replica:
     def stop(self) -> None:
         tsctl.stop(self.run_dir)
 
+    @property
+    def live(self) -> tsctl.Server:
+        """The replica's TorchServe, once started."""
+        if self.server is None:
+            raise RuntimeError(f"replica {self.name} has not been started")
+        return self.server
+
     def kill9(self) -> None:
-        os.killpg(tsctl.pid_of(self.run_dir), signal.SIGKILL)
+        pid = tsctl.pid_of(self.run_dir)
+        if pid is None:
+            raise RuntimeError(f"replica {self.name} runs no TorchServe to kill")
+        os.killpg(pid, signal.SIGKILL)
 
 
 def package(model_dir: Path, store: Path, workdir: Path, workers: int) -> None:
@@ -297,7 +307,24 @@ def package(model_dir: Path, store: Path, workdir: Path, workers: int) -> None:
 # --------------------------------------------------------------------------- the drill
 
 
-def drill(args: argparse.Namespace) -> dict[str, Any]:
+@dataclass(frozen=True)
+class DrillSpec:
+    """What one drill runs: the model, where, how much load, how long (scripts/replica_drill.py's
+    flags, with the same defaults)."""
+
+    model_dir: Path = paths.DEMO_MODEL_DIR  # checkpoint or save_pretrained directory
+    workdir: Path = paths.RUN_DIR / "replica-drill"  # archives, run dirs, HAProxy config; emptied first
+    clients: int = 16  # concurrent clients, half plain, half retrying
+    workers: int = 1  # per replica
+    settle: float = 5  # seconds of load between steps
+    first_port: int = 18300  # replicas on FIRST.., FIRST+10.. (tsctl --ports), HAProxy on FIRST+20; 0: free ports
+    max_requests: int = 200_000  # the clients stop after this many
+    request_timeout: float = 30  # read timeout of each request, seconds
+    deadline: float = 600  # give up after this many seconds in all
+
+
+def drill(args: DrillSpec) -> dict[str, Any]:
+    """The drill (the module's docstring): its report, which ``failures`` judges."""
     t0 = time.monotonic()
     deadline = t0 + args.deadline
     left = lambda: max(1.0, deadline - time.monotonic())  # noqa: E731
@@ -327,14 +354,15 @@ def drill(args: argparse.Namespace) -> dict[str, Any]:
     try:
         for replica in replicas.values():
             seconds = replica.start(store, ARCHIVES["1.0"], left())
-            log(t0, f"replica {replica.name} serves {MODEL} 1.0 at {replica.server.inference_url} (ready in {seconds:.1f} s)")
-        config = haproxy.write_config({r.name: r.server for r in replicas.values()}, key)
+            log(t0, (f"replica {replica.name} serves {MODEL} 1.0 at {replica.live.inference_url} "
+                     f"(ready in {seconds:.1f} s)"))
+        config = haproxy.write_config({r.name: r.live for r in replicas.values()}, key)
         haproxy.start(config)
         _until(lambda: all(s["status"] == "UP" for s in haproxy.servers().values()), left(), "replicas not UP in HAProxy")
         log(t0, f"HAProxy on {lb.inference_url} ({config}); both replicas UP")
         refused = requests.post(lb.inference_url + tsctl.predictions_path(MODEL), data="키 없이".encode(), timeout=10)
         result["lb_status_without_key"] = refused.status_code
-        result["haproxy_config"] = config.read_text(encoding="utf-8")
+        result["haproxy_config"] = str(config)
 
         load = Load(lb, args.clients, args.max_requests, args.request_timeout)
         load.start()
@@ -347,13 +375,13 @@ def drill(args: argparse.Namespace) -> dict[str, Any]:
         update_started = time.monotonic()
         for replica in replicas.values():
             haproxy.set_state(replica.name, "maint")
-            drained = _until(lambda: _sessions(haproxy, replica.name) == 0, left(), f"{replica.name} did not drain")
+            drained = _until(lambda replica=replica: _sessions(haproxy, replica.name) == 0, left(), f"{replica.name} did not drain")
             log(t0, f"{replica.name}: out of rotation, drained in {drained:.1f} s")
             replica.stop()
             seconds = replica.start(store, ARCHIVES["2.0"], left())
             log(t0, f"{replica.name}: restarted with {MODEL} 2.0, a worker READY in {seconds:.1f} s")
             haproxy.set_state(replica.name, "ready")
-            up = _until(lambda: haproxy.servers()[replica.name]["status"] == "UP", left(), f"{replica.name} not UP")
+            up = _until(lambda replica=replica: haproxy.servers()[replica.name]["status"] == "UP", left(), f"{replica.name} not UP")
             log(t0, f"{replica.name}: back in rotation (health check passed in {up:.1f} s)")
             settle(load, args.settle, deadline)
         result["rolling_update_s"] = round(time.monotonic() - update_started, 1)
@@ -396,8 +424,8 @@ def settle(load: Load, seconds: float, deadline: float) -> None:
         time.sleep(0.1)
 
 
-def verdict(result: dict[str, Any]) -> list[str]:
-    """What went wrong, one line each (empty: the drill passed)."""
+def failures(result: dict[str, Any]) -> list[str]:
+    """What went wrong, one line each (empty: the drill held)."""
     problems = []
     for phase, kinds in result["phases"].items():
         for kind, t in kinds.items():

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -140,9 +141,9 @@ def by_kind(tally: Tally) -> Counter:
     return Counter({key: n for key, n in tally.counts.items() if isinstance(key, tuple)})
 
 
-def worker_rss(server: tsctl.Server, model: str) -> dict[int, int]:
-    """Resident bytes of each of the model's worker processes, by pid (TorchServe's describe)."""
-    return {w["pid"]: psutil.Process(w["pid"]).memory_info().rss for w in tsctl.describe(server, model)[0]["workers"]}
+def worker_rss(pids: Iterable[int]) -> dict[int, int]:
+    """Resident bytes of each of these worker processes, by pid."""
+    return {pid: psutil.Process(pid).memory_info().rss for pid in pids}
 
 
 def soak(server: tsctl.Server, model: str, requests_n: int, concurrency: int, warmup: int, seed: int = 0,
@@ -151,9 +152,11 @@ def soak(server: tsctl.Server, model: str, requests_n: int, concurrency: int, wa
     rng = random.Random(seed)
     cases = [make_case(i, rng, long_chars, max_chars) for i in range(warmup + requests_n)]
     run(server, model, cases[:warmup], concurrency, timeout, "warm-up", progress)
-    rss_warm = worker_rss(server, model)
+    workers_warm = tsctl.workers(server, model)
+    rss_warm = worker_rss(workers_warm)
     tally = run(server, model, cases[warmup:], concurrency, timeout, "soak", progress)
-    rss_after = worker_rss(server, model)
+    workers_after = tsctl.workers(server, model)
+    rss_after = worker_rss(workers_after)
     latencies = sorted(tally.latencies)
     ms = lambda q: round(1000 * percentile(latencies, q), 1)  # noqa: E731
     growth = max((rss_after[pid] / rss_warm[pid] - 1 for pid in rss_after if pid in rss_warm), default=None)
@@ -167,7 +170,7 @@ def soak(server: tsctl.Server, model: str, requests_n: int, concurrency: int, wa
         "latency_ms": {"p50": ms(50), "p90": ms(90), "p99": ms(99), "max": ms(100)},
         "worker_rss_mb_after_warmup": {pid: round(v / 2**20, 1) for pid, v in rss_warm.items()},
         "worker_rss_mb_after_soak": {pid: round(v / 2**20, 1) for pid, v in rss_after.items()},
-        "worker_restarted": set(rss_after) != set(rss_warm),
+        "worker_restarted": tsctl.any_restarted(workers_warm, workers_after),
         "rss_growth": None if growth is None else round(growth, 4),
         "examples": tally.examples,
     }

@@ -31,11 +31,12 @@ from ts.torch_handler.base_handler import BaseHandler
 
 import ner_core
 import ner_hf
+import ner_model
 import ner_particles
-from ner_core import Job
 from ner_settings import HandlerSettings
-from ner_wire import (JSON_UTF8, STREAM_NEXT, InputError, Reply, RequestError, ServerError, dumps, from_grpc,
-                      parse_body, parse_options, render_answer, text_answer)
+from ner_answer import Reply, render_answer, text_answer
+from ner_request import JSON_UTF8, InputError, Job, RequestError, ServerError
+from ner_wire import STREAM_NEXT, dumps, from_grpc, parse_body, parse_options
 
 logger = logging.getLogger(__name__)
 
@@ -102,16 +103,17 @@ class KoreanNerHandler(BaseHandler):
     def initialize(self, context):
         model_dir = Path(context.system_properties["model_dir"])
         self.settings = HandlerSettings.from_mapping((context.model_yaml_config or {}).get("handler"))
-        device = ner_core.choose_device(context.system_properties.get("gpu_id"), torch.cuda.is_available())
+        device = ner_model.choose_device(context.system_properties.get("gpu_id"), torch.cuda.is_available())
         started = time.perf_counter()
-        self.ner = ner_core.load_model(model_dir, self.settings, device)
+        self.ner = ner_model.load_model(model_dir, self.settings, device)
         self.find_entities: Callable[[ner_core.TokenPredictions], list[ner_core.Entity]] = functools.partial(
             ner_core.find_entities, labels=self.ner.labels, trim=ner_particles.trimmer(self.settings),
             decoding=self.settings.bio_decoding, min_score=self.ner.min_entity_score,
         )
         self.model_version = str(((context.manifest or {}).get("model") or {}).get("modelVersion", ""))
         logger.info(
-            "loaded %s on %s with %s (runtime: %s): %d labels, vocab %d, entity score threshold %g, settings %s, in %.1f s",
+            ("loaded %s on %s with %s (runtime: %s): %d labels, vocab %d, entity score "
+             "threshold %g, settings %s, in %.1f s"),
             context.model_name, device, self.ner.settings.runtime, self.settings.runtime, len(self.ner.labels),
             self.ner.tokenizer.get_vocab_size(), self.ner.min_entity_score, self.settings, time.perf_counter() - started,
         )
@@ -159,7 +161,7 @@ class KoreanNerHandler(BaseHandler):
             logger.warning("forward pass over %d requests failed (%s); running each alone", len(jobs), type(err).__name__)
             for idx, job in jobs.items():
                 out[idx] = self._guarded(idx, "inference", self._predict_alone, job)
-        record_batch(self.context, [p for item in out if isinstance(item, Job) for p in item.predictions])
+        record_batch(self.context, [p for item in out if isinstance(item, Job) for p in item.predictions or ()])
         return out
 
     @timed("ner_postprocess_seconds")
@@ -194,15 +196,18 @@ class KoreanNerHandler(BaseHandler):
         return replace(job, predictions=ner_core.predict_encoded(self.ner, job.encoded))
 
     def _answer(self, idx: int, job: Job) -> Reply:
+        if job.predictions is None:
+            raise RuntimeError("a request reached postprocess untagged")
         found = [self.find_entities(p) for p in job.predictions]
         for entities in found:
             emit(self.context, "ner_entities_per_text", len(entities))
+        answers: list[Any]
         if job.request.hf is not None:  # Hugging Face's shape: a list of dicts per text (ner_hf)
             answers = [ner_hf.text_answer(p, e, self.ner.labels, job.request.hf)
-                       for p, e in zip(job.predictions, found)]
+                       for p, e in zip(job.predictions, found, strict=True)]
         else:
             answers = [text_answer(p, e, self.ner.labels, self.settings.label_names, result=job.request.options.result)
-                       for p, e in zip(job.predictions, found)]
+                       for p, e in zip(job.predictions, found, strict=True)]
         return render_answer(job.request, answers, model_name=self.context.model_name, model_version=self.model_version,
                              request_id=self._request_id(idx), max_bytes=self.settings.max_response_bytes)
 

@@ -19,7 +19,7 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
 
-from ner_wire import InputError, ParsedRequest, _check_count, _check_text, _describe
+from ner_request import InputError, ParsedRequest, check_count, check_text, describe
 
 if TYPE_CHECKING:  # the model's side; this module needs no torch
     from ner_core import Entity, TokenPredictions
@@ -79,10 +79,10 @@ def parse_request(value: dict[str, Any], *, max_chars: int, max_texts: int) -> P
     options = parse_parameters(value.get("parameters"))
     inputs = value["inputs"]
     if isinstance(inputs, str):
-        texts, is_list = [_check_text(inputs, max_chars, '"inputs"')], False
+        texts, is_list = [check_text(inputs, max_chars, '"inputs"')], False
     else:
-        _check_count(len(inputs), max_texts, '"inputs"')
-        texts, is_list = [_check_text(item, max_chars, f'"inputs"[{i}]') for i, item in enumerate(inputs)], True
+        check_count(len(inputs), max_texts, '"inputs"')
+        texts, is_list = [check_text(item, max_chars, f'"inputs"[{i}]') for i, item in enumerate(inputs)], True
     return ParsedRequest(texts, is_list=is_list, protocol=PROTOCOL, hf=options)
 
 
@@ -92,7 +92,7 @@ def parse_parameters(raw: Any) -> HfOptions:
     if raw is None:
         return HfOptions()
     if not isinstance(raw, dict):
-        raise InputError(f'"parameters" must be a JSON object, received {_describe(raw)}', reason="bad_shape")
+        raise InputError(f'"parameters" must be a JSON object, received {describe(raw)}', reason="bad_shape")
     unknown = [key for key in raw if key not in PARAMETERS]
     if unknown:
         raise InputError(f"unknown parameter(s) {_named(unknown)}; the parameters are {list(PARAMETERS)}",
@@ -106,7 +106,7 @@ def _strategy(value: Any) -> str:
         return GROUPED
     if not isinstance(value, str):
         raise InputError(f'parameter "aggregation_strategy" must be a string, one of {list(STRATEGIES)}, received '
-                         f"{_describe(value)}", reason="bad_parameter")
+                         f"{describe(value)}", reason="bad_parameter")
     strategy = value.lower()  # transformers reads it case-insensitively (AggregationStrategy[value.upper()])
     if strategy in WORD_STRATEGIES:
         raise InputError(
@@ -125,11 +125,11 @@ def _ignore_labels(value: Any) -> frozenset[str] | None:
     if value is None:
         return None
     if not isinstance(value, list):
-        raise InputError(f'parameter "ignore_labels" must be a list of labels (strings), received {_describe(value)}',
+        raise InputError(f'parameter "ignore_labels" must be a list of labels (strings), received {describe(value)}',
                          reason="bad_parameter")
     for i, label in enumerate(value):
         if not isinstance(label, str):
-            raise InputError(f'parameter "ignore_labels" item {i} must be a string, received {_describe(label)}',
+            raise InputError(f'parameter "ignore_labels" item {i} must be a string, received {describe(label)}',
                              reason="bad_parameter")
     return frozenset(value)
 
@@ -147,7 +147,7 @@ def _number(value: Any) -> str:
     """A number as received when it is short, else what it is."""
     if isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) < 10**9:
         return repr(value)
-    return _describe(value)
+    return describe(value)
 
 
 def window_settings(request: ParsedRequest, settings: HandlerSettings) -> HandlerSettings:

@@ -149,8 +149,7 @@ def complete_name(text: str, start: int, end: int, next_piece: tuple[int, int] |
     words = text[start:end].split()
     if not words or len(words[-1]) != 2 or not hangul(words[-1]) or text[end - 2 : end] != words[-1]:
         return end
-    followed = piece_after is not None and piece_after[0] == end + 1 and hangul(text[end + 1])
-    if followed:
+    if piece_after is not None and piece_after[0] == end + 1 and hangul(text[end + 1]):
         return end + 1 if text[piece_after[0] : piece_after[1]].startswith(PARTICLE_STARTS) else end
     return end if fits(text[end - 1], NAME_LAST_SYLLABLES[text[end]]) else end + 1
 

@@ -41,7 +41,7 @@ class HandlerSettings:
     trim_particles: bool = True  # cut Korean particles (조사) off entity ends
     bio_decoding: str = "constrained"  # or "greedy": the argmax tags grouped as they come
     # Entities scored below this are left out of "entities"; None: the model's own threshold
-    # (config.json task_specific_params, ner_core.model_threshold), 0 when it names none.
+    # (config.json task_specific_params, ner_model.model_threshold), 0 when it names none.
     min_entity_score: float | None = None
     label_names: Mapping[str, str] = field(default_factory=lambda: BUILTIN_LABEL_NAMES)
 
@@ -78,7 +78,8 @@ class HandlerSettings:
             ),
             (
                 not (self.quantize == "int8" and self.runtime == "torch"),
-                "quantize int8 runs on ONNX Runtime (runtime auto on a CPU, or onnxruntime); runtime torch runs float32 or bfloat16",
+                ("quantize int8 runs on ONNX Runtime (runtime auto on a CPU, or onnxruntime); "
+                 "runtime torch runs float32 or bfloat16"),
             ),
             (
                 not (self.dtype == "bfloat16" and self.runtime == "onnxruntime"),
@@ -108,11 +109,13 @@ class HandlerSettings:
                     raise ValueError("handler settings: label_names must map entity types to names")
                 values[key] = MappingProxyType({**BUILTIN_LABEL_NAMES, **value})
                 continue
-            expected = known[key].type
-            kind = {"int": int, "str": str, "bool": bool, "float | None": (int, float, type(None))}[expected]
+            expected = str(known[key].type)  # the annotation's text (from __future__ import annotations)
+            kinds: dict[str, type | tuple[type, ...]] = {
+                "int": int, "str": str, "bool": bool, "float | None": (int, float, type(None))}
+            kind = kinds[expected]
             if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
                 raise ValueError(
                     f"handler settings: {key} must be {expected}, got {type(value).__name__} {value!r}"
                 )
-            values[key] = float(value) if expected == "float | None" and value is not None else value
+            values[key] = float(value) if expected == "float | None" and isinstance(value, (int, float)) else value
         return cls(**values)

@@ -5,142 +5,43 @@ the ``RequestError`` that answers the request), and turns answers and errors int
 Every accepted input shape is handled in one function (``parse_body``), so the handler and the
 tests agree on what a request may be. Messages name what was received (type, length) but never
 echo the text itself: request text is personal data. A KServe v2 (Open Inference Protocol)
-request is answered in kind (``shape_answer``), in JSON or, when the client asks, with the
-protocol's binary tensor data extension (``render_answer``); a binary request (a JSON header of
-``Inference-Header-Content-Length`` bytes, then the tensor bytes) goes through one bounded
-parser that checks every length against what is there (``parse_body`` with the request's
-headers). One text's answer, the tutorial's fields and the entities, is shaped by ``text_answer``.
-Hugging Face's shape (``{"inputs": ..., "parameters": ...}``) is recognised in ``parse_body`` and
-parsed and answered by its own module, ner_hf.
-The protocol's health, readiness and model metadata routes, which TorchServe 0.12 does not
-serve, are answered by ``v2_route_answer`` for whatever stands in front of it.
+request (ner_v2) is answered in kind, in JSON or with the protocol's binary tensor data
+extension (ner_answer). Hugging Face's shape (``{"inputs": ..., "parameters": ...}``) is
+recognised in ``parse_body`` and parsed and answered by its own module, ner_hf. What a parsed
+request is, and the errors, are ner_request's; the names other code reads from here stay
+importable from here. The answers themselves (their fields, and the reply a request gets) are
+ner_answer's.
 """
 
 from __future__ import annotations
 
 import json
-import math
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
-from urllib.parse import unquote
+from collections.abc import Mapping
+from typing import Any
 
-from ner_labels import BUILTIN_LABEL_NAMES, entity_type
+import ner_hf
+from ner_request import (ACCEPTED, JSON_UTF8, InputError, Job, Options, ParsedRequest, RequestError, ServerError,
+                         check_count, check_text, decode_utf8, describe)
+from ner_v2 import (INFERENCE_HEADER, OCTET_STREAM, V2_INPUT, V2_OUTPUT, decode_bytes_tensor, encode_bytes_tensor,
+                    inference_header_length, parse_v2, parse_v2_binary)
 
-if TYPE_CHECKING:  # the model's side; this module needs no torch
-    from ner_core import Entity, TokenPredictions
-    from ner_hf import HfOptions
+__all__ = [  # the request and v2 names the handler, the image and the tests import from the wire format
+    "ACCEPTED", "INFERENCE_HEADER", "JSON_UTF8", "OCTET_STREAM", "STREAM_NEXT", "V2_INPUT", "V2_OUTPUT", "InputError",
+    "Job", "Options", "ParsedRequest", "RequestError", "ServerError", "decode_bytes_tensor", "dumps",
+    "encode_bytes_tensor", "from_grpc", "inference_header_length", "parse_body", "parse_options",
+]
 
-ACCEPTED = (
-    'a UTF-8 text body (Content-Type: text/plain), a JSON string, {"sentence": "..."}, '
-    '{"text": "..."}, a JSON list of strings, or a KServe v2 request '
-    '{"inputs": [{"name": "...", "shape": [n], "datatype": "BYTES", "data": ["...", ...]}]}, '
-    'its texts also as binary tensor data (header Inference-Header-Content-Length), or Hugging Face\'s '
-    '{"inputs": "..." or ["...", ...], "parameters": {"aggregation_strategy": "simple" or "none", '
-    '"ignore_labels": [...], "stride": n}}'
-)
 TEXT_KEYS = ("sentence", "text")
-# Open Inference Protocol tensor types, named back to a client that sent the wrong one.
-V2_DATATYPES = ("BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
-                "FP16", "FP32", "FP64", "BYTES")
-V2_OUTPUT = "ner"  # name of the v2 output tensor: one JSON answer (as for a plain request) per text
-V2_INPUT = "texts"  # the input's name in the model metadata (a request may name its one input anything)
-# The binary tensor data extension: the request or answer header that gives the length in bytes
-# of the JSON object the body starts with; the tensors' bytes follow it.
-INFERENCE_HEADER = "Inference-Header-Content-Length"
-OCTET_STREAM = "application/octet-stream"  # the content type of an answer with binary tensor data
 # Request options travel as HTTP headers: TorchServe 0.12 drops the query string of
 # /predictions/<model> before the handler sees it.
 RESULT_HEADER = "x-ner-result"  # "false": answer without the per-wordpiece "result" rows
 OPTION_VALUES = {"true": True, "1": True, "false": False, "0": False}
-JSON_UTF8 = "application/json; charset=utf-8"
-
-
-# --------------------------------------------------------------------------- errors
-
-
-class RequestError(Exception):
-    """Answers one request with an error. ``status`` is the HTTP code to send back and ``reason``
-    a short fixed word for the rejected-inputs metric (never the message: that would give
-    Prometheus one series per distinct message)."""
-
-    status = 500
-    reason = "internal"
-
-    def body(self) -> dict[str, Any]:
-        return {"error": str(self), "status": self.status}
-
-
-class InputError(RequestError):
-    """The request itself is at fault (4xx): the message says what was received and what not."""
-
-    def __init__(self, message: str, status: int = 400, reason: str = "invalid") -> None:
-        super().__init__(message)
-        self.status = status
-        self.reason = reason
-
-    def body(self) -> dict[str, Any]:
-        return {**super().body(), "accepted": ACCEPTED} if self.status == 400 else super().body()
-
-
-class ServerError(RequestError):
-    """Answering failed for a reason that is not the request's (500). The message names the
-    request id, which is also the key to the server log line with the exception."""
-
-    def __init__(self, request_id: str) -> None:
-        super().__init__(f"internal error answering request {request_id}; the server log has the details under this id")
-        self.request_id = request_id
-
-
-# --------------------------------------------------------------------------- requests
-
-
-@dataclass(frozen=True)
-class Options:
-    result: bool = True  # the per-wordpiece "result" rows; false: only "sentence" and "entities"
-
-
-@dataclass(frozen=True)
-class ParsedRequest:
-    texts: list[str]
-    is_list: bool  # answer with a JSON list (the request was a list) or a single object
-    protocol: str = "plain"  # "v2": a KServe v2 request, answered with a v2 response
-    request_id: str | None = None  # the v2 request's "id", echoed in its answer
-    options: Options = field(default_factory=Options)
-    binary_output: bool = False  # a v2 request that asked for its output as binary tensor data
-    hf: HfOptions | None = None  # a Hugging Face request's parameters (protocol "hf": ner_hf)
-
-
-def _describe(value: Any) -> str:
-    if value is None:
-        return "JSON null"
-    if isinstance(value, bool):
-        return "a JSON boolean"
-    if isinstance(value, (int, float)):
-        return "a JSON number"
-    if isinstance(value, str):
-        return f"a string of {len(value)} characters"
-    if isinstance(value, list):
-        return f"a JSON list of {len(value)} items"
-    if isinstance(value, dict):
-        keys = sorted(str(key) for key in value)[:5]
-        return f"a JSON object with keys {keys}" if keys else "an empty JSON object"
-    return f"a value of type {type(value).__name__}"
-
-
-def _decode_utf8(body: bytes, what: str = "body") -> str:
-    try:
-        return body.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise InputError(
-            f"{what} is not valid UTF-8: byte 0x{body[err.start]:02x} at position {err.start}",
-            reason="not_utf8",
-        ) from None
 
 
 def _from_bytes(body: bytes, content_type: str) -> Any:
     """Bytes arrive when TorchServe did not (or could not) decode the body itself."""
     try:
-        text = _decode_utf8(body)
+        text = decode_utf8(body)
     except InputError:
         _refuse_binary_without_header(body)
         raise
@@ -177,200 +78,6 @@ def _refuse_binary_without_header(body: bytes) -> None:
             "with the JSON object's length in bytes", reason="bad_binary")
 
 
-def _check_text(text: Any, max_chars: int, where: str = "text") -> str:
-    if not isinstance(text, str):
-        raise InputError(f"{where} must be a string, received {_describe(text)}", reason="not_text")
-    if not text.strip():
-        raise InputError(f"{where} is empty or blank ({len(text)} characters)", reason="empty")
-    if len(text) > max_chars:
-        raise InputError(f"{where} has {len(text)} characters; the limit is {max_chars}", reason="too_long")
-    try:  # JSON's "\ud800" escape gives a lone surrogate: the tokenizer would fail on it
-        text.encode("utf-8")
-    except UnicodeEncodeError as err:
-        raise InputError(
-            f"{where} has a lone UTF-16 surrogate U+{ord(text[err.start]):04X} at position {err.start}",
-            reason="not_utf8",
-        ) from None
-    return text
-
-
-def _check_count(n: int, max_texts: int, what: str) -> None:
-    if n == 0:
-        raise InputError(f"{what} is empty", reason="empty")
-    if n > max_texts:
-        raise InputError(f"{what} has {n} texts; the limit is {max_texts}", reason="too_many_texts")
-
-
-def _parse_v2(body: dict[str, Any], max_chars: int, max_texts: int, binary: bytes | None = None) -> ParsedRequest:
-    """A KServe v2 / Open Inference Protocol request: one BYTES input whose data are the texts,
-    in its JSON ``data`` or, with the binary tensor data extension, in ``binary`` (the bytes
-    after the JSON header; None when the request had no such header)."""
-    inputs = body["inputs"]
-    if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
-        raise InputError(f'v2 "inputs" must be a list of one input, received {_describe(inputs)}', reason="bad_shape")
-    tensor = inputs[0]
-    datatype = tensor.get("datatype")
-    if datatype != "BYTES":
-        named = datatype if datatype in V2_DATATYPES else _describe(datatype)
-        raise InputError(f'v2 input datatype must be "BYTES" (UTF-8 texts), received {named}', reason="bad_shape")
-    size = _parameter(tensor, "binary_data_size", int, "v2 input")
-    if size is not None:
-        data: Any = _binary_elements(tensor, size, binary)
-    else:
-        data = tensor.get("data")
-        if not isinstance(data, list):
-            raise InputError(f'v2 input "data" must be a list of texts, received {_describe(data)}', reason="bad_shape")
-    if binary is not None and len(binary) != (size or 0):
-        raise InputError(
-            f"the body has {len(binary)} bytes after its JSON header and the input's binary_data_size is "
-            f"{size or 0}: {len(binary) - (size or 0)} bytes belong to no input", reason="bad_binary")
-    _check_count(len(data), max_texts, 'v2 input "data"')
-    shape = tensor.get("shape")
-    if not (isinstance(shape, list) and all(isinstance(d, int) and not isinstance(d, bool) for d in shape)
-            and math.prod(shape) == len(data)):
-        small = isinstance(shape, list) and len(shape) <= 4 and all(type(d) is int and abs(d) < 10**9 for d in shape)
-        got = shape if small else _describe(shape)
-        raise InputError(f'v2 input "shape" must be [{len(data)}] for {len(data)} texts, received {got}',
-                         reason="bad_shape")
-    request_id = body.get("id")
-    if request_id is not None and not isinstance(request_id, str):
-        raise InputError(f'v2 "id" must be a string, received {_describe(request_id)}', reason="bad_shape")
-    binary_output = _binary_output(body)
-    texts = [_check_text(_element_text(item, i), max_chars, f"v2 input data[{i}]") for i, item in enumerate(data)]
-    return ParsedRequest(texts, is_list=True, protocol="v2", request_id=request_id, binary_output=binary_output)
-
-
-def _parameter(owner: dict[str, Any], name: str, kind: type, where: str) -> Any:
-    """``owner["parameters"][name]`` if given (None otherwise), checked to be a ``kind``."""
-    parameters = owner.get("parameters")
-    if parameters is None:
-        return None
-    if not isinstance(parameters, dict):
-        raise InputError(f'{where} "parameters" must be a JSON object, received {_describe(parameters)}',
-                         reason="bad_shape")
-    value = parameters.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)) or (kind is int and value < 0):
-        expected = "a byte count" if kind is int else "true or false"
-        raise InputError(f'{where} parameter "{name}" must be {expected}, received {_describe(value)}',
-                         reason="bad_shape")
-    return value
-
-
-def _binary_elements(tensor: dict[str, Any], size: int, binary: bytes | None) -> list[bytes]:
-    """The input's elements from the binary tensor data: ``size`` bytes of 4-byte
-    little-endian lengths, each followed by that many bytes."""
-    if binary is None:
-        raise InputError(f'v2 input has "binary_data_size" but the request has no {INFERENCE_HEADER} header '
-                         "(the length of the JSON object the binary data follows)", reason="bad_binary")
-    if "data" in tensor:
-        raise InputError('v2 input has both "data" and "binary_data_size": send its texts one way',
-                         reason="bad_binary")
-    if size > len(binary):
-        raise InputError(f"v2 input binary_data_size is {size} bytes but {len(binary)} bytes follow the JSON header",
-                         reason="bad_binary")
-    return decode_bytes_tensor(binary[:size])
-
-
-def decode_bytes_tensor(data: bytes) -> list[bytes]:
-    """The elements of a BYTES tensor in the binary extension's layout (each a 4-byte
-    little-endian length, then that many bytes), every length checked against what is left."""
-    view, items, pos = memoryview(data), [], 0
-    while pos < len(view):
-        if len(view) - pos < 4:
-            raise InputError(f"v2 binary data: element {len(items)} at byte {pos} has only {len(view) - pos} of "
-                             "the 4 bytes of its length", reason="bad_binary")
-        length = int.from_bytes(view[pos:pos + 4], "little")
-        pos += 4
-        if length > len(view) - pos:
-            raise InputError(f"v2 binary data: element {len(items)} declares {length} bytes but {len(view) - pos} "
-                             "bytes are left", reason="bad_binary")
-        items.append(bytes(view[pos:pos + length]))
-        pos += length
-    return items
-
-
-def encode_bytes_tensor(items: Sequence[bytes]) -> bytes:
-    """A BYTES tensor in the binary extension's layout (the inverse of ``decode_bytes_tensor``)."""
-    return b"".join(len(item).to_bytes(4, "little") + item for item in items)
-
-
-def _element_text(item: Any, index: int) -> Any:
-    """A binary element is UTF-8 text; a JSON element is checked as it is."""
-    if isinstance(item, bytes):
-        return _decode_utf8(item, f"v2 input data[{index}]")
-    return item
-
-
-def _binary_output(body: dict[str, Any]) -> bool:
-    """Whether the client asked for the output as binary tensor data: ``binary_data`` on the
-    requested output, else ``binary_data_output`` of the request, else JSON."""
-    default = _parameter(body, "binary_data_output", bool, "v2 request")
-    outputs = body.get("outputs")
-    if outputs is None:
-        return bool(default)
-    if not isinstance(outputs, list) or len(outputs) > 1 or not all(isinstance(o, dict) for o in outputs):
-        raise InputError(f'v2 "outputs" must be a list of at most one output, received {_describe(outputs)}',
-                         reason="bad_shape")
-    if not outputs:
-        return bool(default)
-    name = outputs[0].get("name")
-    if name != V2_OUTPUT:
-        named = f'"{name}"' if isinstance(name, str) and len(name) <= 64 else _describe(name)
-        raise InputError(f'v2 requested output {named} does not exist: the model has one output, "{V2_OUTPUT}"',
-                         reason="bad_shape")
-    asked = _parameter(outputs[0], "binary_data", bool, f'v2 output "{V2_OUTPUT}"')
-    return bool(default) if asked is None else asked
-
-
-def _parse_v2_binary(value: Any, content_type: str, header: int, max_chars: int, max_texts: int) -> ParsedRequest:
-    """A v2 request with the binary tensor data extension: ``header`` bytes of JSON, then the
-    tensors' bytes. A body TorchServe decoded itself is taken back to what was sent: text/* is
-    decoded losslessly; a value decoded from application/json was JSON alone, with no binary data."""
-    if isinstance(value, (bytes, bytearray)):
-        raw: bytes | None = bytes(value)
-    elif isinstance(value, str) and content_type.lower().startswith("text/"):
-        raw = value.encode("utf-8", "surrogatepass")
-    else:
-        raw = None
-    if raw is None:
-        body, binary = value, b""
-    else:
-        if header > len(raw):
-            raise InputError(f"header {INFERENCE_HEADER} is {header} but the body has only {len(raw)} bytes",
-                             reason="bad_binary")
-        text = _decode_utf8(raw[:header], f"the v2 JSON header (the first {header} bytes)")
-        try:
-            body = json.loads(text)
-        except RecursionError:
-            raise InputError("the v2 JSON header is nested too deeply", reason="bad_json") from None
-        except ValueError as err:
-            where = f"{err.msg} at position {err.pos}" if isinstance(err, json.JSONDecodeError) else str(err)
-            raise InputError(f"the v2 JSON header (the first {header} bytes, from {INFERENCE_HEADER}) is not valid "
-                             f"JSON: {where}", reason="bad_json") from None
-        binary = raw[header:]
-    if not isinstance(body, dict) or "inputs" not in body:
-        raise InputError(f'a request with the header {INFERENCE_HEADER} must be a v2 request: its JSON header must be '
-                         f'a JSON object with "inputs", received {_describe(body)}', reason="bad_binary")
-    return _parse_v2(body, max_chars, max_texts, binary=binary)
-
-
-def inference_header_length(headers: Mapping[str, Any]) -> int | None:
-    """The binary extension's ``Inference-Header-Content-Length`` request header (any case;
-    ``str`` or ``bytes``), None when absent."""
-    found = [value for name, value in headers.items()
-             if isinstance(name, str) and name.lower() == INFERENCE_HEADER.lower()]
-    if not found:
-        return None
-    raw = found[0]
-    value = (raw.decode("utf-8", "replace") if isinstance(raw, (bytes, bytearray)) else str(raw)).strip()
-    if not (value.isascii() and value.isdigit() and len(value) <= 12):
-        raise InputError(f"header {INFERENCE_HEADER} must be a length in bytes, received {len(value)} characters",
-                         reason="bad_binary")
-    return int(value)
-
-
 def parse_body(value: Any, content_type: str, *, max_chars: int, max_texts: int,
                headers: Mapping[str, Any] | None = None) -> ParsedRequest:
     """Normalise one request body: ``str`` (TorchServe decoded text/*), a decoded JSON value
@@ -378,35 +85,30 @@ def parse_body(value: Any, content_type: str, *, max_chars: int, max_texts: int,
     ``headers`` (the request's HTTP headers) tell a v2 request with binary tensor data."""
     header = inference_header_length(headers or {})
     if header is not None:
-        return _parse_v2_binary(value, content_type, header, max_chars, max_texts)
+        return parse_v2_binary(value, content_type, header, max_chars, max_texts)
     if isinstance(value, (bytes, bytearray)):
         value = _from_bytes(bytes(value), content_type.lower())
 
     if isinstance(value, str):
-        return ParsedRequest([_check_text(value, max_chars)], is_list=False)
+        return ParsedRequest([check_text(value, max_chars)], is_list=False)
     if isinstance(value, dict):
-        # --- Hugging Face's {"inputs": "text" or ["text", ...], "parameters": {...}}: its own module,
-        # which builds on this one (hence imported here, not at the top).
-        import ner_hf  # noqa: PLC0415
-
-        if ner_hf.is_hf_request(value):
+        if ner_hf.is_hf_request(value):  # {"inputs": "text" or ["text", ...], "parameters": {...}}
             return ner_hf.parse_request(value, max_chars=max_chars, max_texts=max_texts)
-        # ---
         if "inputs" in value:
-            return _parse_v2(value, max_chars, max_texts)
+            return parse_v2(value, max_chars, max_texts)
         present = [key for key in TEXT_KEYS if key in value]
         if len(present) != 1:
             raise InputError(
-                f'JSON object must have exactly one of "sentence" or "text", received {_describe(value)}',
+                f'JSON object must have exactly one of "sentence" or "text", received {describe(value)}',
                 reason="bad_shape",
             )
         key = present[0]
-        return ParsedRequest([_check_text(value[key], max_chars, f'"{key}"')], is_list=False)
+        return ParsedRequest([check_text(value[key], max_chars, f'"{key}"')], is_list=False)
     if isinstance(value, list):
-        _check_count(len(value), max_texts, "JSON list")
-        texts = [_check_text(item, max_chars, f"list item {i}") for i, item in enumerate(value)]
+        check_count(len(value), max_texts, "JSON list")
+        texts = [check_text(item, max_chars, f"list item {i}") for i, item in enumerate(value)]
         return ParsedRequest(texts, is_list=True)
-    raise InputError(f"received {_describe(value)}", reason="bad_shape")
+    raise InputError(f"received {describe(value)}", reason="bad_shape")
 
 
 def parse_options(headers: Mapping[str, Any]) -> Options:
@@ -437,150 +139,8 @@ def from_grpc(headers: Mapping[str, Any]) -> bool:
                    for name, value in headers.items())
 
 
-# --------------------------------------------------------------------------- answers
-
-
-def display_tag(tag: str, names: Mapping[str, str]) -> str:
-    """The tutorial's ``predicted_tag``: the entity type's display name (``B-PER`` -> 인명), or
-    the tag itself for ``O`` and special labels."""
-    kind = entity_type(tag)
-    return names.get(kind, kind) if kind is not None else tag
-
-
-def text_answer(pred: TokenPredictions, entities: Sequence[Entity], labels: Sequence[str],
-                names: Mapping[str, str] = BUILTIN_LABEL_NAMES, result: bool = True) -> dict[str, Any]:
-    """The answer for one text: the tutorial's fields (``sentence``; ``result``, a row per
-    wordpiece with its argmax tag as ``predicted_tag`` and ``top_prob`` as a string), plus the
-    raw tag per row and the ``entities`` with character offsets. ``result=False`` leaves the
-    rows out (the answer then grows with the entities, not the wordpieces)."""
-    answer: dict[str, Any] = {"sentence": pred.text}
-    if result:
-        answer["result"] = [
-            {"token": token, "predicted_tag": display_tag(labels[i], names), "top_prob": str(round(prob, 4)),
-             "tag": labels[i]}
-            for token, i, prob in zip(pred.tokens, pred.label_ids, pred.probs)
-        ]
-    answer["entities"] = [
-        {"text": pred.text[e.start:e.end], "label": e.label, "label_name": names.get(e.label, e.label),
-         "start": e.start, "end": e.end, "score": e.score}
-        for e in entities
-    ]
-    return answer
-
-
-def shape_answer(request: ParsedRequest, answers: list[Any], *, model_name: str,
-                 model_version: str, request_id: str) -> Any:
-    """The JSON value answering ``request``: one answer or a list (a Hugging Face answer per text
-    is itself a list: ner_hf), or a KServe v2 response whose output holds one JSON string per text
-    (``request_id`` when the v2 request had no "id")."""
-    if request.protocol != "v2":
-        return answers if request.is_list else answers[0]
-    return {
-        "model_name": model_name,
-        "model_version": model_version,
-        "id": request.request_id or request_id,
-        "outputs": [{
-            "name": V2_OUTPUT, "datatype": "BYTES", "shape": [len(answers)],
-            "data": [json.dumps(answer, ensure_ascii=False) for answer in answers],
-        }],
-    }
-
-
-@dataclass(frozen=True)
-class Reply:
-    """What answers one request: its bytes, content type and extra response headers."""
-
-    body: bytes
-    content_type: str = JSON_UTF8
-    headers: Mapping[str, str] = field(default_factory=dict)
-
-
-def render_answer(request: ParsedRequest, answers: list[Any], *, model_name: str, model_version: str,
-                  request_id: str, max_bytes: int) -> Reply:
-    """The reply to ``request``: JSON (``shape_answer``), or for a v2 request that asked for
-    binary output, the binary tensor data extension's answer: the v2 response's JSON with the
-    output's ``binary_data_size`` instead of its ``data``, then the elements (each a 4-byte
-    little-endian length and the UTF-8 JSON answer for one text), the JSON's length in the
-    ``Inference-Header-Content-Length`` header. Refused over ``max_bytes`` (``checked_size``)."""
-    value = shape_answer(request, answers, model_name=model_name, model_version=model_version, request_id=request_id)
-    if not (request.protocol == "v2" and request.binary_output):
-        return Reply(checked_size(dumps(value), max_bytes))
-    [output] = value["outputs"]
-    data = encode_bytes_tensor([item.encode("utf-8") for item in output.pop("data")])
-    output["parameters"] = {"binary_data_size": len(data)}
-    header = dumps(value)
-    return Reply(checked_size(header + data, max_bytes), OCTET_STREAM, {INFERENCE_HEADER: str(len(header))})
-
-
-def v2_model_metadata(name: str, versions: Sequence[str]) -> dict[str, Any]:
-    """The Open Inference Protocol's model metadata (``GET /v2/models/<name>``) of a model this
-    handler serves: one BYTES input of UTF-8 texts, one BYTES output of JSON answers, both of
-    the request's length (-1: any, up to ``max_texts_per_request``)."""
-    return {
-        "name": name,
-        "versions": list(versions),
-        "platform": "torchserve",
-        "inputs": [{"name": V2_INPUT, "datatype": "BYTES", "shape": [-1]}],
-        "outputs": [{"name": V2_OUTPUT, "datatype": "BYTES", "shape": [-1]}],
-    }
-
-
-@dataclass(frozen=True)
-class ModelState:
-    """A registered model as the management API describes it: its versions, and whether it
-    has a READY worker (of its default version)."""
-
-    versions: Sequence[str]
-    ready: bool
-
-
-def v2_route_answer(method: str, path: str, models: Mapping[str, ModelState],
-                    draining: bool = False) -> tuple[int, dict[str, Any]] | None:
-    """The answer (status, JSON body) to the Open Inference Protocol's health, readiness and
-    model metadata routes, which TorchServe 0.12 does not serve, from the registered
-    ``models``; None for any other request (TorchServe's to answer). Ready means a READY worker
-    (every model's, for the server) and not ``draining``: 200 ``{"ready": true}``, else 503
-    ``{"ready": false}`` (clients read any other status than 200 as not ready)."""
-    parts = [unquote(part) for part in path.split("?", 1)[0].strip("/").split("/")]
-    if method != "GET" or parts[:1] != ["v2"]:
-        return None
-    if parts[1:] == ["health", "live"]:
-        return 200, {"live": True}
-    if parts[1:] == ["health", "ready"]:
-        ready = not draining and bool(models) and all(state.ready for state in models.values())
-        return (200, {"ready": True}) if ready else (503, {"ready": False})
-    if len(parts) < 3 or parts[1] != "models":
-        return None
-    name, rest = parts[2], parts[3:]
-    version = None
-    if rest[:1] == ["versions"] and len(rest) >= 2:
-        version, rest = rest[1], rest[2:]
-    if rest not in ([], ["ready"]):
-        return None
-    state = models.get(name)
-    if state is None or (version is not None and version not in state.versions):
-        named = f"model {name!r}" + (f" version {version!r}" if version is not None else "")
-        return 404, {"error": f"{named} is not registered"}
-    if rest == ["ready"]:
-        return (200, {"ready": True}) if state.ready and not draining else (503, {"ready": False})
-    return 200, v2_model_metadata(name, state.versions)
-
-
 def dumps(value: Any) -> bytes:
     """UTF-8 JSON with Korean kept readable (TorchServe's default escapes it). A lone surrogate
     (an error message naming a received key or name may hold one) is written as its JSON escape
     rather than failing the encoding, which would fail the whole batch."""
     return json.dumps(value, ensure_ascii=False).encode("utf-8", "backslashreplace")
-
-
-def checked_size(answer: bytes, max_bytes: int) -> bytes:
-    """``answer`` if it fits ``max_bytes``; TorchServe drops the worker's connection (and every
-    request in flight on it) for an answer over its ``max_response_size``, so a larger one is
-    refused here instead."""
-    if len(answer) > max_bytes:
-        raise InputError(
-            f"the answer would be {len(answer)} bytes; the limit is {max_bytes}: send fewer or shorter "
-            "texts, or ask without the per-token rows (header X-NER-Result: false)",
-            status=413, reason="answer_too_large",
-        )
-    return answer

@@ -9,16 +9,7 @@ from pathlib import Path
 from bench import compare_openvino
 from bench.compare_openvino import ENGINES, CompareError, CompareSpec
 from serving import paths
-
-
-def comma_list(choices: tuple[str, ...] | None = None):
-    def parse(value: str) -> tuple[str, ...]:
-        items = tuple(v.strip() for v in value.split(",") if v.strip())
-        unknown = [v for v in items if choices and v not in choices]
-        if unknown or not items:
-            raise argparse.ArgumentTypeError(f"{value!r}: choose from {', '.join(choices or ())}")
-        return items
-    return parse
+from serving.cli import comma_list
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     val = paths.SHARED_DATA / "val.txt"
     if args.accuracy and not val.is_file():
         parser.error(f"--accuracy needs the tagged corpus at {val}")
-    spec = CompareSpec(models=args.models, engines=args.engines, sentences=args.sentences, limit=args.limit,
+    spec = CompareSpec(models=tuple(args.models), engines=tuple(args.engines), sentences=args.sentences, limit=args.limit,
                        batch_size=args.batch_size, threads=args.threads, repeats=args.repeats, min_seconds=args.min_seconds,
                        calibration=args.calibration, corpus=val if args.accuracy else None, out=args.out)
     try:

@@ -13,9 +13,10 @@ from serving.package_model import PackageSpec, PackagingError, package
 def parse_args(argv: list[str] | None) -> PackageSpec:
     parser = argparse.ArgumentParser(description=package_model.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, required=True, help="checkpoint directory, .ckpt file, or save_pretrained directory")
-    parser.add_argument("--pretrained", help="directory (or cached HF model id) with the base model's config.json and vocab.txt; default: the checkpoint's directory")
+    parser.add_argument("--pretrained", help=("directory (or cached HF model id) with the base model's config.json and "
+                                              "vocab.txt; default: the checkpoint's directory"))
     parser.add_argument("--label-map", type=Path, help="label_map.txt; default: the checkpoint's directory")
-    parser.add_argument("--name", default="kor_ner", help="model name in TorchServe (default: %(default)s)")
+    parser.add_argument("--name", default=paths.MODEL_NAME, help="model name in TorchServe (default: %(default)s)")
     parser.add_argument("--version", default="1.0", help="model version (default: %(default)s)")
     parser.add_argument("--model-config", type=Path, default=paths.MODEL_CONFIG, help="per-model YAML (default: config/model-config.yaml)")
     parser.add_argument("--export-path", type=Path, default=paths.MODEL_STORE, help="where the .mar goes (default: model_store/)")

@@ -25,7 +25,7 @@ from serving.predict import tag
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sentences", nargs="+", help="sentences to tag; '-' reads one a line from stdin")
-    parser.add_argument("--model", default="kor_ner", help="model name (default: %(default)s)")
+    parser.add_argument("--model", default=paths.MODEL_NAME, help="model name (default: %(default)s)")
     parser.add_argument("--run-dir", type=Path, default=paths.RUN_DIR, help="TorchServe's run dir, for its address and keys")
     parser.add_argument("--json", action="store_true", help="print TorchServe's JSON answer")
     parser.add_argument("--timeout", type=float, default=30, help="seconds per attempt (default: %(default)s)")

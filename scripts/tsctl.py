@@ -71,9 +71,11 @@ def main(argv: list[str] | None = None) -> int:
             started = time.monotonic()
             server = tsctl.start(args.run_dir, args.model_store, overrides=start_ports(args.ports, args.run_dir),
                                  timeout=args.timeout, reregister=not args.no_restore, register_also=args.register)
-            print(f"TorchServe up at {server.inference_url} (management {server.management_url}, metrics {server.metrics_url})")
+            print((f"TorchServe up at {server.inference_url} (management {server.management_url}, "
+                   f"metrics {server.metrics_url})"))
             for model in tsctl.list_models(server):
-                print(f"registered {model['modelName']} ({model['modelUrl']}): ready {time.monotonic() - started:.1f} s after start")
+                print((f"registered {model['modelName']} ({model['modelUrl']}): ready "
+                       f"{time.monotonic() - started:.1f} s after start"))
         elif args.action == "stop":
             print("stopped" if tsctl.stop(args.run_dir) else f"no TorchServe running from {args.run_dir}")
         else:

@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8090, help="port to listen on (default: %(default)s)")
     parser.add_argument("--run-dir", type=Path, default=paths.RUN_DIR,
                         help="TorchServe's run dir, for its address and keys (default: var/)")
-    parser.add_argument("--model", default="kor_ner", help="model name in TorchServe (default: %(default)s)")
+    parser.add_argument("--model", default=paths.MODEL_NAME, help="model name in TorchServe (default: %(default)s)")
     args = parser.parse_args(argv)
     try:
         server = webapp.make_server(args.run_dir, args.model, args.host, args.port)

@@ -7,5 +7,7 @@
 ``predict`` (the client: requests with timeouts and resends).
 
 The handler's modules (handler/ner_*.py) are imported flat, by file name (``import ner_core``),
-as TorchServe imports them inside an archive; nothing in handler/ imports these packages.
+as TorchServe imports them inside an archive; nothing in handler/ imports these packages. tsctl
+reads a describe answer's workers with the image's own helper (container/kor_ner_runtime.py,
+also flat), so the health check and tsctl count READY workers the same way.
 """

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Sequence
 
 import ner_core
+import ner_model
 
 from serving import corpus
 
@@ -50,11 +51,11 @@ class Agreement:
         return line
 
 
-def _entities(ner: ner_core.NerModel, predictions: Sequence[ner_core.TokenPredictions]) -> list[set]:
+def _entities(ner: ner_model.NerModel, predictions: Sequence[ner_core.TokenPredictions]) -> list[set]:
     return [{e.span for e in ner_core.find_entities(p, ner.labels)} for p in predictions]
 
 
-def compare(reference: ner_core.NerModel, candidate: ner_core.NerModel, texts: Sequence[str],
+def compare(reference: ner_model.NerModel, candidate: ner_model.NerModel, texts: Sequence[str],
             gold: Sequence[corpus.Example] | None = None) -> Agreement:
     """``candidate``'s tags and entities against ``reference``'s (torch fp32) on ``texts``;
     with ``gold`` (the texts' corpus examples) both are also scored against the markup."""
@@ -63,8 +64,8 @@ def compare(reference: ner_core.NerModel, candidate: ner_core.NerModel, texts: S
     got = ner_core.predict(candidate, texts)
     tokens = agreeing = 0
     first = None
-    for n, (r, g) in enumerate(zip(ref, got)):
-        for i, (a, b) in enumerate(zip(r.label_ids, g.label_ids)):
+    for n, (r, g) in enumerate(zip(ref, got, strict=True)):
+        for i, (a, b) in enumerate(zip(r.label_ids, g.label_ids, strict=True)):
             tokens += 1
             agreeing += a == b
             if a != b and first is None:

@@ -33,7 +33,7 @@ import yaml
 from safetensors.torch import load_file, save_file
 from transformers import BertConfig, BertForTokenClassification
 
-import ner_core
+import ner_model
 import ner_cpu
 import ner_onnx
 from ner_settings import HandlerSettings
@@ -57,7 +57,7 @@ class PackageSpec:
     checkpoint: Path  # checkpoint directory, .ckpt file, or save_pretrained directory
     pretrained: str | None = None  # directory or cached HF model id; None: the checkpoint's directory
     label_map: Path | None = None  # None: label_map.txt in the checkpoint's directory
-    name: str = "kor_ner"
+    name: str = paths.MODEL_NAME
     version: str = "1.0"
     model_config: Path = paths.MODEL_CONFIG
     export_path: Path = paths.MODEL_STORE
@@ -100,7 +100,7 @@ def resolve_pretrained(value: str | None, default: Path) -> Path:
 
         try:
             candidate = Path(snapshot_download(value, local_files_only=True, allow_patterns=["config.json", "vocab.txt"]))
-        except Exception:
+        except Exception:  # noqa: BLE001 - huggingface_hub raises a validation, not-found or cache error, all one answer
             raise PackagingError(
                 f"--pretrained {value!r} is neither a directory nor a model in the local Hugging Face cache "
                 "(nothing is downloaded: copy config.json and vocab.txt into a directory and pass that)"
@@ -118,7 +118,7 @@ def load_state_dict(source: Path) -> tuple[dict[str, torch.Tensor], str]:
     ckpt_path = pick_checkpoint(source)
     try:
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001 - torch.load raises UnpicklingError, RuntimeError, EOFError, ... per file
         # torch's first line advises weights_only=False; the line naming the refused GLOBAL says why
         lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
         reason = next((line for line in lines if "GLOBAL" in line), lines[0])
@@ -173,7 +173,7 @@ def stage(spec: PackageSpec, out: Path) -> None:
     label_map = spec.label_map or ckpt_dir / "label_map.txt"
     if not label_map.is_file():
         raise PackagingError(f"label map {label_map} not found; pass --label-map")
-    labels = ner_core.read_label_map(label_map)
+    labels = ner_model.read_label_map(label_map)
     weights, where = load_state_dict(source)
     config = build_config(pretrained, labels)
     weights = check_weights(weights, config, where)
@@ -186,7 +186,7 @@ def stage(spec: PackageSpec, out: Path) -> None:
 
 def export_onnx(staged: Path, settings: HandlerSettings) -> None:
     """The staged weights as the ONNX file ``runtime: onnxruntime`` (or ``auto`` on a CPU) runs."""
-    torch_model = ner_core.load_model(staged, dataclasses.replace(settings, runtime="torch", quantize="none")).model
+    torch_model = ner_model.load_model(staged, dataclasses.replace(settings, runtime="torch", quantize="none")).model
     started = time.perf_counter()
     print(f"exporting to ONNX{' and quantizing to int8' if settings.quantize == 'int8' else ''} ...", file=sys.stderr)
     path = ner_onnx.export(torch_model, staged, settings.quantize)
@@ -207,14 +207,14 @@ def verify(staged: Path, settings: HandlerSettings, spec: PackageSpec) -> list[a
     Runtime fp32) must give the same tag on every wordpiece of the sample sentences, or the
     archive is refused; int8 and bf16 are measured (tag agreement, entity F1) and printed."""
     cpu = torch.device("cpu")
-    fp32 = ner_core.load_model(staged, dataclasses.replace(settings, runtime="torch", quantize="none", dtype="float32"))
+    fp32 = ner_model.load_model(staged, dataclasses.replace(settings, runtime="torch", quantize="none", dtype="float32"))
     if settings.dtype == "bfloat16" and not ner_cpu.has_bf16():
         print("bf16 not measured: this CPU has neither AVX512-BF16 nor AMX (the archive loads where one of "
               "them or a GPU is)", file=sys.stderr)
         return []
-    runtime = ner_core.serving_runtime(settings, cpu, has_onnx=(staged / ner_onnx.onnx_file("none")).is_file())
+    runtime = ner_model.serving_runtime(settings, cpu, has_onnx=(staged / ner_onnx.onnx_file("none")).is_file())
     served = dataclasses.replace(settings, runtime=runtime)
-    candidate = ner_core.load_model(staged, served, cpu)
+    candidate = ner_model.load_model(staged, served, cpu)
     name = describe_path(served)
     if settings.quantize == "none" and settings.dtype == "float32":
         if runtime == "torch":
@@ -249,7 +249,7 @@ def run_archiver(name: str, version: str, handler: Path, weights: Path, extra_fi
         "--config-file", str(model_config),
         "--export-path", str(export_path),
     ] + (["--force"] if force else [])
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    done = subprocess.run(cmd, check=False, capture_output=True, text=True)
     if done.returncode != 0:
         message = (done.stderr or done.stdout).strip().splitlines()
         raise PackagingError(f"torch-model-archiver failed: {message[-1] if message else done.returncode}")
@@ -258,7 +258,7 @@ def run_archiver(name: str, version: str, handler: Path, weights: Path, extra_fi
 
 def archive(spec: PackageSpec, staged: Path, settings: HandlerSettings) -> Path:
     entry, *modules = handler_files()
-    weights, *more_weights = ner_core.archive_files(settings)
+    weights, *more_weights = ner_model.archive_files(settings)
     extra = [staged / n for n in ("config.json", "vocab.txt", "label_map.txt", *more_weights)] + modules
     return run_archiver(spec.name, spec.version, entry, staged / weights, extra,
                         spec.model_config, spec.export_path, spec.force)
@@ -289,10 +289,10 @@ def package(spec: PackageSpec) -> Path:
         staged = Path(tmp)
         stage(spec, staged)
         try:
-            if any(name.endswith(".onnx") for name in ner_core.archive_files(settings)):
+            if any(name.endswith(".onnx") for name in ner_model.archive_files(settings)):
                 export_onnx(staged, settings)
             verify(staged, settings, spec)  # the serve-time loader on the CPU, with the archive's settings
-        except ner_core.ModelLoadError as err:
+        except ner_model.ModelLoadError as err:
             raise PackagingError(f"the staged model would not load: {err}") from None
         if target == spec.export_path / f"{spec.name}.mar":
             return archive(spec, staged, settings)

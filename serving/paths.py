@@ -16,6 +16,7 @@ MODEL_STORE = ROOT / "model_store"
 DEMO_MODEL_DIR = ROOT / "demo_model"
 RUN_DIR = ROOT / "var"  # TorchServe's working directory: key file, logs, pid (git-ignored)
 MODEL_CONFIG = CONFIG_DIR / "model-config.yaml"
+MODEL_NAME = "kor_ner"  # the model every command packages, registers and asks by default (/predictions/kor_ner)
 
 # Data that is not in the repository (licences, size): the folder shared/ beside the checkout,
 # or wherever NER_SHARED_DIR points.

@@ -31,9 +31,10 @@ def retry(
                 raise
             reason = error_reason(err)
         else:
-            reason = retry_if(answer)
-            if reason is None or attempt == attempts:
+            asked = retry_if(answer)
+            if asked is None or attempt == attempts:
                 return answer
+            reason = asked
         if on_retry:
             on_retry(reason, attempt)
         if backoff:

@@ -22,14 +22,20 @@ import sys
 import tempfile
 import threading
 import time
+import zipfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import requests
+import yaml
+from ner_labels import entity_type
+from ner_settings import HandlerSettings
+from kor_ner_runtime import ready_count, workers_of
 
 from serving import paths
 from serving.retry import retry
@@ -55,8 +61,8 @@ class TsError(RuntimeError):
 
 def read_properties(path: Path) -> dict[str, str]:
     props = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        line = line.strip()
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
         if line and not line.startswith("#") and "=" in line:
             key, value = line.split("=", 1)
             props[key.strip()] = value.strip()
@@ -110,8 +116,8 @@ def listener_overrides(ports: Sequence[int]) -> dict[str, str]:
     inference, management, metrics, gRPC inference, gRPC management."""
     if len(ports) != LISTENERS:
         raise ValueError(f"{LISTENERS} ports needed, got {len(ports)}")
-    addresses = {key: f"http://127.0.0.1:{port}" for key, port in zip(ADDRESS_KEYS, ports)}
-    return {**addresses, **{key: str(port) for key, port in zip(GRPC_PORT_KEYS, ports[len(ADDRESS_KEYS):])}}
+    addresses = {key: f"http://127.0.0.1:{port}" for key, port in zip(ADDRESS_KEYS, ports[: len(ADDRESS_KEYS)], strict=True)}
+    return {**addresses, **{key: str(port) for key, port in zip(GRPC_PORT_KEYS, ports[len(ADDRESS_KEYS):], strict=True)}}
 
 
 def port_overrides() -> dict[str, str]:
@@ -151,8 +157,9 @@ def write_config(run_dir: Path, overrides: dict[str, str] | None = None, base: P
     for line in base.read_text(encoding="utf-8").splitlines():
         key = line.split("=", 1)[0].strip()
         if "=" in line and not line.lstrip().startswith("#") and key in overrides:
-            line = f"{key}={overrides.pop(key)}"
-        lines.append(line)
+            lines.append(f"{key}={overrides.pop(key)}")
+        else:
+            lines.append(line)
     lines += [f"{k}={v}" for k, v in overrides.items()]
     target = run_dir / "config.properties"
     target.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -259,7 +266,10 @@ def start(
         raise TsError(f"TorchServe already runs from {run_dir} (pid {pid_of(run_dir)}); stop it first")
     for sub in ("logs", "tmp"):
         (run_dir / sub).mkdir(parents=True, exist_ok=True)
-    config = write_config(run_dir, {**repo_paths(read_properties(BASE_CONFIG)), **(overrides or {})})
+    model_store.mkdir(parents=True, exist_ok=True)  # a fresh clone has none until a model is packaged
+    # model_store is TorchServe's own key too: recorded there, the run dir tells where the archives are
+    config = write_config(run_dir, {**repo_paths(read_properties(BASE_CONFIG)), "model_store": str(model_store.resolve()),
+                                    **(overrides or {})})
     (run_dir / "key_file.json").unlink(missing_ok=True)  # TorchServe writes fresh keys at start
     # TorchServe's own pid file: a stale one whose pid was reused makes it refuse to start.
     (run_dir / "tmp" / ".model_server.pid").unlink(missing_ok=True)
@@ -278,9 +288,9 @@ def start(
         if proc.poll() is not None:
             raise TsError(f"TorchServe exited with code {proc.returncode}; see {run_dir / 'logs'}")
         try:
-            if (run_dir / "key_file.json").exists() or "disable_token_authorization=true" in config.read_text():
-                if _listening(server):
-                    break
+            keys_ready = (run_dir / "key_file.json").exists() or "disable_token_authorization=true" in config.read_text()
+            if keys_ready and _listening(server):
+                break
         except (requests.ConnectionError, requests.Timeout, ValueError):  # not listening yet, busy, key file half-written
             pass
         time.sleep(0.25)
@@ -353,9 +363,44 @@ def _alive(pid: int) -> bool:
 # --------------------------------------------------------------------------- management API
 
 
+def model_path(model: str, version: str | None = None) -> str:
+    """The management API's path for a model (and one of its versions, or ``all``): the one
+    place it is built."""
+    return f"/models/{quote(model, safe='')}" + (f"/{quote(version, safe='')}" if version else "")
+
+
 def describe(server: Server, model: str, version: str | None = None) -> list[dict]:
-    path = f"/models/{model}" + (f"/{version}" if version else "")
-    return _check(server.call("GET", "management", path), f"describe {model}")
+    return _check(server.call("GET", "management", model_path(model, version)), f"describe {model}")
+
+
+def workers(server: Server, model: str, version: str | None = None) -> dict[int, str]:
+    """The model's workers (its default version unless ``version``) as pid -> status."""
+    return workers_of(describe(server, model, version)[0])
+
+
+def any_restarted(before: dict[int, str], after: dict[int, str]) -> bool:
+    """Did a worker restart between two ``workers`` answers: a pid gone or new (TorchServe
+    replaces a dead worker by a new process), or one not READY now."""
+    return set(before) != set(after) or ready_count(after) != len(after)
+
+
+def archive_of(server: Server, model: str) -> Path:
+    """The archive the model's default version was registered from, in the server's model store."""
+    store = Path(read_properties(server.run_dir / "config.properties")["model_store"])
+    return store / describe(server, model)[0]["modelUrl"]
+
+
+def archive_label_names(mar: Path) -> dict[str, str]:
+    """The entity types an archive's model tags, each with the name its answers give it
+    (``label_name``: the built-in names under its model config's ``label_names``), in the
+    built-in names' order, then the label map's."""
+    with zipfile.ZipFile(mar) as archive:
+        labels = archive.read("label_map.txt").decode("utf-8").split()
+        config_file = json.loads(archive.read("MAR-INF/MANIFEST.json"))["model"].get("configFile")
+        config = yaml.safe_load(archive.read(config_file)) if config_file else None
+    names = HandlerSettings.from_mapping((config or {}).get("handler")).label_names
+    types = dict.fromkeys(kind for kind in map(entity_type, labels) if kind is not None)
+    return {kind: names.get(kind, kind) for kind in [*(k for k in names if k in types), *(k for k in types if k not in names)]}
 
 
 def list_models(server: Server) -> list[dict]:
@@ -365,10 +410,9 @@ def list_models(server: Server) -> list[dict]:
 def ready_workers(server: Server, model: str, version: str | None = None) -> int:
     """READY workers of the model (its default version unless ``version``)."""
     try:
-        info = describe(server, model, version)[0]
+        return ready_count(workers(server, model, version))
     except TsError:
         return 0
-    return sum(1 for w in info.get("workers", []) if w.get("status") == "READY")
 
 
 def wait_ready(server: Server, model: str, workers: int = 1, timeout: float = 180, version: str | None = None) -> float:
@@ -376,7 +420,8 @@ def wait_ready(server: Server, model: str, workers: int = 1, timeout: float = 18
     started = time.monotonic()
     while ready_workers(server, model, version) < workers:
         if time.monotonic() - started > timeout:
-            raise TsError(f"{model}: fewer than {workers} READY workers after {timeout:.0f} s; see {server.run_dir / 'logs' / 'model_log.log'}")
+            raise TsError((f"{model}: fewer than {workers} READY workers after {timeout:.0f} s; see "
+                           f"{server.run_dir / 'logs' / 'model_log.log'}"))
         time.sleep(0.25)
     return time.monotonic() - started
 
@@ -390,7 +435,7 @@ def register(server: Server, mar: str, workers: int | None = None, timeout: floa
     a registered model is added beside the first (the default version stays as it was).
     ``batch_size`` and ``max_batch_delay`` (ms), when given, win over the archive's config.
     """
-    params = {"url": mar, "synchronous": "true"}
+    params: dict[str, str | int] = {"url": mar, "synchronous": "true"}
     if workers is not None:
         params["initial_workers"] = workers
     params.update({k: v for k, v in (("batch_size", batch_size), ("max_batch_delay", max_batch_delay)) if v is not None})
@@ -442,7 +487,8 @@ def handle_load_failure(server: Server, message: str, log_start: dict[str, int] 
     except (TsError, requests.RequestException):
         pass
     log, reason = reasons[0] if reasons else ("model_log.log", "no reason found in model_log.log or ts_log.log")
-    return f"{message}\nmodel {name} {version} did not load: {reason}\n(see {logs / log}; the failed registration was removed)"
+    return (f"{message}\nmodel {name} {version} did not load: {reason}\n(see {logs / log}; "
+            "the failed registration was removed)")
 
 
 def _size(path: Path) -> int:
@@ -528,8 +574,7 @@ def versions(server: Server, model: str) -> list[dict[str, Any]]:
     default = describe(server, model)[0]["modelVersion"]
     return [
         {"version": info["modelVersion"], "default": info["modelVersion"] == default,
-         "ready_workers": sum(1 for w in info.get("workers", []) if w.get("status") == "READY"),
-         "workers": len(info.get("workers", []))}
+         "ready_workers": ready_count(workers_of(info)), "workers": len(workers_of(info))}
         for info in describe(server, model, "all")
     ]
 
@@ -545,7 +590,7 @@ SCALE_ATTEMPTS = 3
 def _set_workers(server: Server, model: str, version: str | None, min_workers: int, max_workers: int,
                  timeout: float) -> None:
     """PUT the worker range synchronously, resending TorchServe's spurious 500 (above)."""
-    path = f"/models/{model}" + (f"/{version}" if version else "")
+    path = model_path(model, version)
     params = {"min_worker": min_workers, "max_worker": max_workers, "synchronous": "true"}
     resp = retry(
         lambda: server.call("PUT", "management", path, params=params, timeout=(5, timeout)),
@@ -563,20 +608,19 @@ def scale(server: Server, model: str, workers: int, timeout: float = 180, versio
     _set_workers(server, model, version, workers, workers, timeout)
     save_state(server)
     deadline = time.monotonic() + timeout
-    while len(describe(server, model, version)[0].get("workers", [])) != workers or ready_workers(server, model, version) != workers:
+    while len(now := workers_of(describe(server, model, version)[0])) != workers or ready_count(now) != workers:
         if time.monotonic() > deadline:
             raise TsError(f"{model}: did not reach {workers} READY workers in {timeout:.0f} s")
         time.sleep(0.25)
 
 
 def unregister(server: Server, model: str, version: str | None = None, timeout: float = 60) -> None:
-    path = f"/models/{model}" + (f"/{version}" if version else "")
-    _check(server.call("DELETE", "management", path, timeout=(5, timeout)), f"unregister {model}")
+    _check(server.call("DELETE", "management", model_path(model, version), timeout=(5, timeout)), f"unregister {model}")
     save_state(server)
 
 
 def set_default(server: Server, model: str, version: str) -> None:
-    _check(server.call("PUT", "management", f"/models/{model}/{version}/set-default"), f"set-default {model} {version}")
+    _check(server.call("PUT", "management", f"{model_path(model, version)}/set-default"), f"set-default {model} {version}")
     save_state(server)
 
 

@@ -20,6 +20,8 @@ lower one keeps more entities) and checked on the odd-numbered ones, which the c
 
 from __future__ import annotations
 
+from typing import Any
+
 import json
 import statistics
 import tempfile
@@ -29,6 +31,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 import ner_core
+import ner_model
 import ner_particles
 from ner_settings import BIO_DECODING_CHOICES, HandlerSettings
 
@@ -36,23 +39,25 @@ from serving import corpus, package_model
 from serving.corpus import Example
 
 
-def load(model: Path | None, checkpoint: Path | None, pretrained: str | None, staging: Path) -> ner_core.NerModel:
+def load(model: Path | None, checkpoint: Path | None, pretrained: str | None, staging: Path) -> ner_model.NerModel:
     """The served model: a packaged model directory, or a ratsnlp checkpoint staged as
     ``package_model.py`` stages it (into ``staging``)."""
     if checkpoint is not None:
         package_model.stage(package_model.PackageSpec(checkpoint=checkpoint, pretrained=pretrained), staging)
         model = staging
-    return ner_core.load_model(model, HandlerSettings(torch_threads=0))  # in-process: all of torch's threads
+    if model is None:
+        raise ValueError("load needs a model directory or a checkpoint")
+    return ner_model.load_model(model, HandlerSettings(torch_threads=0))  # in-process: all of torch's threads
 
 
-def predictions(ner: ner_core.NerModel, texts: list[str], chunk: int = 64) -> list[ner_core.TokenPredictions]:
+def predictions(ner: ner_model.NerModel, texts: list[str], chunk: int = 64) -> list[ner_core.TokenPredictions]:
     out = []
     for i in tqdm(range(0, len(texts), chunk), desc="predict", unit="chunk"):
         out += ner_core.predict(ner, texts[i : i + chunk])
     return out
 
 
-def gold_entities(examples: list[Example], ner: ner_core.NerModel) -> tuple[list[set], list[set]]:
+def gold_entities(examples: list[Example], ner: ner_model.NerModel) -> tuple[list[set], list[set]]:
     """The corpus entities as wordpiece spans (gold tags aligned to the model's wordpieces) and
     as character spans."""
     gold_pieces = [set(ner_core.group_entities(row.tags)) for row in corpus.encode(examples, ner.tokenizer)]
@@ -60,7 +65,7 @@ def gold_entities(examples: list[Example], ner: ner_core.NerModel) -> tuple[list
     return gold_pieces, gold_chars
 
 
-def score_decoding(gold: tuple[list[set], list[set]], preds: list[ner_core.TokenPredictions], ner: ner_core.NerModel,
+def score_decoding(gold: tuple[list[set], list[set]], preds: list[ner_core.TokenPredictions], ner: ner_model.NerModel,
                    decoding: str, runs: int) -> dict:
     labels = ner.labels
     gold_pieces, gold_chars = gold
@@ -92,7 +97,7 @@ THRESHOLDS = (0.0, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9)
 TIE = 0.001  # F1 closer than this to the best is a tie (a few entities in a half split): the lower threshold wins
 
 
-def threshold_scan(gold_chars: list[set], preds: list[ner_core.TokenPredictions], ner: ner_core.NerModel,
+def threshold_scan(gold_chars: list[set], preds: list[ner_core.TokenPredictions], ner: ner_model.NerModel,
                    thresholds: tuple[float, ...] = THRESHOLDS) -> dict:
     """Served F1 (constrained, trimmed) per entity score threshold on all, even- and
     odd-numbered sentences, and the threshold chosen on the even ones."""
@@ -101,7 +106,7 @@ def threshold_scan(gold_chars: list[set], preds: list[ner_core.TokenPredictions]
     rows = []
     for threshold in thresholds:
         kept = [{e.span for e in ner_core.scored_at_least(entities, threshold)} for entities in served]
-        row = {"threshold": threshold}
+        row: dict[str, Any] = {"threshold": threshold}
         for half, index in halves.items():
             row[half] = corpus.score([gold_chars[i] for i in index], [kept[i] for i in index])["overall"]
         rows.append(row)
@@ -123,7 +128,8 @@ def threshold_markdown(scan: dict) -> str:
 
 def markdown(rows: list[dict]) -> str:
     lines = [
-        "| decoding | F1 wordpiece spans | F1 exact characters | F1 exact characters, trimmed | P / R (trimmed) | texts changed | ms / text |",
+        ("| decoding | F1 wordpiece spans | F1 exact characters | F1 exact characters, "
+         "trimmed | P / R (trimmed) | texts changed | ms / text |"),
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
@@ -148,8 +154,9 @@ def run(corpus_dir: Path, split: str, model: Path | None, checkpoint: Path | Non
     rows = [score_decoding(gold, preds, ner, decoding, runs) for decoding in BIO_DECODING_CHOICES]
     greedy_entities = rows[0]["entities"]
     for row in rows:
-        row["changed"] = sum(a != b for a, b in zip(greedy_entities, row.pop("entities")))
-    print(f"\n{split}: {len(examples)} sentences, {len(ner.labels)} labels; predict {predict_ms:.2f} ms / sentence (chunks of 64)")
+        row["changed"] = sum(a != b for a, b in zip(greedy_entities, row.pop("entities"), strict=True))
+    print((f"\n{split}: {len(examples)} sentences, {len(ner.labels)} labels; predict "
+           f"{predict_ms:.2f} ms / sentence (chunks of 64)"))
     print(markdown(rows))
     scan = threshold_scan(gold[1], preds, ner)
     print(f"\nentity score threshold (constrained, trimmed); the model names {ner.min_entity_score:g} for itself")

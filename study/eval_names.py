@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import ner_core
+import ner_model
 import ner_particles
 from ner_settings import HandlerSettings
 
@@ -100,7 +101,7 @@ def outcome(sentence: ProbeSentence, entities: list[tuple[str, int, int]]) -> st
 def tally(probe: list[ProbeSentence], found: list[list[tuple[str, int, int]]]) -> dict[str, Counter]:
     """Outcome counts: overall, per frame, and for particle-like vs control given names."""
     counts: dict[str, Counter] = {}
-    for sentence, entities in zip(probe, found):
+    for sentence, entities in zip(probe, found, strict=True):
         result = outcome(sentence, entities)
         group = "particle-like" if sentence.given in PARTICLE_LIKE else "control"
         for key in ("all", sentence.frame, group):
@@ -119,7 +120,7 @@ def ways(settings: HandlerSettings, threshold: float = 0.0) -> dict[str, tuple[s
     (as served) with the entity score ``threshold`` in force too: (decoding, trim, threshold) by name."""
     trim = ner_particles.trimmer(settings)
     decoding, trimmed = settings.bio_decoding, ", trimmed" if trim else ""
-    out = {"greedy, untrimmed": ("greedy", None, 0.0)}
+    out: dict[str, tuple[str, Callable[..., int] | None, float]] = {"greedy, untrimmed": ("greedy", None, 0.0)}
     if trim is not None:
         out[f"{decoding}, trimmed, no name completion"] = (decoding, without_completion, 0.0)
     if threshold:
@@ -128,7 +129,7 @@ def ways(settings: HandlerSettings, threshold: float = 0.0) -> dict[str, tuple[s
     return out
 
 
-def read_each_way(ner: ner_core.NerModel, probe: list[ProbeSentence],
+def read_each_way(ner: ner_model.NerModel, probe: list[ProbeSentence],
                   settings: HandlerSettings) -> dict[str, list[list[tuple[str, int, int]]]]:
     """The entities (type, start, end) the served code finds in each probe sentence, read each
     way of ``ways(settings)``, with the threshold ``ner`` holds: one forward pass, then each
@@ -153,11 +154,11 @@ def run(model: Path, settings: HandlerSettings, json_path: Path | None = None, s
     """The probe, read each way of ``ways(settings)``: print the table (and up to ``show``
     names not kept whole as served), write the JSON; the counts."""
     probe = sentences()
-    ner = ner_core.load_model(model, replace(settings, torch_threads=0))  # in-process: all of torch's threads
+    ner = ner_model.load_model(model, replace(settings, torch_threads=0))  # in-process: all of torch's threads
     found_each_way = read_each_way(ner, probe, settings)
     rows = {way: tally(probe, found) for way, found in found_each_way.items()}
     found = list(found_each_way.values())[-1]  # as served
-    wrong = [(s, f) for s, f in zip(probe, found) if outcome(s, f) != "whole"]
+    wrong = [(s, f) for s, f in zip(probe, found, strict=True) if outcome(s, f) != "whole"]
     for sentence, entities in wrong[:show]:
         people = [sentence.text[a:b] for kind, a, b in entities if kind == "PER"]
         print(f"{outcome(sentence, entities)}: {sentence.name} in {sentence.text!r}, PER {people}")

@@ -3,12 +3,12 @@
 For each approach (``none``: spans as the wordpieces give them; ``list``: the ner_particles
 list alone; ``list+names``: the list with its name guards (entity type, the next wordpiece,
 surnames); ``list+names+completion``: the shipped trimming, which also gives a person the model
-ended one syllable short of a name that syllable back (``송하`` + ``은``); ``kiwi``: particle morphemes found by the Kiwi analyser, needs
-``pip install kiwipiepy==0.24.1 kiwipiepy-model==0.24.0``; ``kiwi+list``: cut only as far as
-both of them cut), prints a markdown table of:
+ended one syllable short of a name that syllable back (``송하`` + ``은``); ``kiwi``: particle
+morphemes found by the Kiwi analyser, needs ``pip install kiwipiepy==0.24.1
+kiwipiepy-model==0.24.0``; ``kiwi+list``: cut only as far as both of them cut), prints a markdown table of:
 - oracle F1: perfect token labels (gold spans aligned to the model's wordpieces as in training,
   decoded by the served code), i.e. the best any tagger on this vocab could score;
-- model F1 of the served model (``ner_core.load_model`` / ``predict`` / ``find_entities``);
+- model F1 of the served model (``ner_model.load_model`` / ``predict`` / ``find_entities``);
 - the time the trimming adds per sentence, and the memory it adds to a process;
 then, for oracle and model, how many entity spans each approach changes against the one
 before it in the table, and how many of those it fixes and breaks.
@@ -17,6 +17,9 @@ F1 is character-exact entity F1 (type, start, end), micro over all types.
 
 from __future__ import annotations
 
+from typing import Any
+
+import itertools
 import functools
 import json
 import statistics
@@ -28,6 +31,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 import ner_core
+import ner_model
 import ner_particles
 from ner_labels import spans_to_tags
 from ner_settings import HandlerSettings
@@ -98,13 +102,13 @@ def oracle_predictions(examples: list[Example], tokenizer, labels: list[str]) ->
     label_id = {label: i for i, label in enumerate(labels)}
     encodings = tokenizer.encode_batch([ex.text for ex in examples], add_special_tokens=False)
     out = []
-    for ex, enc in zip(examples, encodings):
+    for ex, enc in zip(examples, encodings, strict=True):
         tags = spans_to_tags(enc.offsets, ex.spans)
         out.append(ner_core.TokenPredictions(ex.text, list(enc.tokens), list(enc.offsets), [label_id[t] for t in tags], [1.0] * len(tags)))
     return out
 
 
-def model_predictions(ner: ner_core.NerModel, texts: list[str]) -> tuple[list[ner_core.TokenPredictions], float]:
+def model_predictions(ner: ner_model.NerModel, texts: list[str]) -> tuple[list[ner_core.TokenPredictions], float]:
     """The served model's token predictions, and the seconds they took."""
     started = time.perf_counter()
     return eval_decoding.predictions(ner, texts), time.perf_counter() - started
@@ -131,7 +135,7 @@ def changes(examples: list[Example], preds: list[ner_core.TokenPredictions], lab
     """Entity spans that ``after`` decodes differently from ``before``: how many, how many of
     them it fixes (now the gold span) and breaks (the gold span before, not now)."""
     counts = {"changed": 0, "fixed": 0, "broken": 0}
-    for ex, old, new in zip(examples, served_entities(preds, labels, before), served_entities(preds, labels, after)):
+    for ex, old, new in zip(examples, served_entities(preds, labels, before), served_entities(preds, labels, after), strict=True):
         gold = set(ex.spans)
         counts["changed"] += len(new - old)
         counts["fixed"] += len((new - old) & gold)
@@ -206,9 +210,9 @@ def run(corpus_dir: Path, split: str, model: Path, vocab: Path | None, approache
     trims = make_trims(approaches)
     if vocab:
         ner, labels = None, corpus.build_label_map(examples)
-        tokenizer = ner_core.build_tokenizer(vocab)
+        tokenizer = ner_model.build_tokenizer(vocab)
     else:
-        ner = ner_core.load_model(model, HandlerSettings(torch_threads=0))  # in-process: all of torch's threads
+        ner = ner_model.load_model(model, HandlerSettings(torch_threads=0))  # in-process: all of torch's threads
         labels, tokenizer = ner.labels, ner.tokenizer
     oracle = oracle_predictions(examples, tokenizer, labels)
     preds, predict_s = model_predictions(ner, texts) if ner else (None, 0.0)
@@ -217,7 +221,7 @@ def run(corpus_dir: Path, split: str, model: Path, vocab: Path | None, approache
 
     rows = []
     for name, trim in trims.items():
-        row = {"name": name, "oracle": entity_f1(examples, oracle, labels, trim)}
+        row: dict[str, Any] = {"name": name, "oracle": entity_f1(examples, oracle, labels, trim)}
         if preds:
             row["model"] = entity_f1(examples, preds, labels, trim)
         row["ms"] = 0.0 if trim is None else added_ms_per_sentence(timed, labels, name, runs)
@@ -227,12 +231,13 @@ def run(corpus_dir: Path, split: str, model: Path, vocab: Path | None, approache
     print(f"\n{split}: {len(texts)} sentences; " + (f"predict {baseline_ms:.2f} ms / sentence (chunks of 64)" if ner else "oracle only"))
     print(markdown(rows, baseline_ms))
     names = list(trims)
-    for a, b in zip(names, names[1:]):
+    for a, b in itertools.pairwise(names):
         for who, predictions in (("oracle", oracle), ("model", preds)):
             if predictions:
                 counted = changes(examples, predictions, labels, trims[a], trims[b])
                 rows[names.index(b)].setdefault("changes", {})[who] = counted
-                print(f"{b} against {a}, {who}: {counted['changed']} spans changed, {counted['fixed']} fixed, {counted['broken']} broken")
+                print((f"{b} against {a}, {who}: {counted['changed']} spans changed, {counted['fixed']} "
+                       f"fixed, {counted['broken']} broken"))
     if json_path:
         json_path.write_text(json.dumps({"sentences": len(texts), "predict_ms": baseline_ms, "rows": rows}, indent=2) + "\n", encoding="utf-8")
     return rows

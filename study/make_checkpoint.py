@@ -8,9 +8,10 @@ as trained ones, so ``--shape bert-base`` is the benchmark's stand-in for beomi/
 
 from __future__ import annotations
 
+import itertools
 import random
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from transformers import BertConfig, BertForTokenClassification
@@ -34,7 +35,7 @@ def synthetic_vocab(size: int, seed: int = 0) -> list[str]:
     hangul = [chr(c) for c in range(0xAC00, 0xD7A4)]
     random.Random(seed).shuffle(hangul)
     words = list(dict.fromkeys(base))
-    pool = iter(hangul + [a + b for a, b in zip(hangul, hangul[1:])])
+    pool = iter(hangul + [a + b for a, b in itertools.pairwise(hangul)])
     while len(words) < size:
         syllable = next(pool, None)
         if syllable is None:
@@ -49,10 +50,11 @@ def write_checkpoint(out: Path, shape: str = "tiny", vocab_size: int = 0, seed: 
                      labels: Sequence[str] = RATSNLP_LABELS) -> Path:
     """``labels``: the label map (default KMOU's types in ratsnlp's order)."""
     torch.manual_seed(seed)
-    params = dict(SHAPES[shape])
+    params: dict[str, Any] = dict(SHAPES[shape])
     vocab = synthetic_vocab(vocab_size or params["vocab_size"] or 2000, seed)
     params["vocab_size"] = len(vocab)
-    config = BertConfig(**params, num_labels=len(labels))
+    config = BertConfig(**params)
+    config.num_labels = len(labels)  # the setter names the labels too (id2label), as the keyword would
     model = BertForTokenClassification(config)
     out.mkdir(parents=True, exist_ok=True)
     (out / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")

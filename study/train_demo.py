@@ -14,6 +14,8 @@ vocab, label map, README) to ``demo_model/``. Prints entity precision / recall /
 
 from __future__ import annotations
 
+from typing import Any
+
 import itertools
 import json
 import random
@@ -26,14 +28,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
+from torch.nn import functional
 from safetensors.torch import save_file
 from tokenizers import BertWordPieceTokenizer
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 from transformers import BertConfig, BertForMaskedLM, BertForTokenClassification, get_linear_schedule_with_warmup
 
-import ner_core
+import ner_model
 from ner_settings import HandlerSettings
 
 from serving import paths
@@ -42,7 +44,7 @@ from study.make_checkpoint import save_lightning
 
 IGNORE = -100  # label of padding: no loss
 # Width beat depth here; hidden dropout 0.2 (BERT's default is 0.1) curbs overfitting: val F1 +0.0075.
-MODEL_CONFIG = dict(
+MODEL_CONFIG: dict[str, Any] = dict(
     hidden_size=256, num_hidden_layers=2, num_attention_heads=4, intermediate_size=1024,
     max_position_embeddings=300, hidden_dropout_prob=0.2,
 )
@@ -109,7 +111,8 @@ def sound_class(surface: str) -> str:
 # particle (소은, 수아, 미나, 상도), so the model sees ``##은`` inside names, not only after them.
 # None of the given names is one of the names probe's (study/eval_names.py), which stays unseen.
 COMMON_SURNAMES = "김 이 박 최 정 강 조 윤 장 임 한 오 서 신 권 황 안 송 전 홍".split()
-RARER_SURNAMES = "류 유 고 문 양 손 배 백 허 남 심 노 하 곽 성 차 주 우 구 민 진 나 지 엄 채 원 천 방 공 현 함 변 염 여 추 도 소 석 선 설 마 길 연 위 표 명 기 반 왕 금 옥 육 인 맹 제 모 탁 국".split()
+RARER_SURNAMES = ("류 유 고 문 양 손 배 백 허 남 심 노 하 곽 성 차 주 우 구 민 진 나 지 엄 채 원 천 방 "
+                  "공 현 함 변 염 여 추 도 소 석 선 설 마 길 연 위 표 명 기 반 왕 금 옥 육 인 맹 제 모 탁 국").split()
 SWAP_SURNAMES = tuple(COMMON_SURNAMES * 3 + RARER_SURNAMES)
 SWAP_GIVEN_NAMES = tuple(
     "소은 윤은 나은 시은 혜은 연은 주은 도은 아은 세은 희은 라은 "  # 은
@@ -245,7 +248,8 @@ def optimise(model: torch.nn.Module, steps: Iterable[tuple[int, list[Encoded]]],
             bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}", refresh=False)
             cut = time.monotonic() - start > args.time_budget_min * 60 and step < total
             if cut:
-                print(f"warning: time budget of {args.time_budget_min} min reached after {step} of {total} steps ({desc})", file=sys.stderr)
+                print((f"warning: time budget of {args.time_budget_min} min reached after {step} of "
+                       f"{total} steps ({desc})"), file=sys.stderr)
                 break
     return TrainResult(epoch, step, time.monotonic() - start, time.process_time() - cpu_start, cut)
 
@@ -259,7 +263,7 @@ def train(model: BertForTokenClassification, rows: list[Encoded], labels: list[s
         inputs = make_batch(batch, labels, args.max_seq_length, special)
         gold = inputs.pop("labels")
         logits = model(**inputs).logits
-        return F.cross_entropy(logits.flatten(0, 1), gold.flatten(), ignore_index=IGNORE, label_smoothing=args.label_smoothing)
+        return functional.cross_entropy(logits.flatten(0, 1), gold.flatten(), ignore_index=IGNORE, label_smoothing=args.label_smoothing)
 
     return optimise(model, training_batches(rows, args), total, loss_of, args, "train", average)
 
@@ -296,7 +300,7 @@ def pretrain(config: BertConfig, rows: list[Encoded], labels: list[str], special
         if not chosen.any():
             return None
         hidden = model.bert(input_ids=masked, attention_mask=inputs["attention_mask"]).last_hidden_state
-        return F.cross_entropy(model.cls(hidden[chosen]), inputs["input_ids"][chosen])
+        return functional.cross_entropy(model.cls(hidden[chosen]), inputs["input_ids"][chosen])
 
     total = -(-len(rows) // args.batch_size) * args.mlm_epochs
     result = optimise(model, training_batches(rows, replace(args, epochs=args.mlm_epochs)), total, loss_of, args,
@@ -312,7 +316,7 @@ def validation_loss(model: BertForTokenClassification, rows: list[Encoded], labe
         inputs = make_batch(batch, labels, args.max_seq_length, special)
         gold = inputs.pop("labels")
         logits = model(**inputs).logits
-        total += F.cross_entropy(logits.flatten(0, 1), gold.flatten(), ignore_index=IGNORE, reduction="sum").item()
+        total += functional.cross_entropy(logits.flatten(0, 1), gold.flatten(), ignore_index=IGNORE, reduction="sum").item()
         count += int((gold != IGNORE).sum())
     return total / max(count, 1)
 
@@ -327,12 +331,12 @@ def write_checkpoint(out: Path, model: BertForTokenClassification, result: Train
     return save_lightning(out / f"epoch={result.epoch}-val_loss={val_loss:.4f}.ckpt", model, result.epoch, result.global_step)
 
 
-def model_config(vocab_size: int, pad_id: int, labels: list[str] | None = None, min_entity_score: float = 0.0) -> BertConfig:
+def model_config(vocab_size: int, pad_id: int | None, labels: list[str] | None = None, min_entity_score: float = 0.0) -> BertConfig:
     """The demo shape; without labels it is the "pretrained" config a base model ships. A
-    threshold goes where the server reads a model's own (ner_core.model_threshold)."""
-    extra = dict(id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)}) if labels else {}
+    threshold goes where the server reads a model's own (ner_model.model_threshold)."""
+    extra: dict[str, Any] = dict(id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)}) if labels else {}
     if min_entity_score:
-        extra["task_specific_params"] = {ner_core.TASK: {"min_entity_score": min_entity_score}}
+        extra["task_specific_params"] = {ner_model.TASK: {"min_entity_score": min_entity_score}}
     return BertConfig(vocab_size=vocab_size, pad_token_id=pad_id, **MODEL_CONFIG, **extra)
 
 
@@ -358,7 +362,8 @@ def export_readme(command: str, metrics: dict) -> str:
         threshold = (f",\nand the entity score threshold this model names for itself in `config.json`,"
                      f" {metrics['min_entity_score']:g}: entities\nscored below it are left out")
         every = metrics["served_every_score"]["overall"]
-        every_score = (f"\nWithout the threshold (`min_entity_score: 0` in the model config): precision {every['precision']:.4f},\n"
+        every_score = ("\nWithout the threshold (`min_entity_score: 0` in the model config): precision "
+                       f"{every['precision']:.4f},\n"
                        f"recall {every['recall']:.4f}, F1 {every['f1']:.4f}, {every['predicted']} predicted.\n")
     return f"""# Demo model: small Korean NER BERT trained from scratch
 
@@ -411,7 +416,7 @@ trimming{threshold}):
 def start_from(model: BertForTokenClassification, init: Path, labels: list[str], vocab_size: int) -> None:
     """Load a served model's weights (``demo_model/``: fp16, read as float32 by the serving
     code's loader) into ``model``; its labels and vocab must be this run's."""
-    source = ner_core.load_model(init, HandlerSettings(runtime="torch", torch_threads=0))  # the run keeps its threads
+    source = ner_model.load_model(init, HandlerSettings(runtime="torch", torch_threads=0))  # the run keeps its threads
     if source.labels != labels or source.tokenizer.get_vocab_size() != vocab_size:
         sys.exit(f"--init {init}: its labels or vocab differ from this run's (use --vocab {init / 'vocab.txt'})")
     model.load_state_dict(source.model.state_dict())
@@ -436,11 +441,17 @@ def run(args: TrainSpec, command: str) -> dict:
     all_train, train_skipped = read_corpus(args.corpus / "train.txt")
     all_val, val_skipped = read_corpus(args.corpus / "val.txt")
     train_examples, val_examples = all_train[: args.train_limit], all_val[: args.val_limit]
-    print(f"train {len(train_examples)} sentences, val {len(val_examples)}; lines skipped (markup does not match the sentence): train {train_skipped}, val {val_skipped}", file=sys.stderr)
+    print((f"train {len(train_examples)} sentences, val {len(val_examples)}; lines skipped "
+           f"(markup does not match the sentence): train {train_skipped}, val {val_skipped}"), file=sys.stderr)
     labels = build_label_map(all_train)  # from the whole train file, as ratsnlp does
     (args.out / "label_map.txt").write_text("\n".join(labels) + "\n", encoding="utf-8")
-    tokenizer = ner_core.build_tokenizer(prepare_vocab(args, [ex.text for ex in train_examples]))
-    special = {token: tokenizer.token_to_id(token) for token in SPECIAL_TOKENS}
+    tokenizer = ner_model.build_tokenizer(prepare_vocab(args, [ex.text for ex in train_examples]))
+    special: dict[str, int] = {}
+    for token in SPECIAL_TOKENS:
+        found = tokenizer.token_to_id(token)
+        if found is None:
+            raise SystemExit(f"train_demo: error: the trained vocab lacks {token}")
+        special[token] = found
     swapped = swap_entities(train_examples, args.swap_copies, args.swap_rate, args.seed, args.name_rate)
     train_rows, val_rows = encode(train_examples + swapped, tokenizer), encode(val_examples, tokenizer)
 
@@ -461,13 +472,13 @@ def run(args: TrainSpec, command: str) -> dict:
     result = train(model, train_rows, labels, special, args, average)
     last_weights = None
     if average is not None:
-        last_weights = evaluate(ner_core.NerModel(model.eval(), tokenizer, labels, HandlerSettings(), args.min_entity_score),
+        last_weights = evaluate(ner_model.NerModel(model.eval(), tokenizer, labels, HandlerSettings(), args.min_entity_score),
                                 val_examples, val_rows)["served"]
         model.load_state_dict(average.module.state_dict())
     val_loss = validation_loss(model, val_rows, labels, special, args)
     checkpoint = write_checkpoint(args.out, model, result, val_loss)
 
-    metrics = {
+    metrics: dict[str, Any] = {
         "val_loss": val_loss, "epoch": result.epoch, "global_step": result.global_step,
         "train_seconds": round(result.seconds, 1), "train_cpu_seconds": round(result.cpu_seconds, 1), "cut_by_time_budget": result.cut_by_time_budget,
         "pretrain_steps": pretrained.global_step if pretrained else 0,
@@ -478,17 +489,19 @@ def run(args: TrainSpec, command: str) -> dict:
         "init": str(args.init) if args.init else None,
         "ema": args.ema, "served_last_weights": last_weights, "min_entity_score": args.min_entity_score,
     }
-    ner = ner_core.NerModel(model.eval(), tokenizer, labels, HandlerSettings(), args.min_entity_score)
+    ner = ner_model.NerModel(model.eval(), tokenizer, labels, HandlerSettings(), args.min_entity_score)
     if args.export:
         export(args.out, args.export, model, labels, args.min_entity_score)
-        ner = ner_core.load_model(args.export, HandlerSettings(torch_threads=0))  # score what is committed: fp16 weights
+        ner = ner_model.load_model(args.export, HandlerSettings(torch_threads=0))  # score what is committed: fp16 weights
     metrics |= evaluate(ner, val_examples, val_rows)
     (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     if args.export:
         (args.export / "README.md").write_text(export_readme(command, metrics), encoding="utf-8")
 
-    print(f"wrote {checkpoint} ({result.global_step} steps, {result.seconds / 60:.1f} min, {result.cpu_seconds / 60:.1f} CPU-min)", file=sys.stderr)
+    print((f"wrote {checkpoint} ({result.global_step} steps, {result.seconds / 60:.1f} min, "
+           f"{result.cpu_seconds / 60:.1f} CPU-min)"), file=sys.stderr)
     print(f"\n(a) wordpiece spans, val\n\n{markdown_table(metrics['wordpiece'])}")
     print(f"\n(b) exact character spans, val\n\n{markdown_table(metrics['char'])}")
-    print(f"\n(c) exact character spans as served (constrained decoding, particle trimming), val\n\n{markdown_table(metrics['served'])}")
+    print(("\n(c) exact character spans as served (constrained decoding, particle "
+           f"trimming), val\n\n{markdown_table(metrics['served'])}"))
     return metrics

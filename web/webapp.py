@@ -19,13 +19,14 @@ import html
 import json
 import re
 import signal
+import zipfile
+from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import requests
 
-from ner_labels import SEED_LABEL_NAMES
 
 from serving import paths, tsctl
 
@@ -42,10 +43,20 @@ def error_body(message: str) -> bytes:
     return json.dumps({"error": message}, ensure_ascii=False).encode("utf-8")
 
 
-def render_page(model: str) -> str:
-    """The page with the model's name and the entity types' Korean names filled in."""
-    names = json.dumps(dict(SEED_LABEL_NAMES), ensure_ascii=False).replace("<", "\\u003c")
+def render_page(model: str, label_names: Mapping[str, str]) -> str:
+    """The page with the model's name and its entity types' names (the legend) filled in."""
+    names = json.dumps(dict(label_names), ensure_ascii=False).replace("<", "\\u003c")
     return PAGE.read_text(encoding="utf-8").replace("__MODEL__", html.escape(model)).replace("__LABEL_NAMES__", names)
+
+
+def served_label_names(run_dir: Path, model: str) -> dict[str, str]:
+    """The served model's own entity types and names, read from the archive TorchServe serves
+    it from; empty while TorchServe or the model is not there (the page then names each type
+    as answers show it)."""
+    try:
+        return tsctl.archive_label_names(tsctl.archive_of(tsctl.Server.load(run_dir), model))
+    except (OSError, KeyError, ValueError, tsctl.TsError, requests.RequestException, zipfile.BadZipFile):
+        return {}
 
 
 def content_security_policy(page: str) -> str:
@@ -104,8 +115,7 @@ class DemoServer(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], run_dir: Path, model: str, max_body: int) -> None:
         super().__init__(address, DemoHandler)
         self.run_dir, self.model, self.max_body = run_dir, model, max_body
-        page = render_page(model)
-        self.page = page.encode("utf-8")
+        page = render_page(model, {})  # the legend is filled per request, from the model then served
         self.page_headers = {
             "Content-Security-Policy": content_security_policy(page),
             "X-Content-Type-Options": "nosniff",
@@ -116,7 +126,7 @@ class DemoServer(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
-        return f"http://{host}:{port}/"
+        return f"http://{host if isinstance(host, str) else host.decode()}:{port}/"
 
 
 class DemoHandler(BaseHTTPRequestHandler):
@@ -128,7 +138,8 @@ class DemoHandler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         path = urlsplit(self.path).path
         if path in ("/", "/index.html"):
-            self._send(200, "text/html; charset=utf-8", self.server.page, self.server.page_headers)
+            page = render_page(self.server.model, served_label_names(self.server.run_dir, self.server.model))
+            self._send(200, "text/html; charset=utf-8", page.encode("utf-8"), self.server.page_headers)
         elif path == "/api":
             self._send(405, JSON_TYPE, error_body('POST a JSON string to /api, e.g. "이순신은 조선 중기의 무신이다."'),
                        {"Allow": "POST"})
@@ -169,7 +180,7 @@ class DemoHandler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
-def make_server(run_dir: Path = paths.RUN_DIR, model: str = "kor_ner", host: str = "127.0.0.1", port: int = 8090,
+def make_server(run_dir: Path = paths.RUN_DIR, model: str = paths.MODEL_NAME, host: str = "127.0.0.1", port: int = 8090,
                 max_body: int = MAX_BODY_BYTES) -> DemoServer:
     """Bind the app (port 0 picks a free port; ``.url`` says which); ``serve_forever()`` runs it."""
     return DemoServer((host, port), Path(run_dir), model, max_body)

@@ -7,6 +7,7 @@ worker sockets), so it never meets a TorchServe the developer started by hand.
 from __future__ import annotations
 
 import copy
+from typing import Any
 import shutil
 import tempfile
 import time
@@ -18,7 +19,7 @@ from serving import package_model, tsctl
 from serving.package_model import PackageSpec
 
 # Test archives: a long batch delay so concurrent requests surely form batches.
-TEST_MODEL_CONFIG = {
+TEST_MODEL_CONFIG: dict[str, Any] = {
     "minWorkers": 1, "maxWorkers": 2, "batchSize": 8, "maxBatchDelay": 50,
     "responseTimeout": 60, "startupTimeout": 120,
     "handler": {"max_seq_length": 32, "window_stride": 8, "max_text_chars": 20000, "max_request_tokens": 200_000,

@@ -28,8 +28,8 @@ BASE_IMAGE = "localhost/kor-ner-base:bookworm"
 # KOR_NER_TEST_IMAGE: a tag of one's own where several checkouts build on one machine
 TEST_IMAGE = os.environ.get("KOR_NER_TEST_IMAGE", "localhost/kor-ner/torchserve:0.12.0-ner1.0-test")
 RUN_OPTIONS = ["--runtime", "runc", "--ulimit", "nofile=8192:8192", "--ulimit", "nproc=8192:8192"]
-HOST_CA_IN_BUILD = "/opt/host-ca/ca-certificates.crt"
-KEY_IN_CONTAINER = "/tmp/kor-ner/inference.key"  # where the entrypoint writes the key it generates  # not over the path Debian's ca-certificates writes
+HOST_CA_IN_BUILD = "/opt/host-ca/ca-certificates.crt"  # not over the path Debian's ca-certificates writes
+KEY_IN_CONTAINER = "/tmp/kor-ner/inference.key"  # where the entrypoint writes the key it generates
 
 
 class Unavailable(Exception):
@@ -37,7 +37,7 @@ class Unavailable(Exception):
 
 
 def podman(*args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
-    done = subprocess.run(["podman", *args], capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(["podman", *args], check=False, capture_output=True, text=True, timeout=timeout)
     if check and done.returncode != 0:
         raise RuntimeError(f"podman {' '.join(args[:3])}: exit {done.returncode}: {done.stderr.strip()[-800:]}")
     return done
@@ -52,7 +52,7 @@ def ensure_base(workdir: Path) -> None:
             raise Unavailable("mmdebstrap not installed: cannot make the offline Debian base image")
         tarball = workdir / "bookworm-minbase.tar"
         done = subprocess.run(["mmdebstrap", "--variant=minbase", "bookworm", str(tarball)],
-                              capture_output=True, text=True, timeout=900)
+                              check=False, capture_output=True, text=True, timeout=900)
         if done.returncode != 0:
             raise Unavailable(f"mmdebstrap failed: {done.stderr.strip()[-300:]}")
         podman("import", str(tarball), BASE_IMAGE, timeout=300)
@@ -64,7 +64,7 @@ def ensure_base(workdir: Path) -> None:
 
 def host_pip_config() -> dict[str, str]:
     """``pip config list`` of this host, environment included: key -> value."""
-    out = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True).stdout
+    out = subprocess.run([sys.executable, "-m", "pip", "config", "list"], check=False, capture_output=True, text=True).stdout
     config = {}
     for line in out.splitlines():
         match = re.fullmatch(r"[^.]*\.([a-z-]+)='(.*)'", line.strip())
@@ -83,14 +83,15 @@ def build_mounts(workdir: Path) -> tuple[list[str], bool]:
         values = []
         for value in config[key].split():
             path = Path(urllib.parse.urlparse(value).path if value.startswith("file://") else value)
+            kept = value
             if key == "cert" and path.is_file():
                 volumes[str(path)] = HOST_CA_IN_BUILD
-                value = HOST_CA_IN_BUILD
+                kept = HOST_CA_IN_BUILD
             elif path.exists() and path.is_absolute():
                 # a file's directory; a local index's parent too: its pages link ../../files/<wheel>
                 shared = path.parent if path.is_file() or key.endswith("index-url") else path
                 volumes[str(shared)] = str(shared)
-            values.append(value)
+            values.append(kept)
         lines.append(f"{key} = {' '.join(values)}")
     pip_conf = workdir / "pip.conf"
     pip_conf.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -112,7 +113,7 @@ def build_image(workdir: Path, tag: str = TEST_IMAGE, build_args: dict[str, str]
         ["podman", "build", "--isolation", "chroot", "--format", "docker", "--layers",
          "-f", str(paths.ROOT / "container" / "Containerfile"), "-t", tag,
          *(a for k, v in args.items() for a in ("--build-arg", f"{k}={v}")), *mounts, str(paths.ROOT)],
-        capture_output=True, text=True, timeout=1800)
+        check=False, capture_output=True, text=True, timeout=1800)
     if done.returncode != 0:
         raise RuntimeError(f"image build failed:\n{(done.stdout + done.stderr)[-3000:]}")
     return time.monotonic() - started

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 import ner_core
+import ner_model
 
 from serving import paths, tsctl
 
@@ -134,7 +135,7 @@ CASES = [
 @pytest.fixture(scope="module")
 def tokenizer(tiny_model_dir):
     """The tokenizer the served tiny model uses, to know how many rows each answer must have."""
-    return ner_core.build_tokenizer(tiny_model_dir / "vocab.txt")
+    return ner_model.build_tokenizer(tiny_model_dir / "vocab.txt")
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +175,7 @@ def test_bad_input(server, tiny_model, worker_pid, tokenizer, case):
     if case.status == 200:
         answers = body if case.is_list else [body]
         assert isinstance(body, list) is case.is_list and len(answers) == len(case.texts)
-        for answer, text in zip(answers, case.texts):
+        for answer, text in zip(answers, case.texts, strict=True):
             check_answer(answer, text, tokenizer)
     else:
         assert case.error in body["error"] and body["status"] == case.status, body

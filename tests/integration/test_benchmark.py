@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 import ner_core
+import ner_model
 
 from bench import benchmark
 from scripts import benchmark as benchmark_cli
@@ -107,7 +108,7 @@ def test_archives_are_rebuilt_only_when_their_config_changes(report):
 
 
 def _plan() -> benchmark.Plan:
-    return benchmark.Plan([], [], [], [], [], [], 1, 0, os.cpu_count(), {})
+    return benchmark.Plan([], [], [], [], [], [], 1, 0, os.cpu_count() or 1, {})
 
 
 def test_accuracy_compares_each_precision_with_fp32(report, tmp_path):
@@ -121,7 +122,7 @@ def test_accuracy_compares_each_precision_with_fp32(report, tmp_path):
     assert [r["precision"] for r in rows] == ["ort-int8", "ort-fp32"]
     assert (staged / "model.onnx").is_file()  # exported on first use
     texts = [line.split("\u241e")[0] for line in TAGGED]
-    wordpieces = ner_core.encode_texts(ner_core.build_tokenizer(staged / "vocab.txt"), texts)
+    wordpieces = ner_core.encode_texts(ner_model.build_tokenizer(staged / "vocab.txt"), texts)
     for acc in rows:
         assert acc["sentences"] == 2 and acc["tokens"] == sum(len(ids) for ids, _, _ in wordpieces)
         assert 0 <= acc["entity_f1"] <= 1 and 0 <= acc["entity_f1_fp32"] <= 1

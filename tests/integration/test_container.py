@@ -85,7 +85,9 @@ def test_image_is_lean_and_runs_unprivileged(image):
     probe = containers.podman(
         "run", "--rm", *containers.RUN_OPTIONS, "--entrypoint", "sh", image, "-c",
         "id -u; for t in gcc cc c++ make ld; do command -v $t; done; "
-        "ls -A /root/.cache /home/model-server/.cache /var/lib/apt/lists /var/cache/apt/archives 2>/dev/null | grep -v -e '^/' -e '^$' -e '^partial$' -e '^lock$'; true").stdout
+        "ls -A /root/.cache /home/model-server/.cache /var/lib/apt/lists "
+         "/var/cache/apt/archives 2>/dev/null | grep -v -e '^/' -e '^$' -e '^partial$' -e "
+         "'^lock$'; true").stdout
     uid, *found = probe.split()
     assert int(uid) != 0 and found == [], found  # no compiler, no pip or apt cache left
 
@@ -237,7 +239,7 @@ def test_a_triton_client_gets_health_readiness_metadata_and_answers(container):
     an error), and a binary-tensor inference equal to the plain route's answers."""
     import numpy as np  # noqa: PLC0415
     import tritonclient.http as triton  # noqa: PLC0415
-    from ner_wire import v2_model_metadata  # noqa: PLC0415
+    from v2_status import v2_model_metadata  # noqa: PLC0415
     from tritonclient.utils import InferenceServerException  # noqa: PLC0415
 
     key = container.keys()["inference"]

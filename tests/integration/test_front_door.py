@@ -23,7 +23,7 @@ import threading
 import time
 from pathlib import Path
 
-import ner_wire
+import v2_status
 import pytest
 import requests
 
@@ -426,7 +426,7 @@ def test_v2_health_needs_no_key_and_model_readiness_and_metadata_need_it(door):
     metadata = requests.get(f"{base}/v2/models/{name}", headers=auth, timeout=10)
     assert metadata.status_code == 200 and metadata.headers["Content-Type"] == "application/json"
     versions = metadata.json()["versions"]
-    assert metadata.json() == ner_wire.v2_model_metadata(name, versions) and len(versions) == 1
+    assert metadata.json() == v2_status.v2_model_metadata(name, versions) and len(versions) == 1
     assert versions == [version]
     assert requests.get(f"{base}/v2/models/{name}/ready", headers=auth, timeout=10).json() == {"ready": True}
     ready = requests.get(f"{base}/v2/models/{name}/versions/{versions[0]}/ready", headers=auth, timeout=10)
@@ -471,7 +471,8 @@ def raw_status(port: int, payload: bytes, source: str = "127.0.0.1", timeout: fl
 
 @pytest.mark.parametrize("payload", [
     b"POST /predictions/x HTTP/1.1\r\nHost: a\r\n",  # headers never finished
-    f"POST /predictions/x HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {KEY}\r\nContent-Length: 100\r\n\r\nabc".encode(),
+    (f"POST /predictions/x HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {KEY}\r\n"
+     "Content-Length: 100\r\n\r\nabc").encode(),
 ], ids=["slow headers", "stalled body"])
 def test_a_slow_or_stalled_request_is_cut_at_the_door_and_never_reaches_torchserve(door, payload):
     logs = door["server"].run_dir / "logs" / "access_log.log"

@@ -232,7 +232,8 @@ def test_a_burst_of_streaming_calls_amid_rest_load_fails_nothing(pb, stubs, serv
         stop.set()
         for t in clients:
             t.join(timeout=120)
-    print(f"\nburst: {len(streamed)} StreamPredictions + {len(streamed2)} StreamPredictions2 {dict(Counter(streamed2))} amid "
+    print(f"\nburst: {len(streamed)} StreamPredictions + {len(streamed2)} "
+          f"StreamPredictions2 {dict(Counter(streamed2))} amid "
           f"{rest['ok'] + len(rest['failed'])} REST requests: {len(rest['failed'])} REST failures, "
           f"worker pids {sorted(pids)} -> {sorted(worker_pids(server))}")
     # UNAVAILABLE: the frontend's gRPC server may answer a call it closed early while the client

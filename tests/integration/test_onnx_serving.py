@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 import ner_core
+import ner_model
 from ner_settings import HandlerSettings
 
 from serving import tsctl
@@ -33,7 +34,7 @@ def test_onnx_int8_archive_serves_the_in_process_answers(server, onnx_model, onn
     name, mar = onnx_model
     assert "model.safetensors" not in zipfile.ZipFile(mar).namelist()
     zipfile.ZipFile(mar).extractall(tmp_path)
-    ner = ner_core.load_model(tmp_path, HandlerSettings.from_mapping(onnx_handler))
+    ner = ner_model.load_model(tmp_path, HandlerSettings.from_mapping(onnx_handler))
     expected = [[ner.labels[i] for i in p.label_ids] for p in ner_core.predict(ner, SENTENCES)]
     with ThreadPoolExecutor(8) as pool:  # concurrent, so the worker batches them
         answers = list(pool.map(lambda s: tsctl.predict(server, name, s), SENTENCES))

@@ -229,7 +229,7 @@ def test_v2_requests_batched_together_keep_their_answers(server, tiny_model, bat
     url = f"/v2/models/{tiny_model}/infer"
     with ThreadPoolExecutor(len(requests_)) as pool:
         answers = list(pool.map(lambda r: server.call("POST", "inference", url, json=v2_request(*r)), requests_))
-    for (texts, request_id), resp in zip(requests_, answers):
+    for (texts, request_id), resp in zip(requests_, answers, strict=True):
         assert resp.status_code == 200, resp.text
         body = resp.json()
         assert body["id"] == request_id and body["outputs"][0]["shape"] == [len(texts)]
@@ -260,3 +260,11 @@ def test_v2_request_with_two_inputs_is_refused(server, tiny_model):
     resp = tsctl.predict(server, tiny_model, {"inputs": two})
     assert resp.status_code == 400
     assert 'v2 "inputs" must be a list of one input, received a JSON list of 2 items' in resp.json()["error"]
+
+
+def test_start_on_a_fresh_clone_creates_the_model_store(tmp_path):
+    """``tsctl.py --run-dir var/x start --ports free`` as the README shows it, before anything was
+    packaged: the model store does not exist yet, and TorchServe starts with it empty."""
+    store = tmp_path / "clone" / "model_store"
+    with tsctl.running(tmp_path / "run", store) as server:
+        assert store.is_dir() and tsctl.list_models(server) == []

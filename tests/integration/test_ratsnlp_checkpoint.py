@@ -44,7 +44,8 @@ def test_served_rows_equal_the_tutorials_answers(server, ratsnlp_model):
         answer = resp.json()
         rows = [{key: row[key] for key in TUTORIAL_FIELDS} for row in answer["result"]]
         if answer["sentence"] != expected["sentence"] or rows != expected["result"]:
-            first = next((i for i, (a, b) in enumerate(zip(rows, expected["result"])) if a != b), min(len(rows), len(expected["result"])))
-            differ.append(f"line {line}: row {first}: served {rows[first:first + 1]}, golden {expected['result'][first:first + 1]} "
+            first = next((i for i, (a, b) in enumerate(zip(rows, expected["result"], strict=False)) if a != b), min(len(rows), len(expected["result"])))
+            differ.append(f"line {line}: row {first}: served {rows[first:first + 1]}, golden "
+                          f"{expected['result'][first:first + 1]} "
                           f"({len(rows)} vs {len(expected['result'])} rows)")
     assert not differ, f"{len(differ)} of {len(golden)} golden lines differ:\n" + "\n".join(differ[:10])

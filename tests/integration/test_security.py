@@ -166,9 +166,9 @@ def test_request_text_is_never_written_to_any_log(server, tiny_model):
     for body, content_type, status in bodies:
         resp = server.call("POST", "inference", f"/predictions/{tiny_model}", data=body, headers={"Content-Type": content_type})
         assert resp.status_code == status, resp.text[:200]
-    expected = [n + k for n, k in zip(before, (len(bodies), 5, 1, 1))]
+    expected = [n + k for n, k in zip(before, (len(bodies), 5, 1, 1), strict=True)]
     deadline = time.monotonic() + 30  # logs are written asynchronously: wait until every request is in
-    while any(n < want for n, want in zip((log_text(logs).count(e) for e in evidence), expected)):
+    while any(n < want for n, want in zip((log_text(logs).count(e) for e in evidence), expected, strict=True)):
         assert time.monotonic() < deadline, ([log_text(logs).count(e) for e in evidence], expected)
         time.sleep(0.2)
     assert marker.encode() not in log_text(logs)

@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
+from ner_answer import ANSWER_FIELDS, ROW_FIELDS
 from serving import tsctl
 
 SENTENCES = [f"{i}번째 문장: 이순신은 조선 중기의 무신이다. 서울에서 {i}월에 만났다." for i in range(32)]
@@ -19,7 +20,8 @@ def test_raw_text_body_answers_utf8_json(server, tiny_model):
     assert "이순신" in resp.content.decode("utf-8")  # not \\uXXXX-escaped
     body = resp.json()
     assert body["sentence"] == "이순신은 조선 중기의 무신이다."
-    assert body["result"] and all(set(r) == {"token", "predicted_tag", "top_prob", "tag"} for r in body["result"])
+    assert tuple(body) == ANSWER_FIELDS
+    assert body["result"] and all(tuple(r) == ROW_FIELDS for r in body["result"])
     for ent in body["entities"]:
         assert body["sentence"][ent["start"]:ent["end"]] == ent["text"]
 
@@ -61,7 +63,7 @@ def test_bad_request_inside_a_batch_fails_alone(server, tiny_model):
     payloads = ["좋은 문장 하나", {"sentence": ""}, "좋은 문장 둘", [1, 2], "좋은 문장 셋"] * 4
     with ThreadPoolExecutor(len(payloads)) as pool:
         answers = list(pool.map(lambda p: tsctl.predict(server, tiny_model, p), payloads))
-    for payload, answer in zip(payloads, answers):
+    for payload, answer in zip(payloads, answers, strict=True):
         if isinstance(payload, str):
             assert answer.status_code == 200 and answer.json()["sentence"] == payload
         else:

@@ -108,7 +108,7 @@ def test_malformed_binary_requests_get_a_json_400_and_harm_no_batch_mate(server,
     before = batches_and_texts(server, tiny_model)
     with ThreadPoolExecutor(len(jobs)) as pool:
         answers = list(pool.map(lambda job: server.call("POST", "inference", url, data=job[2], headers=job[3]), jobs))
-    for (kind, name, _, _), resp in zip(jobs, answers):
+    for (kind, name, _, _), resp in zip(jobs, answers, strict=True):
         if kind == "bad":
             assert resp.status_code == 400, (name, resp.status_code, resp.text)
             assert resp.headers["Content-Type"] == "application/json; charset=utf-8"

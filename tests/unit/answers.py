@@ -7,7 +7,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from ner_core import TokenPredictions, find_entities
 from ner_labels import SEED_LABEL_NAMES
-from ner_wire import text_answer
+from ner_answer import text_answer
 
 
 def answer_for(pred: TokenPredictions, labels: Sequence[str], names: Mapping[str, str] = SEED_LABEL_NAMES,

@@ -13,6 +13,7 @@ import torch
 import yaml
 
 import ner_core
+import ner_model
 from ner_core import TokenPredictions, constrained_label_ids
 from tests.unit.answers import answer_for
 from ner_settings import HandlerSettings
@@ -91,10 +92,10 @@ def test_the_result_rows_stay_the_argmax_token_for_token():
 
 def brute_force(probs: np.ndarray) -> tuple[float, list[int]]:
     """The best BIO-consistent sequence by trying every sequence."""
-    best = (-math.inf, [])
+    best: tuple[float, list[int]] = (-math.inf, [])
     for seq in itertools.product(range(len(LABELS)), repeat=len(probs)):
         t = tags(list(seq))
-        if t[0].startswith("I-") or any(b.startswith("I-") and a[2:] != b[2:] for a, b in zip(t, t[1:])):
+        if t[0].startswith("I-") or any(b.startswith("I-") and a[2:] != b[2:] for a, b in itertools.pairwise(t)):
             continue
         best = max(best, (sum(math.log(probs[i, s]) for i, s in enumerate(seq)), list(seq)))
     return best
@@ -137,7 +138,7 @@ def test_setting_is_checked_and_the_shipped_config_decodes_constrained():
 
 @pytest.fixture(scope="module")
 def tiny(tiny_model_dir):
-    return ner_core.load_model(tiny_model_dir, HandlerSettings(max_seq_length=16, window_stride=4))
+    return ner_model.load_model(tiny_model_dir, HandlerSettings(max_seq_length=16, window_stride=4))
 
 
 def test_predictions_carry_the_distribution_their_argmax_comes_from(tiny):

@@ -12,6 +12,7 @@ import pytest
 from transformers import BertConfig
 
 import ner_core
+import ner_model
 from ner_core import TokenPredictions
 from ner_settings import HandlerSettings
 from serving import corpus, paths
@@ -56,33 +57,36 @@ def test_the_setting_refuses_what_is_not_a_threshold(value):
 
 
 def config(params) -> BertConfig:
-    return BertConfig(task_specific_params=params) if params is not None else BertConfig()
+    made = BertConfig()
+    if params is not None:
+        made.task_specific_params = params
+    return made
 
 
 @pytest.mark.parametrize("params, expected", [
     (None, 0.0), ({}, 0.0), ({"summarization": {"num_beams": 4}}, 0.0),
-    ({ner_core.TASK: {}}, 0.0), ({ner_core.TASK: {"min_entity_score": 0.75}}, 0.75),
+    ({ner_model.TASK: {}}, 0.0), ({ner_model.TASK: {"min_entity_score": 0.75}}, 0.75),
 ])
 def test_a_model_names_its_own_threshold_in_its_config(params, expected):
-    assert ner_core.model_threshold(config(params)) == expected
+    assert ner_model.model_threshold(config(params)) == expected
 
 
 @pytest.mark.parametrize("value", [1.0, -0.5, "0.7", True, None])
 def test_a_models_threshold_out_of_range_stops_the_load(value):
-    with pytest.raises(ner_core.ModelLoadError, match="min_entity_score"):
-        ner_core.model_threshold(config({ner_core.TASK: {"min_entity_score": value}}))
+    with pytest.raises(ner_model.ModelLoadError, match="min_entity_score"):
+        ner_model.model_threshold(config({ner_model.TASK: {"min_entity_score": value}}))
 
 
 def test_the_setting_overrides_the_models_own(tiny_model_dir, tmp_path):
     model_dir = tmp_path / "model"
     shutil.copytree(tiny_model_dir, model_dir)
-    assert ner_core.load_model(model_dir, HandlerSettings()).min_entity_score == 0.0  # names none
+    assert ner_model.load_model(model_dir, HandlerSettings()).min_entity_score == 0.0  # names none
     raw = json.loads((model_dir / "config.json").read_text())
-    raw["task_specific_params"] = {ner_core.TASK: {"min_entity_score": 0.6}}
+    raw["task_specific_params"] = {ner_model.TASK: {"min_entity_score": 0.6}}
     (model_dir / "config.json").write_text(json.dumps(raw))
-    assert ner_core.load_model(model_dir, HandlerSettings()).min_entity_score == 0.6
-    assert ner_core.load_model(model_dir, HandlerSettings(min_entity_score=0.0)).min_entity_score == 0.0
-    assert ner_core.load_model(model_dir, HandlerSettings(min_entity_score=0.9)).min_entity_score == 0.9
+    assert ner_model.load_model(model_dir, HandlerSettings()).min_entity_score == 0.6
+    assert ner_model.load_model(model_dir, HandlerSettings(min_entity_score=0.0)).min_entity_score == 0.0
+    assert ner_model.load_model(model_dir, HandlerSettings(min_entity_score=0.9)).min_entity_score == 0.9
 
 
 def test_the_demo_model_names_the_threshold_chosen_on_half_the_validation_split():
@@ -93,7 +97,7 @@ def test_the_demo_model_names_the_threshold_chosen_on_half_the_validation_split(
         pytest.skip(f"no demo model in {paths.DEMO_MODEL_DIR}")
     if not (paths.SHARED_DATA / "val.txt").is_file():
         pytest.skip(f"KMOU corpus not found at {paths.SHARED_DATA}")
-    ner = ner_core.load_model(paths.DEMO_MODEL_DIR, HandlerSettings(runtime="torch", torch_threads=0))
+    ner = ner_model.load_model(paths.DEMO_MODEL_DIR, HandlerSettings(runtime="torch", torch_threads=0))
     examples = corpus.read_corpus(paths.SHARED_DATA / "val.txt")[0]
     preds = ner_core.predict(ner, [ex.text for ex in examples])
     scan = eval_decoding.threshold_scan([set(ex.spans) for ex in examples], preds, ner)

@@ -17,7 +17,6 @@ import subprocess
 import threading
 import time
 
-import ner_wire
 import pytest
 import requests
 
@@ -342,7 +341,7 @@ def test_the_helper_answers_get_and_head_from_the_management_api_and_the_marker(
     """v2_status.serve against a stand-in management API answering as TorchServe's does."""
     answers = {"/models?limit=1000": {"models": [{"modelName": "kor_ner", "modelUrl": "kor_ner.mar"}]},
                "/models/kor_ner/all": [{"modelVersion": "1.0", "workers": []}, {"modelVersion": "2.0", "workers": []}],
-               "/models/kor_ner": [{"modelVersion": "1.0", "workers": [{"status": "READY"}, {"status": "UNLOADING"}]}]}
+               "/models/kor_ner": [{"modelVersion": "1.0", "workers": [{"pid": 7, "status": "READY"}, {"pid": 8, "status": "UNLOADING"}]}]}
 
     class Management(http.server.BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802
@@ -364,7 +363,7 @@ def test_the_helper_answers_get_and_head_from_the_management_api_and_the_marker(
     try:
         assert v2_status.model_states(f"http://127.0.0.1:{mgmt.server_port}") == MODELS
         metadata = requests.get(f"{base}/v2/models/kor_ner", timeout=5).json()
-        assert metadata == ner_wire.v2_model_metadata("kor_ner", ["1.0", "2.0"])
+        assert metadata == v2_status.v2_model_metadata("kor_ner", ["1.0", "2.0"])
         assert requests.get(f"{base}/v2/models/kor_ner/versions/2.0/ready", timeout=5).json() == {"ready": True}
         assert requests.get(f"{base}/v2/models/kor_ner/versions/3.0", timeout=5).status_code == 404
         assert requests.get(f"{base}/v2/models/other/ready", timeout=5).status_code == 404

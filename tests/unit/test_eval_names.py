@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 import yaml
 
-import ner_core
+import ner_model
 import ner_particles
 from ner_settings import HandlerSettings
 
@@ -61,7 +61,7 @@ def test_committed_demo_model_keeps_names_whole():
     if not paths.demo_model_available():
         pytest.skip(f"no demo model in {paths.DEMO_MODEL_DIR}; make it with scripts/train_demo.py --export")
     settings = HandlerSettings.from_mapping(yaml.safe_load(paths.MODEL_CONFIG.read_text(encoding="utf-8"))["handler"])
-    ner = ner_core.load_model(paths.DEMO_MODEL_DIR, HandlerSettings(torch_threads=0))
+    ner = ner_model.load_model(paths.DEMO_MODEL_DIR, HandlerSettings(torch_threads=0))
     probe = eval_names.sentences()
     counts: dict[str, Counter] = {way: eval_names.tally(probe, found)["all"]
                                   for way, found in eval_names.read_each_way(ner, probe, settings).items()}

@@ -10,6 +10,8 @@ with its own sentence.
 
 from __future__ import annotations
 
+from typing import Any
+
 import json
 import string
 
@@ -20,7 +22,7 @@ from ner_wire import InputError, decode_bytes_tensor, encode_bytes_tensor, parse
 from tests.unit.test_handler import GOOD, make_handler, run_batch
 from tests.unit.test_v2_binary import run_raw
 
-LIMITS = dict(max_chars=100, max_texts=4)
+LIMITS: dict[str, Any] = dict(max_chars=100, max_texts=4)
 CONTENT_TYPES = ["text/plain", "text/plain; charset=utf-8", "application/json", "application/json; charset=utf-8",
                  "", "application/octet-stream", "TEXT/PLAIN", "application/jsonx", "text/html",
                  "multipart/form-data", "application/x-www-form-urlencoded"]
@@ -112,7 +114,7 @@ def test_parse_body_on_decoded_json_values(value, content_type):
         assert 400 <= err.status < 500
 
 
-_HANDLER = {}
+_HANDLER: dict[str, Any] = {}
 
 
 def handler(tiny_model_dir):
@@ -133,7 +135,7 @@ def test_the_handler_answers_every_request_and_the_good_one_correctly(tiny_model
     assert types == ["application/json; charset=utf-8"] * len(batch)
     assert statuses[good_at] == 200 and answers[good_at]["sentence"] == GOOD
     h, _ = handler(tiny_model_dir)
-    for (value, ct, _), answer, status in zip(batch, answers, statuses):
+    for (value, ct, _), answer, status in zip(batch, answers, statuses, strict=True):
         assert status in (200, 400, 413), (status, answer)
         if status != 200:
             assert answer["status"] == status and answer["error"]
@@ -238,7 +240,7 @@ def test_binary_requests_in_a_batch_harm_no_batch_mate(tiny_model_dir, requests,
     good_at = min(good_at, len(batch))
     batch.insert(good_at, (GOOD, "text/plain", {}))
     answers, statuses, content_types, answer_headers = run_raw((h, context), batch)
-    for i, ((value, ct, headers), raw) in enumerate(zip(batch, answers)):
+    for i, ((value, ct, headers), raw) in enumerate(zip(batch, answers, strict=True)):
         status = statuses[i]
         answer = read_answer(raw, content_types[i], answer_headers[i])
         assert status in (200, 400, 413), (status, answer)

@@ -18,7 +18,9 @@ from ts.context import Context, RequestProcessor
 from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
 
 import ner_core
+import ner_model
 import ts
+from ner_answer import ANSWER_FIELDS
 from ner_handler import KoreanNerHandler, request_body
 from ner_wire import InputError
 
@@ -231,7 +233,7 @@ def test_the_token_budget_counts_every_text_of_a_list(handler):
     h, _ = handler
     texts = [LETTERS[:39]] * 4  # 20 wordpieces each
     cost = sum(e.cost for e in ner_core.encode(h.ner, texts))
-    answers, statuses, _ = run_batch(handler, [(texts[:1], "application/json"), (texts, "application/json")])
+    _answers, statuses, _ = run_batch(handler, [(texts[:1], "application/json"), (texts, "application/json")])
     assert statuses == ([200, 413] if cost > 48 else [200, 200])
     assert cost > 48  # the list is over the budget although each text alone is not
 
@@ -246,7 +248,7 @@ def test_an_answer_over_max_response_bytes_is_refused_and_the_batch_mates_answer
 def test_result_false_leaves_out_the_token_rows_and_keeps_the_entities(handler):
     answers, statuses, _ = run_batch(handler, [(GOOD, "text/plain"), (GOOD, "text/plain", {"X-NER-Result": "false"})])
     full, lean = answers
-    assert statuses == [200, 200] and "result" in full and set(lean) == {"sentence", "entities"}
+    assert statuses == [200, 200] and "result" in full and set(lean) == set(ANSWER_FIELDS) - {"result"}
     assert lean["entities"] == full["entities"]
 
 
@@ -263,15 +265,15 @@ def test_a_bad_option_is_a_400_for_that_request_alone(handler):
     [(None, False, "cpu"), (None, True, "cpu"), (0, False, "cpu"), (0, True, "cuda:0"), (3, True, "cuda:3"), ("1", True, "cuda:1")],
 )
 def test_the_worker_runs_on_the_gpu_its_context_names(gpu_id, cuda, expected):
-    assert ner_core.choose_device(gpu_id, cuda) == torch.device(expected)
+    assert ner_model.choose_device(gpu_id, cuda) == torch.device(expected)
 
 
 def test_initialize_takes_the_device_from_the_context(tiny_model_dir, monkeypatch):
     """A fake GPU host: TorchServe gave this worker gpu_id 1, so the model must go to cuda:1."""
     seen = []
-    real = ner_core.load_model
+    real = ner_model.load_model
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(ner_core, "load_model", lambda d, s, device: seen.append(device) or real(d, s))
+    monkeypatch.setattr(ner_model, "load_model", lambda d, s, device: seen.append(device) or real(d, s))
     context = Context("tiny", str(tiny_model_dir), {}, 8, 1, "0.12.0",
                       metrics=MetricsCacheYamlImpl(str(METRICS_YAML)), model_yaml_config={"handler": HANDLER})
     KoreanNerHandler().initialize(context)
@@ -288,7 +290,7 @@ def test_only_grpc_answers_say_the_stream_ends_here(handler, headers, grpc):
     TorchServe's frontend throws and the worker dies); on HTTP it would make the answer chunked
     and show the header to the client, so HTTP answers never carry it."""
     _, context = handler
-    answers, statuses, _ = run_batch(handler, [(GOOD.encode(), "", headers), (b"", "", headers)])
+    _answers, statuses, _ = run_batch(handler, [(GOOD.encode(), "", headers), (b"", "", headers)])
     assert statuses == [200, 400]
     for idx in range(2):
         assert context.get_response_headers(idx).get("ts_stream_next") == ("false" if grpc else None)

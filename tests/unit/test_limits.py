@@ -13,16 +13,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
 import yaml
 
 import ner_core
+import ner_model
 from ner_core import TokenPredictions
 from ner_settings import HandlerSettings
-import ner_wire
-from ner_wire import ParsedRequest, dumps, shape_answer
+from ner_answer import ANSWER_FIELDS, ENTITY_FIELDS, ROW_FIELDS, display_tag, shape_answer
+from ner_wire import ParsedRequest, dumps
 from serving import paths
 from tests.unit.answers import answer_for
 
@@ -70,6 +72,20 @@ def json_len(value) -> int:
     return len(dumps(value))
 
 
+# Every field of an answer with its smallest value: the bound adds each variable field's longest
+# value (above: texts, wordpieces, tag and type names). A field added to the answer (ner_answer's
+# field lists) fails test_the_bound_counts_every_answer_field until it is counted here.
+TEXT_TEMPLATE = {"sentence": "", "result": [], "entities": []}
+ROW_TEMPLATE = {"token": "", "predicted_tag": "", "top_prob": "0.0000", "tag": ""}
+ENTITY_TEMPLATE = {"text": "", "label": "", "label_name": "", "start": 0, "end": 0, "score": 0.0001}
+
+
+def test_the_bound_counts_every_answer_field():
+    assert tuple(TEXT_TEMPLATE) == ANSWER_FIELDS
+    assert tuple(ROW_TEMPLATE) == ROW_FIELDS
+    assert tuple(ENTITY_TEMPLATE) == ENTITY_FIELDS
+
+
 def worst_answer_bytes(settings: HandlerSettings, labels: list[str], vocab: list[str], max_request_size: int) -> int:
     """An upper bound on the bytes of any answer the handler can give under ``settings``.
 
@@ -79,14 +95,16 @@ def worst_answer_bytes(settings: HandlerSettings, labels: list[str], vocab: list
     one "result" row and at most one entity; a KServe v2 answer wraps each answer in a JSON
     string (at most doubling it) and echoes the request's id (at most the request's size).
     """
-    names = [ner_wire.display_tag(label, settings.label_names) for label in labels]
-    longest = lambda values: max(json_len(v) for v in values)  # noqa: E731
-    row = json_len({"token": "", "predicted_tag": "", "top_prob": "0.0000", "tag": ""}) + 2
-    row += longest(vocab) + longest(names) + longest(labels)
+    names = [display_tag(label, settings.label_names) for label in labels]
+
+    def longest(values: Iterable[str]) -> int:
+        return max(json_len(v) for v in values)
+
+    row = json_len(ROW_TEMPLATE) + 2 + longest(vocab) + longest(names) + longest(labels)
     digits = len(str(settings.max_text_chars))
-    entity = json_len({"text": "", "label": "", "label_name": "", "start": 10**digits, "end": 10**digits,
-                       "score": 0.0001}) + 2 + longest(labels) + longest(settings.label_names.values())
-    per_text = json_len({"sentence": "", "result": [], "entities": []}) + 2
+    entity = (json_len({**ENTITY_TEMPLATE, "start": 10**digits, "end": 10**digits}) + 2 + longest(labels)
+              + longest(settings.label_names.values()))
+    per_text = json_len(TEXT_TEMPLATE) + 2
     texts = settings.max_texts_per_request
     plain = (texts * (per_text + 2 * ANSWER_BYTES_PER_CHAR * settings.max_text_chars)
              + settings.max_request_tokens * (row + entity))
@@ -104,7 +122,7 @@ def test_the_frontend_admits_every_request_the_handler_allows(server, settings):
 
 @pytest.mark.parametrize("vocab", vocabularies(), ids=lambda p: p.parent.name)
 def test_the_largest_legal_answer_fits_with_margin(server, settings, vocab):
-    words = ner_core.read_vocab(vocab)
+    words = ner_model.read_vocab(vocab)
     worst = worst_answer_bytes(settings, LABELS, words, int(server["max_request_size"]))
     assert worst <= settings.max_response_bytes, (worst, settings.max_response_bytes)
     assert 2 * settings.max_response_bytes <= int(server["max_response_size"])
@@ -130,7 +148,7 @@ def test_the_bound_holds_for_an_adversarial_answer(settings):
 def test_a_text_of_ordinary_korean_at_the_length_limit_fits_the_token_budget(settings):
     text = (ORDINARY_KOREAN * (settings.max_text_chars // len(ORDINARY_KOREAN) + 1))[: settings.max_text_chars]
     for vocab in vocabularies():
-        cost = ner_core.encode_windows(ner_core.build_tokenizer(vocab), settings, [text])[0].cost
+        cost = ner_core.encode_windows(ner_model.build_tokenizer(vocab), settings, [text])[0].cost
         assert settings.max_request_tokens * 0.75 <= cost <= settings.max_request_tokens, (vocab, cost)
 
 

@@ -41,26 +41,36 @@ IMAGE = re.compile(r"(?:[^/]+/)?kor-ner/torchserve:(?P<torchserve>\d+\.\d+\.\d+)
 IMAGE_UID = 10001  # the image's numeric user and group (container/Containerfile's USER), 10000 or more
 
 
+def found(pattern: str, text: str) -> str:
+    """The first group of ``pattern``'s first match in ``text`` (lines as ^...$); failing the test without one."""
+    match = re.search(pattern, text, re.M)
+    assert match, f"no line matches {pattern}"
+    return match.group(1)
+
+
 def containerfile() -> dict:
     """What the manifests must agree with: EXPOSE, USER, the model version, the entrypoint's defaults."""
     text = CONTAINERFILE.read_text(encoding="utf-8")
     entry = "\n".join(path.read_text(encoding="utf-8") for path in ENTRYPOINT)
     defaults = dict(re.findall(r'os\.environ\.get\("(KOR_NER_\w+)", "([^"]+)"\)', entry))
     return {
-        "expose": {int(p) for p in re.search(r"^EXPOSE (.*)$", text, re.M).group(1).split()},
-        "user": re.search(r"^USER (\S+)$", text, re.M).group(1),
-        "model_version": re.search(r"^ARG MODEL_VERSION=(\S+)$", text, re.M).group(1),
+        "expose": {int(p) for p in found(r"^EXPOSE (.*)$", text).split()},
+        "user": found(r"^USER (\S+)$", text),
+        "model_version": found(r"^ARG MODEL_VERSION=(\S+)$", text),
         "entrypoint_defaults": defaults,
         "tag_scheme": "kor-ner/torchserve:0.12.0-ner<MODEL_VERSION>" in text,
     }
 
 
 def torchserve_version() -> str:
-    return re.search(r"^torchserve==([^\s\\]+)", (paths.ROOT / "requirements-serve.txt").read_text(encoding="utf-8"), re.M).group(1)
+    # the image's lock: a line is "torchserve==0.12.0 \" followed by its hashes
+    return found(r"^torchserve==([^\s\\]+)", (paths.ROOT / "requirements-serve.txt").read_text(encoding="utf-8"))
 
 
 def megabytes(quantity: str) -> float:
-    number, unit = re.fullmatch(r"(\d+(?:\.\d+)?)(Mi|Gi|M|G)", quantity).groups()
+    parsed = re.fullmatch(r"(\d+(?:\.\d+)?)(Mi|Gi|M|G)", quantity)
+    assert parsed, quantity
+    number, unit = parsed.groups()
     return float(number) * {"Mi": 1.048576, "Gi": 1073.741824, "M": 1, "G": 1000}[unit]
 
 
@@ -85,7 +95,7 @@ def check_resources(resources: dict, workers: int, extra_mb: int = 0) -> None:
 
 
 def test_plain_manifests_pass_the_kubernetes_schemas():
-    for kind, doc in documents("deployment.yaml").items():
+    for doc in documents("deployment.yaml").values():
         kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)  # raises ValidationError naming the field
 
 

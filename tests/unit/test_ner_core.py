@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import dataclasses
 
 import shutil
@@ -11,6 +12,7 @@ import pytest
 import torch
 
 import ner_core
+import ner_model
 from ner_core import TokenPredictions, group_entities, keep_ranges, plan_windows
 from tests.unit.answers import answer_for
 from ner_settings import HandlerSettings
@@ -23,11 +25,11 @@ def test_windows_cover_every_token_once(n, size, stride):
     windows = plan_windows(n, size, stride)
     assert all(end - start <= size for start, end in windows)
     assert windows[0][0] == 0 and windows[-1][1] == n
-    for (s1, e1), (s2, _) in zip(windows, windows[1:]):
+    for (_, e1), (s2, _) in itertools.pairwise(windows):
         assert e1 - s2 >= stride  # neighbours share at least `stride` tokens
     kept = [i for a, b in keep_ranges(windows) for i in range(a, b)]
     assert kept == list(range(n))
-    for (start, end), (a, b) in zip(windows, keep_ranges(windows)):
+    for (start, end), (a, b) in zip(windows, keep_ranges(windows), strict=True):
         assert start <= a <= b <= end
 
 
@@ -68,14 +70,14 @@ def test_nfd_text_gets_offsets_into_the_original():
 
 @pytest.fixture(scope="module")
 def tiny(tiny_model_dir):
-    return ner_core.load_model(tiny_model_dir, HandlerSettings(max_seq_length=16, window_stride=4))
+    return ner_model.load_model(tiny_model_dir, HandlerSettings(max_seq_length=16, window_stride=4))
 
 
 def test_batched_answers_equal_single_answers(tiny):
     """Padding to the longest must not change any text's predictions (attention mask works)."""
     texts = ["가", "이순신은 조선 중기의 무신이다.", "서울에서 만났다 " * 3]
     together = ner_core.predict(tiny, texts)
-    for text, batched in zip(texts, together):
+    for text, batched in zip(texts, together, strict=True):
         alone = ner_core.predict(tiny, [text])[0]
         assert batched.label_ids == alone.label_ids
         assert batched.probs == pytest.approx(alone.probs, abs=1e-5)
@@ -84,7 +86,7 @@ def test_batched_answers_equal_single_answers(tiny):
 def test_long_text_gets_a_prediction_for_every_token(tiny):
     text = "이순신은 조선 중기의 무신이다. " * 40
     pred = ner_core.predict(tiny, [text])[0]
-    ids, tokens, offsets = ner_core.encode_texts(tiny.tokenizer, [text])[0]
+    ids, tokens, _offsets = ner_core.encode_texts(tiny.tokenizer, [text])[0]
     assert len(ids) > 3 * 14  # several windows of 14 wordpieces
     assert pred.tokens == tokens and len(pred.label_ids) == len(pred.probs) == len(tokens)
     answer = answer_for(pred, tiny.labels)
@@ -109,27 +111,27 @@ def test_label_map_mismatch_refuses_to_load(tiny_model_dir, tmp_path):
     model_dir = _copy(tiny_model_dir, tmp_path / "m")
     labels = (model_dir / "label_map.txt").read_text().splitlines()
     (model_dir / "label_map.txt").write_text("\n".join(labels[:-1]) + "\n")
-    with pytest.raises(ner_core.ModelLoadError, match=r"label_map.txt has 24 labels but config.json num_labels is 25"):
-        ner_core.load_model(model_dir, HandlerSettings())
+    with pytest.raises(ner_model.ModelLoadError, match=r"label_map.txt has 24 labels but config.json num_labels is 25"):
+        ner_model.load_model(model_dir, HandlerSettings())
 
 
 def test_vocab_mismatch_refuses_to_load(tiny_model_dir, tmp_path):
     model_dir = _copy(tiny_model_dir, tmp_path / "m")
     with open(model_dir / "vocab.txt", "a", encoding="utf-8") as f:
         f.write("새토큰\n")
-    with pytest.raises(ner_core.ModelLoadError, match=r"vocab.txt has 3001 tokens but the word embeddings have 3000 rows"):
-        ner_core.load_model(model_dir, HandlerSettings())
+    with pytest.raises(ner_model.ModelLoadError, match=r"vocab.txt has 3001 tokens but the word embeddings have 3000 rows"):
+        ner_model.load_model(model_dir, HandlerSettings())
 
 
 def test_corrupt_weights_refuse_to_load(tiny_model_dir, tmp_path):
     model_dir = _copy(tiny_model_dir, tmp_path / "m")
     (model_dir / "model.safetensors").write_bytes(b"\x00" * 64)
-    with pytest.raises(ner_core.ModelLoadError, match="cannot read"):
-        ner_core.load_model(model_dir, HandlerSettings())
+    with pytest.raises(ner_model.ModelLoadError, match="cannot read"):
+        ner_model.load_model(model_dir, HandlerSettings())
 
 
 def test_tokenizer_has_the_whole_vocab(tiny_model_dir):
-    tokenizer = ner_core.build_tokenizer(tiny_model_dir / "vocab.txt")
+    tokenizer = ner_model.build_tokenizer(tiny_model_dir / "vocab.txt")
     assert tokenizer.get_vocab_size() == 3000
     assert tokenizer.token_to_id("[CLS]") == 2 and tokenizer.token_to_id("[PAD]") == 0
 

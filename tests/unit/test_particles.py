@@ -3,10 +3,13 @@ the setting, and the oracle F1 on the validation split."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import yaml
 
 import ner_core
+import ner_model
 import ner_particles
 from ner_particles import trim_end
 from ner_settings import HandlerSettings
@@ -226,7 +229,7 @@ def test_oracle_f1_on_validation_rises_with_trimming(kmou_split):
         pytest.skip(f"demo model vocab not found at {vocab} (train it with scripts/train_demo.py --export)")
     examples, _ = corpus.read_corpus(path)
     labels = corpus.build_label_map(examples)
-    oracle = eval_particles.oracle_predictions(examples, ner_core.build_tokenizer(vocab), labels)
+    oracle = eval_particles.oracle_predictions(examples, ner_model.build_tokenizer(vocab), labels)
     before = eval_particles.entity_f1(examples, oracle, labels, None)["f1"]
     list_alone = eval_particles.make_trims(["list"])["list"]
     after = eval_particles.entity_f1(examples, oracle, labels, list_alone)["f1"]
@@ -239,7 +242,7 @@ def test_oracle_f1_on_validation_rises_with_trimming(kmou_split):
 def test_name_completion_serves_klue_persons_too():
     """KLUE-NER's person type is PS: the same completion, and nothing for its other types."""
     text = "송하은 씨가 왔다"
-    context = dict(next_piece=(2, 3), next_outside=True, piece_after=(4, 5))
+    context: dict[str, Any] = dict(next_piece=(2, 3), next_outside=True, piece_after=(4, 5))
     assert trim_end(text, 0, 2, 1, kind="PS", **context) == 3
     assert trim_end(text, 0, 2, 1, kind="OG", **context) == 2
     assert trim_end(text, 0, 2, 1, kind="PS", **{**context, "next_outside": False}) == 2

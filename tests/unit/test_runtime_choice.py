@@ -8,6 +8,7 @@ import dataclasses
 import shutil
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -15,7 +16,7 @@ import yaml
 from ts.context import Context
 from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
 
-import ner_core
+import ner_model
 import ner_cpu
 import ner_onnx
 import ts
@@ -26,7 +27,7 @@ from serving import agreement, corpus, package_model
 from serving.package_model import PackageSpec, PackagingError
 
 METRICS_YAML = Path(ts.__file__).parent / "configs" / "metrics.yaml"
-SMALL = {"max_seq_length": 32, "window_stride": 8, "torch_threads": 1}
+SMALL: dict[str, Any] = {"max_seq_length": 32, "window_stride": 8, "torch_threads": 1}
 CPU, GPU = torch.device("cpu"), torch.device("cuda:0")
 NO_BF16 = frozenset({"avx2", "avx512f", "avx512_vnni"})
 BF16 = NO_BF16 | {"avx512_bf16"}
@@ -49,7 +50,7 @@ def test_the_shipped_default_is_auto():
     ({"runtime": "onnxruntime"}, GPU, True, "onnxruntime"),
 ])
 def test_auto_picks_onnx_runtime_on_a_cpu_and_torch_on_a_gpu(settings, device, has_onnx, expected):
-    assert ner_core.serving_runtime(HandlerSettings(**settings), device, has_onnx) == expected
+    assert ner_model.serving_runtime(HandlerSettings(**settings), device, has_onnx) == expected
 
 
 @pytest.mark.parametrize("settings, files", [
@@ -60,7 +61,7 @@ def test_auto_picks_onnx_runtime_on_a_cpu_and_torch_on_a_gpu(settings, device, h
     ({"runtime": "onnxruntime"}, ["model.onnx"]),
 ])
 def test_the_archive_holds_what_each_device_needs(settings, files):
-    assert ner_core.archive_files(HandlerSettings(**settings)) == files
+    assert ner_model.archive_files(HandlerSettings(**settings)) == files
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +69,7 @@ def auto_model_dir(tiny_model_dir, tmp_path_factory):
     """The tiny model as an auto archive unpacks: safetensors and model.onnx."""
     out = tmp_path_factory.mktemp("tiny-auto")
     shutil.copytree(tiny_model_dir, out, dirs_exist_ok=True)
-    ner_onnx.export(ner_core.load_model(out, HandlerSettings(runtime="torch")).model, out, "none")
+    ner_onnx.export(ner_model.load_model(out, HandlerSettings(runtime="torch")).model, out, "none")
     return out
 
 
@@ -87,14 +88,14 @@ def test_a_cpu_worker_serves_the_onnx_file(auto_model_dir):
 def test_a_gpu_worker_serves_torch(auto_model_dir, monkeypatch):
     """A fake GPU host: the context names gpu_id 0, so the same archive is served by torch on cuda:0."""
     chosen = []
-    real = ner_core.load_model
+    real = ner_model.load_model
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
 
     def load(model_dir, settings, device):
-        chosen.append((device, ner_core.serving_runtime(settings, device, (Path(model_dir) / "model.onnx").is_file())))
+        chosen.append((device, ner_model.serving_runtime(settings, device, (Path(model_dir) / "model.onnx").is_file())))
         return real(model_dir, dataclasses.replace(settings, runtime="torch"))  # on the CPU: there is no GPU here
 
-    monkeypatch.setattr(ner_core, "load_model", load)
+    monkeypatch.setattr(ner_model, "load_model", load)
     handler = KoreanNerHandler()
     handler.initialize(context(auto_model_dir, gpu_id=0))
     assert chosen == [(GPU, "torch")]
@@ -102,7 +103,7 @@ def test_a_gpu_worker_serves_torch(auto_model_dir, monkeypatch):
 
 
 def test_auto_without_an_onnx_file_serves_torch_and_says_so(tiny_model_dir, caplog):
-    ner = ner_core.load_model(tiny_model_dir, HandlerSettings(**SMALL))
+    ner = ner_model.load_model(tiny_model_dir, HandlerSettings(**SMALL))
     assert isinstance(ner.model, torch.nn.Module) and ner.settings.runtime == "torch"
     assert "has no model.onnx" in caplog.text
 
@@ -137,7 +138,7 @@ def test_packaging_refuses_an_onnx_export_whose_tags_differ(tiny_checkpoint_dir,
             model.classifier.bias[5] += 50.0
         return real(model.eval(), out_dir, quantize)
 
-    torch_model_state = ner_core.load_model(
+    torch_model_state = ner_model.load_model(
         packaging_staged(tiny_checkpoint_dir, tmp_path), HandlerSettings(runtime="torch")).model.state_dict()
     monkeypatch.setattr(ner_onnx, "export", skewed)
     store = tmp_path / "store"
@@ -179,7 +180,7 @@ def test_packaging_int8_scores_both_against_a_tagged_corpus(tiny_checkpoint_dir,
 
 
 def test_agreement_of_a_model_with_itself_is_exact(tiny_model_dir):
-    ner = ner_core.load_model(tiny_model_dir, HandlerSettings(runtime="torch", **SMALL))
+    ner = ner_model.load_model(tiny_model_dir, HandlerSettings(runtime="torch", **SMALL))
     result = agreement.compare(ner, ner, corpus.SAMPLE_SENTENCES)
     assert result.exact and result.rate == 1.0 and result.entity_f1 == 1.0 and result.first_difference is None
     assert result.tokens > 100
@@ -189,25 +190,25 @@ def test_agreement_of_a_model_with_itself_is_exact(tiny_model_dir):
 
 
 def test_bf16_on_a_cpu_without_the_instructions_is_refused_naming_them():
-    with pytest.raises(ner_core.ModelLoadError, match=r"dtype: bfloat16 needs a CPU with AVX512-BF16 or AMX, "
+    with pytest.raises(ner_model.ModelLoadError, match=r"dtype: bfloat16 needs a CPU with AVX512-BF16 or AMX, "
                                                       r"and this one \(Test CPU\) has neither.*set dtype: float32"):
-        ner_core.check_bf16_cpu(NO_BF16, "Test CPU")
-    ner_core.check_bf16_cpu(BF16, "Test CPU")
-    ner_core.check_bf16_cpu(NO_BF16 | {"amx_bf16"}, "Test CPU")
+        ner_model.check_bf16_cpu(NO_BF16, "Test CPU")
+    ner_model.check_bf16_cpu(BF16, "Test CPU")
+    ner_model.check_bf16_cpu(NO_BF16 | {"amx_bf16"}, "Test CPU")
 
 
 def test_loading_bf16_on_such_a_cpu_fails_at_load(tiny_model_dir, monkeypatch):
     monkeypatch.setattr(ner_cpu, "cpuinfo_text", lambda: "model name\t: Old CPU\nflags\t\t: fpu avx2\n")
-    with pytest.raises(ner_core.ModelLoadError, match=r"this one \(Old CPU\) has neither"):
-        ner_core.load_model(tiny_model_dir, HandlerSettings(dtype="bfloat16", **SMALL))
+    with pytest.raises(ner_model.ModelLoadError, match=r"this one \(Old CPU\) has neither"):
+        ner_model.load_model(tiny_model_dir, HandlerSettings(dtype="bfloat16", **SMALL))
 
 
 def test_bf16_on_a_cpu_with_the_instructions_runs_in_bf16(tiny_model_dir, monkeypatch):
     monkeypatch.setattr(ner_cpu, "cpuinfo_text", lambda: "model name\t: New CPU\nflags\t\t: fpu avx2 avx512f avx512_bf16\n")
-    ner = ner_core.load_model(tiny_model_dir, HandlerSettings(dtype="bfloat16", **SMALL))
+    ner = ner_model.load_model(tiny_model_dir, HandlerSettings(dtype="bfloat16", **SMALL))
     assert ner.settings.runtime == "torch"
     assert next(ner.model.parameters()).dtype == torch.bfloat16
-    ref = ner_core.load_model(tiny_model_dir, HandlerSettings(runtime="torch", **SMALL))
+    ref = ner_model.load_model(tiny_model_dir, HandlerSettings(runtime="torch", **SMALL))
     result = agreement.compare(ref, ner, corpus.SAMPLE_SENTENCES)
     assert result.rate > 0.9  # bf16 keeps 8 bits of mantissa: a few near-ties may flip
 
@@ -225,8 +226,8 @@ def test_int8_on_torch_is_refused_with_the_runtime_that_runs_it():
 
 def test_int8_with_runtime_auto_on_a_gpu_is_refused_at_load(tiny_model_dir):
     """auto serves torch on a GPU, and torch has no int8 here: the worker refuses, naming bf16."""
-    with pytest.raises(ner_core.ModelLoadError, match=r"on a GPU use dtype: bfloat16"):
-        ner_core.load_model(tiny_model_dir, HandlerSettings(quantize="int8", **SMALL), device=GPU)
+    with pytest.raises(ner_model.ModelLoadError, match=r"on a GPU use dtype: bfloat16"):
+        ner_model.load_model(tiny_model_dir, HandlerSettings(quantize="int8", **SMALL), device=GPU)
 
 
 def test_a_cpu_worker_refuses_an_archive_whose_unused_safetensors_are_cut(auto_model_dir, tmp_path):
@@ -236,6 +237,6 @@ def test_a_cpu_worker_refuses_an_archive_whose_unused_safetensors_are_cut(auto_m
     shutil.copytree(auto_model_dir, model_dir)
     weights = model_dir / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
-    assert ner_core.serving_runtime(HandlerSettings(), torch.device("cpu")) == "onnxruntime"
-    with pytest.raises(ner_core.ModelLoadError, match=r"model.safetensors: Error while deserializing header"):
-        ner_core.load_model(model_dir, HandlerSettings())
+    assert ner_model.serving_runtime(HandlerSettings(), torch.device("cpu")) == "onnxruntime"
+    with pytest.raises(ner_model.ModelLoadError, match=r"model.safetensors: Error while deserializing header"):
+        ner_model.load_model(model_dir, HandlerSettings())

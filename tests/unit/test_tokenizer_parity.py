@@ -9,6 +9,7 @@ import pytest
 from transformers import BertTokenizerLegacy
 
 import ner_core
+import ner_model
 
 from serving import corpus, paths
 
@@ -18,7 +19,7 @@ DEMO_VOCAB = paths.DEMO_MODEL_DIR / "vocab.txt"
 @pytest.fixture(scope="module")
 def tokenizers(tiny_model_dir):
     vocab = DEMO_VOCAB if DEMO_VOCAB.is_file() else tiny_model_dir / "vocab.txt"
-    return ner_core.build_tokenizer(vocab), BertTokenizerLegacy(str(vocab), do_lower_case=False)
+    return ner_model.build_tokenizer(vocab), BertTokenizerLegacy(str(vocab), do_lower_case=False)
 
 
 def test_same_wordpieces_on_every_validation_sentence(tokenizers, kmou_split):
@@ -26,7 +27,7 @@ def test_same_wordpieces_on_every_validation_sentence(tokenizers, kmou_split):
     lines = kmou_split("val").read_text(encoding="utf-8").splitlines()
     sentences = [line.split(corpus.SEPARATOR)[0] for line in lines if line.strip()]
     encoded = ner_core.encode_texts(fast, sentences)
-    differ = [s for s, (_, tokens, _) in zip(sentences, encoded) if tokens != slow.tokenize(s)]
+    differ = [s for s, (_, tokens, _) in zip(sentences, encoded, strict=True) if tokens != slow.tokenize(s)]
     assert len(sentences) > 2000
     assert differ == [], f"{len(differ)} sentences tokenise differently, e.g. {differ[:3]}"
 

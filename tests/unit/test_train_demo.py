@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import ner_core
+import ner_model
 from ner_labels import spans_to_tags
 from ner_settings import HandlerSettings
 
@@ -24,7 +25,7 @@ SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 def tokenizer_with(tmp_path, words):
     path = tmp_path / "vocab.txt"
     path.write_text("\n".join(SPECIALS + words) + "\n", encoding="utf-8")
-    return ner_core.build_tokenizer(path)
+    return ner_model.build_tokenizer(path)
 
 
 def test_parse_tagged_gives_plain_text_and_character_spans():
@@ -93,14 +94,14 @@ def test_training_writes_what_a_ratsnlp_user_has(trained):
 
 def test_export_loads_with_the_serving_code(trained):
     out, export = trained
-    ner = ner_core.load_model(export, HandlerSettings())
-    assert ner.labels == ner_core.read_label_map(out / "label_map.txt")
+    ner = ner_model.load_model(export, HandlerSettings())
+    assert ner.labels == ner_model.read_label_map(out / "label_map.txt")
     assert (export / "README.md").is_file()
 
 
 def test_export_names_the_entity_score_threshold_it_was_scored_with(trained):
     out, export = trained
-    assert ner_core.load_model(export, HandlerSettings()).min_entity_score == 0.5
+    assert ner_model.load_model(export, HandlerSettings()).min_entity_score == 0.5
     assert "task_specific_params" not in json.loads((out / "config.json").read_text())  # the pretrained side
     metrics = json.loads((out / "metrics.json").read_text())
     served, every = metrics["served"]["overall"], metrics["served_every_score"]["overall"]
@@ -120,7 +121,7 @@ def test_training_output_packages_into_a_mar(trained, tmp_path):
 def test_committed_demo_model_finds_the_person():
     if not paths.demo_model_available():
         pytest.skip(f"no demo model in {paths.DEMO_MODEL_DIR}; make it with scripts/train_demo.py --export")
-    ner = ner_core.load_model(paths.DEMO_MODEL_DIR, HandlerSettings())
+    ner = ner_model.load_model(paths.DEMO_MODEL_DIR, HandlerSettings())
     (pred,) = ner_core.predict(ner, ["이순신은 조선 중기의 무신이다."])
     entities = answer_for(pred, ner.labels)["entities"]
     assert ("이순신", "PER") in [(e["text"], e["label"]) for e in entities]
@@ -129,7 +130,7 @@ def test_committed_demo_model_finds_the_person():
 def gaps(example: corpus.Example) -> list[str]:
     ends = [0] + [b for _, _, b in example.spans]
     starts = [a for _, a, _ in example.spans] + [len(example.text)]
-    return [example.text[e:s] for e, s in zip(ends, starts)]
+    return [example.text[e:s] for e, s in zip(ends, starts, strict=True)]
 
 
 def test_entity_swapping_keeps_type_markup_and_particle_sound():
@@ -142,10 +143,10 @@ def test_entity_swapping_keeps_type_markup_and_particle_sound():
     assert swapped == swap_entities(examples, copies=3, rate=1.0, seed=7)  # seeded
     surfaces = {(ex.text[a:b], kind) for ex in examples for kind, a, b in ex.spans}
     changed = 0
-    for new, old in zip(swapped, examples * 3):
+    for new, old in zip(swapped, examples * 3, strict=True):
         assert [kind for kind, _, _ in new.spans] == [kind for kind, _, _ in old.spans]
         assert gaps(new) == gaps(old)  # the text around the entities (particles included) stays
-        for (kind, a, b), (_, c, d) in zip(new.spans, old.spans):
+        for (kind, a, b), (_, c, d) in zip(new.spans, old.spans, strict=True):
             assert (new.text[a:b], kind) in surfaces  # a surface of the same type from the split
             # the same sound class, so the particle after it still fits (서울은 never becomes 파리은)
             assert sound_class(new.text[a:b]) == sound_class(old.text[c:d])
@@ -161,7 +162,7 @@ def test_entity_swapping_puts_in_made_up_korean_full_names():
     swapped = swap_entities(examples, copies=40, rate=0.0, seed=7, name_rate=1.0)
     assert swapped == swap_entities(examples, copies=40, rate=0.0, seed=7, name_rate=1.0)  # seeded
     endings = set()
-    for new, old in zip(swapped, examples * 40):
+    for new, old in zip(swapped, examples * 40, strict=True):
         (kind, a, b), (_, c, d) = new.spans[0], old.spans[0]
         name, was = new.text[a:b], old.text[c:d]
         assert kind == "PER" and gaps(new) == gaps(old)

@@ -36,7 +36,7 @@ class FakeServer:
 @pytest.fixture
 def one_ready_worker(monkeypatch):
     monkeypatch.setattr(tsctl, "save_state", lambda server: None)
-    monkeypatch.setattr(tsctl, "describe", lambda server, model, version=None: [{"workers": [{"status": "READY"}]}])
+    monkeypatch.setattr(tsctl, "describe", lambda server, model, version=None: [{"workers": [{"pid": 7, "status": "READY"}]}])
     monkeypatch.setattr(tsctl, "ready_workers", lambda server, model, version=None: 1)
 
 
@@ -49,7 +49,7 @@ def test_scale_resends_after_the_concurrent_modification_race(one_ready_worker, 
 
 def test_scale_gives_up_after_three_races(one_ready_worker):
     server = FakeServer(RACE, RACE, RACE, OK)
-    with pytest.raises(tsctl.TsError, match="HTTP 500.*ConcurrentModificationException"):
+    with pytest.raises(tsctl.TsError, match=r"HTTP 500.*ConcurrentModificationException"):
         tsctl.scale(server, "tiny_ner", 1, timeout=5)
     assert len(server.calls) == tsctl.SCALE_ATTEMPTS == 3
 

@@ -6,6 +6,8 @@ batch-mate."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import json
 
 import numpy as np
@@ -15,11 +17,12 @@ from tritonclient.utils import serialize_byte_tensor
 
 from ts.context import RequestProcessor
 
+from ner_answer import render_answer
 from ner_wire import (INFERENCE_HEADER, OCTET_STREAM, InputError, ParsedRequest, decode_bytes_tensor,
-                      encode_bytes_tensor, parse_body, render_answer)
+                      encode_bytes_tensor, parse_body)
 from tests.unit.test_handler import GOOD, make_handler
 
-LIMITS = dict(max_chars=50, max_texts=3)
+LIMITS: dict[str, Any] = dict(max_chars=50, max_texts=3)
 TEXTS = ["이순신은 조선 중기의 무신이다.", "서울에서 만났다"]
 
 

@@ -1,12 +1,13 @@
 """What the Open Inference Protocol's health, readiness and model metadata routes answer
-(``ner_wire.v2_route_answer``): TorchServe 0.12 serves none of them, so whatever stands in front
+(``v2_status.v2_route_answer``, the image's code): TorchServe 0.12 serves none of them, so whatever stands in front
 of it answers them from the registered models."""
 
 from __future__ import annotations
 
 import pytest
 
-from ner_wire import ModelState, parse_body, v2_model_metadata, v2_route_answer
+from ner_wire import parse_body
+from v2_status import ModelState, v2_model_metadata, v2_route_answer
 
 MODELS = {"kor_ner": ModelState(["1.0", "2.0"], ready=True), "klue_ner": ModelState(["1.0"], ready=False)}
 READY = {"kor_ner": MODELS["kor_ner"]}

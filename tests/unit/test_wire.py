@@ -4,14 +4,18 @@ the answer-size guard. Edge inputs were found by the bad-input matrix against a 
 
 from __future__ import annotations
 
+from typing import Any
+
 import json
 
 import pytest
 
 import ner_core
-from ner_wire import InputError, Options, ServerError, checked_size, parse_body, parse_options
+import ner_model
+from ner_answer import checked_size
+from ner_wire import InputError, Options, ServerError, parse_body, parse_options
 
-LIMITS = dict(max_chars=50, max_texts=3)
+LIMITS: dict[str, Any] = dict(max_chars=50, max_texts=3)
 TEXT = "이순신은 조선 중기의 무신이다."
 
 
@@ -94,7 +98,7 @@ def test_a_surrogate_pair_escape_is_one_emoji_and_accepted():
 
 
 def test_why_the_surrogate_check_exists_the_tokenizer_rejects_a_lone_surrogate(tiny_model_dir):
-    tokenizer = ner_core.build_tokenizer(tiny_model_dir / "vocab.txt")
+    tokenizer = ner_model.build_tokenizer(tiny_model_dir / "vocab.txt")
     with pytest.raises(TypeError):
         ner_core.encode_texts(tokenizer, ["서울\ud800에서"])
 
