@@ -30,26 +30,28 @@ import json
 import os
 import platform
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 import yaml
 from tqdm import tqdm
 
 import ner_core
-import ner_model
 import ner_cpu
-from ner_settings import HandlerSettings
-
+import ner_model
 from drills.load import Round, http_load, summarise, timed_calls
+from ner_settings import HandlerSettings
 from serving import corpus, package_model, paths, tsctl
 from serving.package_model import PackageSpec
 from serving.retry import retry
 from study import make_checkpoint
 
-SEED_HANDLER = Path(__file__).with_name("seed_handler.py")  # the tutorial's handler, archived with the label names alone
+SEED_HANDLER = Path(__file__).with_name(
+    "seed_handler.py"
+)  # the tutorial's handler, archived with the label names alone
 SEED_CODE = [SEED_HANDLER, paths.HANDLER_DIR / "ner_labels.py"]
 PRECISIONS = {  # handler settings of each precision; bf16 needs a GPU or AVX512-BF16/AMX
     "fp32": {"runtime": "torch", "quantize": "none", "dtype": "float32"},
@@ -57,8 +59,14 @@ PRECISIONS = {  # handler settings of each precision; bf16 needs a GPU or AVX512
     "ort-fp32": {"runtime": "onnxruntime", "quantize": "none", "dtype": "float32"},
     "ort-int8": {"runtime": "onnxruntime", "quantize": "int8", "dtype": "float32"},
 }
-SEED_CONFIG = {"minWorkers": 1, "maxWorkers": 1, "batchSize": 1, "maxBatchDelay": 100,
-               "responseTimeout": 120, "startupTimeout": 300}
+SEED_CONFIG = {
+    "minWorkers": 1,
+    "maxWorkers": 1,
+    "batchSize": 1,
+    "maxBatchDelay": 100,
+    "responseTimeout": 120,
+    "startupTimeout": 300,
+}
 BUILTIN_SENTENCES = list(corpus.SAMPLE_SENTENCES)  # used when the KMOU corpus is absent
 
 
@@ -120,7 +128,9 @@ def prepare_model(spec: str, out: Path, rebuild: bool = False) -> tuple[str, Pat
     if spec == "demo":
         name, source = "demo", paths.DEMO_MODEL_DIR
         if not paths.demo_model_available():
-            raise BenchError(f"{source}/model.safetensors not found: train the demo model or leave 'demo' out of --models")
+            raise BenchError(
+                f"{source}/model.safetensors not found: train the demo model or leave 'demo' out of --models"
+            )
     elif spec in make_checkpoint.SHAPES:  # random weights cost the same compute as trained ones
         name, source = spec, out / "models" / f"{spec}-ckpt"
         if rebuild or not any(source.glob("*.ckpt")):
@@ -128,7 +138,9 @@ def prepare_model(spec: str, out: Path, rebuild: bool = False) -> tuple[str, Pat
     else:
         source = Path(spec)
         if not source.exists():
-            raise BenchError(f"--models: {spec} is neither demo, {sorted(make_checkpoint.SHAPES)} nor a checkpoint path")
+            raise BenchError(
+                f"--models: {spec} is neither demo, {sorted(make_checkpoint.SHAPES)} nor a checkpoint path"
+            )
         name = (source if source.is_dir() else source.parent).name
     staged = out / "models" / name
     if rebuild or not _up_to_date(staged / "model.safetensors", source):
@@ -158,8 +170,11 @@ def build_archive(store: Path, name: str, staged: Path, config: dict, seed: bool
     if seed:
         archive_seed(store, name, staged, config_path)
     else:
-        package_model.package(PackageSpec(staged, name=name, model_config=config_path, export_path=store, force=True,
-                                      accuracy_corpus=None))
+        package_model.package(
+            PackageSpec(
+                staged, name=name, model_config=config_path, export_path=store, force=True, accuracy_corpus=None
+            )
+        )
     stamp.write_text(digest.hexdigest())
     return mar.name
 
@@ -180,8 +195,14 @@ def with_handler(base: dict, **handler: Any) -> dict:
 
 def row(model: str, path: str, precision: str, stats: dict, **config: Any) -> dict[str, Any]:
     keys = ("batch", "delay_ms", "workers", "threads", "concurrency")
-    return {"model": model, "path": path, "precision": precision, **{k: config.get(k) for k in keys},
-            **stats, "load1": round(os.getloadavg()[0], 2)}
+    return {
+        "model": model,
+        "path": path,
+        "precision": precision,
+        **{k: config.get(k) for k in keys},
+        **stats,
+        "load1": round(os.getloadavg()[0], 2),
+    }
 
 
 # --------------------------------------------------------------------------- the three paths
@@ -231,7 +252,10 @@ def ceiling_rows(model: str, staged: Path, plan: Plan, bar: tqdm) -> list[dict]:
             chunks = [plan.sentences[i : i + batch] for i in range(0, len(plan.sentences), batch)]
             windows = [ner_core.window_rows(ner_core.encode(ner, c))[0] for c in chunks]
             cells: dict[str, tuple[Callable[[Any], Any], Sequence[tuple[int, Any]]]] = {
-                "forward": (functools.partial(ner_core.forward_distributions, ner), [(len(c), w) for c, w in zip(chunks, windows, strict=True)]),
+                "forward": (
+                    functools.partial(ner_core.forward_distributions, ner),
+                    [(len(c), w) for c, w in zip(chunks, windows, strict=True)],
+                ),
                 "predict": (functools.partial(ner_core.predict, ner), [(len(c), c) for c in chunks]),
             }
             for path, (call, items) in cells.items():
@@ -262,20 +286,36 @@ def register_with_retry(server: tsctl.Server, mar: str, workers: int, batch: int
     not startupTimeout): on a CPU shared with other load that can fail, so try again."""
     return retry(
         lambda: tsctl.register(server, mar, workers=workers, batch_size=batch, max_batch_delay=delay, timeout=600),
-        attempts, errors=(tsctl.TsError,), error_reason=str,
-        on_retry=lambda err, attempt: print(f"benchmark: warning: {err}; trying again ({attempt}/{attempts - 1})",
-                                            file=sys.stderr),
+        attempts,
+        errors=(tsctl.TsError,),
+        error_reason=str,
+        on_retry=lambda err, attempt: print(
+            f"benchmark: warning: {err}; trying again ({attempt}/{attempts - 1})", file=sys.stderr
+        ),
     )
 
 
-def served_rows(server: tsctl.Server, model: str, mar: str, plan: Plan, bar: tqdm, path: str, precision: str,
-                batch: int, delay: int, workers: int, threads: int | None = None) -> list[dict]:
+def served_rows(
+    server: tsctl.Server,
+    model: str,
+    mar: str,
+    plan: Plan,
+    bar: tqdm,
+    path: str,
+    precision: str,
+    batch: int,
+    delay: int,
+    workers: int,
+    threads: int | None = None,
+) -> list[dict]:
     """Register ``mar`` with one batching config, measure every concurrency, unregister."""
     name = register_with_retry(server, mar, workers, batch, delay)
     try:
         warm = http_load(server, name, plan.sentences[: 2 * workers], workers, 0)  # each worker's first batches
         if warm.errors:
-            raise BenchError(f"{name}: {warm.errors} of {len(warm.latencies)} warm-up requests failed; see {server.run_dir / 'logs'}")
+            raise BenchError(
+                f"{name}: {warm.errors} of {len(warm.latencies)} warm-up requests failed; see {server.run_dir / 'logs'}"
+            )
         rounds: dict[int, list[Round]] = {c: [] for c in plan.concurrency}
         for _ in range(plan.repeats):  # rounds interleaved, so a burst of outside load hits all alike
             for conc in plan.concurrency:
@@ -284,9 +324,20 @@ def served_rows(server: tsctl.Server, model: str, mar: str, plan: Plan, bar: tqd
         bar.update(len(plan.concurrency))
     finally:
         tsctl.unregister(server, name)
-    return [row(model, path, precision, summarise(rounds[conc]), batch=batch, delay_ms=delay, workers=workers,
-                threads=(threads or plan.threads(workers)) if path == "served" else plan.cores, concurrency=conc)
-            for conc in plan.concurrency]
+    return [
+        row(
+            model,
+            path,
+            precision,
+            summarise(rounds[conc]),
+            batch=batch,
+            delay_ms=delay,
+            workers=workers,
+            threads=(threads or plan.threads(workers)) if path == "served" else plan.cores,
+            concurrency=conc,
+        )
+        for conc in plan.concurrency
+    ]
 
 
 def count_cells(plan: Plan, seed: bool, serve: bool) -> int:
@@ -297,8 +348,9 @@ def count_cells(plan: Plan, seed: bool, serve: bool) -> int:
     return ceilings + seeds + (served if serve else 0)
 
 
-def benchmark_model(spec: str, plan: Plan, out: Path, server: tsctl.Server | None, seed: bool,
-                    bar: tqdm, rebuild: bool = False) -> tuple[str, list[dict]]:
+def benchmark_model(
+    spec: str, plan: Plan, out: Path, server: tsctl.Server | None, seed: bool, bar: tqdm, rebuild: bool = False
+) -> tuple[str, list[dict]]:
     name, staged = prepare_model(spec, out, rebuild)
     rows = ceiling_rows(name, staged, plan, bar)
     if seed:
@@ -312,12 +364,17 @@ def benchmark_model(spec: str, plan: Plan, out: Path, server: tsctl.Server | Non
     for precision in plan.precisions:
         for workers in plan.workers:
             for threads in plan.thread_options(workers):
-                config = with_handler({**plan.base_config, "minWorkers": workers, "maxWorkers": workers},
-                                      **PRECISIONS[precision], torch_threads=threads)
+                config = with_handler(
+                    {**plan.base_config, "minWorkers": workers, "maxWorkers": workers},
+                    **PRECISIONS[precision],
+                    torch_threads=threads,
+                )
                 mar = build_archive(store, archive_name(name, f"{precision}_w{workers}t{threads}"), staged, config)
                 for batch in plan.batch_sizes:
                     for delay in plan.delays:
-                        rows += served_rows(server, name, mar, plan, bar, "served", precision, batch, delay, workers, threads)
+                        rows += served_rows(
+                            server, name, mar, plan, bar, "served", precision, batch, delay, workers, threads
+                        )
     return name, rows
 
 
@@ -342,11 +399,23 @@ def accuracy_rows(model: str, staged: Path, corpus_path: Path, plan: Plan, limit
         f1[precision] = corpus.evaluate(ner, examples, encoded)["char"]["overall"]["f1"]
     rows = []
     for precision in variants:
-        pairs = [(a, b) for ref, got in zip(labels["fp32"], labels[precision], strict=True) for a, b in zip(ref, got, strict=True)]
-        rows.append({"model": model, "precision": precision, "sentences": len(texts), "tokens": len(pairs),
-                     "token_tag_agreement": round(sum(a == b for a, b in pairs) / len(pairs), 5),
-                     "entity_f1_fp32": round(f1["fp32"], 4), "entity_f1": round(f1[precision], 4),
-                     "f1_loss_points": round(100 * (f1["fp32"] - f1[precision]), 2)})
+        pairs = [
+            (a, b)
+            for ref, got in zip(labels["fp32"], labels[precision], strict=True)
+            for a, b in zip(ref, got, strict=True)
+        ]
+        rows.append(
+            {
+                "model": model,
+                "precision": precision,
+                "sentences": len(texts),
+                "tokens": len(pairs),
+                "token_tag_agreement": round(sum(a == b for a, b in pairs) / len(pairs), 5),
+                "entity_f1_fp32": round(f1["fp32"], 4),
+                "entity_f1": round(f1[precision], 4),
+                "f1_loss_points": round(100 * (f1["fp32"] - f1[precision]), 2),
+            }
+        )
     return rows
 
 
@@ -379,9 +448,13 @@ def default_cell(base_config: dict, cores: int, device: str = "cpu") -> dict[str
     runtime = ner_model.serving_runtime(settings, torch.device(device))
     wanted = {"runtime": runtime, "quantize": settings.quantize, "dtype": settings.dtype}
     workers = int(base_config.get("minWorkers", 1))
-    return {"precision": next((p for p, v in PRECISIONS.items() if v == wanted), None),
-            "batch": int(base_config.get("batchSize", 1)), "delay_ms": int(base_config.get("maxBatchDelay", 100)),
-            "workers": workers, "threads": settings.torch_threads or max(1, cores // workers)}
+    return {
+        "precision": next((p for p, v in PRECISIONS.items() if v == wanted), None),
+        "batch": int(base_config.get("batchSize", 1)),
+        "delay_ms": int(base_config.get("maxBatchDelay", 100)),
+        "workers": workers,
+        "threads": settings.torch_threads or max(1, cores // workers),
+    }
 
 
 OPT_IN = ("ort-int8", "bf16")  # the lossy precisions a user chooses explicitly
@@ -399,8 +472,9 @@ def default_and_opt_in_targets(rows: Sequence[dict], accuracy: Sequence[dict], d
             continue
         top = max(r["concurrency"] for r in served)
 
-        def add(target: str, value: float | None, bar: float, higher: bool = True, config: str = "",
-                model: str = model) -> None:
+        def add(
+            target: str, value: float | None, bar: float, higher: bool = True, config: str = "", model: str = model
+        ) -> None:
             met = None if value is None else (value >= bar if higher else value <= bar)
             out.append({"model": model, "target": target, "value": value, "bar": bar, "met": met, "config": config})
 
@@ -414,16 +488,33 @@ def default_and_opt_in_targets(rows: Sequence[dict], accuracy: Sequence[dict], d
             single = find(rows, model=model, path="ceiling-predict", precision=cell["precision"], batch=1)
             if at_c1 and single:
                 budget = round(single["p50_ms"] + cell["delay_ms"] + 5, 1)
-                add("default p50 ms at c1 <= in-process batch-1 p50 + delay + 5", at_c1["p50_ms"], budget,
-                    higher=False, config=name)
-        opt_in = [r for r in served if r["precision"] in OPT_IN and r["concurrency"] == top
-                  and lossy_ok.get(r["precision"], True) and r["vs_seed"] is not None]
+                add(
+                    "default p50 ms at c1 <= in-process batch-1 p50 + delay + 5",
+                    at_c1["p50_ms"],
+                    budget,
+                    higher=False,
+                    config=name,
+                )
+        opt_in = [
+            r
+            for r in served
+            if r["precision"] in OPT_IN
+            and r["concurrency"] == top
+            and lossy_ok.get(r["precision"], True)
+            and r["vs_seed"] is not None
+        ]
         if opt_in:
             best = max(opt_in, key=lambda r: r["vs_seed"])
             checked = "" if best["precision"] in lossy_ok else ", accuracy not measured"
-            add(f"best opt-in served / seed served (c{top})", best["vs_seed"], 10.0,
-                config=(f"{best['precision']} b{best['batch']} d{best['delay_ms']} {best['workers']} × "
-                        f"{best['threads']}{checked}"))
+            add(
+                f"best opt-in served / seed served (c{top})",
+                best["vs_seed"],
+                10.0,
+                config=(
+                    f"{best['precision']} b{best['batch']} d{best['delay_ms']} {best['workers']} × "
+                    f"{best['threads']}{checked}"
+                ),
+            )
     return out
 
 
@@ -435,11 +526,23 @@ def target_rows(rows: Sequence[dict], accuracy: Sequence[dict], default: dict | 
         if not served:
             continue
         top = max(r["concurrency"] for r in served)
-        best = {p: max((r for r in served if r["precision"] == p and r["concurrency"] == top),
-                       key=lambda r: r["sentences_per_s"], default=None) for p in PRECISIONS}
+        best = {
+            p: max(
+                (r for r in served if r["precision"] == p and r["concurrency"] == top),
+                key=lambda r: r["sentences_per_s"],
+                default=None,
+            )
+            for p in PRECISIONS
+        }
 
-        def add(target: str, value: float | None, bar: float, higher: bool = True, where: dict | None = None,
-                model: str = model) -> None:
+        def add(
+            target: str,
+            value: float | None,
+            bar: float,
+            higher: bool = True,
+            where: dict | None = None,
+            model: str = model,
+        ) -> None:
             met = None if value is None else (value >= bar if higher else value <= bar)
             cfg = f"b{where['batch']} d{where['delay_ms']} w{where['workers']}" if where else ""
             out.append({"model": model, "target": target, "value": value, "bar": bar, "met": met, "config": cfg})
@@ -455,20 +558,44 @@ def target_rows(rows: Sequence[dict], accuracy: Sequence[dict], default: dict | 
             # best config's batch and delay; a run without that layout falls back to the best.
             single = find(rows, model=model, path="ceiling-predict", precision=p, batch=1)
             at_c1 = {"precision": p, "batch": row["batch"], "delay_ms": row["delay_ms"], "concurrency": 1}
-            c1 = single and (find(served, **at_c1, workers=1, threads=single["threads"])
-                             or find(served, **at_c1, workers=row["workers"]))
+            c1 = single and (
+                find(served, **at_c1, workers=1, threads=single["threads"])
+                or find(served, **at_c1, workers=row["workers"])
+            )
             if c1 and single:
                 budget = round(single["p50_ms"] + row["delay_ms"] + 5, 1)
-                add(f"served {p} p50 ms at c1 <= single-sentence predict + delay + 5", c1["p50_ms"], budget, higher=False, where=c1)
+                add(
+                    f"served {p} p50 ms at c1 <= single-sentence predict + delay + 5",
+                    c1["p50_ms"],
+                    budget,
+                    higher=False,
+                    where=c1,
+                )
         if best["ort-int8"] is not None:
             add(f"served ort-int8 / seed served (c{top})", best["ort-int8"]["vs_seed"], 5.0, where=best["ort-int8"])
     for acc in accuracy:
         if not acc["precision"].endswith("int8"):
             continue  # ort-fp32 agreement is reported in the accuracy table, not a target
-        out.append({"model": acc["model"], "target": f"{acc['precision']} token-tag agreement with fp32", "value": acc["token_tag_agreement"],
-                    "bar": 0.99, "met": acc["token_tag_agreement"] >= 0.99, "config": ""})
-        out.append({"model": acc["model"], "target": f"{acc['precision']} entity F1 loss (points)", "value": acc["f1_loss_points"],
-                    "bar": 0.5, "met": acc["f1_loss_points"] <= 0.5, "config": ""})
+        out.append(
+            {
+                "model": acc["model"],
+                "target": f"{acc['precision']} token-tag agreement with fp32",
+                "value": acc["token_tag_agreement"],
+                "bar": 0.99,
+                "met": acc["token_tag_agreement"] >= 0.99,
+                "config": "",
+            }
+        )
+        out.append(
+            {
+                "model": acc["model"],
+                "target": f"{acc['precision']} entity F1 loss (points)",
+                "value": acc["f1_loss_points"],
+                "bar": 0.5,
+                "met": acc["f1_loss_points"] <= 0.5,
+                "config": "",
+            }
+        )
     return out
 
 
@@ -494,10 +621,15 @@ def machine(cpuinfo: str | None = None) -> dict[str, Any]:
     cpuinfo = ner_cpu.cpuinfo_text() if cpuinfo is None else cpuinfo
     meminfo = Path("/proc/meminfo").read_text() if Path("/proc/meminfo").is_file() else ""
     mem_kb = next((int(line.split()[1]) for line in meminfo.splitlines() if line.startswith("MemTotal")), 0)
-    return {"cpu": ner_cpu.cpu_model(cpuinfo), "features": ner_cpu.cpu_features(ner_cpu.cpu_flags(cpuinfo)),
-            "cores": os.cpu_count(), "memory_gib": round(mem_kb / 2**20, 1), "python": platform.python_version(),
-            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            "libraries": library_versions()}
+    return {
+        "cpu": ner_cpu.cpu_model(cpuinfo),
+        "features": ner_cpu.cpu_features(ner_cpu.cpu_flags(cpuinfo)),
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem_kb / 2**20, 1),
+        "python": platform.python_version(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "libraries": library_versions(),
+    }
 
 
 def describe_machine(m: dict[str, Any]) -> str:
@@ -505,8 +637,9 @@ def describe_machine(m: dict[str, Any]) -> str:
     features = f" ({ner_cpu.describe(m['features'])})" if m.get("features") else ""
     libraries = m.get("libraries") or {k: m[k] for k in ("torch", "transformers") if k in m}
     gpu = f", GPU {m['gpu']}" if m.get("gpu") else ""
-    return (f"{m['cpu']}{features}, {m['cores']} cores, {m['memory_gib']} GiB{gpu}; "
-            + ", ".join(f"{k} {v}" for k, v in libraries.items()))
+    return f"{m['cpu']}{features}, {m['cores']} cores, {m['memory_gib']} GiB{gpu}; " + ", ".join(
+        f"{k} {v}" for k, v in libraries.items()
+    )
 
 
 def fmt(value: Any) -> str:
@@ -515,32 +648,45 @@ def fmt(value: Any) -> str:
 
 def markdown(report: dict) -> str:
     lines = [
-        (f"Machine: {describe_machine(report['machine'])}. "
-         f"Load average (1 min) {report['load_before']} before, {report['load_after']} after; "
-         f"{report['sentence_count']} sentences from {report['sentences']}; {report['repeats']} rounds per cell, "
-         f"each at least {report['min_seconds']} s of whole passes."),
+        (
+            f"Machine: {describe_machine(report['machine'])}. "
+            f"Load average (1 min) {report['load_before']} before, {report['load_after']} after; "
+            f"{report['sentence_count']} sentences from {report['sentences']}; {report['repeats']} rounds per cell, "
+            f"each at least {report['min_seconds']} s of whole passes."
+        ),
         "",
-        ("| model | path | precision | batch | delay ms | workers × threads | concurrency "
-         "| sentences/s | p50 ms | p95 ms | p99 ms | errors | ÷ ceiling | ÷ seed |"),
+        (
+            "| model | path | precision | batch | delay ms | workers × threads | concurrency "
+            "| sentences/s | p50 ms | p95 ms | p99 ms | errors | ÷ ceiling | ÷ seed |"
+        ),
         "|---|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in report["rows"]:
         wt = f"{r['workers']} × {r['threads']}" if r["workers"] else f"in-process × {r['threads']}"
-        lines.append(f"| {r['model']} | {r['path']} | {r['precision']} | {fmt(r['batch'])} | {fmt(r['delay_ms'])} | {wt} | "
-                     f"{fmt(r['concurrency'])} | {r['sentences_per_s']} | {r['p50_ms']} | {r['p95_ms']} | {r['p99_ms']} | "
-                     f"{r['errors']} | {fmt(r['vs_ceiling'])} | {fmt(r['vs_seed'])} |")
+        lines.append(
+            f"| {r['model']} | {r['path']} | {r['precision']} | {fmt(r['batch'])} | {fmt(r['delay_ms'])} | {wt} | "
+            f"{fmt(r['concurrency'])} | {r['sentences_per_s']} | {r['p50_ms']} | {r['p95_ms']} | {r['p99_ms']} | "
+            f"{r['errors']} | {fmt(r['vs_ceiling'])} | {fmt(r['vs_seed'])} |"
+        )
     if report["targets"]:
         lines += ["", "| model | target | measured | bar | met | config |", "|---|---|---:|---:|---|---|"]
         for t in report["targets"]:
             met = {True: "yes", False: "**no**", None: "n/a"}[t["met"]]
             lines.append(f"| {t['model']} | {t['target']} | {fmt(t['value'])} | {t['bar']} | {met} | {t['config']} |")
     if report["accuracy"]:
-        lines += ["", ("| model | precision | sentences | wordpieces | token-tag agreement with fp32 | "
-                       "entity F1 fp32 | entity F1 | F1 loss (points) |"),
-                  "|---|---|---:|---:|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            (
+                "| model | precision | sentences | wordpieces | token-tag agreement with fp32 | "
+                "entity F1 fp32 | entity F1 | F1 loss (points) |"
+            ),
+            "|---|---|---:|---:|---:|---:|---:|---:|",
+        ]
         for a in report["accuracy"]:
-            lines.append(f"| {a['model']} | {a['precision']} | {a['sentences']} | {a['tokens']} | {a['token_tag_agreement']} | "
-                         f"{a['entity_f1_fp32']} | {a['entity_f1']} | {a['f1_loss_points']} |")
+            lines.append(
+                f"| {a['model']} | {a['precision']} | {a['sentences']} | {a['tokens']} | {a['token_tag_agreement']} | "
+                f"{a['entity_f1_fp32']} | {a['entity_f1']} | {a['f1_loss_points']} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -556,26 +702,48 @@ def run(args: BenchSpec) -> dict[str, Any]:
     """Measure every cell of the plan (and the accuracy): the report, ratios and targets included."""
     specs = list(args.models)
     if "demo" in specs and not paths.demo_model_available():
-        print(f"benchmark: warning: {paths.DEMO_MODEL_DIR} has no model.safetensors yet; skipping 'demo'", file=sys.stderr)
+        print(
+            f"benchmark: warning: {paths.DEMO_MODEL_DIR} has no model.safetensors yet; skipping 'demo'", file=sys.stderr
+        )
         specs.remove("demo")
     if not specs:
         raise BenchError("no model to benchmark")
     if "bf16" in args.precisions and not (torch.cuda.is_available() or ner_cpu.has_bf16()):
         raise BenchError("--precisions bf16 needs a CUDA device or a CPU with AVX512-BF16 or AMX")
     base_config = yaml.safe_load(args.model_config.read_text(encoding="utf-8")) or {}
-    plan = Plan(read_sentences(args.sentences, args.limit), args.precisions, args.batch_sizes, args.delays, args.workers,
-                args.concurrency, args.repeats, args.min_seconds, args.cores, base_config, list(args.threads))
-    report: dict[str, Any] = {"machine": machine(), "load_before": round(os.getloadavg()[0], 2),
-                              "sentences": str(args.sentences or "built-in set"), "sentence_count": len(plan.sentences),
-                              "repeats": args.repeats, "min_seconds": args.min_seconds,
-                              "default": default_cell(base_config, args.cores),
-                              "args": {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(args).items()},
-                              "rows": [], "accuracy": []}
+    plan = Plan(
+        read_sentences(args.sentences, args.limit),
+        args.precisions,
+        args.batch_sizes,
+        args.delays,
+        args.workers,
+        args.concurrency,
+        args.repeats,
+        args.min_seconds,
+        args.cores,
+        base_config,
+        list(args.threads),
+    )
+    report: dict[str, Any] = {
+        "machine": machine(),
+        "load_before": round(os.getloadavg()[0], 2),
+        "sentences": str(args.sentences or "built-in set"),
+        "sentence_count": len(plan.sentences),
+        "repeats": args.repeats,
+        "min_seconds": args.min_seconds,
+        "default": default_cell(base_config, args.cores),
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(args).items()},
+        "rows": [],
+        "accuracy": [],
+    }
     print(f"benchmark: machine: {describe_machine(report['machine'])}; load average {os.getloadavg()}", file=sys.stderr)
     run_dir, store = args.out / "run", args.out / "store"
     store.mkdir(parents=True, exist_ok=True)
     serving = tsctl.running(run_dir, store, timeout=600) if args.serve else contextlib.nullcontext()
-    with serving as server, tqdm(total=len(specs) * count_cells(plan, args.seed, args.serve), unit="cell", mininterval=1) as bar:
+    with (
+        serving as server,
+        tqdm(total=len(specs) * count_cells(plan, args.seed, args.serve), unit="cell", mininterval=1) as bar,
+    ):
         for spec in specs:
             name, rows = benchmark_model(spec, plan, args.out, server, args.seed, bar, args.rebuild)
             report["rows"] += rows

@@ -41,10 +41,9 @@ from transformers.modeling_outputs import TokenClassifierOutput
 
 import ner_core
 import ner_model
-from ner_settings import HandlerSettings
-
 from bench import benchmark
 from drills.load import summarise, timed_calls
+from ner_settings import HandlerSettings
 from serving import agreement, corpus, package_model, paths
 from study import make_checkpoint
 
@@ -81,8 +80,14 @@ class OpenVinoTokenClassifier:
     def __init__(self, compiled: Any):
         self.request = compiled.create_infer_request()
 
-    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor) -> TokenClassifierOutput:
-        feed = {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy(), "token_type_ids": token_type_ids.numpy()}
+    def __call__(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor
+    ) -> TokenClassifierOutput:
+        feed = {
+            "input_ids": input_ids.numpy(),
+            "attention_mask": attention_mask.numpy(),
+            "token_type_ids": token_type_ids.numpy(),
+        }
         logits = self.request.infer(feed)[0]
         return TokenClassifierOutput(logits=torch.from_numpy(logits.copy()))
 
@@ -92,7 +97,9 @@ def import_openvino() -> tuple[Any, Any]:
         import nncf
         import openvino
     except ImportError as err:
-        raise CompareError(f"OpenVINO is not importable ({err}); install it beside the project: {OPENVINO_INSTALL}") from err
+        raise CompareError(
+            f"OpenVINO is not importable ({err}); install it beside the project: {OPENVINO_INSTALL}"
+        ) from err
     return openvino, nncf
 
 
@@ -102,12 +109,19 @@ def calibration_feeds(ner: ner_model.NerModel, texts: Sequence[str]) -> list[dic
     for rows in (ner_core.window_rows(ner_core.encode(ner, [t]))[0] for t in texts):
         for row in rows:
             ids = torch.tensor([[ner.cls_id, *row, ner.sep_id]])
-            feeds.append({"input_ids": ids.numpy(), "attention_mask": torch.ones_like(ids).numpy(),
-                          "token_type_ids": torch.zeros_like(ids).numpy()})
+            feeds.append(
+                {
+                    "input_ids": ids.numpy(),
+                    "attention_mask": torch.ones_like(ids).numpy(),
+                    "token_type_ids": torch.zeros_like(ids).numpy(),
+                }
+            )
     return feeds
 
 
-def load_engines(staged: Path, spec: CompareSpec, calibration: Sequence[str], bar: tqdm) -> dict[str, ner_model.NerModel]:
+def load_engines(
+    staged: Path, spec: CompareSpec, calibration: Sequence[str], bar: tqdm
+) -> dict[str, ner_model.NerModel]:
     """Each engine of ``spec`` as a NerModel over the staged model (ONNX files exported once)."""
     settings = {"ort-fp32": HandlerSettings(runtime="onnxruntime", torch_threads=spec.threads)}
     settings["ort-int8"] = dataclasses.replace(settings["ort-fp32"], quantize="int8")
@@ -134,16 +148,24 @@ def load_engines(staged: Path, spec: CompareSpec, calibration: Sequence[str], ba
     }
     if "ov-int8" in wanted:
         bar.set_description(f"ov-int8: calibrating on {len(calibration)} train sentences")
-        quantized = nncf.quantize(model, nncf.Dataset(calibration_feeds(fp32, calibration)),
-                                  model_type=nncf.ModelType.TRANSFORMER, subset_size=len(calibration))
+        quantized = nncf.quantize(
+            model,
+            nncf.Dataset(calibration_feeds(fp32, calibration)),
+            model_type=nncf.ModelType.TRANSFORMER,
+            subset_size=len(calibration),
+        )
         compile_config["ov-int8"] = (quantized, base_config)
     for name in wanted:
         source, config = compile_config[name]
-        engines[name] = dataclasses.replace(fp32, model=OpenVinoTokenClassifier(core.compile_model(source, "CPU", config)))
+        engines[name] = dataclasses.replace(
+            fp32, model=OpenVinoTokenClassifier(core.compile_model(source, "CPU", config))
+        )
     return {e: engines[e] for e in spec.engines}
 
 
-def speed_rows(model: str, engines: dict[str, ner_model.NerModel], spec: CompareSpec, texts: Sequence[str], bar: tqdm) -> list[dict]:
+def speed_rows(
+    model: str, engines: dict[str, ner_model.NerModel], spec: CompareSpec, texts: Sequence[str], bar: tqdm
+) -> list[dict]:
     rows = []
     for name, ner in engines.items():
         for batch in sorted({1, spec.batch_size}):
@@ -167,9 +189,17 @@ def accuracy_rows(model: str, staged: Path, engines: dict[str, ner_model.NerMode
         found = agreement.compare(reference, ner, [ex.text for ex in examples], gold=examples)
         loss = found.f1_loss_points
         assert found.gold_f1 is not None and found.gold_f1_fp32 is not None and loss is not None  # gold was given
-        rows.append({"model": model, "engine": name, "sentences": found.texts, "token_tag_agreement": round(found.rate, 5),
-                     "entity_f1_torch_fp32": round(found.gold_f1_fp32, 4), "entity_f1": round(found.gold_f1, 4),
-                     "f1_loss_points": round(loss, 2)})
+        rows.append(
+            {
+                "model": model,
+                "engine": name,
+                "sentences": found.texts,
+                "token_tag_agreement": round(found.rate, 5),
+                "entity_f1_torch_fp32": round(found.gold_f1_fp32, 4),
+                "entity_f1": round(found.gold_f1, 4),
+                "f1_loss_points": round(loss, 2),
+            }
+        )
     return rows
 
 
@@ -178,20 +208,39 @@ def with_ratios(rows: list[dict]) -> list[dict]:
     bf16 over ort-fp32, int8 over ort-int8): the margin OpenVINO would have to win by."""
     for r in rows:
         base = "ort-int8" if r["engine"].endswith("int8") else "ort-fp32"
-        ref = next((x for x in rows if x["model"] == r["model"] and x["engine"] == base and x["batch"] == r["batch"]), None)
+        ref = next(
+            (x for x in rows if x["model"] == r["model"] and x["engine"] == base and x["batch"] == r["batch"]), None
+        )
         r["vs_onnxruntime"] = round(r["sentences_per_s"] / ref["sentences_per_s"], 2) if ref else None
     return rows
 
 
 def markdown(report: dict) -> str:
-    lines = [f"Machine: {benchmark.describe_machine(report['machine'])}", f"Load average before / after: {report['load_before']} / {report['load_after']}", "",
-             "| model | engine | batch | sentences/s | rounds | p50 per call | ÷ ONNX Runtime, same precision |", "|---|---|---:|---:|---|---:|---:|"]
-    lines += [(f"| {r['model']} | {r['engine']} | {r['batch']} | {r['sentences_per_s']} | "
-               f"{r['rounds']} | {r['p50_ms']} ms | {r['vs_onnxruntime']} |") for r in report["speed"]]
+    lines = [
+        f"Machine: {benchmark.describe_machine(report['machine'])}",
+        f"Load average before / after: {report['load_before']} / {report['load_after']}",
+        "",
+        "| model | engine | batch | sentences/s | rounds | p50 per call | ÷ ONNX Runtime, same precision |",
+        "|---|---|---:|---:|---|---:|---:|",
+    ]
+    lines += [
+        (
+            f"| {r['model']} | {r['engine']} | {r['batch']} | {r['sentences_per_s']} | "
+            f"{r['rounds']} | {r['p50_ms']} ms | {r['vs_onnxruntime']} |"
+        )
+        for r in report["speed"]
+    ]
     if report["accuracy"]:
-        lines += ["", "| model | engine | token-tag agreement with torch fp32 | entity F1 | torch fp32 | loss (points) |", "|---|---|---:|---:|---:|---:|"]
-        lines += [f"| {r['model']} | {r['engine']} | {r['token_tag_agreement']} | {r['entity_f1']} "
-                  f"| {r['entity_f1_torch_fp32']} | {r['f1_loss_points']} |" for r in report["accuracy"]]
+        lines += [
+            "",
+            "| model | engine | token-tag agreement with torch fp32 | entity F1 | torch fp32 | loss (points) |",
+            "|---|---|---:|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {r['model']} | {r['engine']} | {r['token_tag_agreement']} | {r['entity_f1']} "
+            f"| {r['entity_f1_torch_fp32']} | {r['f1_loss_points']} |"
+            for r in report["accuracy"]
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -199,10 +248,19 @@ def run(spec: CompareSpec) -> dict[str, Any]:
     torch.set_num_threads(spec.threads)
     texts = benchmark.read_sentences(spec.sentences or benchmark.default_sentences(), spec.limit)
     train = paths.SHARED_DATA / "train.txt"
-    calibration = corpus.plain_sentences(train)[: spec.calibration] if train.is_file() else list(benchmark.BUILTIN_SENTENCES)
-    report: dict[str, Any] = {"machine": benchmark.machine(), "load_before": round(os.getloadavg()[0], 2),
-                              "spec": {k: str(v) for k, v in dataclasses.asdict(spec).items()}, "speed": [], "accuracy": []}
-    with tqdm(total=len(spec.models) * len(spec.engines) * len({1, spec.batch_size}), unit="cell", file=sys.stderr) as bar:
+    calibration = (
+        corpus.plain_sentences(train)[: spec.calibration] if train.is_file() else list(benchmark.BUILTIN_SENTENCES)
+    )
+    report: dict[str, Any] = {
+        "machine": benchmark.machine(),
+        "load_before": round(os.getloadavg()[0], 2),
+        "spec": {k: str(v) for k, v in dataclasses.asdict(spec).items()},
+        "speed": [],
+        "accuracy": [],
+    }
+    with tqdm(
+        total=len(spec.models) * len(spec.engines) * len({1, spec.batch_size}), unit="cell", file=sys.stderr
+    ) as bar:
         for model_spec in spec.models:
             model, staged = benchmark.prepare_model(model_spec, spec.out)
             engines = load_engines(staged, spec, calibration, bar)

@@ -40,7 +40,7 @@ def load_seed(model_dir: Path, max_seq_length: int = MAX_SEQ_LENGTH):
     model = BertForTokenClassification(config)
     model.load_state_dict(state)
     model.eval()
-    with open(model_dir / "label_map.txt", "r", encoding="utf-8") as f:  # the tutorial left it open
+    with open(model_dir / "label_map.txt", encoding="utf-8") as f:  # the tutorial left it open
         labels = [label.strip() for label in f.readlines()]
     id_to_label = tutorial_label_names(labels)
 

@@ -14,17 +14,18 @@ from __future__ import annotations
 import shutil
 import statistics
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import psutil
 import requests
 
 import ner_core
 import ner_model
-from ner_settings import HandlerSettings
 from bench import benchmark
 from drills.load import send_all
+from ner_settings import HandlerSettings
 from serving import tsctl
 
 SENTENCES = [
@@ -64,9 +65,12 @@ def cpu_seconds(pid: int) -> float:
     return times.user + times.system
 
 
-def sender(server: tsctl.Server, model: str, texts: list[str], timeout: float, sizes: list[int]) -> Callable[[Any], str]:
+def sender(
+    server: tsctl.Server, model: str, texts: list[str], timeout: float, sizes: list[int]
+) -> Callable[[Any], str]:
     """POST ``texts`` as one JSON request: the outcome is the HTTP status (or the error's name);
     answer sizes go to ``sizes``."""
+
     def send(_: Any) -> str:
         try:
             resp = server.call("POST", "inference", tsctl.predictions_path(model), json=texts, timeout=(5, timeout))
@@ -74,6 +78,7 @@ def sender(server: tsctl.Server, model: str, texts: list[str], timeout: float, s
             return type(err).__name__
         sizes.append(len(resp.content))
         return str(resp.status_code)
+
     return send
 
 
@@ -93,7 +98,11 @@ def measure(spec: str, config: dict, out: Path, rounds: int) -> dict:
         model = tsctl.register(server, mar)
         before = tsctl.workers(server, model)
         pids = set(before)
-        print(f"worst_case: {len(texts)} texts, {cost} model-input tokens; {rounds} rounds alone", file=sys.stderr, flush=True)
+        print(
+            f"worst_case: {len(texts)} texts, {cost} model-input tokens; {rounds} rounds alone",
+            file=sys.stderr,
+            flush=True,
+        )
         send_all(sender(server, model, SENTENCES[:1], timeout, []), range(1), 1)  # warm-up
         sizes: list[int] = []
         alone = send_all(sender(server, model, texts, timeout * 2, sizes), range(rounds), 1)
@@ -106,14 +115,31 @@ def measure(spec: str, config: dict, out: Path, rounds: int) -> dict:
     finally:
         tsctl.stop(run_dir)
     return {
-        "model": name, "texts": len(texts), "chars": sum(map(len, texts)), "model_input_tokens": cost,
-        "limits": {k: getattr(settings, k) for k in ("max_text_chars", "max_texts_per_request", "max_request_tokens",
-                                                        "max_response_bytes", "torch_threads", "runtime")},
-        "batch_size": batch, "workers": workers, "response_timeout_s": timeout,
+        "model": name,
+        "texts": len(texts),
+        "chars": sum(map(len, texts)),
+        "model_input_tokens": cost,
+        "limits": {
+            k: getattr(settings, k)
+            for k in (
+                "max_text_chars",
+                "max_texts_per_request",
+                "max_request_tokens",
+                "max_response_bytes",
+                "torch_threads",
+                "runtime",
+            )
+        },
+        "batch_size": batch,
+        "workers": workers,
+        "response_timeout_s": timeout,
         "alone_s": {"median": round(statistics.median(alone.latencies), 2), "max": round(max(alone.latencies), 2)},
-        "alone_statuses": sorted(alone.outcomes), "answer_bytes": max(sizes, default=0),
-        "full_batches_s": {"median": round(statistics.median(together.latencies), 2),
-                           "max": round(max(together.latencies), 2)},
+        "alone_statuses": sorted(alone.outcomes),
+        "answer_bytes": max(sizes, default=0),
+        "full_batches_s": {
+            "median": round(statistics.median(together.latencies), 2),
+            "max": round(max(together.latencies), 2),
+        },
         "full_batches_statuses": sorted(together.outcomes),
         # CPU seconds each worker spent on its full batch: the wall time on an idle core, whatever
         # else the machine was running during the measurement

@@ -68,8 +68,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import front_door
 import kor_ner_runtime as runtime
@@ -135,8 +135,13 @@ def running(pid: int) -> bool:
         return False
 
 
-def drain(received: Callable[[], float | None], minimum: float = DRAIN_MIN, quiet: float = DRAIN_QUIET,
-          longest: float = DRAIN_MAX, alive: Callable[[], bool] = lambda: True) -> float:
+def drain(
+    received: Callable[[], float | None],
+    minimum: float = DRAIN_MIN,
+    quiet: float = DRAIN_QUIET,
+    longest: float = DRAIN_MAX,
+    alive: Callable[[], bool] = lambda: True,
+) -> float:
     """Return once ``minimum`` s have passed and no inference request arrived (``received``: the
     count so far) for ``quiet`` s, or after ``longest`` s (never before ``minimum``); at once
     when ``alive()`` says a process it serves with has exited. Returns the seconds it took."""
@@ -152,8 +157,10 @@ def drain(received: Callable[[], float | None], minimum: float = DRAIN_MIN, quie
         if now != last:
             last, quiet_since = now, time.monotonic()
         elif elapsed >= minimum and time.monotonic() - quiet_since >= quiet:
-            log(f"drained: no new request for {quiet:g} s ({time.monotonic() - started:.1f} s after the signal, "
-                f"{minimum:g} s at least)")
+            log(
+                f"drained: no new request for {quiet:g} s ({time.monotonic() - started:.1f} s after the signal, "
+                f"{minimum:g} s at least)"
+            )
             return time.monotonic() - started
     log(f"requests still arriving {longest:g} s after the signal (KOR_NER_DRAIN_MAX): stopping anyway")
     return time.monotonic() - started
@@ -198,27 +205,49 @@ class Server:
         (run / "torchserve.properties").write_text(backend_config, encoding="latin-1")
         host = binds["inference"].rsplit(":", 1)[0]
         door = front_door.FrontDoor(
-            binds["inference"], binds["metrics"], str(keys_file),
+            binds["inference"],
+            binds["metrics"],
+            str(keys_file),
             int(self.props.get("default_response_timeout", "120")),
-            front_door.max_connections(), health_bind=f"{host}:{front_door.HEALTH_PORT}", tls_pem=tls_pem,
-            nbthread=front_door.threads(), backend_maxconn=int(self.props.get("job_queue_size", "100")),
-            hard_stop_after=FINISH_MAX, backend_port=BACKEND_PORT, metrics_backend_port=METRICS_BACKEND_PORT,
-            v2_port=V2_PORT)
+            front_door.max_connections(),
+            health_bind=f"{host}:{front_door.HEALTH_PORT}",
+            tls_pem=tls_pem,
+            nbthread=front_door.threads(),
+            backend_maxconn=int(self.props.get("job_queue_size", "100")),
+            hard_stop_after=FINISH_MAX,
+            backend_port=BACKEND_PORT,
+            metrics_backend_port=METRICS_BACKEND_PORT,
+            v2_port=V2_PORT,
+        )
         (run / "haproxy.cfg").write_text(front_door.front_door_config(door), encoding="utf-8")
         self.v2 = v2_status.serve(V2_PORT, runtime.management_url(self.props), draining_marker())
         self.front = subprocess.Popen(["haproxy", "-db", "-f", str(run / "haproxy.cfg")], start_new_session=True)
         env, dropped = front_door.torchserve_environment(os.environ)
         if dropped:
-            log(f"left out of TorchServe's environment (KOR_NER_CONFIG is its whole configuration): "
-                f"{', '.join(dropped)}")
-        cmd = ["torchserve", "--start", "--foreground", "--ncs", "--ts-config", str(run / "torchserve.properties"),
-               "--model-store", MODEL_STORE, "--log-config", LOG_CONFIG]
+            log(
+                f"left out of TorchServe's environment (KOR_NER_CONFIG is its whole configuration): "
+                f"{', '.join(dropped)}"
+            )
+        cmd = [
+            "torchserve",
+            "--start",
+            "--foreground",
+            "--ncs",
+            "--ts-config",
+            str(run / "torchserve.properties"),
+            "--model-store",
+            MODEL_STORE,
+            "--log-config",
+            LOG_CONFIG,
+        ]
         self.proc = subprocess.Popen(cmd, start_new_session=True, env=env)
-        log(f"HAProxy on {binds['inference']} (inference, {'HTTPS' if tls_pem else 'HTTP'}, {len(keys)} key(s) from "
+        log(
+            f"HAProxy on {binds['inference']} (inference, {'HTTPS' if tls_pem else 'HTTP'}, {len(keys)} key(s) from "
             f"{KEY_FILE or private / 'inference.key'}), {binds['metrics']} (metrics) and {door.health_bind} "
             f"(health), maxconn {door.maxconn}, {door.nbthread} thread(s), in front of TorchServe on "
             f"127.0.0.1:{BACKEND_PORT} and :{METRICS_BACKEND_PORT}; "
-            f"Open Inference Protocol health, readiness and metadata on 127.0.0.1:{V2_PORT}")
+            f"Open Inference Protocol health, readiness and metadata on 127.0.0.1:{V2_PORT}"
+        )
 
     def on_signal(self, signum: int, _frame) -> None:
         """Only notes the signal: the main loop drains and stops (no I/O in a signal handler)."""
@@ -228,8 +257,10 @@ class Server:
     def finish(self) -> None:
         """Steps 1-3: fail the health check, drain, let HAProxy answer what it took and exit."""
         draining_marker().touch()
-        log(f"{self.signalled}: draining (health check and readiness fail from now on); new connections are "
-            f"taken and answered for {DRAIN_MIN:g} s at least (KOR_NER_DRAIN_MIN), while load balancers drop the pod")
+        log(
+            f"{self.signalled}: draining (health check and readiness fail from now on); new connections are "
+            f"taken and answered for {DRAIN_MIN:g} s at least (KOR_NER_DRAIN_MIN), while load balancers drop the pod"
+        )
         metrics = f"http://{LOOPBACK}:{METRICS_BACKEND_PORT}/metrics"
         drain(lambda: requests_received(metrics), alive=lambda: running(self.front.pid) and running(self.proc.pid))
         log("HAProxy stops listening and answers the requests it has taken")

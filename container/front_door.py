@@ -1,9 +1,10 @@
 """The container's front door: HAProxy's config, and what TorchServe is given behind it.
 
 The image runs it beside container/entrypoint.py (/opt/kor-ner, imported as ``front_door``);
-from the repository it is ``container.front_door`` (drills/flood.py runs the same door on a
-host). It imports nothing of the project: the standard library and ``javaproperties``, the
-reader of Java's .properties syntax (requirements.txt).
+from the repository it is imported by the same name (container/ is an import root, as handler/
+is: drills/flood.py runs the same door on a host). It imports nothing of the project: the
+standard library and ``javaproperties``, the reader of Java's .properties syntax
+(requirements-serve.in).
 
 - ``split_config``: config.properties read as Java's ``Properties.load`` reads it (``key=value``,
   ``key:value``, ``key value``, continuations, ``\\uXXXX``, the last definition wins), refused
@@ -29,16 +30,19 @@ import os
 import re
 import resource
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 import javaproperties
 
 LOOPBACK = "127.0.0.1"
 # The listeners TorchServe must keep on loopback (the front door takes inference and metrics).
-LOOPBACK_ONLY = {"management_address": "http://127.0.0.1:8081", "grpc_inference_address": "127.0.0.1",
-                 "grpc_management_address": "127.0.0.1"}  # TorchServe 0.12's defaults
+LOOPBACK_ONLY = {
+    "management_address": "http://127.0.0.1:8081",
+    "grpc_inference_address": "127.0.0.1",
+    "grpc_management_address": "127.0.0.1",
+}  # TorchServe 0.12's defaults
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
 KEY = re.compile(r"[A-Za-z0-9._~+/=-]{16,512}")  # RFC 6750's token68, and long enough to guess at no rate
 NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]*"  # a model name or version in a path: no "." or ".." segment, no %-escape
@@ -51,8 +55,10 @@ HEALTH_PORT = int(os.environ.get("KOR_NER_HEALTH_PORT", "8083"))
 SIDE_MAXCONN = 32  # the metrics and the health frontends' own limits: a scraper and the probes
 PER_CONNECTION_KB = 40  # HAProxy's worst case for one connection: two 16 kB buffers and its structures
 # Mozilla's "intermediate" TLS settings (TLS 1.2 with forward-secret AEAD ciphers, and TLS 1.3).
-TLS_CIPHERS = ("ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
-               "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305")
+TLS_CIPHERS = (
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
+    "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+)
 TLS_CIPHERSUITES = "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
 
 
@@ -89,7 +95,7 @@ def _escape(text: str, key: bool) -> str:
 
 def _utf16(char: str) -> list[int]:
     data = char.encode("utf-16-be")
-    return [int.from_bytes(data[i:i + 2], "big") for i in range(0, len(data), 2)]
+    return [int.from_bytes(data[i : i + 2], "big") for i in range(0, len(data), 2)]
 
 
 def write_properties(props: Mapping[str, str], header: str = "") -> str:
@@ -104,8 +110,10 @@ def address(props: Mapping[str, str], key: str, default: str) -> tuple[str, int]
     value = props.get(key, default)
     match = re.fullmatch(r"http://([^/:\[\]]+|\[[0-9A-Fa-f:.]+\]):(\d+)/?", value)
     if match is None:
-        raise SystemExit(f"entrypoint: {key} must be http://HOST:PORT, not {value!r} "
-                         "(TLS is the front door's: KOR_NER_TLS_CERT and KOR_NER_TLS_KEY)")
+        raise SystemExit(
+            f"entrypoint: {key} must be http://HOST:PORT, not {value!r} "
+            "(TLS is the front door's: KOR_NER_TLS_CERT and KOR_NER_TLS_KEY)"
+        )
     return match[1], int(match[2])
 
 
@@ -126,20 +134,29 @@ def split_config(text: str, backend_port: int, metrics_backend_port: int) -> tup
     management or gRPC listener off loopback is refused with one line, whatever the syntax."""
     props = properties(text)
     binds = {}
-    for name, key, default in (("inference", "inference_address", "http://127.0.0.1:8080"),
-                               ("metrics", "metrics_address", "http://127.0.0.1:8082")):
+    for name, key, default in (
+        ("inference", "inference_address", "http://127.0.0.1:8080"),
+        ("metrics", "metrics_address", "http://127.0.0.1:8082"),
+    ):
         host, port = address(props, key, default)
         binds[name] = f"{host}:{port}"
     for key, default in LOOPBACK_ONLY.items():
         value = props.get(key, default)
         if not on_loopback(key, value):
-            raise SystemExit(f"entrypoint: {key} must stay on loopback (127.0.0.1), not {value!r}: "
-                             "only HAProxy may listen beyond the container")
-    props.update(inference_address=f"http://{LOOPBACK}:{backend_port}",
-                 metrics_address=f"http://{LOOPBACK}:{metrics_backend_port}",
-                 disable_token_authorization="true", enable_envvars_config="false")
-    header = ("Written by entrypoint.py at every start from KOR_NER_CONFIG, as Java reads it: HAProxy takes\n"
-              "inference_address and metrics_address and checks the key.")
+            raise SystemExit(
+                f"entrypoint: {key} must stay on loopback (127.0.0.1), not {value!r}: "
+                "only HAProxy may listen beyond the container"
+            )
+    props.update(
+        inference_address=f"http://{LOOPBACK}:{backend_port}",
+        metrics_address=f"http://{LOOPBACK}:{metrics_backend_port}",
+        disable_token_authorization="true",
+        enable_envvars_config="false",
+    )
+    header = (
+        "Written by entrypoint.py at every start from KOR_NER_CONFIG, as Java reads it: HAProxy takes\n"
+        "inference_address and metrics_address and checks the key."
+    )
     return binds, write_properties(props, header)
 
 
@@ -165,8 +182,10 @@ def read_keys(path: str) -> list[str]:
     bad = [i + 1 for i, key in enumerate(keys) if not KEY.fullmatch(key)]
     if not keys or bad:
         where = f" (key {', '.join(map(str, bad))})" if bad else ""
-        raise SystemExit(f"entrypoint: every key in KOR_NER_KEY_FILE {path}{where} must be 16 to 512 characters "
-                         "of A-Z a-z 0-9 . _ ~ + / = - (a bearer token), one a line; it is not printed")
+        raise SystemExit(
+            f"entrypoint: every key in KOR_NER_KEY_FILE {path}{where} must be 16 to 512 characters "
+            "of A-Z a-z 0-9 . _ ~ + / = - (a bearer token), one a line; it is not printed"
+        )
     return list(dict.fromkeys(keys))
 
 
@@ -307,9 +326,11 @@ def json_error(status: int, message: str) -> str:
     return json.dumps({"error": message, "status": status})
 
 
-ACCESS_LOG = ("kor-ner-door %tr client=%ci:%cp frontend=%ft method=%HM route=%[var(txn.route)] status=%ST "
-              "bytes_out=%B bytes_in=%U times_ms=%TR/%Tw/%Tc/%Tr/%Ta termination=%tsc conns=%ac/%fc/%bc/%sc "
-              "queue=%sq/%bq")
+ACCESS_LOG = (
+    "kor-ner-door %tr client=%ci:%cp frontend=%ft method=%HM route=%[var(txn.route)] status=%ST "
+    "bytes_out=%B bytes_in=%U times_ms=%TR/%Tw/%Tc/%Tr/%Ta termination=%tsc conns=%ac/%fc/%bc/%sc "
+    "queue=%sq/%bq"
+)
 REFUSED_LOG = " refused_from_source=%[sc0_get_gpc0]"  # with a per-source limit
 
 
@@ -330,8 +351,11 @@ def _routes(routes: tuple[Route, ...], missing: str) -> list[str]:
     lines.append("    " + _answer(404, missing) + f" unless origin_form {known.replace(' || ', ' || origin_form ')}")
     for route in routes:
         allow = ", ".join(route.methods)
-        lines.append("    " + _answer(405, f"method not allowed here: {allow} only", f" hdr Allow '{allow}'")
-                     + f" if route_{route.name} !method_{route.name}")
+        lines.append(
+            "    "
+            + _answer(405, f"method not allowed here: {allow} only", f" hdr Allow '{allow}'")
+            + f" if route_{route.name} !method_{route.name}"
+        )
     return lines
 
 
@@ -351,8 +375,14 @@ def front_door_config(door: FrontDoor) -> str:
     New routes go in ROUTES."""
     error = "http-error status {} content-type application/json string '{}'"
     unauthorized = json_error(401, "missing or wrong inference key: send the header Authorization: Bearer <key>")
-    tls = (f" ssl crt {door.tls_pem} alpn http/1.1 ssl-min-ver TLSv1.2 ciphers {TLS_CIPHERS} "
-           f"ciphersuites {TLS_CIPHERSUITES}") if door.tls_pem else ""
+    tls = (
+        (
+            f" ssl crt {door.tls_pem} alpn http/1.1 ssl-min-ver TLSv1.2 ciphers {TLS_CIPHERS} "
+            f"ciphersuites {TLS_CIPHERSUITES}"
+        )
+        if door.tls_pem
+        else ""
+    )
     total = door.maxconn + 2 * door.side_maxconn
     lines = [
         "# Written by entrypoint.py at every start: the container's front door (container/front_door.py).",
@@ -365,7 +395,7 @@ def front_door_config(door: FrontDoor) -> str:
         "defaults",
         "    mode http",
         "    log global",
-        f"    log-format \"{ACCESS_LOG}{REFUSED_LOG if door.max_conn_per_source > 0 else ''}\"",
+        f'    log-format "{ACCESS_LOG}{REFUSED_LOG if door.max_conn_per_source > 0 else ""}"',
         "    timeout connect 2s",
         "    # A request's headers and the start of its body (http-buffer-request: what fits one 16 kB",
         "    # buffer) must arrive within this; a slow or stalled client is cut here (408) and never",
@@ -383,7 +413,8 @@ def front_door_config(door: FrontDoor) -> str:
         "    " + error.format(400, json_error(400, "malformed HTTP/1.1 request")),
         "    " + error.format(408, json_error(408, "the request did not arrive in time")),
         "    " + error.format(502, json_error(502, "TorchServe closed the connection; retry")),
-        "    " + error.format(503, json_error(503, "TorchServe is busy or not answering (starting or stopping); retry"))
+        "    "
+        + error.format(503, json_error(503, "TorchServe is busy or not answering (starting or stopping); retry"))
         + " hdr Retry-After 1",
         "    " + error.format(504, json_error(504, "TorchServe did not answer in time")),
         "frontend inference",
@@ -408,11 +439,15 @@ def front_door_config(door: FrontDoor) -> str:
         "    # SHA-256 digest is in the keys file.",
         "    acl bearer_form req.fhdr(authorization) -m reg -i ^bearer\\ +[A-Za-z0-9._~+/=-]+$",
         "    acl one_header req.hdr_cnt(authorization) eq 1",
-        "    http-request set-var(txn.key) req.fhdr(authorization),regsub(^[^\\ ]+\\ +,),digest(sha256),hex"
-        " if one_header bearer_form",
+        (
+            "    http-request set-var(txn.key) req.fhdr(authorization),regsub(^[^\\ ]+\\ +,),digest(sha256),hex"
+            " if one_header bearer_form"
+        ),
         f"    acl key_known var(txn.key) -m str -f {door.keys_file}",
-        f"    http-request return status 401 content-type application/json string '{unauthorized}' "
-        f"hdr WWW-Authenticate 'Bearer realm=\"kor-ner\"' unless {keyless} || one_header bearer_form key_known",
+        (
+            f"    http-request return status 401 content-type application/json string '{unauthorized}' "
+            f"hdr WWW-Authenticate 'Bearer realm=\"kor-ner\"' unless {keyless} || one_header bearer_form key_known"
+        ),
         "    http-request del-header authorization  # the key goes no further",
         "    http-request unset-var(txn.key)",
     ]
@@ -423,8 +458,9 @@ def front_door_config(door: FrontDoor) -> str:
         "frontend metrics",
         f"    bind {door.metrics_bind} proto h1",
         f"    maxconn {door.side_maxconn}",
-        *_routes((Route("metrics", "^/metrics$", ("GET", "HEAD"), False, "torchserve_metrics"),),
-                 "only GET /metrics here"),
+        *_routes(
+            (Route("metrics", "^/metrics$", ("GET", "HEAD"), False, "torchserve_metrics"),), "only GET /metrics here"
+        ),
         "    default_backend torchserve_metrics",
     ]
     if door.health_bind:
@@ -438,8 +474,10 @@ def front_door_config(door: FrontDoor) -> str:
         ]
     lines += [
         "backend torchserve",
-        f"    server torchserve {LOOPBACK}:{door.backend_port} maxconn {door.backend_maxconn} "
-        f"maxqueue {door.backend_maxconn}",
+        (
+            f"    server torchserve {LOOPBACK}:{door.backend_port} "
+            f"maxconn {door.backend_maxconn} maxqueue {door.backend_maxconn}"
+        ),
         "backend torchserve_ping  # liveness has its own connections to TorchServe: never queued behind inference",
         f"    server ping {LOOPBACK}:{door.backend_port} maxconn {door.side_maxconn}",
         "backend torchserve_metrics",

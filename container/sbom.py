@@ -41,8 +41,8 @@ Component = dict[str, Any]
 def properties(text: str) -> dict[str, str]:
     """key -> value of a Java properties text (the simple form these metadata files use)."""
     found = {}
-    for line in text.splitlines():
-        line = line.strip()
+    for raw in text.splitlines():
+        line = raw.strip()
         if line and not line.startswith(("#", "!")) and "=" in line:
             key, value = line.split("=", 1)
             found[key.strip()] = value.strip().replace("\\:", ":")
@@ -51,8 +51,15 @@ def properties(text: str) -> dict[str, str]:
 
 def maven(group: str, name: str, version: str, source: str) -> Component:
     purl = f"pkg:maven/{group}/{name}@{version}"
-    return {"type": "library", "bom-ref": purl, "group": group, "name": name, "version": version, "purl": purl,
-            "properties": [{"name": "kor-ner:found-in", "value": source}]}
+    return {
+        "type": "library",
+        "bom-ref": purl,
+        "group": group,
+        "name": name,
+        "version": version,
+        "purl": purl,
+        "properties": [{"name": "kor-ner:found-in", "value": source}],
+    }
 
 
 def jar_components(jar: Path) -> list[Component]:
@@ -122,13 +129,19 @@ def local(component: Component) -> bool:
     return any(r.get("comment") == "PackageSource: Local" for r in component.get("externalReferences", []))
 
 
-def sbom(python_sbom: dict[str, Any], jar: Path, dpkg_status: Path, distro: str, name: str, version: str,
-         revision: str = "") -> dict[str, Any]:
+def sbom(
+    python_sbom: dict[str, Any], jar: Path, dpkg_status: Path, distro: str, name: str, version: str, revision: str = ""
+) -> dict[str, Any]:
     """One CycloneDX document of the image: the Python SBOM's components and dependencies, plus
     the jar's Java libraries and the Debian packages."""
-    python = [{**c, **({} if "purl" in c or local(c) else {"purl": f"pkg:pypi/{c['name'].lower()}@{c['version']}"}),
-               "properties": [*c.get("properties", []), {"name": "kor-ner:layer", "value": "python"}]}
-              for c in python_sbom.get("components", [])]
+    python = [
+        {
+            **c,
+            **({} if "purl" in c or local(c) else {"purl": f"pkg:pypi/{c['name'].lower()}@{c['version']}"}),
+            "properties": [*c.get("properties", []), {"name": "kor-ner:layer", "value": "python"}],
+        }
+        for c in python_sbom.get("components", [])
+    ]
     java, debian = jar_components(jar), dpkg_components(dpkg_status, distro)
     image: Component = {"type": "container", "bom-ref": f"image:{name}@{version}", "name": name, "version": version}
     if revision:
@@ -146,9 +159,14 @@ def sbom(python_sbom: dict[str, Any], jar: Path, dpkg_status: Path, distro: str,
             "component": image,
         },
         "components": [*python, *java, *debian],
-        "dependencies": [{"ref": image["bom-ref"], "dependsOn": [c["bom-ref"] for c in [*python, *java, *debian]]},
-                         *(d for d in python_sbom.get("dependencies", []) if d.get("ref") != python_sbom.get(
-                             "metadata", {}).get("component", {}).get("bom-ref"))],
+        "dependencies": [
+            {"ref": image["bom-ref"], "dependsOn": [c["bom-ref"] for c in [*python, *java, *debian]]},
+            *(
+                d
+                for d in python_sbom.get("dependencies", [])
+                if d.get("ref") != python_sbom.get("metadata", {}).get("component", {}).get("bom-ref")
+            ),
+        ],
     }
 
 
@@ -164,16 +182,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-o", "--output", type=Path, required=True)
     args = parser.parse_args(argv)
     python_sbom = json.loads(args.python_sbom.read_text(encoding="utf-8"))
-    document = sbom(python_sbom, args.jar, args.dpkg_status, distro_of(args.os_release), args.name, args.version,
-                    args.revision)
+    document = sbom(
+        python_sbom, args.jar, args.dpkg_status, distro_of(args.os_release), args.name, args.version, args.revision
+    )
     if not any(c.get("group") == "io.netty" for c in document["components"]):
         print(f"sbom: no Netty found in {args.jar}", file=sys.stderr)
         return 1
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(document, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    kinds = {"python": len(python_sbom.get("components", [])), "java": sum(1 for c in document["components"]
-             if c.get("purl", "").startswith("pkg:maven/")), "debian": sum(1 for c in document["components"]
-             if c.get("purl", "").startswith("pkg:deb/"))}
+    kinds = {
+        "python": len(python_sbom.get("components", [])),
+        "java": sum(1 for c in document["components"] if c.get("purl", "").startswith("pkg:maven/")),
+        "debian": sum(1 for c in document["components"] if c.get("purl", "").startswith("pkg:deb/")),
+    }
     print(f"sbom: {args.output}: " + ", ".join(f"{n} {k}" for k, n in kinds.items()))
     return 0
 

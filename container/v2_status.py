@@ -49,8 +49,9 @@ class ModelState:
     ready: bool
 
 
-def v2_route_answer(method: str, path: str, models: Mapping[str, ModelState],
-                    draining: bool = False) -> tuple[int, dict[str, Any]] | None:
+def v2_route_answer(
+    method: str, path: str, models: Mapping[str, ModelState], draining: bool = False
+) -> tuple[int, dict[str, Any]] | None:
     """The answer (status, JSON body) to the Open Inference Protocol's health, readiness and
     model metadata routes, which TorchServe 0.12 does not serve, from the registered
     ``models``; None for any other request (TorchServe's to answer). Ready means a READY worker
@@ -96,8 +97,9 @@ def model_states(management: str) -> dict[str, ModelState]:
 class Models:
     """``model_states`` cached for TTL seconds; None while the management API does not answer."""
 
-    def __init__(self, management: str, ttl: float = TTL,
-                 fetch: Callable[[str], Mapping[str, ModelState]] = model_states) -> None:
+    def __init__(
+        self, management: str, ttl: float = TTL, fetch: Callable[[str], Mapping[str, ModelState]] = model_states
+    ) -> None:
         self.management, self.ttl, self.fetch = management, ttl, fetch
         self.lock = threading.Lock()
         self.at = -float("inf")
@@ -140,10 +142,10 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "kor-ner"
     sys_version = ""
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_GET(self) -> None:
         self._reply(with_body=True)
 
-    def do_HEAD(self) -> None:  # noqa: N802
+    def do_HEAD(self) -> None:
         self._reply(with_body=False)
 
     def _reply(self, with_body: bool) -> None:
@@ -157,7 +159,7 @@ class _Handler(BaseHTTPRequestHandler):
         if with_body:
             self.wfile.write(data)
 
-    def log_message(self, format: str, *args) -> None:  # noqa: A002
+    def log_message(self, format: str, *args) -> None:
         pass  # nothing logged: neither request lines nor headers
 
 

@@ -20,7 +20,8 @@ import signal
 import statistics
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import requests
 
@@ -32,6 +33,7 @@ from serving.predict import predict_with_retry
 def sender(server: tsctl.Server, model: str, tally: Tally, timeout: float, retries: int) -> Callable[[int], str]:
     """Send sentence ``n`` (each one unique) through the project's client; an answer must echo
     the very text sent. Resends are counted in ``tally.counts`` by reason."""
+
     def send(n: int) -> str:
         text = f"훈련 {n}: 이순신은 한산도에서 왜군을 무찔렀다."
         try:
@@ -41,6 +43,7 @@ def sender(server: tsctl.Server, model: str, tally: Tally, timeout: float, retri
         if resp.status_code != 200:
             return f"HTTP {resp.status_code} after {retries} resends"
         return "ok" if resp.json().get("sentence") == text else "answered with another text"
+
     return send
 
 
@@ -58,12 +61,23 @@ def kill_one(server: tsctl.Server, model: str, workers: int, deadline_s: float) 
         if len(pids) >= workers and victim not in pids:
             return victim, time.monotonic() - killed
         if time.monotonic() - killed > deadline_s:
-            raise tsctl.TsError(f"{model}: {len(pids)} of {workers} workers READY {deadline_s:.0f} s after killing {victim}")
+            raise tsctl.TsError(
+                f"{model}: {len(pids)} of {workers} workers READY {deadline_s:.0f} s after killing {victim}"
+            )
         time.sleep(0.1)
 
 
-def drill(server: tsctl.Server, model: str, kills: int, clients: int, settle: float = 5.0, timeout: float = 15,
-          retries: int = 6, deadline_s: float = 180, progress=print) -> dict[str, Any]:
+def drill(
+    server: tsctl.Server,
+    model: str,
+    kills: int,
+    clients: int,
+    settle: float = 5.0,
+    timeout: float = 15,
+    retries: int = 6,
+    deadline_s: float = 180,
+    progress=print,
+) -> dict[str, Any]:
     """Load, ``kills`` SIGKILLs one after another, load again: the report."""
     workers = len(ready_pids(server, model))
     if workers == 0:
@@ -79,21 +93,29 @@ def drill(server: tsctl.Server, model: str, kills: int, clients: int, settle: fl
         for k in range(kills):
             pid, seconds = kill_one(server, model, workers, deadline_s)
             recoveries.append(seconds)
-            progress(f"kill {k + 1}/{kills}: worker {pid} SIGKILLed; {workers} READY again after {seconds:.1f} s "
-                     f"({tally.ok} answered, {sum(tally.counts.values())} resends so far)")
+            progress(
+                f"kill {k + 1}/{kills}: worker {pid} SIGKILLed; {workers} READY again after {seconds:.1f} s "
+                f"({tally.ok} answered, {sum(tally.counts.values())} resends so far)"
+            )
             time.sleep(settle)
     finally:
         stop.set()
         loader.join()
     lost = {why: n for why, n in tally.outcomes.items() if why != "ok"}
     return {
-        "model": model, "workers": workers, "clients": clients, "kills": kills,
+        "model": model,
+        "workers": workers,
+        "clients": clients,
+        "kills": kills,
         "recovery_s": [round(s, 2) for s in recoveries],
         "recovery_s_median": round(statistics.median(recoveries), 2) if recoveries else None,
         "recovery_s_max": round(max(recoveries), 2) if recoveries else None,
         "seconds": round(time.monotonic() - started, 1),
-        "answered": tally.ok, "lost": sum(lost.values()), "lost_why": lost,
-        "resends": dict(tally.counts), "slowest_answer_s": round(max(tally.latencies, default=0.0), 2),
+        "answered": tally.ok,
+        "lost": sum(lost.values()),
+        "lost_why": lost,
+        "resends": dict(tally.counts),
+        "slowest_answer_s": round(max(tally.latencies, default=0.0), 2),
     }
 
 

@@ -30,9 +30,10 @@ import statistics
 import subprocess
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import front_door
 
@@ -71,9 +72,15 @@ class Report:
         lat = sorted(self.latencies_ms)
         pct = (lambda q: round(lat[min(len(lat) - 1, int(q * len(lat)))], 1)) if lat else (lambda q: None)
         out = {k: v for k, v in asdict(self).items() if k != "latencies_ms"}
-        out.update(honest_failed=dict(self.honest_failed), flood_answered=dict(self.flood_answered),
-                   p50_ms=pct(0.50), p99_ms=pct(0.99), max_ms=round(lat[-1], 1) if lat else None,
-                   mean_ms=round(statistics.fmean(lat), 1) if lat else None, seconds=round(self.seconds, 1))
+        out.update(
+            honest_failed=dict(self.honest_failed),
+            flood_answered=dict(self.flood_answered),
+            p50_ms=pct(0.50),
+            p99_ms=pct(0.99),
+            max_ms=round(lat[-1], 1) if lat else None,
+            mean_ms=round(statistics.fmean(lat), 1) if lat else None,
+            seconds=round(self.seconds, 1),
+        )
         return out
 
 
@@ -85,11 +92,15 @@ def raise_fd_limit() -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
-def http_request(path: str, body: bytes, key: str | None = None, content_type: str = "text/plain; charset=utf-8") -> bytes:
+def http_request(
+    path: str, body: bytes, key: str | None = None, content_type: str = "text/plain; charset=utf-8"
+) -> bytes:
     """A complete HTTP/1.1 POST that asks the server to close the connection after answering."""
     auth = f"Authorization: Bearer {key}\r\n" if key else ""
-    head = (f"POST {path} HTTP/1.1\r\nHost: kor-ner\r\n{auth}Content-Type: {content_type}\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n")
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: kor-ner\r\n{auth}Content-Type: {content_type}\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
     return head.encode("ascii") + body
 
 
@@ -129,8 +140,11 @@ class _Flood:
                 if idle:
                     pass
                 elif stalled:
-                    writer.write(f"POST {plan.path} HTTP/1.1\r\nHost: kor-ner\r\nContent-Type: text/plain\r\n"
-                                 "Content-Length: 1000\r\n\r\n".encode() + "서울".encode())
+                    writer.write(
+                        f"POST {plan.path} HTTP/1.1\r\nHost: kor-ner\r\nContent-Type: text/plain\r\n"
+                        "Content-Length: 1000\r\n\r\n".encode()
+                        + "서울".encode()
+                    )
                 else:
                     writer.write(f"POST {plan.path} HTTP/1.1\r\nHost: kor-ner\r\n".encode())
                 await writer.drain()
@@ -203,7 +217,9 @@ def run(plan: Plan, expect: int = 200) -> Report:
     Honest requests still in flight when the time is up are waited for (up to honest_timeout)."""
     need = plan.slow_headers + plan.stalled_bodies + plan.idle + plan.honest_clients + 64
     if raise_fd_limit() < need:
-        raise RuntimeError(f"the open-file limit ({raise_fd_limit()}) is under the {need} this flood needs: raise ulimit -n")
+        raise RuntimeError(
+            f"the open-file limit ({raise_fd_limit()}) is under the {need} this flood needs: raise ulimit -n"
+        )
     return asyncio.run(_run(plan, expect))
 
 
@@ -229,8 +245,9 @@ def haproxy(config: str, workdir: Path, ports: tuple[int, ...], timeout: float =
     if check.returncode != 0:
         raise RuntimeError(f"haproxy refuses {path}: {check.stdout}{check.stderr}")
     with open(workdir / "haproxy.log", "ab") as out:
-        proc = subprocess.Popen(["haproxy", "-db", "-f", str(path)], stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            ["haproxy", "-db", "-f", str(path)], stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
     try:
         deadline = time.monotonic() + timeout
         while not all(_accepting("127.0.0.1", p) for p in ports):
@@ -247,16 +264,32 @@ def haproxy(config: str, workdir: Path, ports: tuple[int, ...], timeout: float =
             proc.wait()
 
 
-def front_door_config(workdir: Path, keys: str | list[str], inference_port: int, metrics_port: int,
-                      backend_port: int, metrics_backend_port: int, **fields: Any) -> str:
+def front_door_config(
+    workdir: Path,
+    keys: str | list[str],
+    inference_port: int,
+    metrics_port: int,
+    backend_port: int,
+    metrics_backend_port: int,
+    **fields: Any,
+) -> str:
     """The image's HAProxy config (container/front_door.py) for this host: binds on 127.0.0.1,
     TorchServe's ports as given, the keys' digests in a file under ``workdir``; ``fields``
     override FrontDoor's (maxconn, health_bind, tls_pem, request_timeout, max_conn_per_source...)."""
     workdir.mkdir(parents=True, exist_ok=True)
-    keys_file = front_door.write_private(workdir / "keys.sha256", front_door.key_digests(
-        [keys] if isinstance(keys, str) else keys))
-    fields = dict(maxconn=front_door.max_connections(), nbthread=front_door.threads(), backend_port=backend_port,
-                  metrics_backend_port=metrics_backend_port) | fields
-    door = front_door.FrontDoor(f"127.0.0.1:{inference_port}", f"127.0.0.1:{metrics_port}", str(keys_file), 120,
-                                **fields)
+    keys_file = front_door.write_private(
+        workdir / "keys.sha256", front_door.key_digests([keys] if isinstance(keys, str) else keys)
+    )
+    fields = (
+        dict(
+            maxconn=front_door.max_connections(),
+            nbthread=front_door.threads(),
+            backend_port=backend_port,
+            metrics_backend_port=metrics_backend_port,
+        )
+        | fields
+    )
+    door = front_door.FrontDoor(
+        f"127.0.0.1:{inference_port}", f"127.0.0.1:{metrics_port}", str(keys_file), 120, **fields
+    )
     return front_door.front_door_config(door)

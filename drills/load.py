@@ -15,8 +15,9 @@ import statistics
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
+from typing import Any, TypeVar
 
 import requests
 
@@ -57,8 +58,14 @@ class Tally:
         return self.outcomes["ok"]
 
 
-def send_all(send: Callable[[T], str], items: Iterable[T], concurrency: int, tally: Tally | None = None,
-             stop: threading.Event | None = None, on_sent: Callable[[], object] | None = None) -> Tally:
+def send_all(
+    send: Callable[[T], str],
+    items: Iterable[T],
+    concurrency: int,
+    tally: Tally | None = None,
+    stop: threading.Event | None = None,
+    on_sent: Callable[[], object] | None = None,
+) -> Tally:
     """``concurrency`` threads call ``send(item)`` for the next item, until the items run out or
     ``stop`` is set; each outcome goes into ``tally`` (a new one when None), which is returned.
     ``send`` answers a failed request with its outcome instead of raising."""
@@ -108,7 +115,7 @@ class Sessions:
                 session.close()
             self._all.clear()
 
-    def __enter__(self) -> "Sessions":
+    def __enter__(self) -> Sessions:
         return self
 
     def __exit__(self, *_: Any) -> None:
@@ -145,12 +152,15 @@ def timed_calls(call: Callable[[Any], Any], items: Sequence[tuple[int, Any]], mi
     return Round(sentences, time.perf_counter() - started, latencies)
 
 
-def http_load(server: tsctl.Server, model: str, sentences: Sequence[str], concurrency: int, min_seconds: float) -> Round:
+def http_load(
+    server: tsctl.Server, model: str, sentences: Sequence[str], concurrency: int, min_seconds: float
+) -> Round:
     """``concurrency`` keep-alive clients, each POSTing one sentence (text/plain) at a time."""
     url = server.inference_url + tsctl.predictions_path(model)
     headers = {**server.headers("inference"), "Content-Type": "text/plain; charset=utf-8"}
 
     with Sessions() as sessions:
+
         def send(text: str) -> str:
             try:
                 # a slow path at high concurrency queues for minutes: measure it, do not fail it
@@ -173,6 +183,12 @@ def summarise(rounds: Sequence[Round]) -> dict[str, Any]:
     rates = [r.sentences / r.seconds for r in rounds]
     latencies = sorted(x for r in rounds for x in r.latencies)
     ms = lambda q: round(1000 * percentile(latencies, q), 1)  # noqa: E731
-    return {"sentences_per_s": round(statistics.median(rates), 2), "rounds": [round(x, 2) for x in rates],
-            "p50_ms": ms(50), "p95_ms": ms(95), "p99_ms": ms(99),
-            "calls": len(latencies), "errors": sum(r.errors for r in rounds)}
+    return {
+        "sentences_per_s": round(statistics.median(rates), 2),
+        "rounds": [round(x, 2) for x in rates],
+        "p50_ms": ms(50),
+        "p95_ms": ms(95),
+        "p99_ms": ms(99),
+        "calls": len(latencies),
+        "errors": sum(r.errors for r in rounds),
+    }

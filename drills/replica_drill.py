@@ -114,12 +114,19 @@ class Haproxy:
         keys.write_text(f"Bearer {key}\n", encoding="utf-8")
         keys.chmod(0o600)
         servers = "\n".join(
-            (f"    server {name} {_hostport(server.inference_url)} check port "
-             f"{_hostport(server.management_url).rsplit(':', 1)[1]}")
-            for name, server in replicas.items())
+            (
+                f"    server {name} {_hostport(server.inference_url)} check port "
+                f"{_hostport(server.management_url).rsplit(':', 1)[1]}"
+            )
+            for name, server in replicas.items()
+        )
         config = self.workdir / "haproxy.cfg"
-        config.write_text(HAPROXY_CONFIG.format(socket=self.socket_path, bind="127.0.0.1", port=self.port,
-                                                keys=keys, model=MODEL, servers=servers), encoding="utf-8")
+        config.write_text(
+            HAPROXY_CONFIG.format(
+                socket=self.socket_path, bind="127.0.0.1", port=self.port, keys=keys, model=MODEL, servers=servers
+            ),
+            encoding="utf-8",
+        )
         return config
 
     def start(self, config: Path) -> None:
@@ -128,8 +135,9 @@ class Haproxy:
         if check.returncode != 0:
             raise RuntimeError(f"haproxy refuses {config}: {check.stdout}{check.stderr}")
         with open(self.workdir / "haproxy.log", "ab") as out:
-            self.proc = subprocess.Popen(["haproxy", "-db", "-f", str(config)], stdout=out, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(
+                ["haproxy", "-db", "-f", str(config)], stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
         _until(self.socket_path.exists, 10, "HAProxy did not open its runtime socket")
 
     def command(self, line: str) -> str:
@@ -147,7 +155,9 @@ class Haproxy:
         lines = self.command("show stat").splitlines()
         header = lines[0].lstrip("# ").split(",")
         rows = [dict(zip(header, line.split(","), strict=False)) for line in lines[1:] if line]
-        return {r["svname"]: r for r in rows if r["pxname"] == "replicas" and r["svname"] not in ("BACKEND", "FRONTEND")}
+        return {
+            r["svname"]: r for r in rows if r["pxname"] == "replicas" and r["svname"] not in ("BACKEND", "FRONTEND")
+        }
 
     def set_state(self, server: str, state: str) -> None:
         answer = self.command(f"set server replicas/{server} state {state}").strip()
@@ -185,9 +195,15 @@ class PhaseTally:
     unversioned: int = 0
 
     def as_dict(self) -> dict[str, Any]:
-        return {"answered": self.answered, "failed": sum(self.failed.values()), "failed_why": dict(self.failed),
-                "resent": sum(self.resent.values()), "resent_why": dict(self.resent),
-                "versions": dict(self.versions), "unversioned": self.unversioned}
+        return {
+            "answered": self.answered,
+            "failed": sum(self.failed.values()),
+            "failed_why": dict(self.failed),
+            "resent": sum(self.resent.values()),
+            "resent_why": dict(self.resent),
+            "versions": dict(self.versions),
+            "unversioned": self.unversioned,
+        }
 
 
 class Load:
@@ -201,8 +217,12 @@ class Load:
         self.tallies: dict[str, dict[str, PhaseTally]] = {}
         self.last_versions: list[str] = []
         self.sessions = Sessions()
-        self.thread = threading.Thread(target=send_all, args=(self._send, range(max_requests), clients),
-                                       kwargs={"stop": self.stop_event}, daemon=True)
+        self.thread = threading.Thread(
+            target=send_all,
+            args=(self._send, range(max_requests), clients),
+            kwargs={"stop": self.stop_event},
+            daemon=True,
+        )
 
     def start(self) -> None:
         self.thread.start()
@@ -224,15 +244,23 @@ class Load:
             self.sent += 1
         kind = "plain" if n % 2 else "retrying"
         text = f"훈련 {n}: 이순신은 한산도에서 왜군을 무찔렀다."
-        body: dict[str, Any] = {"id": str(n), "inputs": [{"name": "texts", "shape": [1], "datatype": "BYTES", "data": [text]}]}
+        body: dict[str, Any] = {
+            "id": str(n),
+            "inputs": [{"name": "texts", "shape": [1], "datatype": "BYTES", "data": [text]}],
+        }
         resends: list[str] = []
         try:
             if kind == "plain":
-                resp = self.sessions.get().post(self.lb.inference_url + tsctl.predictions_path(MODEL), json=body,
-                                                headers=self.lb.headers("inference"), timeout=(5, self.timeout))
+                resp = self.sessions.get().post(
+                    self.lb.inference_url + tsctl.predictions_path(MODEL),
+                    json=body,
+                    headers=self.lb.headers("inference"),
+                    timeout=(5, self.timeout),
+                )
             else:
-                resp = predict_with_retry(self.lb, MODEL, body, retries=4, timeout=self.timeout, backoff=0.2,
-                                          on_retry=resends.append)
+                resp = predict_with_retry(
+                    self.lb, MODEL, body, retries=4, timeout=self.timeout, backoff=0.2, on_retry=resends.append
+                )
             why = None if resp.status_code == 200 else f"HTTP {resp.status_code}"
         except requests.RequestException as err:
             inner = err.args[0] if err.args else None  # e.g. ProtocolError(RemoteDisconnected): no request text
@@ -272,8 +300,13 @@ class Replica:
 
     def start(self, store: Path, archive: str, timeout: float) -> float:
         started = time.monotonic()
-        self.server = tsctl.start(self.run_dir, store, overrides={**self.ports, "disable_token_authorization": "true"},
-                                  timeout=timeout, reregister=False)
+        self.server = tsctl.start(
+            self.run_dir,
+            store,
+            overrides={**self.ports, "disable_token_authorization": "true"},
+            timeout=timeout,
+            reregister=False,
+        )
         tsctl.register(self.server, archive, timeout=timeout)
         return time.monotonic() - started
 
@@ -300,8 +333,17 @@ def package(model_dir: Path, store: Path, workdir: Path, workers: int) -> None:
     config_path = workdir / "model-config.yaml"
     config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
     for version, archive in ARCHIVES.items():
-        package_model.package(PackageSpec(model_dir, name=MODEL, version=version, archive_name=archive[:-4],
-                                      model_config=config_path, export_path=store, force=True))
+        package_model.package(
+            PackageSpec(
+                model_dir,
+                name=MODEL,
+                version=version,
+                archive_name=archive[:-4],
+                model_config=config_path,
+                export_path=store,
+                force=True,
+            )
+        )
 
 
 # --------------------------------------------------------------------------- the drill
@@ -336,13 +378,17 @@ def drill(args: DrillSpec) -> dict[str, Any]:
     package(args.model_dir, store, workdir, args.workers)
 
     if args.first_port:
-        replicas = {name: Replica(name, workdir / name, tsctl.port_block(args.first_port + 10 * i))
-                    for i, name in enumerate(REPLICAS)}
+        replicas = {
+            name: Replica(name, workdir / name, tsctl.port_block(args.first_port + 10 * i))
+            for i, name in enumerate(REPLICAS)
+        }
         haproxy = Haproxy(workdir, args.first_port + 10 * len(REPLICAS))
     else:  # free ports (tests), all picked at once so that no two are the same
         ports, n = tsctl.free_ports(tsctl.LISTENERS * len(REPLICAS) + 1), tsctl.LISTENERS
-        replicas = {name: Replica(name, workdir / name, tsctl.listener_overrides(ports[n * i:n * (i + 1)]))
-                    for i, name in enumerate(REPLICAS)}
+        replicas = {
+            name: Replica(name, workdir / name, tsctl.listener_overrides(ports[n * i : n * (i + 1)]))
+            for i, name in enumerate(REPLICAS)
+        }
         haproxy = Haproxy(workdir, ports[-1])
     key = secrets.token_urlsafe(24)
     lb_dir = workdir / "lb"
@@ -354,11 +400,18 @@ def drill(args: DrillSpec) -> dict[str, Any]:
     try:
         for replica in replicas.values():
             seconds = replica.start(store, ARCHIVES["1.0"], left())
-            log(t0, (f"replica {replica.name} serves {MODEL} 1.0 at {replica.live.inference_url} "
-                     f"(ready in {seconds:.1f} s)"))
+            log(
+                t0,
+                (
+                    f"replica {replica.name} serves {MODEL} 1.0 at {replica.live.inference_url} "
+                    f"(ready in {seconds:.1f} s)"
+                ),
+            )
         config = haproxy.write_config({r.name: r.live for r in replicas.values()}, key)
         haproxy.start(config)
-        _until(lambda: all(s["status"] == "UP" for s in haproxy.servers().values()), left(), "replicas not UP in HAProxy")
+        _until(
+            lambda: all(s["status"] == "UP" for s in haproxy.servers().values()), left(), "replicas not UP in HAProxy"
+        )
         log(t0, f"HAProxy on {lb.inference_url} ({config}); both replicas UP")
         refused = requests.post(lb.inference_url + tsctl.predictions_path(MODEL), data="키 없이".encode(), timeout=10)
         result["lb_status_without_key"] = refused.status_code
@@ -375,13 +428,19 @@ def drill(args: DrillSpec) -> dict[str, Any]:
         update_started = time.monotonic()
         for replica in replicas.values():
             haproxy.set_state(replica.name, "maint")
-            drained = _until(lambda replica=replica: _sessions(haproxy, replica.name) == 0, left(), f"{replica.name} did not drain")
+            drained = _until(
+                lambda replica=replica: _sessions(haproxy, replica.name) == 0, left(), f"{replica.name} did not drain"
+            )
             log(t0, f"{replica.name}: out of rotation, drained in {drained:.1f} s")
             replica.stop()
             seconds = replica.start(store, ARCHIVES["2.0"], left())
             log(t0, f"{replica.name}: restarted with {MODEL} 2.0, a worker READY in {seconds:.1f} s")
             haproxy.set_state(replica.name, "ready")
-            up = _until(lambda replica=replica: haproxy.servers()[replica.name]["status"] == "UP", left(), f"{replica.name} not UP")
+            up = _until(
+                lambda replica=replica: haproxy.servers()[replica.name]["status"] == "UP",
+                left(),
+                f"{replica.name} not UP",
+            )
             log(t0, f"{replica.name}: back in rotation (health check passed in {up:.1f} s)")
             settle(load, args.settle, deadline)
         result["rolling_update_s"] = round(time.monotonic() - update_started, 1)
@@ -396,8 +455,11 @@ def drill(args: DrillSpec) -> dict[str, Any]:
         victim.kill9()
         killed = time.monotonic()
         log(t0, f"{victim.name}: kill -9 of its process group (frontend and workers)")
-        down = _until(lambda: haproxy.servers()[victim.name]["status"].startswith("DOWN"), left(),
-                      f"HAProxy did not mark {victim.name} DOWN")
+        down = _until(
+            lambda: haproxy.servers()[victim.name]["status"].startswith("DOWN"),
+            left(),
+            f"HAProxy did not mark {victim.name} DOWN",
+        )
         log(t0, f"{victim.name}: marked DOWN by HAProxy {down:.1f} s after the kill")
         result["kill_marked_down_s"] = round(time.monotonic() - killed, 1)
         settle(load, args.settle, deadline)
@@ -407,7 +469,9 @@ def drill(args: DrillSpec) -> dict[str, Any]:
         haproxy.stop()
         for replica in replicas.values():
             replica.stop()
-    result["phases"] = {phase: {kind: t.as_dict() for kind, t in kinds.items()} for phase, kinds in load.tallies.items()}
+    result["phases"] = {
+        phase: {kind: t.as_dict() for kind, t in kinds.items()} for phase, kinds in load.tallies.items()
+    }
     result["elapsed_s"] = round(time.monotonic() - t0, 1)
     return result
 

@@ -20,11 +20,13 @@ def add_target_args(parser: argparse.ArgumentParser, requests: int, concurrency:
     """--model, --run-dir, --requests, --concurrency, --timeout, --seed and --report for a tool that
     sends requests to a running TorchServe."""
     parser.add_argument("--requests", type=int, default=requests, help="requests in all (default: %(default)s)")
-    parser.add_argument("--concurrency", type=int, default=concurrency,
-                        help="requests in flight (default: %(default)s)")
+    parser.add_argument(
+        "--concurrency", type=int, default=concurrency, help="requests in flight (default: %(default)s)"
+    )
     add_server_args(parser)
-    parser.add_argument("--timeout", type=float, default=120,
-                        help="seconds to wait for an answer before counting it lost")
+    parser.add_argument(
+        "--timeout", type=float, default=120, help="seconds to wait for an answer before counting it lost"
+    )
     parser.add_argument("--seed", type=int, default=0)
     add_report_arg(parser)
 
@@ -32,8 +34,9 @@ def add_target_args(parser: argparse.ArgumentParser, requests: int, concurrency:
 def add_server_args(parser: argparse.ArgumentParser) -> None:
     """--model and --run-dir: the served model a drill talks to, and the TorchServe serving it."""
     parser.add_argument("--model", default=paths.MODEL_NAME, help="registered model name (default: %(default)s)")
-    parser.add_argument("--run-dir", type=Path, default=paths.RUN_DIR,
-                        help="TorchServe's run dir, for its address and keys")
+    parser.add_argument(
+        "--run-dir", type=Path, default=paths.RUN_DIR, help="TorchServe's run dir, for its address and keys"
+    )
 
 
 def add_report_arg(parser: argparse.ArgumentParser) -> None:

@@ -88,7 +88,11 @@ def judge(case: Case, status: int, body: bytes) -> str:
     if case.frontend_refuses and status == 413 and not body:
         return "invalid_4xx"
     if not case.texts:
-        return "invalid_4xx" if 400 <= status < 500 and isinstance(answer, dict) and "error" in answer else "invalid_not_4xx"
+        return (
+            "invalid_4xx"
+            if 400 <= status < 500 and isinstance(answer, dict) and "error" in answer
+            else "invalid_not_4xx"
+        )
     answers = answer if case.is_list and isinstance(answer, list) else [answer]
     if status != 200 or [a.get("sentence") if isinstance(a, dict) else None for a in answers] != list(case.texts):
         return "mismatch"
@@ -96,13 +100,26 @@ def judge(case: Case, status: int, body: bytes) -> str:
 
 
 def send(server: tsctl.Server, model: str, case: Case, timeout: float) -> tuple[int, bytes]:
-    resp = server.call("POST", "inference", tsctl.predictions_path(model), data=case.body,
-                       headers={"Content-Type": case.content_type, **dict(case.headers)}, timeout=(5, timeout))
+    resp = server.call(
+        "POST",
+        "inference",
+        tsctl.predictions_path(model),
+        data=case.body,
+        headers={"Content-Type": case.content_type, **dict(case.headers)},
+        timeout=(5, timeout),
+    )
     return resp.status_code, resp.content
 
 
-def run(server: tsctl.Server, model: str, cases: list[Case], concurrency: int, timeout: float,
-        desc: str = "soak", progress: bool = True) -> Tally:
+def run(
+    server: tsctl.Server,
+    model: str,
+    cases: list[Case],
+    concurrency: int,
+    timeout: float,
+    desc: str = "soak",
+    progress: bool = True,
+) -> Tally:
     """Send every case, ``concurrency`` at a time, and tally what came back: the outcomes (ok,
     mismatch, 5xx, lost, invalid_4xx, invalid_not_4xx), and in ``counts`` each (first word of the
     case's kind, outcome) and each status class (2xx, 4xx, 5xx, none)."""
@@ -146,8 +163,18 @@ def worker_rss(pids: Iterable[int]) -> dict[int, int]:
     return {pid: psutil.Process(pid).memory_info().rss for pid in pids}
 
 
-def soak(server: tsctl.Server, model: str, requests_n: int, concurrency: int, warmup: int, seed: int = 0,
-         long_chars: int = 2000, max_chars: int = 2000, timeout: float = 120, progress: bool = True) -> dict[str, Any]:
+def soak(
+    server: tsctl.Server,
+    model: str,
+    requests_n: int,
+    concurrency: int,
+    warmup: int,
+    seed: int = 0,
+    long_chars: int = 2000,
+    max_chars: int = 2000,
+    timeout: float = 120,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Warm up with the same mix, note the workers' memory, soak, note it again: the report."""
     rng = random.Random(seed)
     cases = [make_case(i, rng, long_chars, max_chars) for i in range(warmup + requests_n)]
@@ -161,12 +188,18 @@ def soak(server: tsctl.Server, model: str, requests_n: int, concurrency: int, wa
     ms = lambda q: round(1000 * percentile(latencies, q), 1)  # noqa: E731
     growth = max((rss_after[pid] / rss_warm[pid] - 1 for pid in rss_after if pid in rss_warm), default=None)
     return {
-        "model": model, "requests": requests_n, "concurrency": concurrency, "warmup": warmup,
+        "model": model,
+        "requests": requests_n,
+        "concurrency": concurrency,
+        "warmup": warmup,
         "kinds": dict(Counter(c.kind.split(" ")[0] for c in cases[warmup:])),
-        "statuses": statuses(tally), "outcomes": dict(named := outcomes(tally)),
+        "statuses": statuses(tally),
+        "outcomes": dict(named := outcomes(tally)),
         "mismatches": named["mismatch"] + named["invalid_not_4xx"],
-        "lost": named["lost"], "server_errors": named["5xx"],
-        "seconds": round(tally.seconds, 1), "requests_per_s": round(requests_n / tally.seconds, 1),
+        "lost": named["lost"],
+        "server_errors": named["5xx"],
+        "seconds": round(tally.seconds, 1),
+        "requests_per_s": round(requests_n / tally.seconds, 1),
         "latency_ms": {"p50": ms(50), "p90": ms(90), "p99": ms(99), "max": ms(100)},
         "worker_rss_mb_after_warmup": {pid: round(v / 2**20, 1) for pid, v in rss_warm.items()},
         "worker_rss_mb_after_soak": {pid: round(v / 2**20, 1) for pid, v in rss_after.items()},
@@ -178,8 +211,11 @@ def soak(server: tsctl.Server, model: str, requests_n: int, concurrency: int, wa
 
 def failures(report: dict[str, Any], max_rss_growth: float) -> list[str]:
     """What makes the soak fail; empty when it held."""
-    problems = [f"{report[key]} {what}" for key, what in
-                (("server_errors", "5xx answers"), ("mismatches", "mismatches"), ("lost", "lost requests")) if report[key]]
+    problems = [
+        f"{report[key]} {what}"
+        for key, what in (("server_errors", "5xx answers"), ("mismatches", "mismatches"), ("lost", "lost requests"))
+        if report[key]
+    ]
     if report["worker_restarted"]:
         problems.append("a worker restarted during the soak")
     elif report["rss_growth"] is not None and report["rss_growth"] > max_rss_growth:

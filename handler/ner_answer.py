@@ -35,8 +35,13 @@ def display_tag(tag: str, names: Mapping[str, str]) -> str:
     return names.get(kind, kind) if kind is not None else tag
 
 
-def text_answer(pred: TokenPredictions, entities: Sequence[Entity], labels: Sequence[str],
-                names: Mapping[str, str] = BUILTIN_LABEL_NAMES, result: bool = True) -> dict[str, Any]:
+def text_answer(
+    pred: TokenPredictions,
+    entities: Sequence[Entity],
+    labels: Sequence[str],
+    names: Mapping[str, str] = BUILTIN_LABEL_NAMES,
+    result: bool = True,
+) -> dict[str, Any]:
     """The answer for one text: the tutorial's fields (``sentence``; ``result``, a row per
     wordpiece with its argmax tag as ``predicted_tag`` and ``top_prob`` as a string), plus the
     raw tag per row and the ``entities`` with character offsets. ``result=False`` leaves the
@@ -44,20 +49,31 @@ def text_answer(pred: TokenPredictions, entities: Sequence[Entity], labels: Sequ
     answer: dict[str, Any] = {"sentence": pred.text}
     if result:
         answer["result"] = [
-            {"token": token, "predicted_tag": display_tag(labels[i], names), "top_prob": str(round(prob, 4)),
-             "tag": labels[i]}
+            {
+                "token": token,
+                "predicted_tag": display_tag(labels[i], names),
+                "top_prob": str(round(prob, 4)),
+                "tag": labels[i],
+            }
             for token, i, prob in zip(pred.tokens, pred.label_ids, pred.probs, strict=True)
         ]
     answer["entities"] = [
-        {"text": pred.text[e.start:e.end], "label": e.label, "label_name": names.get(e.label, e.label),
-         "start": e.start, "end": e.end, "score": e.score}
+        {
+            "text": pred.text[e.start : e.end],
+            "label": e.label,
+            "label_name": names.get(e.label, e.label),
+            "start": e.start,
+            "end": e.end,
+            "score": e.score,
+        }
         for e in entities
     ]
     return answer
 
 
-def shape_answer(request: ParsedRequest, answers: list[Any], *, model_name: str,
-                 model_version: str, request_id: str) -> Any:
+def shape_answer(
+    request: ParsedRequest, answers: list[Any], *, model_name: str, model_version: str, request_id: str
+) -> Any:
     """The JSON value answering ``request``: one answer or a list, or a KServe v2 response whose
     output holds one JSON string per text (``request_id`` when the v2 request had no "id")."""
     if request.protocol != "v2":
@@ -66,10 +82,14 @@ def shape_answer(request: ParsedRequest, answers: list[Any], *, model_name: str,
         "model_name": model_name,
         "model_version": model_version,
         "id": request.request_id or request_id,
-        "outputs": [{
-            "name": V2_OUTPUT, "datatype": "BYTES", "shape": [len(answers)],
-            "data": [json.dumps(answer, ensure_ascii=False) for answer in answers],
-        }],
+        "outputs": [
+            {
+                "name": V2_OUTPUT,
+                "datatype": "BYTES",
+                "shape": [len(answers)],
+                "data": [json.dumps(answer, ensure_ascii=False) for answer in answers],
+            }
+        ],
     }
 
 
@@ -82,8 +102,9 @@ class Reply:
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
-def render_answer(request: ParsedRequest, answers: list[Any], *, model_name: str, model_version: str,
-                  request_id: str, max_bytes: int) -> Reply:
+def render_answer(
+    request: ParsedRequest, answers: list[Any], *, model_name: str, model_version: str, request_id: str, max_bytes: int
+) -> Reply:
     """The reply to ``request``: JSON (``shape_answer``), or for a v2 request that asked for
     binary output, the binary tensor data extension's answer: the v2 response's JSON with the
     output's ``binary_data_size`` instead of its ``data``, then the elements (each a 4-byte
@@ -107,6 +128,7 @@ def checked_size(answer: bytes, max_bytes: int) -> bytes:
         raise InputError(
             f"the answer would be {len(answer)} bytes; the limit is {max_bytes}: send fewer or shorter "
             "texts, or ask without the per-token rows (header X-NER-Result: false)",
-            status=413, reason="answer_too_large",
+            status=413,
+            reason="answer_too_large",
         )
     return answer

@@ -9,11 +9,11 @@ Loading a model directory and choosing its runtime are ner_model's; the answer's
 
 from __future__ import annotations
 
-import itertools
 import functools
+import itertools
 import unicodedata
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -26,10 +26,30 @@ from ner_settings import HandlerSettings
 # The chain's callers load a model, then tag with it: the loading names they use stay
 # importable from here (ner_model is their home).
 __all__ = [
-    "Entity", "EncodedText", "ModelLoadError", "NerModel", "TokenPredictions", "allowed_transitions",
-    "constrained_label_ids", "encode", "encode_texts", "encode_windows", "entity_labels", "find_entities",
-    "forward_distributions", "group_entities", "is_consistent", "keep_ranges", "load_model", "nfc_spans",
-    "plan_batches", "plan_windows", "predict", "predict_encoded", "scored_at_least", "window_rows",
+    "EncodedText",
+    "Entity",
+    "ModelLoadError",
+    "NerModel",
+    "TokenPredictions",
+    "allowed_transitions",
+    "constrained_label_ids",
+    "encode",
+    "encode_texts",
+    "encode_windows",
+    "entity_labels",
+    "find_entities",
+    "forward_distributions",
+    "group_entities",
+    "is_consistent",
+    "keep_ranges",
+    "load_model",
+    "nfc_spans",
+    "plan_batches",
+    "plan_windows",
+    "predict",
+    "predict_encoded",
+    "scored_at_least",
+    "window_rows",
 ]
 
 
@@ -62,10 +82,14 @@ def nfc_spans(text: str) -> tuple[str, list[tuple[int, int]]] | None:
     return "".join(parts), spans
 
 
-def encode_texts(tokenizer: Tokenizer, texts: Sequence[str]) -> list[tuple[list[int], list[str], list[tuple[int, int]]]]:
+def encode_texts(
+    tokenizer: Tokenizer, texts: Sequence[str]
+) -> list[tuple[list[int], list[str], list[tuple[int, int]]]]:
     """Wordpiece ids, tokens and character offsets into each original text (no special tokens)."""
     normalised = [nfc_spans(text) for text in texts]
-    encodings = tokenizer.encode_batch([n[0] if n else t for n, t in zip(normalised, texts, strict=True)], add_special_tokens=False)
+    encodings = tokenizer.encode_batch(
+        [n[0] if n else t for n, t in zip(normalised, texts, strict=True)], add_special_tokens=False
+    )
     out = []
     for enc, norm in zip(encodings, normalised, strict=True):
         offsets = list(enc.offsets)
@@ -74,7 +98,6 @@ def encode_texts(tokenizer: Tokenizer, texts: Sequence[str]) -> list[tuple[list[
             offsets = [(spans[a][0], spans[b - 1][1]) if b > a else (spans[a][0], spans[a][0]) for a, b in offsets]
         out.append((list(enc.ids), list(enc.tokens), offsets))
     return out
-
 
 
 def plan_windows(n_tokens: int, size: int, stride: int) -> list[tuple[int, int]]:
@@ -160,7 +183,9 @@ def forward_distributions(ner: NerModel, rows: list[list[int]]) -> tuple[torch.T
         attention[i, : len(row) + 2] = 1
     input_ids, attention = input_ids.to(ner.device), attention.to(ner.device)
     with torch.inference_mode():
-        logits = ner.model(input_ids=input_ids, attention_mask=attention, token_type_ids=torch.zeros_like(input_ids)).logits
+        logits = ner.model(
+            input_ids=input_ids, attention_mask=attention, token_type_ids=torch.zeros_like(input_ids)
+        ).logits
     distributions = logits.float().softmax(dim=-1)
     top_probs, top_ids = distributions.max(dim=-1)
     return top_ids[:, 1:-1].cpu(), top_probs[:, 1:-1].cpu(), distributions[:, 1:-1].cpu()
@@ -269,8 +294,9 @@ def is_consistent(label_ids: Sequence[int], follows: np.ndarray, starts: np.ndar
     return bool(starts[label_ids[0]]) and all(follows[a, b] for a, b in itertools.pairwise(label_ids))
 
 
-def constrained_label_ids(distributions: torch.Tensor | np.ndarray, labels: Sequence[str],
-                          greedy: Sequence[int] | None = None) -> list[int]:
+def constrained_label_ids(
+    distributions: torch.Tensor | np.ndarray, labels: Sequence[str], greedy: Sequence[int] | None = None
+) -> list[int]:
     """The most probable label sequence that keeps the BIO rules (Viterbi over the log
     probabilities of each wordpiece's distribution, rows of ``distributions``). When the
     argmax sequence (``greedy``, computed if not given) already keeps them, it is the answer."""
@@ -309,7 +335,10 @@ class Entity:
 
 
 def find_entities(
-    pred: TokenPredictions, labels: Sequence[str], trim: Callable[..., int] | None = None, decoding: str = "greedy",
+    pred: TokenPredictions,
+    labels: Sequence[str],
+    trim: Callable[..., int] | None = None,
+    decoding: str = "greedy",
     min_score: float = 0.0,
 ) -> list[Entity]:
     """The entities of one text, read from its wordpieces' labels.
@@ -332,8 +361,16 @@ def find_entities(
             following = pred.offsets[last + 1] if last + 1 < len(pred.offsets) else None
             after = pred.offsets[last + 2] if last + 2 < len(pred.offsets) else None
             outside = following is not None and labels[entity_ids[last + 1]] == "O"
-            end = trim(pred.text, start, end, pred.offsets[last][0], kind=kind, next_piece=following,
-                       next_outside=outside, piece_after=after)
+            end = trim(
+                pred.text,
+                start,
+                end,
+                pred.offsets[last][0],
+                kind=kind,
+                next_piece=following,
+                next_outside=outside,
+                piece_after=after,
+            )
         score = sum(entity_probs[first : last + 1]) / (last - first + 1)
         entities.append(Entity(kind, start, end, round(score, 4)))
     return scored_at_least(entities, min_score)

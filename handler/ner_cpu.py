@@ -9,8 +9,8 @@ parsing is a pure function of the file's text so it is testable with any CPU's t
 from __future__ import annotations
 
 import platform
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Iterable, Mapping
 
 CPUINFO = Path("/proc/cpuinfo")
 

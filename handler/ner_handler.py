@@ -20,9 +20,10 @@ import http
 import logging
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from ts.metrics.dimension import Dimension
@@ -33,9 +34,9 @@ import ner_core
 import ner_hf
 import ner_model
 import ner_particles
-from ner_settings import HandlerSettings
 from ner_answer import Reply, render_answer, text_answer
 from ner_request import JSON_UTF8, InputError, Job, RequestError, ServerError
+from ner_settings import HandlerSettings
 from ner_wire import STREAM_NEXT, dumps, from_grpc, parse_body, parse_options
 
 logger = logging.getLogger(__name__)
@@ -46,8 +47,9 @@ logger = logging.getLogger(__name__)
 # TorchServe drops an undeclared handler metric without a word.
 
 
-def emit(context, name: str, value: float, kind: MetricTypes = MetricTypes.HISTOGRAM,
-         unit: str = "count", **labels: str) -> None:
+def emit(
+    context, name: str, value: float, kind: MetricTypes = MetricTypes.HISTOGRAM, unit: str = "count", **labels: str
+) -> None:
     """One observation of a handler metric; a no-op where there is no TorchServe context."""
     metrics = getattr(context, "metrics", None)
     if metrics is None:
@@ -107,15 +109,27 @@ class KoreanNerHandler(BaseHandler):
         started = time.perf_counter()
         self.ner = ner_model.load_model(model_dir, self.settings, device)
         self.find_entities: Callable[[ner_core.TokenPredictions], list[ner_core.Entity]] = functools.partial(
-            ner_core.find_entities, labels=self.ner.labels, trim=ner_particles.trimmer(self.settings),
-            decoding=self.settings.bio_decoding, min_score=self.ner.min_entity_score,
+            ner_core.find_entities,
+            labels=self.ner.labels,
+            trim=ner_particles.trimmer(self.settings),
+            decoding=self.settings.bio_decoding,
+            min_score=self.ner.min_entity_score,
         )
         self.model_version = str(((context.manifest or {}).get("model") or {}).get("modelVersion", ""))
         logger.info(
-            ("loaded %s on %s with %s (runtime: %s): %d labels, vocab %d, entity score "
-             "threshold %g, settings %s, in %.1f s"),
-            context.model_name, device, self.ner.settings.runtime, self.settings.runtime, len(self.ner.labels),
-            self.ner.tokenizer.get_vocab_size(), self.ner.min_entity_score, self.settings, time.perf_counter() - started,
+            (
+                "loaded %s on %s with %s (runtime: %s): %d labels, vocab %d, entity score "
+                "threshold %g, settings %s, in %.1f s"
+            ),
+            context.model_name,
+            device,
+            self.ner.settings.runtime,
+            self.settings.runtime,
+            len(self.ner.labels),
+            self.ner.tokenizer.get_vocab_size(),
+            self.ner.min_entity_score,
+            self.settings,
+            time.perf_counter() - started,
         )
         self.initialized = True
 
@@ -158,7 +172,9 @@ class KoreanNerHandler(BaseHandler):
             for idx, job in jobs.items():
                 out[idx] = replace(job, predictions=[next(predictions) for _ in job.encoded])
         except Exception as err:  # noqa: BLE001
-            logger.warning("forward pass over %d requests failed (%s); running each alone", len(jobs), type(err).__name__)
+            logger.warning(
+                "forward pass over %d requests failed (%s); running each alone", len(jobs), type(err).__name__
+            )
             for idx, job in jobs.items():
                 out[idx] = self._guarded(idx, "inference", self._predict_alone, job)
         record_batch(self.context, [p for item in out if isinstance(item, Job) for p in item.predictions or ()])
@@ -167,7 +183,9 @@ class KoreanNerHandler(BaseHandler):
     @timed("ner_postprocess_seconds")
     def postprocess(self, data):
         return [
-            self._respond(idx, self._guarded(idx, "postprocess", self._answer, idx, item) if isinstance(item, Job) else item)
+            self._respond(
+                idx, self._guarded(idx, "postprocess", self._answer, idx, item) if isinstance(item, Job) else item
+            )
             for idx, item in enumerate(data)
         ]
 
@@ -178,17 +196,21 @@ class KoreanNerHandler(BaseHandler):
         request = parse_body(request_body(row), self._content_type(idx, row), headers=self._headers(idx), **limits)
         request = replace(request, options=parse_options(self._headers(idx)))
         # Hugging Face's "stride" is this request's window overlap (ner_hf); else the model config's.
-        windows = ner_hf.window_settings(request, self.ner.settings)
-        encoded = (ner_core.encode(self.ner, request.texts) if windows is self.ner.settings
-                   else ner_core.encode_windows(self.ner.tokenizer, windows, request.texts))
+        window_settings = ner_hf.window_settings(request, self.ner.settings)
+        encoded = (
+            ner_core.encode(self.ner, request.texts)
+            if window_settings is self.ner.settings
+            else ner_core.encode_windows(self.ner.tokenizer, window_settings, request.texts)
+        )
         cost = sum(enc.cost for enc in encoded)
         if cost > self.settings.max_request_tokens:
-            windows = sum(len(enc.windows) for enc in encoded)
+            n_windows = sum(len(enc.windows) for enc in encoded)
             raise InputError(
-                f"the request's texts need {cost} model-input tokens ({windows} windows of at most "
+                f"the request's texts need {cost} model-input tokens ({n_windows} windows of at most "
                 f"{self.settings.max_seq_length}); the limit is {self.settings.max_request_tokens} per request: "
                 "send fewer or shorter texts",
-                status=413, reason="too_much_work",
+                status=413,
+                reason="too_much_work",
             )
         return Job(request, encoded)
 
@@ -203,13 +225,23 @@ class KoreanNerHandler(BaseHandler):
             emit(self.context, "ner_entities_per_text", len(entities))
         answers: list[Any]
         if job.request.hf is not None:  # Hugging Face's shape: a list of dicts per text (ner_hf)
-            answers = [ner_hf.text_answer(p, e, self.ner.labels, job.request.hf)
-                       for p, e in zip(job.predictions, found, strict=True)]
+            answers = [
+                ner_hf.text_answer(p, e, self.ner.labels, job.request.hf)
+                for p, e in zip(job.predictions, found, strict=True)
+            ]
         else:
-            answers = [text_answer(p, e, self.ner.labels, self.settings.label_names, result=job.request.options.result)
-                       for p, e in zip(job.predictions, found, strict=True)]
-        return render_answer(job.request, answers, model_name=self.context.model_name, model_version=self.model_version,
-                             request_id=self._request_id(idx), max_bytes=self.settings.max_response_bytes)
+            answers = [
+                text_answer(p, e, self.ner.labels, self.settings.label_names, result=job.request.options.result)
+                for p, e in zip(job.predictions, found, strict=True)
+            ]
+        return render_answer(
+            job.request,
+            answers,
+            model_name=self.context.model_name,
+            model_version=self.model_version,
+            request_id=self._request_id(idx),
+            max_bytes=self.settings.max_response_bytes,
+        )
 
     def _guarded(self, idx: int, stage: str, step: Callable[..., Any], *args: Any) -> Any:
         """The bulkhead: one request's step, whatever it raises answering that request alone."""
@@ -224,8 +256,13 @@ class KoreanNerHandler(BaseHandler):
         """Log an unexpected failure with the request id, the exception type and where it was
         raised; never its message, which may quote the request's text."""
         request_id = self._request_id(idx)
-        logger.error("request %s failed in %s: %s\n%s", request_id, stage, type(err).__name__,
-                     "".join(traceback.format_tb(err.__traceback__)).rstrip())
+        logger.error(
+            "request %s failed in %s: %s\n%s",
+            request_id,
+            stage,
+            type(err).__name__,
+            "".join(traceback.format_tb(err.__traceback__)).rstrip(),
+        )
         return ServerError(request_id)
 
     def _respond(self, idx: int, outcome: Reply | RequestError) -> bytes:

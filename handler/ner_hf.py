@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 from ner_request import InputError, ParsedRequest, check_count, check_text, describe
 
@@ -74,8 +75,10 @@ def parse_request(value: dict[str, Any], *, max_chars: int, max_texts: int) -> P
     with one list per text, in order (within ``max_texts``, each text within ``max_chars``)."""
     unknown = [key for key in value if key not in KEYS]
     if unknown:
-        raise InputError(f"Hugging Face request has unknown key(s) {_named(unknown)}: it takes \"inputs\" and "
-                         "\"parameters\"", reason="bad_shape")
+        raise InputError(
+            f'Hugging Face request has unknown key(s) {_named(unknown)}: it takes "inputs" and "parameters"',
+            reason="bad_shape",
+        )
     options = parse_parameters(value.get("parameters"))
     inputs = value["inputs"]
     if isinstance(inputs, str):
@@ -95,18 +98,24 @@ def parse_parameters(raw: Any) -> HfOptions:
         raise InputError(f'"parameters" must be a JSON object, received {describe(raw)}', reason="bad_shape")
     unknown = [key for key in raw if key not in PARAMETERS]
     if unknown:
-        raise InputError(f"unknown parameter(s) {_named(unknown)}; the parameters are {list(PARAMETERS)}",
-                         reason="bad_parameter")
-    return HfOptions(per_token=_strategy(raw.get("aggregation_strategy")) == PER_TOKEN,
-                     ignore_labels=_ignore_labels(raw.get("ignore_labels")), stride=_stride(raw.get("stride")))
+        raise InputError(
+            f"unknown parameter(s) {_named(unknown)}; the parameters are {list(PARAMETERS)}", reason="bad_parameter"
+        )
+    return HfOptions(
+        per_token=_strategy(raw.get("aggregation_strategy")) == PER_TOKEN,
+        ignore_labels=_ignore_labels(raw.get("ignore_labels")),
+        stride=_stride(raw.get("stride")),
+    )
 
 
 def _strategy(value: Any) -> str:
     if value is None:
         return GROUPED
     if not isinstance(value, str):
-        raise InputError(f'parameter "aggregation_strategy" must be a string, one of {list(STRATEGIES)}, received '
-                         f"{describe(value)}", reason="bad_parameter")
+        raise InputError(
+            f'parameter "aggregation_strategy" must be a string, one of {list(STRATEGIES)}, received {describe(value)}',
+            reason="bad_parameter",
+        )
     strategy = value.lower()  # transformers reads it case-insensitively (AggregationStrategy[value.upper()])
     if strategy in WORD_STRATEGIES:
         raise InputError(
@@ -114,10 +123,14 @@ def _strategy(value: Any) -> str:
             f'"{GROUPED}" gives the service\'s entities (BIO-constrained decoding, Korean particles cut off their '
             f'ends), "{PER_TOKEN}" one row per wordpiece. "first", "average" and "max" vote one label per word '
             "(a wordpiece and the ## pieces after it), and a Korean word carries its particle (서울에서), so they "
-            "would put particles inside entities", reason="bad_parameter")
+            "would put particles inside entities",
+            reason="bad_parameter",
+        )
     if strategy not in STRATEGIES:
-        raise InputError(f"aggregation_strategy {_quoted(value[:MAX_NAMED])} is unknown; "
-                         f"the accepted values are {list(STRATEGIES)}", reason="bad_parameter")
+        raise InputError(
+            f"aggregation_strategy {_quoted(value[:MAX_NAMED])} is unknown; the accepted values are {list(STRATEGIES)}",
+            reason="bad_parameter",
+        )
     return strategy
 
 
@@ -125,12 +138,16 @@ def _ignore_labels(value: Any) -> frozenset[str] | None:
     if value is None:
         return None
     if not isinstance(value, list):
-        raise InputError(f'parameter "ignore_labels" must be a list of labels (strings), received {describe(value)}',
-                         reason="bad_parameter")
+        raise InputError(
+            f'parameter "ignore_labels" must be a list of labels (strings), received {describe(value)}',
+            reason="bad_parameter",
+        )
     for i, label in enumerate(value):
         if not isinstance(label, str):
-            raise InputError(f'parameter "ignore_labels" item {i} must be a string, received {describe(label)}',
-                             reason="bad_parameter")
+            raise InputError(
+                f'parameter "ignore_labels" item {i} must be a string, received {describe(label)}',
+                reason="bad_parameter",
+            )
     return frozenset(value)
 
 
@@ -138,8 +155,10 @@ def _stride(value: Any) -> int | None:
     if value is None:
         return None
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise InputError(f'parameter "stride" must be a whole number of tokens, at least 0, received {_number(value)}',
-                         reason="bad_parameter")
+        raise InputError(
+            f'parameter "stride" must be a whole number of tokens, at least 0, received {_number(value)}',
+            reason="bad_parameter",
+        )
     return value
 
 
@@ -159,14 +178,18 @@ def window_settings(request: ParsedRequest, settings: HandlerSettings) -> Handle
         return settings
     window = settings.max_seq_length - 2
     if stride > window // 2:
-        raise InputError(f'parameter "stride" is {_number(stride)} tokens; the overlap of two windows of this '
-                         f"model can be 0 to {window // 2} (half a window of {window} wordpieces, max_seq_length "
-                         f"{settings.max_seq_length} with [CLS] and [SEP])", reason="bad_parameter")
+        raise InputError(
+            f'parameter "stride" is {_number(stride)} tokens; the overlap of two windows of this '
+            f"model can be 0 to {window // 2} (half a window of {window} wordpieces, max_seq_length "
+            f"{settings.max_seq_length} with [CLS] and [SEP])",
+            reason="bad_parameter",
+        )
     return dataclasses.replace(settings, window_stride=stride)
 
 
-def text_answer(pred: TokenPredictions, entities: Sequence[Entity], labels: Sequence[str],
-                options: HfOptions) -> list[dict[str, Any]]:
+def text_answer(
+    pred: TokenPredictions, entities: Sequence[Entity], labels: Sequence[str], options: HfOptions
+) -> list[dict[str, Any]]:
     """One text's Hugging Face answer. Grouped (the default, ``simple``): the service's
     ``entities``, ``entity_group`` their type, less the types in ``ignore_labels``. ``none``: each
     wordpiece whose tag (``B-PER``, ``O``: the argmax tag of the service's ``result`` rows) is not in
@@ -175,10 +198,21 @@ def text_answer(pred: TokenPredictions, entities: Sequence[Entity], labels: Sequ
     text = pred.text
     if not options.per_token:
         ignored = options.ignore_labels or frozenset()
-        return [{"entity_group": e.label, "score": e.score, "word": text[e.start:e.end], "start": e.start,
-                 "end": e.end} for e in entities if e.label not in ignored]
+        return [
+            {"entity_group": e.label, "score": e.score, "word": text[e.start : e.end], "start": e.start, "end": e.end}
+            for e in entities
+            if e.label not in ignored
+        ]
     ignored = DEFAULT_IGNORED if options.ignore_labels is None else options.ignore_labels
-    return [{"entity": labels[label], "score": round(prob, 4), "index": i + 1, "word": text[start:end],
-             "start": start, "end": end}
-            for i, ((start, end), label, prob) in enumerate(zip(pred.offsets, pred.label_ids, pred.probs))
-            if labels[label] not in ignored]
+    return [
+        {
+            "entity": labels[label],
+            "score": round(prob, 4),
+            "index": i + 1,
+            "word": text[start:end],
+            "start": start,
+            "end": end,
+        }
+        for i, ((start, end), label, prob) in enumerate(zip(pred.offsets, pred.label_ids, pred.probs, strict=True))
+        if labels[label] not in ignored
+    ]

@@ -9,8 +9,8 @@ entity the model found (``ner_core.Entity.span``) and a group of wordpiece tags
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
-from typing import Iterable, Mapping, Sequence
 
 Span = tuple[str, int, int]  # (type, start, end)
 
@@ -80,4 +80,3 @@ def spans_to_tags(offsets: Sequence[tuple[int, int]], spans: Sequence[Span]) -> 
         tags.append(("I-" if entity in seen else "B-") + spans[entity][0])
         seen.add(entity)
     return tags
-

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence, cast
+from typing import Any, cast
 
 import torch
 from safetensors import safe_open
@@ -59,9 +60,7 @@ def build_tokenizer(vocab_path: Path) -> Tokenizer:
     words = read_vocab(vocab_path)
     vocab = {word: i for i, word in enumerate(words)}
     if len(vocab) != len(words):
-        raise ModelLoadError(
-            f"{vocab_path} has {len(words)} lines but only {len(vocab)} distinct tokens"
-        )
+        raise ModelLoadError(f"{vocab_path} has {len(words)} lines but only {len(vocab)} distinct tokens")
     missing = [token for token in SPECIAL_TOKENS if token not in vocab]
     if missing:
         raise ModelLoadError(f"{vocab_path} has no {' '.join(missing)} token")
@@ -72,9 +71,7 @@ def build_tokenizer(vocab_path: Path) -> Tokenizer:
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tokenizer.decoder = decoders.WordPiece(prefix="##")
     if tokenizer.get_vocab_size() != len(words):
-        raise ModelLoadError(
-            f"tokenizer has {tokenizer.get_vocab_size()} tokens but {vocab_path} has {len(words)}"
-        )
+        raise ModelLoadError(f"tokenizer has {tokenizer.get_vocab_size()} tokens but {vocab_path} has {len(words)}")
     return tokenizer
 
 
@@ -87,8 +84,9 @@ def read_label_map(path: Path) -> list[str]:
     return labels
 
 
-def check_consistency(labels: Sequence[str], config: BertConfig, vocab_size: int,
-                      classifier_rows: int | None, embedding_rows: int | None) -> None:
+def check_consistency(
+    labels: Sequence[str], config: BertConfig, vocab_size: int, classifier_rows: int | None, embedding_rows: int | None
+) -> None:
     """Refuse a model whose label map, config, classifier and vocab do not agree
     (``None``: that size is not known for the weights at hand)."""
     problems = []
@@ -192,9 +190,15 @@ def load_model(model_dir: Path, settings: HandlerSettings, device: torch.device 
         raise ModelLoadError("quantize: int8 is ONNX Runtime's, a CPU optimisation; on a GPU use dtype: bfloat16")
     settings = dataclasses.replace(settings, runtime=runtime)
     weights = weights_file(settings)
-    missing = [name for name in (weights, "config.json", "vocab.txt", "label_map.txt") if not (model_dir / name).is_file()]
+    missing = [
+        name for name in (weights, "config.json", "vocab.txt", "label_map.txt") if not (model_dir / name).is_file()
+    ]
     if missing:
-        hint = f" with runtime: {settings.runtime}, quantize: {settings.quantize} in its model config" if weights != "model.safetensors" else ""
+        hint = (
+            f" with runtime: {settings.runtime}, quantize: {settings.quantize} in its model config"
+            if weights != "model.safetensors"
+            else ""
+        )
         raise ModelLoadError(f"{model_dir} lacks {missing}; package it with scripts/package_model.py{hint}")
     config = BertConfig.from_json_file(str(model_dir / "config.json"))
     labels = read_label_map(model_dir / "label_map.txt")
@@ -230,7 +234,9 @@ def model_threshold(config: BertConfig) -> float:
     params = (getattr(config, "task_specific_params", None) or {}).get(TASK) or {}
     value = params.get("min_entity_score", 0.0)
     if not is_threshold(value):
-        raise ModelLoadError(f"config.json task_specific_params.{TASK}.min_entity_score must be at least 0 and below 1, got {value!r}")
+        raise ModelLoadError(
+            f"config.json task_specific_params.{TASK}.min_entity_score must be at least 0 and below 1, got {value!r}"
+        )
     return float(value)
 
 
@@ -247,14 +253,22 @@ def check_unused_safetensors(path: Path) -> None:
         raise ModelLoadError(f"cannot read {path}: {err}") from None
 
 
-def _load_torch(path: Path, config: BertConfig, labels: list[str], tokenizer: Tokenizer,
-                settings: HandlerSettings, device: torch.device) -> BertForTokenClassification:
+def _load_torch(
+    path: Path,
+    config: BertConfig,
+    labels: list[str],
+    tokenizer: Tokenizer,
+    settings: HandlerSettings,
+    device: torch.device,
+) -> BertForTokenClassification:
     try:
         state = load_file(str(path))
     except Exception as err:  # noqa: BLE001 - safetensors raises several types for a corrupt file
         raise ModelLoadError(f"cannot read {path}: {err}") from None
-    rows = {key: state[key].shape[0] if key in state else None
-            for key in ("classifier.weight", "bert.embeddings.word_embeddings.weight")}
+    rows = {
+        key: state[key].shape[0] if key in state else None
+        for key in ("classifier.weight", "bert.embeddings.word_embeddings.weight")
+    }
     check_consistency(labels, config, tokenizer.get_vocab_size(), *rows.values())
     config._attn_implementation = "sdpa"
     model = BertForTokenClassification(config)

@@ -44,9 +44,14 @@ def export(model: torch.nn.Module, out_dir: Path, quantize: str) -> Path:
             # it records are the ones every call takes here (a mask is always passed).
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                model, (example, mask, torch.zeros_like(example)), str(fp32),
-                input_names=list(INPUT_NAMES), output_names=["logits"], dynamic_axes=dynamic,
-                opset_version=OPSET, dynamo=False,
+                model,
+                (example, mask, torch.zeros_like(example)),
+                str(fp32),
+                input_names=list(INPUT_NAMES),
+                output_names=["logits"],
+                dynamic_axes=dynamic,
+                opset_version=OPSET,
+                dynamo=False,
             )
         if quantize == "int8":
             from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -89,7 +94,9 @@ class OnnxTokenClassifier:
         width = self.session.get_outputs()[0].shape[-1]
         return width if isinstance(width, int) else None
 
-    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor) -> TokenClassifierOutput:
+    def __call__(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor
+    ) -> TokenClassifierOutput:
         feed = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
         (logits,) = self.session.run(["logits"], {k: v.numpy() for k, v in feed.items()})
         return TokenClassifierOutput(logits=torch.from_numpy(logits))

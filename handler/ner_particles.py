@@ -20,7 +20,7 @@ Guards keep it from eating the end of a name:
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from ner_settings import HandlerSettings
 
@@ -35,16 +35,33 @@ PERSON_TYPES = ("PER", "PS")  # the person type of KMOU and of KLUE-NER
 
 # Particles cut at the end of an entity, with the sound the syllable before them must end in.
 PARTICLES = {
-    "이": CONSONANT, "가": VOWEL,  # subject
-    "은": CONSONANT, "는": VOWEL,  # topic
-    "을": CONSONANT, "를": VOWEL,  # object
-    "과": CONSONANT, "와": VOWEL,  # "and", "with"
-    "으로": CONSONANT, "로": VOWEL_OR_L,  # direction, means
-    "의": ANY, "에": ANY, "에서": ANY, "께": ANY,
+    "이": CONSONANT,
+    "가": VOWEL,  # subject
+    "은": CONSONANT,
+    "는": VOWEL,  # topic
+    "을": CONSONANT,
+    "를": VOWEL,  # object
+    "과": CONSONANT,
+    "와": VOWEL,  # "and", "with"
+    "으로": CONSONANT,
+    "로": VOWEL_OR_L,  # direction, means
+    "의": ANY,
+    "에": ANY,
+    "에서": ANY,
+    "께": ANY,
 }
 # Particles that other particles may follow (``에서`` + ``는``), and the ones that may follow.
-CHAIN_HEADS = {"에서": ANY, "에": ANY, "에게": ANY, "으로": CONSONANT, "로": VOWEL_OR_L,
-               "과": CONSONANT, "와": VOWEL, "까지": ANY, "부터": ANY}
+CHAIN_HEADS = {
+    "에서": ANY,
+    "에": ANY,
+    "에게": ANY,
+    "으로": CONSONANT,
+    "로": VOWEL_OR_L,
+    "과": CONSONANT,
+    "와": VOWEL,
+    "까지": ANY,
+    "부터": ANY,
+}
 CHAIN_TAILS = {"는": ANY, "의": ANY, "도": ANY, "만": ANY}
 # What a particle may start, when the entity's next wordpiece is glued to it: only a chain head
 # may stand before one of these (``에서`` + ``는``, ``으로`` + ``부터``).
@@ -133,8 +150,9 @@ def hangul(chars: str) -> bool:
     return bool(chars) and all(final_consonant(char) is not None for char in chars)
 
 
-def complete_name(text: str, start: int, end: int, next_piece: tuple[int, int] | None,
-                  piece_after: tuple[int, int] | None) -> int:
+def complete_name(
+    text: str, start: int, end: int, next_piece: tuple[int, int] | None, piece_after: tuple[int, int] | None
+) -> int:
     """The end of a person ``text[start:end]`` that the model ended one syllable short of a
     full name, else ``end``. The person's last word has two Hangul syllables (surname + first
     syllable of the given name), and the next wordpiece, glued to it and labelled O by the
@@ -154,9 +172,17 @@ def complete_name(text: str, start: int, end: int, next_piece: tuple[int, int] |
     return end if fits(text[end - 1], NAME_LAST_SYLLABLES[text[end]]) else end + 1
 
 
-def trim_end(text: str, start: int, end: int, piece_start: int, *, kind: str | None = None,
-             next_piece: tuple[int, int] | None = None, next_outside: bool = False,
-             piece_after: tuple[int, int] | None = None) -> int:
+def trim_end(
+    text: str,
+    start: int,
+    end: int,
+    piece_start: int,
+    *,
+    kind: str | None = None,
+    next_piece: tuple[int, int] | None = None,
+    next_outside: bool = False,
+    piece_after: tuple[int, int] | None = None,
+) -> int:
     """The entity ``text[start:end]`` without its trailing particles: returns the new end.
 
     Only characters of the last wordpiece (from ``piece_start``) are cut, and at least one

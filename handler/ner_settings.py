@@ -8,9 +8,10 @@ from loading with a message naming the key, so a typo in the YAML never silently
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 from ner_labels import BUILTIN_LABEL_NAMES
 
@@ -78,8 +79,10 @@ class HandlerSettings:
             ),
             (
                 not (self.quantize == "int8" and self.runtime == "torch"),
-                ("quantize int8 runs on ONNX Runtime (runtime auto on a CPU, or onnxruntime); "
-                 "runtime torch runs float32 or bfloat16"),
+                (
+                    "quantize int8 runs on ONNX Runtime (runtime auto on a CPU, or onnxruntime); "
+                    "runtime torch runs float32 or bfloat16"
+                ),
             ),
             (
                 not (self.dtype == "bfloat16" and self.runtime == "onnxruntime"),
@@ -91,15 +94,13 @@ class HandlerSettings:
                 raise ValueError(f"handler settings: {message}")
 
     @classmethod
-    def from_mapping(cls, raw: Mapping[str, Any] | None) -> "HandlerSettings":
+    def from_mapping(cls, raw: Mapping[str, Any] | None) -> HandlerSettings:
         """Build settings from the YAML ``handler:`` mapping (missing keys keep defaults)."""
         raw = dict(raw or {})
         known = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(raw) - set(known))
         if unknown:
-            raise ValueError(
-                f"handler settings: unknown key(s) {unknown}; known keys are {sorted(known)}"
-            )
+            raise ValueError(f"handler settings: unknown key(s) {unknown}; known keys are {sorted(known)}")
         values: dict[str, Any] = {}
         for key, value in raw.items():
             if key == "label_names":
@@ -111,11 +112,13 @@ class HandlerSettings:
                 continue
             expected = str(known[key].type)  # the annotation's text (from __future__ import annotations)
             kinds: dict[str, type | tuple[type, ...]] = {
-                "int": int, "str": str, "bool": bool, "float | None": (int, float, type(None))}
+                "int": int,
+                "str": str,
+                "bool": bool,
+                "float | None": (int, float, type(None)),
+            }
             kind = kinds[expected]
             if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-                raise ValueError(
-                    f"handler settings: {key} must be {expected}, got {type(value).__name__} {value!r}"
-                )
+                raise ValueError(f"handler settings: {key} must be {expected}, got {type(value).__name__} {value!r}")
             values[key] = float(value) if expected == "float | None" and isinstance(value, (int, float)) else value
         return cls(**values)

@@ -14,8 +14,21 @@ from typing import Any
 from ner_request import InputError, ParsedRequest, check_count, check_text, decode_utf8, describe
 
 # Open Inference Protocol tensor types, named back to a client that sent the wrong one.
-V2_DATATYPES = ("BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
-                "FP16", "FP32", "FP64", "BYTES")
+V2_DATATYPES = (
+    "BOOL",
+    "UINT8",
+    "UINT16",
+    "UINT32",
+    "UINT64",
+    "INT8",
+    "INT16",
+    "INT32",
+    "INT64",
+    "FP16",
+    "FP32",
+    "FP64",
+    "BYTES",
+)
 V2_OUTPUT = "ner"  # name of the v2 output tensor: one JSON answer (as for a plain request) per text
 V2_INPUT = "texts"  # the input's name in the model metadata (a request may name its one input anything)
 # The binary tensor data extension: the request or answer header that gives the length in bytes
@@ -46,15 +59,21 @@ def parse_v2(body: dict[str, Any], max_chars: int, max_texts: int, binary: bytes
     if binary is not None and len(binary) != (size or 0):
         raise InputError(
             f"the body has {len(binary)} bytes after its JSON header and the input's binary_data_size is "
-            f"{size or 0}: {len(binary) - (size or 0)} bytes belong to no input", reason="bad_binary")
+            f"{size or 0}: {len(binary) - (size or 0)} bytes belong to no input",
+            reason="bad_binary",
+        )
     check_count(len(data), max_texts, 'v2 input "data"')
     shape = tensor.get("shape")
-    if not (isinstance(shape, list) and all(isinstance(d, int) and not isinstance(d, bool) for d in shape)
-            and math.prod(shape) == len(data)):
+    if not (
+        isinstance(shape, list)
+        and all(isinstance(d, int) and not isinstance(d, bool) for d in shape)
+        and math.prod(shape) == len(data)
+    ):
         small = isinstance(shape, list) and len(shape) <= 4 and all(type(d) is int and abs(d) < 10**9 for d in shape)
         got = shape if small else describe(shape)
-        raise InputError(f'v2 input "shape" must be [{len(data)}] for {len(data)} texts, received {got}',
-                         reason="bad_shape")
+        raise InputError(
+            f'v2 input "shape" must be [{len(data)}] for {len(data)} texts, received {got}', reason="bad_shape"
+        )
     request_id = body.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise InputError(f'v2 "id" must be a string, received {describe(request_id)}', reason="bad_shape")
@@ -69,15 +88,19 @@ def _parameter(owner: dict[str, Any], name: str, kind: type, where: str) -> Any:
     if parameters is None:
         return None
     if not isinstance(parameters, dict):
-        raise InputError(f'{where} "parameters" must be a JSON object, received {describe(parameters)}',
-                         reason="bad_shape")
+        raise InputError(
+            f'{where} "parameters" must be a JSON object, received {describe(parameters)}', reason="bad_shape"
+        )
     value = parameters.get(name)
     if value is None:
         return None
-    if not isinstance(value, kind) or (kind is int and (isinstance(value, bool) or (isinstance(value, int) and value < 0))):
+    if not isinstance(value, kind) or (
+        kind is int and (isinstance(value, bool) or (isinstance(value, int) and value < 0))
+    ):
         expected = "a byte count" if kind is int else "true or false"
-        raise InputError(f'{where} parameter "{name}" must be {expected}, received {describe(value)}',
-                         reason="bad_shape")
+        raise InputError(
+            f'{where} parameter "{name}" must be {expected}, received {describe(value)}', reason="bad_shape"
+        )
     return value
 
 
@@ -85,14 +108,18 @@ def _binary_elements(tensor: dict[str, Any], size: int, binary: bytes | None) ->
     """The input's elements from the binary tensor data: ``size`` bytes of 4-byte
     little-endian lengths, each followed by that many bytes."""
     if binary is None:
-        raise InputError(f'v2 input has "binary_data_size" but the request has no {INFERENCE_HEADER} header '
-                         "(the length of the JSON object the binary data follows)", reason="bad_binary")
+        raise InputError(
+            f'v2 input has "binary_data_size" but the request has no {INFERENCE_HEADER} header '
+            "(the length of the JSON object the binary data follows)",
+            reason="bad_binary",
+        )
     if "data" in tensor:
-        raise InputError('v2 input has both "data" and "binary_data_size": send its texts one way',
-                         reason="bad_binary")
+        raise InputError('v2 input has both "data" and "binary_data_size": send its texts one way', reason="bad_binary")
     if size > len(binary):
-        raise InputError(f"v2 input binary_data_size is {size} bytes but {len(binary)} bytes follow the JSON header",
-                         reason="bad_binary")
+        raise InputError(
+            f"v2 input binary_data_size is {size} bytes but {len(binary)} bytes follow the JSON header",
+            reason="bad_binary",
+        )
     return decode_bytes_tensor(binary[:size])
 
 
@@ -103,14 +130,19 @@ def decode_bytes_tensor(data: bytes) -> list[bytes]:
     items: list[bytes] = []
     while pos < len(view):
         if len(view) - pos < 4:
-            raise InputError(f"v2 binary data: element {len(items)} at byte {pos} has only {len(view) - pos} of "
-                             "the 4 bytes of its length", reason="bad_binary")
-        length = int.from_bytes(view[pos:pos + 4], "little")
+            raise InputError(
+                f"v2 binary data: element {len(items)} at byte {pos} has only {len(view) - pos} of "
+                "the 4 bytes of its length",
+                reason="bad_binary",
+            )
+        length = int.from_bytes(view[pos : pos + 4], "little")
         pos += 4
         if length > len(view) - pos:
-            raise InputError(f"v2 binary data: element {len(items)} declares {length} bytes but {len(view) - pos} "
-                             "bytes are left", reason="bad_binary")
-        items.append(bytes(view[pos:pos + length]))
+            raise InputError(
+                f"v2 binary data: element {len(items)} declares {length} bytes but {len(view) - pos} bytes are left",
+                reason="bad_binary",
+            )
+        items.append(bytes(view[pos : pos + length]))
         pos += length
     return items
 
@@ -135,15 +167,17 @@ def _binary_output(body: dict[str, Any]) -> bool:
     if outputs is None:
         return bool(default)
     if not isinstance(outputs, list) or len(outputs) > 1 or not all(isinstance(o, dict) for o in outputs):
-        raise InputError(f'v2 "outputs" must be a list of at most one output, received {describe(outputs)}',
-                         reason="bad_shape")
+        raise InputError(
+            f'v2 "outputs" must be a list of at most one output, received {describe(outputs)}', reason="bad_shape"
+        )
     if not outputs:
         return bool(default)
     name = outputs[0].get("name")
     if name != V2_OUTPUT:
         named = f'"{name}"' if isinstance(name, str) and len(name) <= 64 else describe(name)
-        raise InputError(f'v2 requested output {named} does not exist: the model has one output, "{V2_OUTPUT}"',
-                         reason="bad_shape")
+        raise InputError(
+            f'v2 requested output {named} does not exist: the model has one output, "{V2_OUTPUT}"', reason="bad_shape"
+        )
     asked = _parameter(outputs[0], "binary_data", bool, f'v2 output "{V2_OUTPUT}"')
     return bool(default) if asked is None else asked
 
@@ -162,8 +196,9 @@ def parse_v2_binary(value: Any, content_type: str, header: int, max_chars: int, 
         body, binary = value, b""
     else:
         if header > len(raw):
-            raise InputError(f"header {INFERENCE_HEADER} is {header} but the body has only {len(raw)} bytes",
-                             reason="bad_binary")
+            raise InputError(
+                f"header {INFERENCE_HEADER} is {header} but the body has only {len(raw)} bytes", reason="bad_binary"
+            )
         text = decode_utf8(raw[:header], f"the v2 JSON header (the first {header} bytes)")
         try:
             body = json.loads(text)
@@ -171,25 +206,33 @@ def parse_v2_binary(value: Any, content_type: str, header: int, max_chars: int, 
             raise InputError("the v2 JSON header is nested too deeply", reason="bad_json") from None
         except ValueError as err:
             where = f"{err.msg} at position {err.pos}" if isinstance(err, json.JSONDecodeError) else str(err)
-            raise InputError(f"the v2 JSON header (the first {header} bytes, from {INFERENCE_HEADER}) is not valid "
-                             f"JSON: {where}", reason="bad_json") from None
+            raise InputError(
+                f"the v2 JSON header (the first {header} bytes, from {INFERENCE_HEADER}) is not valid JSON: {where}",
+                reason="bad_json",
+            ) from None
         binary = raw[header:]
     if not isinstance(body, dict) or "inputs" not in body:
-        raise InputError(f'a request with the header {INFERENCE_HEADER} must be a v2 request: its JSON header must be '
-                         f'a JSON object with "inputs", received {describe(body)}', reason="bad_binary")
+        raise InputError(
+            f"a request with the header {INFERENCE_HEADER} must be a v2 request: its JSON header must be "
+            f'a JSON object with "inputs", received {describe(body)}',
+            reason="bad_binary",
+        )
     return parse_v2(body, max_chars, max_texts, binary=binary)
 
 
 def inference_header_length(headers: Mapping[str, Any]) -> int | None:
     """The binary extension's ``Inference-Header-Content-Length`` request header (any case;
     ``str`` or ``bytes``), None when absent."""
-    found = [value for name, value in headers.items()
-             if isinstance(name, str) and name.lower() == INFERENCE_HEADER.lower()]
+    found = [
+        value for name, value in headers.items() if isinstance(name, str) and name.lower() == INFERENCE_HEADER.lower()
+    ]
     if not found:
         return None
     raw = found[0]
     value = (raw.decode("utf-8", "replace") if isinstance(raw, (bytes, bytearray)) else str(raw)).strip()
     if not (value.isascii() and value.isdigit() and len(value) <= 12):
-        raise InputError(f"header {INFERENCE_HEADER} must be a length in bytes, received {len(value)} characters",
-                         reason="bad_binary")
+        raise InputError(
+            f"header {INFERENCE_HEADER} must be a length in bytes, received {len(value)} characters",
+            reason="bad_binary",
+        )
     return int(value)

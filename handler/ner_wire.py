@@ -20,15 +20,53 @@ from collections.abc import Mapping
 from typing import Any
 
 import ner_hf
-from ner_request import (ACCEPTED, JSON_UTF8, InputError, Job, Options, ParsedRequest, RequestError, ServerError,
-                         check_count, check_text, decode_utf8, describe)
-from ner_v2 import (INFERENCE_HEADER, OCTET_STREAM, V2_INPUT, V2_OUTPUT, decode_bytes_tensor, encode_bytes_tensor,
-                    inference_header_length, parse_v2, parse_v2_binary)
+from ner_request import (
+    ACCEPTED,
+    JSON_UTF8,
+    InputError,
+    Job,
+    Options,
+    ParsedRequest,
+    RequestError,
+    ServerError,
+    check_count,
+    check_text,
+    decode_utf8,
+    describe,
+)
+from ner_v2 import (
+    INFERENCE_HEADER,
+    OCTET_STREAM,
+    V2_INPUT,
+    V2_OUTPUT,
+    decode_bytes_tensor,
+    encode_bytes_tensor,
+    inference_header_length,
+    parse_v2,
+    parse_v2_binary,
+)
 
 __all__ = [  # the request and v2 names the handler, the image and the tests import from the wire format
-    "ACCEPTED", "INFERENCE_HEADER", "JSON_UTF8", "OCTET_STREAM", "STREAM_NEXT", "V2_INPUT", "V2_OUTPUT", "InputError",
-    "Job", "Options", "ParsedRequest", "RequestError", "ServerError", "decode_bytes_tensor", "dumps",
-    "encode_bytes_tensor", "from_grpc", "inference_header_length", "parse_body", "parse_options",
+    "ACCEPTED",
+    "INFERENCE_HEADER",
+    "JSON_UTF8",
+    "OCTET_STREAM",
+    "STREAM_NEXT",
+    "V2_INPUT",
+    "V2_OUTPUT",
+    "InputError",
+    "Job",
+    "Options",
+    "ParsedRequest",
+    "RequestError",
+    "ServerError",
+    "decode_bytes_tensor",
+    "dumps",
+    "encode_bytes_tensor",
+    "from_grpc",
+    "inference_header_length",
+    "parse_body",
+    "parse_options",
 ]
 
 TEXT_KEYS = ("sentence", "text")
@@ -75,11 +113,14 @@ def _refuse_binary_without_header(body: bytes) -> None:
     if isinstance(value, dict) and "inputs" in value and text[end:].strip():
         raise InputError(
             f"the body goes on after its v2 JSON object: binary tensor data needs the header {INFERENCE_HEADER} "
-            "with the JSON object's length in bytes", reason="bad_binary")
+            "with the JSON object's length in bytes",
+            reason="bad_binary",
+        )
 
 
-def parse_body(value: Any, content_type: str, *, max_chars: int, max_texts: int,
-               headers: Mapping[str, Any] | None = None) -> ParsedRequest:
+def parse_body(
+    value: Any, content_type: str, *, max_chars: int, max_texts: int, headers: Mapping[str, Any] | None = None
+) -> ParsedRequest:
     """Normalise one request body: ``str`` (TorchServe decoded text/*), a decoded JSON value
     (application/json), or ``bytes`` (any other content type, or when decoding failed).
     ``headers`` (the request's HTTP headers) tell a v2 request with binary tensor data."""
@@ -120,8 +161,9 @@ def parse_options(headers: Mapping[str, Any]) -> Options:
     raw = found[0]
     value = raw.decode("utf-8", "replace") if isinstance(raw, (bytes, bytearray)) else str(raw)
     if value.strip().lower() not in OPTION_VALUES:
-        raise InputError(f"header X-NER-Result must be true or false, received {len(value)} characters",
-                         reason="bad_option")
+        raise InputError(
+            f"header X-NER-Result must be true or false, received {len(value)} characters", reason="bad_option"
+        )
     return Options(result=OPTION_VALUES[value.strip().lower()])
 
 
@@ -135,8 +177,9 @@ def from_grpc(headers: Mapping[str, Any]) -> bool:
     (``dict`` values) and, from ``StreamPredictions2``, TorchServe's own ``ts_request_sequence_*``
     keys. (An HTTP/1.0 request sent without a single header, bodiless, is answered as HTTP all
     the same: tests/integration/test_front_door.py.)"""
-    return not any(isinstance(value, str) and not str(name).startswith("ts_request_sequence_")
-                   for name, value in headers.items())
+    return not any(
+        isinstance(value, str) and not str(name).startswith("ts_request_sequence_") for name, value in headers.items()
+    )
 
 
 def dumps(value: Any) -> bytes:

@@ -11,15 +11,20 @@ from serving import tsctl
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=fault_drill.__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=fault_drill.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add = parser.add_argument
     add_server_args(parser)
     add("--kills", type=int, default=5, help="workers to kill, one after another (default: %(default)s)")
     add("--clients", type=int, default=8, help="concurrent load clients (default: %(default)s)")
     add("--settle", type=float, default=5.0, help="seconds of load before the first kill and after each recovery")
-    add("--timeout", type=float, default=15,
-        help="the clients' read timeout per attempt, seconds (default: %(default)s)")
+    add(
+        "--timeout",
+        type=float,
+        default=15,
+        help="the clients' read timeout per attempt, seconds (default: %(default)s)",
+    )
     add("--retries", type=int, default=6, help="the clients' resends per request (default: %(default)s)")
     add("--deadline", type=float, default=180, help="seconds a worker has to come back (default: %(default)s)")
     add_report_arg(parser)
@@ -31,9 +36,19 @@ def main(argv: list[str] | None = None) -> int:
 
     def say(line: str) -> None:
         print(f"fault_drill: {line}", file=sys.stderr, flush=True)
+
     try:
-        report = fault_drill.drill(tsctl.Server.load(args.run_dir), args.model, args.kills, args.clients,
-                                   args.settle, args.timeout, args.retries, args.deadline, progress=say)
+        report = fault_drill.drill(
+            tsctl.Server.load(args.run_dir),
+            args.model,
+            args.kills,
+            args.clients,
+            args.settle,
+            args.timeout,
+            args.retries,
+            args.deadline,
+            progress=say,
+        )
     except tsctl.TsError as err:
         say(f"error: {err}")
         return 1

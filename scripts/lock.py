@@ -13,8 +13,9 @@ from serving import locks
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--check", action="store_true",
-                        help="resolve again into a scratch folder and compare; write nothing")
+    parser.add_argument(
+        "--check", action="store_true", help="resolve again into a scratch folder and compare; write nothing"
+    )
     args = parser.parse_args(argv)
     try:
         differ = locks.lock_all(check=args.check)

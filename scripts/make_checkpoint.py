@@ -10,7 +10,9 @@ from study import make_checkpoint
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=make_checkpoint.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=make_checkpoint.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("out", type=Path, help="directory to write")
     parser.add_argument("--shape", choices=sorted(make_checkpoint.SHAPES), default="tiny")
     parser.add_argument("--vocab-size", type=int, default=0, help="override the shape's vocab size")

@@ -26,15 +26,26 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sentences", nargs="+", help="sentences to tag; '-' reads one a line from stdin")
     parser.add_argument("--model", default=paths.MODEL_NAME, help="model name (default: %(default)s)")
-    parser.add_argument("--run-dir", type=Path, default=paths.RUN_DIR, help="TorchServe's run dir, for its address and keys")
+    parser.add_argument(
+        "--run-dir", type=Path, default=paths.RUN_DIR, help="TorchServe's run dir, for its address and keys"
+    )
     parser.add_argument("--json", action="store_true", help="print TorchServe's JSON answer")
     parser.add_argument("--timeout", type=float, default=30, help="seconds per attempt (default: %(default)s)")
-    parser.add_argument("--retries", type=int, default=3, help="resends on 503/connection errors (default: %(default)s)")
+    parser.add_argument(
+        "--retries", type=int, default=3, help="resends on 503/connection errors (default: %(default)s)"
+    )
     args = parser.parse_args(argv)
 
     sentences = [line.strip() for line in sys.stdin if line.strip()] if args.sentences == ["-"] else args.sentences
-    failed = tag(tsctl.Server.load(args.run_dir), args.model, sentences, args.retries, args.timeout, args.json,
-                 err=lambda line: print(line, file=sys.stderr))
+    failed = tag(
+        tsctl.Server.load(args.run_dir),
+        args.model,
+        sentences,
+        args.retries,
+        args.timeout,
+        args.json,
+        err=lambda line: print(line, file=sys.stderr),
+    )
     return 1 if failed else 0
 
 

@@ -17,26 +17,55 @@ from serving.package_model import PackagingError
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=replica_drill.__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=replica_drill.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add = parser.add_argument
-    add("--model-dir", type=Path, default=DrillSpec.model_dir,
-        help="checkpoint or save_pretrained directory (default: demo_model/)")
-    add("--workdir", type=Path, default=DrillSpec.workdir,
-        help="archives, run dirs, HAProxy config (default: var/replica-drill/; emptied first)")
-    add("--clients", type=int, default=DrillSpec.clients,
-        help="concurrent clients, half plain, half retrying (default: %(default)s)")
+    add(
+        "--model-dir",
+        type=Path,
+        default=DrillSpec.model_dir,
+        help="checkpoint or save_pretrained directory (default: demo_model/)",
+    )
+    add(
+        "--workdir",
+        type=Path,
+        default=DrillSpec.workdir,
+        help="archives, run dirs, HAProxy config (default: var/replica-drill/; emptied first)",
+    )
+    add(
+        "--clients",
+        type=int,
+        default=DrillSpec.clients,
+        help="concurrent clients, half plain, half retrying (default: %(default)s)",
+    )
     add("--workers", type=int, default=DrillSpec.workers, help="workers per replica (default: %(default)s)")
     add("--settle", type=float, default=DrillSpec.settle, help="seconds of load between steps (default: %(default)s)")
-    add("--first-port", type=int, default=DrillSpec.first_port,
+    add(
+        "--first-port",
+        type=int,
+        default=DrillSpec.first_port,
         help="replicas on the loopback ports FIRST.., FIRST+10.. (tsctl --ports), HAProxy on FIRST+20; "
-             "0: free ports (default: %(default)s)")
-    add("--max-requests", type=int, default=DrillSpec.max_requests,
-        help="stop the clients after this many requests (default: %(default)s)")
-    add("--request-timeout", type=float, default=DrillSpec.request_timeout,
-        help="read timeout of each request in seconds (default: %(default)s)")
-    add("--deadline", type=float, default=DrillSpec.deadline,
-        help="give up after this many seconds in all (default: %(default)s)")
+        "0: free ports (default: %(default)s)",
+    )
+    add(
+        "--max-requests",
+        type=int,
+        default=DrillSpec.max_requests,
+        help="stop the clients after this many requests (default: %(default)s)",
+    )
+    add(
+        "--request-timeout",
+        type=float,
+        default=DrillSpec.request_timeout,
+        help="read timeout of each request in seconds (default: %(default)s)",
+    )
+    add(
+        "--deadline",
+        type=float,
+        default=DrillSpec.deadline,
+        help="give up after this many seconds in all (default: %(default)s)",
+    )
     add_report_arg(parser)
     args = parser.parse_args(argv)
     if args.clients < 2 or shutil.which("haproxy") is None:
@@ -46,8 +75,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    spec = DrillSpec(args.model_dir, args.workdir, args.clients, args.workers, args.settle, args.first_port,
-                     args.max_requests, args.request_timeout, args.deadline)
+    spec = DrillSpec(
+        args.model_dir,
+        args.workdir,
+        args.clients,
+        args.workers,
+        args.settle,
+        args.first_port,
+        args.max_requests,
+        args.request_timeout,
+        args.deadline,
+    )
     try:
         report = replica_drill.drill(spec)
     except (RuntimeError, tsctl.TsError, PackagingError, requests.RequestException) as err:

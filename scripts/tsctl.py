@@ -26,29 +26,47 @@ def start_ports(ports: str | None, run_dir: Path) -> dict[str, str] | None:
         raise tsctl.TsError(f"--ports {ports!r}: give the first port (e.g. 8180) or 'free'")
     taken = tsctl.ports_in_use(overrides) if not tsctl.pid_of(run_dir.resolve()) else []
     if taken:
-        raise tsctl.TsError(f"port(s) in use: {', '.join(taken)}; another TorchServe? Give this one other ports: "
-                            "--run-dir DIR --ports FIRST (or free)")
+        raise tsctl.TsError(
+            f"port(s) in use: {', '.join(taken)}; another TorchServe? Give this one other ports: "
+            "--run-dir DIR --ports FIRST (or free)"
+        )
     return overrides
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=tsctl.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run-dir", type=Path, default=paths.RUN_DIR, help="TorchServe's working directory (default: var/)")
+    parser.add_argument(
+        "--run-dir", type=Path, default=paths.RUN_DIR, help="TorchServe's working directory (default: var/)"
+    )
     sub = parser.add_subparsers(dest="action", required=True)
-    p = sub.add_parser("start", help="start TorchServe, wait for /ping, register again what was registered before it stopped")
+    p = sub.add_parser(
+        "start", help="start TorchServe, wait for /ping, register again what was registered before it stopped"
+    )
     p.add_argument("--model-store", type=Path, default=paths.MODEL_STORE)
-    p.add_argument("--no-restore", action="store_true", help=f"do not re-register what the run dir's {tsctl.STATE_FILE} lists")
-    p.add_argument("--register", metavar="MAR", action="append", default=[], help="also register this archive (repeatable)")
+    p.add_argument(
+        "--no-restore", action="store_true", help=f"do not re-register what the run dir's {tsctl.STATE_FILE} lists"
+    )
+    p.add_argument(
+        "--register", metavar="MAR", action="append", default=[], help="also register this archive (repeatable)"
+    )
     p.add_argument("--timeout", type=float, default=120)
-    p.add_argument("--ports", metavar="FIRST|free",
-                   help="listen on five loopback ports from FIRST (inference, management, metrics, gRPC x2), or on "
-                        "free ones: for a second TorchServe beside a first, with its own --run-dir (default: the "
-                        "ports of config/config.properties, 8080-8082 and 7070-7071)")
+    p.add_argument(
+        "--ports",
+        metavar="FIRST|free",
+        help="listen on five loopback ports from FIRST (inference, management, metrics, gRPC x2), or on "
+        "free ones: for a second TorchServe beside a first, with its own --run-dir (default: the "
+        "ports of config/config.properties, 8080-8082 and 7070-7071)",
+    )
     sub.add_parser("stop", help="stop TorchServe")
-    p = sub.add_parser("register", help="register an archive from the model store (a new version goes beside the default one)")
+    p = sub.add_parser(
+        "register", help="register an archive from the model store (a new version goes beside the default one)"
+    )
     p.add_argument("mar", help="file name in the model store, e.g. kor_ner.mar")
     p.add_argument("--workers", type=int, help="scale to this many workers (default: the archive's minWorkers)")
-    for name, text in (("describe", "show a model's workers and settings"), ("unregister", "remove a model (or one version)")):
+    for name, text in (
+        ("describe", "show a model's workers and settings"),
+        ("unregister", "remove a model (or one version)"),
+    ):
         p = sub.add_parser(name, help=text)
         p.add_argument("model")
         p.add_argument("--version")
@@ -62,20 +80,32 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("set-default", help="make a version the default one")
     p.add_argument("model")
     p.add_argument("version")
-    p = sub.add_parser("rotate-keys", help="regenerate the inference and management keys (old ones stop working at once)")
+    p = sub.add_parser(
+        "rotate-keys", help="regenerate the inference and management keys (old ones stop working at once)"
+    )
     p.add_argument("--api", choices=tsctl.KEY_APIS, action="append", help="only this key (repeatable; default: both)")
     args = parser.parse_args(argv)
 
     try:
         if args.action == "start":
             started = time.monotonic()
-            server = tsctl.start(args.run_dir, args.model_store, overrides=start_ports(args.ports, args.run_dir),
-                                 timeout=args.timeout, reregister=not args.no_restore, register_also=args.register)
-            print((f"TorchServe up at {server.inference_url} (management {server.management_url}, "
-                   f"metrics {server.metrics_url})"))
+            server = tsctl.start(
+                args.run_dir,
+                args.model_store,
+                overrides=start_ports(args.ports, args.run_dir),
+                timeout=args.timeout,
+                reregister=not args.no_restore,
+                register_also=args.register,
+            )
+            print(
+                f"TorchServe up at {server.inference_url} (management {server.management_url}, "
+                f"metrics {server.metrics_url})"
+            )
             for model in tsctl.list_models(server):
-                print((f"registered {model['modelName']} ({model['modelUrl']}): ready "
-                       f"{time.monotonic() - started:.1f} s after start"))
+                print(
+                    f"registered {model['modelName']} ({model['modelUrl']}): ready "
+                    f"{time.monotonic() - started:.1f} s after start"
+                )
         elif args.action == "stop":
             print("stopped" if tsctl.stop(args.run_dir) else f"no TorchServe running from {args.run_dir}")
         else:
@@ -94,8 +124,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps(tsctl.list_models(server), indent=2))
             elif args.action == "versions":
                 for row in tsctl.versions(server, args.model):
-                    print(f"{args.model} {row['version']:<10} {'default' if row['default'] else '':<8}"
-                          f"{row['ready_workers']}/{row['workers']} workers READY")
+                    print(
+                        f"{args.model} {row['version']:<10} {'default' if row['default'] else '':<8}"
+                        f"{row['ready_workers']}/{row['workers']} workers READY"
+                    )
             elif args.action == "set-default":
                 tsctl.set_default(server, args.model, args.version)
                 print(f"{args.model}: default version is now {args.version}")

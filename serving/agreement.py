@@ -6,13 +6,12 @@ are measured and printed, on the KMOU validation corpus when it is there.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import ner_core
 import ner_model
-
 from serving import corpus
 
 
@@ -43,11 +42,15 @@ class Agreement:
         return 100 * (self.gold_f1_fp32 - self.gold_f1)
 
     def summary(self, name: str, where: str) -> str:
-        line = (f"{name} against torch fp32 on {self.texts} {where}: token-tag agreement {100 * self.rate:.2f} % "
-                f"({self.agreeing} of {self.tokens} wordpieces), entity F1 against fp32's entities {self.entity_f1:.4f}")
+        line = (
+            f"{name} against torch fp32 on {self.texts} {where}: token-tag agreement {100 * self.rate:.2f} % "
+            f"({self.agreeing} of {self.tokens} wordpieces), entity F1 against fp32's entities {self.entity_f1:.4f}"
+        )
         if self.f1_loss_points is not None:
-            line += (f"; entity F1 against the corpus {self.gold_f1_fp32:.4f} (fp32) -> {self.gold_f1:.4f} "
-                     f"({-self.f1_loss_points:+.2f} points)")
+            line += (
+                f"; entity F1 against the corpus {self.gold_f1_fp32:.4f} (fp32) -> {self.gold_f1:.4f} "
+                f"({-self.f1_loss_points:+.2f} points)"
+            )
         return line
 
 
@@ -55,8 +58,12 @@ def _entities(ner: ner_model.NerModel, predictions: Sequence[ner_core.TokenPredi
     return [{e.span for e in ner_core.find_entities(p, ner.labels)} for p in predictions]
 
 
-def compare(reference: ner_model.NerModel, candidate: ner_model.NerModel, texts: Sequence[str],
-            gold: Sequence[corpus.Example] | None = None) -> Agreement:
+def compare(
+    reference: ner_model.NerModel,
+    candidate: ner_model.NerModel,
+    texts: Sequence[str],
+    gold: Sequence[corpus.Example] | None = None,
+) -> Agreement:
     """``candidate``'s tags and entities against ``reference``'s (torch fp32) on ``texts``;
     with ``gold`` (the texts' corpus examples) both are also scored against the markup."""
     texts = list(texts)
@@ -71,7 +78,11 @@ def compare(reference: ner_model.NerModel, candidate: ner_model.NerModel, texts:
             if a != b and first is None:
                 first = f"text #{n}, wordpiece {i} {r.tokens[i]!r}: {reference.labels[a]} vs {candidate.labels[b]}"
     ref_entities, got_entities = _entities(reference, ref), _entities(candidate, got)
-    entity_f1 = corpus.score(ref_entities, got_entities)["overall"]["f1"] if any(ref_entities) else float(ref_entities == got_entities)
+    entity_f1 = (
+        corpus.score(ref_entities, got_entities)["overall"]["f1"]
+        if any(ref_entities)
+        else float(ref_entities == got_entities)
+    )
     gold_f1 = gold_f1_fp32 = None
     if gold is not None:
         truth = [set(ex.spans) for ex in gold]

@@ -35,13 +35,19 @@ SAMPLE_SENTENCES = (
     "박지영 교수 연구팀은 3년 동안 제주도 해안의 플라스틱 쓰레기를 조사했다.",
     "대전시는 다음 달부터 시내버스 요금을 1,500원으로 올린다고 발표했다.",
     "올림픽 대표팀은 두 시간 동안 훈련한 뒤 인천국제공항을 통해 출국했다.",
-    ("국립중앙박물관은 이번 특별전에 조선 후기 회화 120점을 선보인다며, 관람객이 "
-     "작품의 제작 배경을 이해할 수 있도록 해설 영상과 체험 공간도 함께 마련했다고 설명했다."),
-    ("세계보건기구는 10일 발표한 보고서에서 전 세계 인구의 약 25%가 충분한 신체 활동을 하지 "
-     "않는다며 각국 정부가 도시 계획 단계부터 걷기와 자전거 이용을 장려해야 한다고 권고했다."),
-    ("정부는 2030년까지 재생에너지 비중을 30% 이상으로 늘리겠다는 계획을 세웠지만, 전문가들은 "
-     "송전망 확충과 지역 주민과의 협의가 늦어지고 있어 목표 달성이 쉽지 않을 것이라고 지적했다. "
-     "산업통상자원부는 내년 상반기에 세부 이행 방안을 내놓을 예정이다."),
+    (
+        "국립중앙박물관은 이번 특별전에 조선 후기 회화 120점을 선보인다며, 관람객이 "
+        "작품의 제작 배경을 이해할 수 있도록 해설 영상과 체험 공간도 함께 마련했다고 설명했다."
+    ),
+    (
+        "세계보건기구는 10일 발표한 보고서에서 전 세계 인구의 약 25%가 충분한 신체 활동을 하지 "
+        "않는다며 각국 정부가 도시 계획 단계부터 걷기와 자전거 이용을 장려해야 한다고 권고했다."
+    ),
+    (
+        "정부는 2030년까지 재생에너지 비중을 30% 이상으로 늘리겠다는 계획을 세웠지만, 전문가들은 "
+        "송전망 확충과 지역 주민과의 협의가 늦어지고 있어 목표 달성이 쉽지 않을 것이라고 지적했다. "
+        "산업통상자원부는 내년 상반기에 세부 이행 방안을 내놓을 예정이다."
+    ),
 )
 # --------------------------------------------------------------------------- reading
 
@@ -103,7 +109,10 @@ class Encoded:
 def encode(examples: list[Example], tokenizer: Tokenizer) -> list[Encoded]:
     """Tokenised as at serve time (NFC, offsets into the original text), labels aligned."""
     encodings = ner_core.encode_texts(tokenizer, [ex.text for ex in examples])
-    return [Encoded(ids, spans_to_tags(offsets, ex.spans)) for (ids, _, offsets), ex in zip(encodings, examples, strict=True)]
+    return [
+        Encoded(ids, spans_to_tags(offsets, ex.spans))
+        for (ids, _, offsets), ex in zip(encodings, examples, strict=True)
+    ]
 
 
 # --------------------------------------------------------------------------- scoring
@@ -142,8 +151,13 @@ def evaluate(ner: ner_model.NerModel, examples: list[Example], encoded: list[Enc
         pred_chars.append({e.span for e in ner_core.find_entities(pred, ner.labels)})
         served.append(ner_core.find_entities(pred, ner.labels, trim=ner_particles.trim_end, decoding="constrained"))
     gold_chars = [set(ex.spans) for ex in examples]
-    views = {"wordpiece": score(gold_pieces, pred_pieces), "char": score(gold_chars, pred_chars),
-             "served": score(gold_chars, [{e.span for e in ner_core.scored_at_least(es, ner.min_entity_score)} for es in served])}
+    views = {
+        "wordpiece": score(gold_pieces, pred_pieces),
+        "char": score(gold_chars, pred_chars),
+        "served": score(
+            gold_chars, [{e.span for e in ner_core.scored_at_least(es, ner.min_entity_score)} for es in served]
+        ),
+    }
     if ner.min_entity_score:
         views["served_every_score"] = score(gold_chars, [{e.span for e in es} for es in served])
     return views
@@ -153,5 +167,7 @@ def markdown_table(table: dict[str, dict[str, float]]) -> str:
     lines = ["| type | precision | recall | F1 | gold | predicted |", "|---|---:|---:|---:|---:|---:|"]
     for kind, m in table.items():
         name = "**overall**" if kind == "overall" else kind
-        lines.append(f"| {name} | {m['precision']:.4f} | {m['recall']:.4f} | {m['f1']:.4f} | {m['gold']} | {m['predicted']} |")
+        lines.append(
+            f"| {name} | {m['precision']:.4f} | {m['recall']:.4f} | {m['f1']:.4f} | {m['gold']} | {m['predicted']} |"
+        )
     return "\n".join(lines)

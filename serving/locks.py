@@ -32,8 +32,15 @@ INDEX_URL = "https://pypi.org/simple"  # the one index; PIP_INDEX_URL / UV_INDEX
 # torch's CPU build is not on PyPI: PyTorch's page for torch alone (a page of links, not an index:
 # no other package can come from it). Its hash in the lock admits exactly one file.
 TORCH_LINKS = "https://download.pytorch.org/whl/cpu/torch/"
-OPTIONS = ["--generate-hashes", "--python-version", PYTHON_VERSION, "--python-platform", PLATFORM,
-           "--no-header", "--no-annotate"]
+OPTIONS = [
+    "--generate-hashes",
+    "--python-version",
+    PYTHON_VERSION,
+    "--python-platform",
+    PLATFORM,
+    "--no-header",
+    "--no-annotate",
+]
 DIGEST_LINE = "# inputs-sha256: "
 
 
@@ -125,11 +132,14 @@ def problems(lock: Lock, root: Path = paths.ROOT) -> list[str]:
         return [f"{lock.output} is missing: run scripts/lock.py"]
     text = output.read_text(encoding="utf-8")
     found = []
-    recorded = next((line.removeprefix(DIGEST_LINE).strip() for line in text.splitlines()
-                     if line.startswith(DIGEST_LINE)), None)
+    recorded = next(
+        (line.removeprefix(DIGEST_LINE).strip() for line in text.splitlines() if line.startswith(DIGEST_LINE)), None
+    )
     if recorded != inputs_digest(lock, root):
-        found.append(f"{lock.output} is stale against {lock.source} (or what it includes, or {lock.constraint}): "
-                     "run scripts/lock.py")
+        found.append(
+            f"{lock.output} is stale against {lock.source} (or what it includes, or {lock.constraint}): "
+            "run scripts/lock.py"
+        )
     entries = locked(text)
     for name, version in direct_pins(root / lock.source).items():
         if entries.get(name, ("", 0))[0] != version:
@@ -139,18 +149,22 @@ def problems(lock: Lock, root: Path = paths.ROOT) -> list[str]:
 
 
 def header(lock: Lock, digest: str) -> str:
-    return (f"# {lock.output}: the lock of {lock.source}, every package pinned and hashed"
-            f"{f', in step with {lock.constraint}' if lock.constraint else ''}.\n"
-            "# Made by scripts/lock.py (uv pip compile --generate-hashes); do not edit: change the .in and rerun it.\n"
-            "# Install: pip install --require-hashes -r " + lock.output + " (docs/supply-chain.md).\n"
-            f"{DIGEST_LINE}{digest}\n")
+    return (
+        f"# {lock.output}: the lock of {lock.source}, every package pinned and hashed"
+        f"{f', in step with {lock.constraint}' if lock.constraint else ''}.\n"
+        "# Made by scripts/lock.py (uv pip compile --generate-hashes); do not edit: change the .in and rerun it.\n"
+        "# Install: pip install --require-hashes -r " + lock.output + " (docs/supply-chain.md).\n"
+        f"{DIGEST_LINE}{digest}\n"
+    )
 
 
 def uv() -> str:
     """The pinned lock tool: the venv's uv (requirements-test.in), or one on PATH of the same version."""
     for candidate in (str(Path(sys.executable).with_name("uv")), shutil.which("uv")):
         if candidate and Path(candidate).is_file():
-            version = subprocess.run([candidate, "--version"], capture_output=True, text=True).stdout.split()
+            version = subprocess.run(
+                [candidate, "--version"], capture_output=True, text=True, check=False
+            ).stdout.split()
             if version[1:2] == [UV_VERSION]:
                 return candidate
     raise LockError(f"uv {UV_VERSION} not found: scripts/setup.sh --test installs it (pip install uv=={UV_VERSION})")
@@ -162,7 +176,7 @@ def torch_links() -> list[str]:
     machines without a route to PyTorch's page); else PyTorch's page (:data:`TORCH_LINKS`)."""
     if os.environ.get("KOR_NER_TORCH_LINKS"):
         return os.environ["KOR_NER_TORCH_LINKS"].split()
-    done = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True, check=False)
     local = []
     for line in done.stdout.splitlines():
         match = re.fullmatch(r"[^.]*\.find-links='(.*)'", line.strip())
@@ -174,16 +188,26 @@ def torch_links() -> list[str]:
 
 def compile_lock(lock: Lock, root: Path, into: Path, links: list[str]) -> None:
     """Write ``lock``'s lock under ``into`` (its constraint read from ``into`` too)."""
-    command = [uv(), "pip", "compile", *OPTIONS, "--index-url", os.environ.get("UV_INDEX_URL", INDEX_URL),
-               *(arg for link in links for arg in ("--find-links", link)),
-               *(["--constraint", str(into / lock.constraint)] if lock.constraint else []),
-               "-o", str(into / lock.output), lock.source]
-    done = subprocess.run(command, cwd=root, capture_output=True, text=True)
+    command = [
+        uv(),
+        "pip",
+        "compile",
+        *OPTIONS,
+        "--index-url",
+        os.environ.get("UV_INDEX_URL", INDEX_URL),
+        *(arg for link in links for arg in ("--find-links", link)),
+        *(["--constraint", str(into / lock.constraint)] if lock.constraint else []),
+        "-o",
+        str(into / lock.output),
+        lock.source,
+    ]
+    done = subprocess.run(command, cwd=root, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise LockError(f"uv pip compile {lock.source} failed:\n{done.stderr.strip()[-3000:]}")
     output = into / lock.output
-    output.write_text(header(lock, inputs_digest(lock, root, into)) + output.read_text(encoding="utf-8"),
-                      encoding="utf-8")
+    output.write_text(
+        header(lock, inputs_digest(lock, root, into)) + output.read_text(encoding="utf-8"), encoding="utf-8"
+    )
 
 
 def lock_all(root: Path = paths.ROOT, check: bool = False) -> list[str]:
@@ -195,6 +219,7 @@ def lock_all(root: Path = paths.ROOT, check: bool = False) -> list[str]:
         for lock in LOCKS:
             compile_lock(lock, root, into, links)
         if check:
-            return [lock.output for lock in LOCKS
-                    if (into / lock.output).read_bytes() != (root / lock.output).read_bytes()]
+            return [
+                lock.output for lock in LOCKS if (into / lock.output).read_bytes() != (root / lock.output).read_bytes()
+            ]
     return []

@@ -33,11 +33,10 @@ import yaml
 from safetensors.torch import load_file, save_file
 from transformers import BertConfig, BertForTokenClassification
 
-import ner_model
 import ner_cpu
+import ner_model
 import ner_onnx
 from ner_settings import HandlerSettings
-
 from serving import agreement, corpus, paths
 
 HANDLER_ENTRY = "ner_handler.py"  # the module TorchServe loads; the other handler/*.py go beside it
@@ -99,7 +98,9 @@ def resolve_pretrained(value: str | None, default: Path) -> Path:
         from huggingface_hub import snapshot_download
 
         try:
-            candidate = Path(snapshot_download(value, local_files_only=True, allow_patterns=["config.json", "vocab.txt"]))
+            candidate = Path(
+                snapshot_download(value, local_files_only=True, allow_patterns=["config.json", "vocab.txt"])
+            )
         except Exception:  # noqa: BLE001 - huggingface_hub raises a validation, not-found or cache error, all one answer
             raise PackagingError(
                 f"--pretrained {value!r} is neither a directory nor a model in the local Hugging Face cache "
@@ -127,7 +128,7 @@ def load_state_dict(source: Path) -> tuple[dict[str, torch.Tensor], str]:
         raise PackagingError(f"{ckpt_path} holds a {type(ckpt).__name__}, not a checkpoint dict")
     state = ckpt.get("state_dict", ckpt)
     weights = {
-        (k[len("model."):] if k.startswith("model.") else k): v
+        (k[len("model.") :] if k.startswith("model.") else k): v
         for k, v in state.items()
         if isinstance(v, torch.Tensor)
     }
@@ -190,7 +191,10 @@ def export_onnx(staged: Path, settings: HandlerSettings) -> None:
     started = time.perf_counter()
     print(f"exporting to ONNX{' and quantizing to int8' if settings.quantize == 'int8' else ''} ...", file=sys.stderr)
     path = ner_onnx.export(torch_model, staged, settings.quantize)
-    print(f"wrote {path.name} ({path.stat().st_size / 1e6:.0f} MB) in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    print(
+        f"wrote {path.name} ({path.stat().st_size / 1e6:.0f} MB) in {time.perf_counter() - started:.0f} s",
+        file=sys.stderr,
+    )
 
 
 def describe_path(settings: HandlerSettings) -> str:
@@ -207,10 +211,15 @@ def verify(staged: Path, settings: HandlerSettings, spec: PackageSpec) -> list[a
     Runtime fp32) must give the same tag on every wordpiece of the sample sentences, or the
     archive is refused; int8 and bf16 are measured (tag agreement, entity F1) and printed."""
     cpu = torch.device("cpu")
-    fp32 = ner_model.load_model(staged, dataclasses.replace(settings, runtime="torch", quantize="none", dtype="float32"))
+    fp32 = ner_model.load_model(
+        staged, dataclasses.replace(settings, runtime="torch", quantize="none", dtype="float32")
+    )
     if settings.dtype == "bfloat16" and not ner_cpu.has_bf16():
-        print("bf16 not measured: this CPU has neither AVX512-BF16 nor AMX (the archive loads where one of "
-              "them or a GPU is)", file=sys.stderr)
+        print(
+            "bf16 not measured: this CPU has neither AVX512-BF16 nor AMX (the archive loads where one of "
+            "them or a GPU is)",
+            file=sys.stderr,
+        )
         return []
     runtime = ner_model.serving_runtime(settings, cpu, has_onnx=(staged / ner_onnx.onnx_file("none")).is_file())
     served = dataclasses.replace(settings, runtime=runtime)
@@ -226,8 +235,10 @@ def verify(staged: Path, settings: HandlerSettings, spec: PackageSpec) -> list[a
                 f"wordpieces of the sample sentences differ (first: {result.first_difference}); not archiving. "
                 "Set runtime: torch to serve the safetensors on the CPU too"
             )
-        print(f"{name} gives torch fp32's tag on all {result.tokens} wordpieces of the "
-              f"{result.texts} sample sentences", file=sys.stderr)
+        print(
+            f"{name} gives torch fp32's tag on all {result.tokens} wordpieces of the {result.texts} sample sentences",
+            file=sys.stderr,
+        )
         return [result]
     texts, gold, where = agreement.texts_to_compare(spec.accuracy_corpus, spec.accuracy_limit)
     started = time.perf_counter()
@@ -236,18 +247,36 @@ def verify(staged: Path, settings: HandlerSettings, spec: PackageSpec) -> list[a
     return [result]
 
 
-def run_archiver(name: str, version: str, handler: Path, weights: Path, extra_files: list[Path],
-                 model_config: Path, export_path: Path, force: bool = True) -> Path:
+def run_archiver(
+    name: str,
+    version: str,
+    handler: Path,
+    weights: Path,
+    extra_files: list[Path],
+    model_config: Path,
+    export_path: Path,
+    force: bool = True,
+) -> Path:
     """torch-model-archiver, in this Python: ``export_path/<name>.mar``. Every archive of the
     project (ours, and the benchmark's tutorial baseline) is written by this one command."""
     cmd = [
-        sys.executable, "-m", "model_archiver.model_packaging",
-        "--model-name", name, "--version", version,
-        "--handler", str(handler),
-        "--serialized-file", str(weights),
-        "--extra-files", ",".join(map(str, extra_files)),
-        "--config-file", str(model_config),
-        "--export-path", str(export_path),
+        sys.executable,
+        "-m",
+        "model_archiver.model_packaging",
+        "--model-name",
+        name,
+        "--version",
+        version,
+        "--handler",
+        str(handler),
+        "--serialized-file",
+        str(weights),
+        "--extra-files",
+        ",".join(map(str, extra_files)),
+        "--config-file",
+        str(model_config),
+        "--export-path",
+        str(export_path),
     ] + (["--force"] if force else [])
     done = subprocess.run(cmd, check=False, capture_output=True, text=True)
     if done.returncode != 0:
@@ -260,8 +289,9 @@ def archive(spec: PackageSpec, staged: Path, settings: HandlerSettings) -> Path:
     entry, *modules = handler_files()
     weights, *more_weights = ner_model.archive_files(settings)
     extra = [staged / n for n in ("config.json", "vocab.txt", "label_map.txt", *more_weights)] + modules
-    return run_archiver(spec.name, spec.version, entry, staged / weights, extra,
-                        spec.model_config, spec.export_path, spec.force)
+    return run_archiver(
+        spec.name, spec.version, entry, staged / weights, extra, spec.model_config, spec.export_path, spec.force
+    )
 
 
 def archive_target(spec: PackageSpec) -> Path:

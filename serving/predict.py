@@ -9,7 +9,7 @@ when it died (docs/reliability.md); only the timeout and the resend recover them
 from __future__ import annotations
 
 import json
-from typing import Callable
+from collections.abc import Callable
 
 import requests
 
@@ -21,8 +21,15 @@ from serving.retry import retry
 RETRY_STATUSES = {500, 502, 503, 504, 507}
 
 
-def predict_with_retry(server: tsctl.Server, model: str, payload, retries: int = 3, timeout: float = 30,
-                       backoff: float = 0.5, on_retry: Callable[[str], None] | None = None) -> requests.Response:
+def predict_with_retry(
+    server: tsctl.Server,
+    model: str,
+    payload,
+    retries: int = 3,
+    timeout: float = 30,
+    backoff: float = 0.5,
+    on_retry: Callable[[str], None] | None = None,
+) -> requests.Response:
     """POST with a timeout; resend on connection errors, timeouts and the statuses above.
 
     ``on_retry`` is told why before each resend ("HTTP 507", "ReadTimeout", ...).
@@ -43,12 +50,22 @@ def format_answer(answer: dict) -> str:
     if not answer["entities"]:
         lines.append("  (no entities)")
     for ent in answer["entities"]:
-        lines.append(f"  {ent['text']}\t{ent['label_name']} ({ent['label']})\t[{ent['start']}:{ent['end']}]\t{ent['score']:.3f}")
+        lines.append(
+            f"  {ent['text']}\t{ent['label_name']} ({ent['label']})\t[{ent['start']}:{ent['end']}]\t{ent['score']:.3f}"
+        )
     return "\n".join(lines)
 
 
-def tag(server: tsctl.Server, model: str, sentences: list[str], retries: int = 3, timeout: float = 30,
-        as_json: bool = False, out: Callable[[str], None] = print, err: Callable[[str], None] = print) -> int:
+def tag(
+    server: tsctl.Server,
+    model: str,
+    sentences: list[str],
+    retries: int = 3,
+    timeout: float = 30,
+    as_json: bool = False,
+    out: Callable[[str], None] = print,
+    err: Callable[[str], None] = print,
+) -> int:
     """Tag each sentence, printing its entities (or the raw JSON); the number that failed."""
     failed = 0
     for sentence in sentences:
@@ -60,8 +77,9 @@ def tag(server: tsctl.Server, model: str, sentences: list[str], retries: int = 3
             continue
         if resp.status_code != 200:
             # TorchServe's own 413 has an empty body: say what it means
-            detail = resp.text.strip() or ("the text is larger than TorchServe's max_request_size"
-                                           if resp.status_code == 413 else "(empty answer)")
+            detail = resp.text.strip() or (
+                "the text is larger than TorchServe's max_request_size" if resp.status_code == 413 else "(empty answer)"
+            )
             err(f"predict: HTTP {resp.status_code}: {detail}")
             failed += 1
         elif as_json:

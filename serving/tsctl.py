@@ -33,10 +33,10 @@ from urllib.parse import quote
 
 import requests
 import yaml
+
+from kor_ner_runtime import ready_count, workers_of
 from ner_labels import entity_type
 from ner_settings import HandlerSettings
-from kor_ner_runtime import ready_count, workers_of
-
 from serving import paths
 from serving.retry import retry
 
@@ -116,8 +116,13 @@ def listener_overrides(ports: Sequence[int]) -> dict[str, str]:
     inference, management, metrics, gRPC inference, gRPC management."""
     if len(ports) != LISTENERS:
         raise ValueError(f"{LISTENERS} ports needed, got {len(ports)}")
-    addresses = {key: f"http://127.0.0.1:{port}" for key, port in zip(ADDRESS_KEYS, ports[: len(ADDRESS_KEYS)], strict=True)}
-    return {**addresses, **{key: str(port) for key, port in zip(GRPC_PORT_KEYS, ports[len(ADDRESS_KEYS):], strict=True)}}
+    addresses = {
+        key: f"http://127.0.0.1:{port}" for key, port in zip(ADDRESS_KEYS, ports[: len(ADDRESS_KEYS)], strict=True)
+    }
+    return {
+        **addresses,
+        **{key: str(port) for key, port in zip(GRPC_PORT_KEYS, ports[len(ADDRESS_KEYS) :], strict=True)},
+    }
 
 
 def port_overrides() -> dict[str, str]:
@@ -176,7 +181,7 @@ class Server:
     metrics_url: str
 
     @classmethod
-    def load(cls, run_dir: Path = paths.RUN_DIR) -> "Server":
+    def load(cls, run_dir: Path = paths.RUN_DIR) -> Server:
         props = read_properties(run_dir / "config.properties")
         return cls(run_dir, *(props[k].rstrip("/") for k in ADDRESS_KEYS))
 
@@ -202,9 +207,15 @@ class Server:
         extra, timeout = kwargs.pop("headers", {}), kwargs.pop("timeout", TIMEOUT)
         used = self.headers(key_api)
         resp = requests.request(method, base + path, headers={**used, **extra}, timeout=timeout, **kwargs)
-        if resp.status_code == 400 and "InvalidKeyException" in resp.text and "Authorization" not in extra \
-                and self._renewed(key_api, used):
-            resp = requests.request(method, base + path, headers={**self.headers(key_api), **extra}, timeout=timeout, **kwargs)
+        if (
+            resp.status_code == 400
+            and "InvalidKeyException" in resp.text
+            and "Authorization" not in extra
+            and self._renewed(key_api, used)
+        ):
+            resp = requests.request(
+                method, base + path, headers={**self.headers(key_api), **extra}, timeout=timeout, **kwargs
+            )
         return resp
 
     def key_expired(self, api: str) -> bool:
@@ -212,7 +223,8 @@ class Server:
         entry = json.loads(path.read_text(encoding="utf-8")).get(api, {}) if path.is_file() else {}
         expires = entry.get("expiration time")  # e.g. 2026-11-26T16:18:01.155080076Z (UTC)
         return expires is not None and datetime.strptime(expires[:19], "%Y-%m-%dT%H:%M:%S").replace(
-            tzinfo=timezone.utc) <= datetime.now(timezone.utc)
+            tzinfo=timezone.utc
+        ) <= datetime.now(timezone.utc)
 
     def _renewed(self, api: str, used: dict[str, str]) -> bool:
         """True when a retry may succeed: the key changed since ``used`` was read, or it had
@@ -268,16 +280,33 @@ def start(
         (run_dir / sub).mkdir(parents=True, exist_ok=True)
     model_store.mkdir(parents=True, exist_ok=True)  # a fresh clone has none until a model is packaged
     # model_store is TorchServe's own key too: recorded there, the run dir tells where the archives are
-    config = write_config(run_dir, {**repo_paths(read_properties(BASE_CONFIG)), "model_store": str(model_store.resolve()),
-                                    **(overrides or {})})
+    config = write_config(
+        run_dir,
+        {**repo_paths(read_properties(BASE_CONFIG)), "model_store": str(model_store.resolve()), **(overrides or {})},
+    )
     (run_dir / "key_file.json").unlink(missing_ok=True)  # TorchServe writes fresh keys at start
     # TorchServe's own pid file: a stale one whose pid was reused makes it refuse to start.
     (run_dir / "tmp" / ".model_server.pid").unlink(missing_ok=True)
     # TEMP/TMPDIR hold TorchServe's pid file and worker sockets: one per instance.
-    env = {**os.environ, "TEMP": str(run_dir / "tmp"), "TMPDIR": str(run_dir / "tmp"),
-           "LOG_LOCATION": str(run_dir / "logs"), "METRICS_LOCATION": str(run_dir / "logs")}
-    cmd = [str(Path(sys.executable).with_name("torchserve")), "--start", "--foreground", "--ncs",
-           "--ts-config", str(config), "--model-store", str(model_store.resolve()), "--log-config", str(LOG_CONFIG)]
+    env = {
+        **os.environ,
+        "TEMP": str(run_dir / "tmp"),
+        "TMPDIR": str(run_dir / "tmp"),
+        "LOG_LOCATION": str(run_dir / "logs"),
+        "METRICS_LOCATION": str(run_dir / "logs"),
+    }
+    cmd = [
+        str(Path(sys.executable).with_name("torchserve")),
+        "--start",
+        "--foreground",
+        "--ncs",
+        "--ts-config",
+        str(config),
+        "--model-store",
+        str(model_store.resolve()),
+        "--log-config",
+        str(LOG_CONFIG),
+    ]
     with open(run_dir / "logs" / "torchserve.out", "ab") as out:
         proc = subprocess.Popen(cmd, cwd=run_dir, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     (run_dir / "torchserve.pid").write_text(str(proc.pid))
@@ -288,10 +317,16 @@ def start(
         if proc.poll() is not None:
             raise TsError(f"TorchServe exited with code {proc.returncode}; see {run_dir / 'logs'}")
         try:
-            keys_ready = (run_dir / "key_file.json").exists() or "disable_token_authorization=true" in config.read_text()
+            keys_ready = (
+                run_dir / "key_file.json"
+            ).exists() or "disable_token_authorization=true" in config.read_text()
             if keys_ready and _listening(server):
                 break
-        except (requests.ConnectionError, requests.Timeout, ValueError):  # not listening yet, busy, key file half-written
+        except (
+            requests.ConnectionError,
+            requests.Timeout,
+            ValueError,
+        ):  # not listening yet, busy, key file half-written
             pass
         time.sleep(0.25)
     else:
@@ -309,13 +344,20 @@ def start(
 def _listening(server: Server) -> bool:
     """Inference and management both answer. The frontend binds its listeners one after the
     other, so /ping can answer before the management API does."""
-    return (server.call("GET", "inference", "/ping", timeout=2).status_code == 200
-            and server.call("GET", "management", "/models", timeout=2).status_code == 200)
+    return (
+        server.call("GET", "inference", "/ping", timeout=2).status_code == 200
+        and server.call("GET", "management", "/models", timeout=2).status_code == 200
+    )
 
 
 @contextmanager
-def running(run_dir: Path, model_store: Path, overrides: dict[str, str] | None = None, timeout: float = 120,
-            own_ports: bool = True) -> Iterator[Server]:
+def running(
+    run_dir: Path,
+    model_store: Path,
+    overrides: dict[str, str] | None = None,
+    timeout: float = 120,
+    own_ports: bool = True,
+) -> Iterator[Server]:
     """A TorchServe from ``run_dir`` for the ``with`` block (on free loopback ports unless
     ``own_ports`` is False; ``overrides``: more config keys), stopped (TERM, then KILL)
     whatever happens: for a TorchServe beside the developer's own (tests, benchmark)."""
@@ -400,7 +442,10 @@ def archive_label_names(mar: Path) -> dict[str, str]:
         config = yaml.safe_load(archive.read(config_file)) if config_file else None
     names = HandlerSettings.from_mapping((config or {}).get("handler")).label_names
     types = dict.fromkeys(kind for kind in map(entity_type, labels) if kind is not None)
-    return {kind: names.get(kind, kind) for kind in [*(k for k in names if k in types), *(k for k in types if k not in names)]}
+    return {
+        kind: names.get(kind, kind)
+        for kind in [*(k for k in names if k in types), *(k for k in types if k not in names)]
+    }
 
 
 def list_models(server: Server) -> list[dict]:
@@ -420,14 +465,22 @@ def wait_ready(server: Server, model: str, workers: int = 1, timeout: float = 18
     started = time.monotonic()
     while ready_workers(server, model, version) < workers:
         if time.monotonic() - started > timeout:
-            raise TsError((f"{model}: fewer than {workers} READY workers after {timeout:.0f} s; see "
-                           f"{server.run_dir / 'logs' / 'model_log.log'}"))
+            raise TsError(
+                f"{model}: fewer than {workers} READY workers after {timeout:.0f} s; see "
+                f"{server.run_dir / 'logs' / 'model_log.log'}"
+            )
         time.sleep(0.25)
     return time.monotonic() - started
 
 
-def register(server: Server, mar: str, workers: int | None = None, timeout: float = 180,
-             batch_size: int | None = None, max_batch_delay: int | None = None) -> str:
+def register(
+    server: Server,
+    mar: str,
+    workers: int | None = None,
+    timeout: float = 180,
+    batch_size: int | None = None,
+    max_batch_delay: int | None = None,
+) -> str:
     """Register an archive of the model store (by file name) and wait for its workers.
 
     ``workers``: None keeps the archive's model-config.yaml (minWorkers); a number scales to it;
@@ -438,10 +491,14 @@ def register(server: Server, mar: str, workers: int | None = None, timeout: floa
     params: dict[str, str | int] = {"url": mar, "synchronous": "true"}
     if workers is not None:
         params["initial_workers"] = workers
-    params.update({k: v for k, v in (("batch_size", batch_size), ("max_batch_delay", max_batch_delay)) if v is not None})
+    params.update(
+        {k: v for k, v in (("batch_size", batch_size), ("max_batch_delay", max_batch_delay)) if v is not None}
+    )
     log_start = {name: _size(server.run_dir / "logs" / name) for name, _ in LOAD_FAILURE_LINES}
     try:
-        answer = _check(server.call("POST", "management", "/models", params=params, timeout=(5, timeout)), f"register {mar}")
+        answer = _check(
+            server.call("POST", "management", "/models", params=params, timeout=(5, timeout)), f"register {mar}"
+        )
     except TsError as err:
         raise TsError(handle_load_failure(server, str(err), log_start)) from None
     status = answer.get("status", "") if isinstance(answer, dict) else str(answer)
@@ -476,9 +533,14 @@ def handle_load_failure(server: Server, message: str, log_start: dict[str, int] 
     logs = server.run_dir / "logs"
     deadline = time.monotonic() + wait  # the frontend copies the worker's stdout to the log asynchronously
     while True:
-        reasons = [(log, found) for log, pattern in LOAD_FAILURE_LINES
-                   for found in re.findall(pattern.format(model=re.escape(f"{name}_{version}")),
-                                           _read_from(logs / log, (log_start or {}).get(log, 0)))]
+        reasons = [
+            (log, found)
+            for log, pattern in LOAD_FAILURE_LINES
+            for found in re.findall(
+                pattern.format(model=re.escape(f"{name}_{version}")),
+                _read_from(logs / log, (log_start or {}).get(log, 0)),
+            )
+        ]
         if reasons or time.monotonic() > deadline:
             break
         time.sleep(0.2)
@@ -487,8 +549,10 @@ def handle_load_failure(server: Server, message: str, log_start: dict[str, int] 
     except (TsError, requests.RequestException):
         pass
     log, reason = reasons[0] if reasons else ("model_log.log", "no reason found in model_log.log or ts_log.log")
-    return (f"{message}\nmodel {name} {version} did not load: {reason}\n(see {logs / log}; "
-            "the failed registration was removed)")
+    return (
+        f"{message}\nmodel {name} {version} did not load: {reason}\n(see {logs / log}; "
+        "the failed registration was removed)"
+    )
 
 
 def _size(path: Path) -> int:
@@ -515,12 +579,18 @@ def save_state(server: Server) -> None:
         except TsError:  # unregistered meanwhile by another caller
             continue
         for info in infos:
-            entries.append({
-                "name": info["modelName"], "version": info["modelVersion"], "mar": info["modelUrl"],
-                "default": info["modelVersion"] == default, "min_workers": info["minWorkers"],
-                "max_workers": info["maxWorkers"], "batch_size": info["batchSize"],
-                "max_batch_delay": info["maxBatchDelay"],
-            })
+            entries.append(
+                {
+                    "name": info["modelName"],
+                    "version": info["modelVersion"],
+                    "mar": info["modelUrl"],
+                    "default": info["modelVersion"] == default,
+                    "min_workers": info["minWorkers"],
+                    "max_workers": info["maxWorkers"],
+                    "batch_size": info["batchSize"],
+                    "max_batch_delay": info["maxBatchDelay"],
+                }
+            )
     path = server.run_dir / STATE_FILE
     # A temp file of this writer's own: several tsctl processes may save at once (each writes
     # the whole server's state, so the last one wins), and a shared temp name made one's
@@ -552,7 +622,9 @@ def restore(server: Server, timeout: float = 180) -> list[str]:
             set_default(server, e["name"], e["version"])
     if failures:
         path.write_text(saved, encoding="utf-8")
-        raise TsError(f"TorchServe is up at {server.inference_url}, but re-registering failed for: " + "; ".join(failures))
+        raise TsError(
+            f"TorchServe is up at {server.inference_url}, but re-registering failed for: " + "; ".join(failures)
+        )
     return restored
 
 
@@ -564,8 +636,9 @@ def rotate_keys(server: Server, apis: tuple[str, ...] = KEY_APIS) -> None:
     if api_key is None:
         raise TsError(f"no API key in {server.run_dir / 'key_file.json'}: is token authorization off?")
     for api in apis:
-        resp = server.call("GET", "management", "/token", params={"type": api},
-                           headers={"Authorization": f"Bearer {api_key}"})
+        resp = server.call(
+            "GET", "management", "/token", params={"type": api}, headers={"Authorization": f"Bearer {api_key}"}
+        )
         _check(resp, f"regenerate the {api} key")
 
 
@@ -573,8 +646,12 @@ def versions(server: Server, model: str) -> list[dict[str, Any]]:
     """Every registered version of ``model``: version, default or not, READY and all workers."""
     default = describe(server, model)[0]["modelVersion"]
     return [
-        {"version": info["modelVersion"], "default": info["modelVersion"] == default,
-         "ready_workers": ready_count(workers_of(info)), "workers": len(workers_of(info))}
+        {
+            "version": info["modelVersion"],
+            "default": info["modelVersion"] == default,
+            "ready_workers": ready_count(workers_of(info)),
+            "workers": len(workers_of(info)),
+        }
         for info in describe(server, model, "all")
     ]
 
@@ -587,8 +664,9 @@ def versions(server: Server, model: str) -> list[dict[str, Any]]:
 SCALE_ATTEMPTS = 3
 
 
-def _set_workers(server: Server, model: str, version: str | None, min_workers: int, max_workers: int,
-                 timeout: float) -> None:
+def _set_workers(
+    server: Server, model: str, version: str | None, min_workers: int, max_workers: int, timeout: float
+) -> None:
     """PUT the worker range synchronously, resending TorchServe's spurious 500 (above)."""
     path = model_path(model, version)
     params = {"min_worker": min_workers, "max_worker": max_workers, "synchronous": "true"}
@@ -598,7 +676,9 @@ def _set_workers(server: Server, model: str, version: str | None, min_workers: i
         retry_if=lambda r: "race" if r.status_code == 500 and "ConcurrentModificationException" in r.text else None,
         on_retry=lambda _, attempt: print(
             f"scale {model}: TorchServe answered 500 ConcurrentModificationException (a frontend race); "
-            f"resending ({attempt + 1}/{SCALE_ATTEMPTS})", file=sys.stderr),
+            f"resending ({attempt + 1}/{SCALE_ATTEMPTS})",
+            file=sys.stderr,
+        ),
     )
     _check(resp, f"scale {model}")
 
@@ -620,7 +700,9 @@ def unregister(server: Server, model: str, version: str | None = None, timeout: 
 
 
 def set_default(server: Server, model: str, version: str) -> None:
-    _check(server.call("PUT", "management", f"{model_path(model, version)}/set-default"), f"set-default {model} {version}")
+    _check(
+        server.call("PUT", "management", f"{model_path(model, version)}/set-default"), f"set-default {model} {version}"
+    )
     save_state(server)
 
 
@@ -643,10 +725,18 @@ def predictions_path(model: str, version: str | None = None) -> str:
     return f"/predictions/{model}" + (f"/{version}" if version else "")
 
 
-def predict(server: Server, model: str, payload: Any, timeout: float = 60, version: str | None = None) -> requests.Response:
+def predict(
+    server: Server, model: str, payload: Any, timeout: float = 60, version: str | None = None
+) -> requests.Response:
     """POST one request: a str goes as text/plain, anything else as JSON."""
     path = predictions_path(model, version)
     if isinstance(payload, str):
-        return server.call("POST", "inference", path, data=payload.encode("utf-8"),
-                           headers={"Content-Type": "text/plain; charset=utf-8"}, timeout=(5, timeout))
+        return server.call(
+            "POST",
+            "inference",
+            path,
+            data=payload.encode("utf-8"),
+            headers={"Content-Type": "text/plain; charset=utf-8"},
+            timeout=(5, timeout),
+        )
     return server.call("POST", "inference", path, json=payload, timeout=(5, timeout))

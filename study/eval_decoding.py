@@ -20,13 +20,12 @@ lower one keeps more entities) and checked on the odd-numbered ones, which the c
 
 from __future__ import annotations
 
-from typing import Any
-
 import json
 import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
@@ -34,7 +33,6 @@ import ner_core
 import ner_model
 import ner_particles
 from ner_settings import BIO_DECODING_CHOICES, HandlerSettings
-
 from serving import corpus, package_model
 from serving.corpus import Example
 
@@ -65,8 +63,13 @@ def gold_entities(examples: list[Example], ner: ner_model.NerModel) -> tuple[lis
     return gold_pieces, gold_chars
 
 
-def score_decoding(gold: tuple[list[set], list[set]], preds: list[ner_core.TokenPredictions], ner: ner_model.NerModel,
-                   decoding: str, runs: int) -> dict:
+def score_decoding(
+    gold: tuple[list[set], list[set]],
+    preds: list[ner_core.TokenPredictions],
+    ner: ner_model.NerModel,
+    decoding: str,
+    runs: int,
+) -> dict:
     labels = ner.labels
     gold_pieces, gold_chars = gold
     pieces, plain, trimmed = [], [], []
@@ -74,7 +77,9 @@ def score_decoding(gold: tuple[list[set], list[set]], preds: list[ner_core.Token
         ids, _ = ner_core.entity_labels(pred, labels, decoding)
         pieces.append(set(ner_core.group_entities([labels[i] for i in ids])))
         plain.append({e.span for e in ner_core.find_entities(pred, labels, decoding=decoding)})
-        trimmed.append({e.span for e in ner_core.find_entities(pred, labels, trim=ner_particles.trim_end, decoding=decoding)})
+        trimmed.append(
+            {e.span for e in ner_core.find_entities(pred, labels, trim=ner_particles.trim_end, decoding=decoding)}
+        )
 
     def seconds() -> float:
         started = time.perf_counter()
@@ -97,8 +102,12 @@ THRESHOLDS = (0.0, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9)
 TIE = 0.001  # F1 closer than this to the best is a tie (a few entities in a half split): the lower threshold wins
 
 
-def threshold_scan(gold_chars: list[set], preds: list[ner_core.TokenPredictions], ner: ner_model.NerModel,
-                   thresholds: tuple[float, ...] = THRESHOLDS) -> dict:
+def threshold_scan(
+    gold_chars: list[set],
+    preds: list[ner_core.TokenPredictions],
+    ner: ner_model.NerModel,
+    thresholds: tuple[float, ...] = THRESHOLDS,
+) -> dict:
     """Served F1 (constrained, trimmed) per entity score threshold on all, even- and
     odd-numbered sentences, and the threshold chosen on the even ones."""
     served = [ner_core.find_entities(p, ner.labels, trim=ner_particles.trim_end, decoding="constrained") for p in preds]
@@ -116,20 +125,26 @@ def threshold_scan(gold_chars: list[set], preds: list[ner_core.TokenPredictions]
 
 
 def threshold_markdown(scan: dict) -> str:
-    lines = ["| min_entity_score | F1 | precision | recall | F1 even sentences | F1 odd sentences |",
-             "|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| min_entity_score | F1 | precision | recall | F1 even sentences | F1 odd sentences |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
     for row in scan["rows"]:
         mark = " (chosen on even)" if row["threshold"] == scan["chosen"] else ""
         a = row["all"]
-        lines.append(f"| {row['threshold']:g}{mark} | {a['f1']:.4f} | {a['precision']:.4f} | {a['recall']:.4f} "
-                     f"| {row['even']['f1']:.4f} | {row['odd']['f1']:.4f} |")
+        lines.append(
+            f"| {row['threshold']:g}{mark} | {a['f1']:.4f} | {a['precision']:.4f} | {a['recall']:.4f} "
+            f"| {row['even']['f1']:.4f} | {row['odd']['f1']:.4f} |"
+        )
     return "\n".join(lines)
 
 
 def markdown(rows: list[dict]) -> str:
     lines = [
-        ("| decoding | F1 wordpiece spans | F1 exact characters | F1 exact characters, "
-         "trimmed | P / R (trimmed) | texts changed | ms / text |"),
+        (
+            "| decoding | F1 wordpiece spans | F1 exact characters | F1 exact characters, "
+            "trimmed | P / R (trimmed) | texts changed | ms / text |"
+        ),
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
@@ -141,8 +156,16 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def run(corpus_dir: Path, split: str, model: Path | None, checkpoint: Path | None, pretrained: str | None,
-        limit: int | None, runs: int, json_path: Path | None) -> list[dict]:
+def run(
+    corpus_dir: Path,
+    split: str,
+    model: Path | None,
+    checkpoint: Path | None,
+    pretrained: str | None,
+    limit: int | None,
+    runs: int,
+    json_path: Path | None,
+) -> list[dict]:
     """Score both decodings on the split, print the table (and write the JSON): the rows."""
     examples = corpus.read_corpus(corpus_dir / f"{split}.txt")[0][:limit]
     with tempfile.TemporaryDirectory(prefix="ner-decoding-") as tmp:
@@ -155,13 +178,20 @@ def run(corpus_dir: Path, split: str, model: Path | None, checkpoint: Path | Non
     greedy_entities = rows[0]["entities"]
     for row in rows:
         row["changed"] = sum(a != b for a, b in zip(greedy_entities, row.pop("entities"), strict=True))
-    print((f"\n{split}: {len(examples)} sentences, {len(ner.labels)} labels; predict "
-           f"{predict_ms:.2f} ms / sentence (chunks of 64)"))
+    print(
+        f"\n{split}: {len(examples)} sentences, {len(ner.labels)} labels; predict "
+        f"{predict_ms:.2f} ms / sentence (chunks of 64)"
+    )
     print(markdown(rows))
     scan = threshold_scan(gold[1], preds, ner)
     print(f"\nentity score threshold (constrained, trimmed); the model names {ner.min_entity_score:g} for itself")
     print(threshold_markdown(scan))
     if json_path:
-        json_path.write_text(json.dumps({"sentences": len(examples), "predict_ms": predict_ms, "rows": rows, "thresholds": scan},
-                                        indent=2) + "\n", encoding="utf-8")
+        json_path.write_text(
+            json.dumps(
+                {"sentences": len(examples), "predict_ms": predict_ms, "rows": rows, "thresholds": scan}, indent=2
+            )
+            + "\n",
+            encoding="utf-8",
+        )
     return rows

@@ -35,21 +35,54 @@ from ner_settings import HandlerSettings
 SURNAMES = ("김", "이", "박", "최", "정", "강", "조", "윤", "장", "임", "한", "오", "서", "신", "권", "송", "곽", "류")
 # Given names that end in a syllable that also reads as a particle (은 이 나 도 아 ...), then
 # common given names that do not, as a control.
-PARTICLE_LIKE = ("하은", "지은", "다은", "서은", "예은", "가은", "채은", "수은", "하나", "유나", "세나", "지나", "예나",
-                 "소이", "서이", "유이", "민도", "현도", "민아", "지아", "서아")
+PARTICLE_LIKE = (
+    "하은",
+    "지은",
+    "다은",
+    "서은",
+    "예은",
+    "가은",
+    "채은",
+    "수은",
+    "하나",
+    "유나",
+    "세나",
+    "지나",
+    "예나",
+    "소이",
+    "서이",
+    "유이",
+    "민도",
+    "현도",
+    "민아",
+    "지아",
+    "서아",
+)
 CONTROL = ("민준", "서준", "지우", "서연", "도윤", "예린", "지호", "수빈")
 GIVEN_NAMES = PARTICLE_LIKE + CONTROL
 
 # Frames: {name} is the full name, {subj}/{top}/{obj}/{and} its subject/topic/object/"and"
 # particle in the form that fits its last sound.
 FRAMES = {
-    "title": ("{name} 씨가 어제 서울에 도착했다.", "{name} 교수는 이번 학기에 새 강의를 연다.", "{name} 선수가 결승에서 두 골을 넣었다."),
-    "particle": ("{name}{subj} 어제 서울에 도착했다.", "{name}{top} 이번 학기에 새 강의를 연다.", "경찰은 {name}에게 출석을 요구했다.",
-                 "회사는 {name}{obj} 새 대표로 뽑았다.", "{name}{and} 함께 일한 동료들이 모였다."),
+    "title": (
+        "{name} 씨가 어제 서울에 도착했다.",
+        "{name} 교수는 이번 학기에 새 강의를 연다.",
+        "{name} 선수가 결승에서 두 골을 넣었다.",
+    ),
+    "particle": (
+        "{name}{subj} 어제 서울에 도착했다.",
+        "{name}{top} 이번 학기에 새 강의를 연다.",
+        "경찰은 {name}에게 출석을 요구했다.",
+        "회사는 {name}{obj} 새 대표로 뽑았다.",
+        "{name}{and} 함께 일한 동료들이 모였다.",
+    ),
     "end": ("어제 만난 사람은 {name}.", "이번 대회 우승자는 {name}."),
 }
 PARTICLE_FORMS = {  # after a final consonant, after a vowel
-    "subj": ("이", "가"), "top": ("은", "는"), "obj": ("을", "를"), "and": ("과", "와"),
+    "subj": ("이", "가"),
+    "top": ("은", "는"),
+    "obj": ("을", "를"),
+    "and": ("과", "와"),
 }
 OUTCOMES = ("whole", "cut", "long", "missed")
 
@@ -129,15 +162,20 @@ def ways(settings: HandlerSettings, threshold: float = 0.0) -> dict[str, tuple[s
     return out
 
 
-def read_each_way(ner: ner_model.NerModel, probe: list[ProbeSentence],
-                  settings: HandlerSettings) -> dict[str, list[list[tuple[str, int, int]]]]:
+def read_each_way(
+    ner: ner_model.NerModel, probe: list[ProbeSentence], settings: HandlerSettings
+) -> dict[str, list[list[tuple[str, int, int]]]]:
     """The entities (type, start, end) the served code finds in each probe sentence, read each
     way of ``ways(settings)``, with the threshold ``ner`` holds: one forward pass, then each
     way's decoding, trimming and threshold."""
     preds = ner_core.predict(ner, [s.text for s in probe])
-    return {way: [[e.span for e in ner_core.find_entities(p, ner.labels, trim=trim, decoding=decoding, min_score=threshold)]
-                  for p in preds]
-            for way, (decoding, trim, threshold) in ways(settings, ner.min_entity_score).items()}
+    return {
+        way: [
+            [e.span for e in ner_core.find_entities(p, ner.labels, trim=trim, decoding=decoding, min_score=threshold)]
+            for p in preds
+        ]
+        for way, (decoding, trim, threshold) in ways(settings, ner.min_entity_score).items()
+    }
 
 
 def markdown(rows: dict[str, dict[str, Counter]]) -> str:
@@ -150,7 +188,9 @@ def markdown(rows: dict[str, dict[str, Counter]]) -> str:
     return "\n".join(lines)
 
 
-def run(model: Path, settings: HandlerSettings, json_path: Path | None = None, show: int = 0) -> dict[str, dict[str, Counter]]:
+def run(
+    model: Path, settings: HandlerSettings, json_path: Path | None = None, show: int = 0
+) -> dict[str, dict[str, Counter]]:
     """The probe, read each way of ``ways(settings)``: print the table (and up to ``show``
     names not kept whole as served), write the JSON; the counts."""
     probe = sentences()
@@ -165,5 +205,9 @@ def run(model: Path, settings: HandlerSettings, json_path: Path | None = None, s
     print(f"\nnames probe: {len(probe)} sentences, model {model}")
     print(markdown(rows))
     if json_path:
-        json_path.write_text(json.dumps({k: {g: dict(c) for g, c in v.items()} for k, v in rows.items()}, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        json_path.write_text(
+            json.dumps({k: {g: dict(c) for g, c in v.items()} for k, v in rows.items()}, indent=2, ensure_ascii=False)
+            + "\n",
+            encoding="utf-8",
+        )
     return rows

@@ -17,16 +17,15 @@ F1 is character-exact entity F1 (type, start, end), micro over all types.
 
 from __future__ import annotations
 
-from typing import Any
-
-import itertools
 import functools
+import itertools
 import json
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
@@ -35,7 +34,6 @@ import ner_model
 import ner_particles
 from ner_labels import spans_to_tags
 from ner_settings import HandlerSettings
-
 from serving import corpus
 from serving.corpus import Example
 from study import eval_decoding
@@ -104,7 +102,11 @@ def oracle_predictions(examples: list[Example], tokenizer, labels: list[str]) ->
     out = []
     for ex, enc in zip(examples, encodings, strict=True):
         tags = spans_to_tags(enc.offsets, ex.spans)
-        out.append(ner_core.TokenPredictions(ex.text, list(enc.tokens), list(enc.offsets), [label_id[t] for t in tags], [1.0] * len(tags)))
+        out.append(
+            ner_core.TokenPredictions(
+                ex.text, list(enc.tokens), list(enc.offsets), [label_id[t] for t in tags], [1.0] * len(tags)
+            )
+        )
     return out
 
 
@@ -117,7 +119,9 @@ def model_predictions(ner: ner_model.NerModel, texts: list[str]) -> tuple[list[n
 # --------------------------------------------------------------------------- scoring
 
 
-def entity_f1(examples: list[Example], preds: list[ner_core.TokenPredictions], labels: list[str], trim) -> dict[str, float]:
+def entity_f1(
+    examples: list[Example], preds: list[ner_core.TokenPredictions], labels: list[str], trim
+) -> dict[str, float]:
     """Character-exact entity precision / recall / F1 of the served entities (micro)."""
     gold = [set(ex.spans) for ex in examples]
     found = []
@@ -131,11 +135,15 @@ def served_entities(preds: list[ner_core.TokenPredictions], labels: list[str], t
     return [{e.span for e in ner_core.find_entities(p, labels, trim=trim)} for p in preds]
 
 
-def changes(examples: list[Example], preds: list[ner_core.TokenPredictions], labels: list[str], before, after) -> dict[str, int]:
+def changes(
+    examples: list[Example], preds: list[ner_core.TokenPredictions], labels: list[str], before, after
+) -> dict[str, int]:
     """Entity spans that ``after`` decodes differently from ``before``: how many, how many of
     them it fixes (now the gold span) and breaks (the gold span before, not now)."""
     counts = {"changed": 0, "fixed": 0, "broken": 0}
-    for ex, old, new in zip(examples, served_entities(preds, labels, before), served_entities(preds, labels, after), strict=True):
+    for ex, old, new in zip(
+        examples, served_entities(preds, labels, before), served_entities(preds, labels, after), strict=True
+    ):
         gold = set(ex.spans)
         counts["changed"] += len(new - old)
         counts["fixed"] += len((new - old) & gold)
@@ -145,6 +153,7 @@ def changes(examples: list[Example], preds: list[ner_core.TokenPredictions], lab
 
 def added_ms_per_sentence(preds: list[ner_core.TokenPredictions], labels: list[str], name: str, runs: int) -> float:
     """Median over ``runs`` of (find_entities with the approach - without) per sentence, in ms."""
+
     def seconds(trim) -> float:
         started = time.perf_counter()
         for pred in preds:
@@ -162,7 +171,8 @@ def memory_probe(name: str) -> dict[str, float]:
     """In a fresh process: MB of resident memory the approach adds once ner_core is imported
     (what a TorchServe worker holds), and the seconds its setup takes."""
     setup = (
-        f"from kiwipiepy import Kiwi; Kiwi().tokenize({PROBE!r})" if name.startswith("kiwi")
+        f"from kiwipiepy import Kiwi; Kiwi().tokenize({PROBE!r})"
+        if name.startswith("kiwi")
         else f"import ner_particles; ner_particles.trim_end({PROBE!r}, 0, 4, 0)"
     )
     code = (
@@ -202,8 +212,16 @@ def markdown(rows: list[dict], baseline_ms: float | None) -> str:
     return "\n".join(lines)
 
 
-def run(corpus_dir: Path, split: str, model: Path, vocab: Path | None, approaches: list[str],
-        limit: int | None, runs: int, json_path: Path | None) -> list[dict]:
+def run(
+    corpus_dir: Path,
+    split: str,
+    model: Path,
+    vocab: Path | None,
+    approaches: list[str],
+    limit: int | None,
+    runs: int,
+    json_path: Path | None,
+) -> list[dict]:
     """Score every approach on the split, print the table (and write the JSON): the rows."""
     examples = corpus.read_corpus(corpus_dir / f"{split}.txt")[0][:limit]
     texts = [ex.text for ex in examples]
@@ -228,7 +246,10 @@ def run(corpus_dir: Path, split: str, model: Path, vocab: Path | None, approache
         row["memory"] = median_memory(name, runs)
         rows.append(row)
 
-    print(f"\n{split}: {len(texts)} sentences; " + (f"predict {baseline_ms:.2f} ms / sentence (chunks of 64)" if ner else "oracle only"))
+    print(
+        f"\n{split}: {len(texts)} sentences; "
+        + (f"predict {baseline_ms:.2f} ms / sentence (chunks of 64)" if ner else "oracle only")
+    )
     print(markdown(rows, baseline_ms))
     names = list(trims)
     for a, b in itertools.pairwise(names):
@@ -236,8 +257,13 @@ def run(corpus_dir: Path, split: str, model: Path, vocab: Path | None, approache
             if predictions:
                 counted = changes(examples, predictions, labels, trims[a], trims[b])
                 rows[names.index(b)].setdefault("changes", {})[who] = counted
-                print((f"{b} against {a}, {who}: {counted['changed']} spans changed, {counted['fixed']} "
-                       f"fixed, {counted['broken']} broken"))
+                print(
+                    f"{b} against {a}, {who}: {counted['changed']} spans changed, {counted['fixed']} "
+                    f"fixed, {counted['broken']} broken"
+                )
     if json_path:
-        json_path.write_text(json.dumps({"sentences": len(texts), "predict_ms": baseline_ms, "rows": rows}, indent=2) + "\n", encoding="utf-8")
+        json_path.write_text(
+            json.dumps({"sentences": len(texts), "predict_ms": baseline_ms, "rows": rows}, indent=2) + "\n",
+            encoding="utf-8",
+        )
     return rows

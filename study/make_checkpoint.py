@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import itertools
 import random
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from transformers import BertConfig, BertForTokenClassification
@@ -21,8 +22,22 @@ from serving.corpus import SPECIAL_TOKENS
 
 SHAPES = {
     # beomi/kcbert-base's published config
-    "bert-base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072, max_position_embeddings=300, vocab_size=30000),
-    "tiny": dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, max_position_embeddings=300, vocab_size=0),
+    "bert-base": dict(
+        hidden_size=768,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        intermediate_size=3072,
+        max_position_embeddings=300,
+        vocab_size=30000,
+    ),
+    "tiny": dict(
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=300,
+        vocab_size=0,
+    ),
 }
 RATSNLP_LABELS = ratsnlp_labels()  # KMOU's types in ratsnlp's label order
 LIGHTNING_VERSION = "1.9.0"  # what the checkpoints name as their writer
@@ -46,8 +61,9 @@ def synthetic_vocab(size: int, seed: int = 0) -> list[str]:
     return words[:size]
 
 
-def write_checkpoint(out: Path, shape: str = "tiny", vocab_size: int = 0, seed: int = 0,
-                     labels: Sequence[str] = RATSNLP_LABELS) -> Path:
+def write_checkpoint(
+    out: Path, shape: str = "tiny", vocab_size: int = 0, seed: int = 0, labels: Sequence[str] = RATSNLP_LABELS
+) -> Path:
     """``labels``: the label map (default KMOU's types in ratsnlp's order)."""
     torch.manual_seed(seed)
     params: dict[str, Any] = dict(SHAPES[shape])

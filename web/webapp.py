@@ -27,7 +27,6 @@ from urllib.parse import urlsplit
 
 import requests
 
-
 from serving import paths, tsctl
 
 PAGE = Path(__file__).with_name("webapp_page.html")
@@ -69,8 +68,10 @@ def content_security_policy(page: str) -> str:
         "'sha256-" + base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode() + "'"
         for script in re.findall(r"<script>(.*?)</script>", page, re.S)
     )
-    return (f"default-src 'none'; script-src {hashes}; style-src 'unsafe-inline'; connect-src 'self'; "
-            "img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+    return (
+        f"default-src 'none'; script-src {hashes}; style-src 'unsafe-inline'; connect-src 'self'; "
+        "img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
 
 
 def forward(run_dir: Path, model: str, body: bytes) -> tuple[int, str, bytes]:
@@ -83,16 +84,31 @@ def forward(run_dir: Path, model: str, body: bytes) -> tuple[int, str, bytes]:
     try:
         server = tsctl.Server.load(run_dir)
     except FileNotFoundError:
-        return 503, JSON_TYPE, error_body(
-            f"TorchServe has not been started from {run_dir} (no config.properties there): "
-            "start it with python scripts/tsctl.py start")
+        return (
+            503,
+            JSON_TYPE,
+            error_body(
+                f"TorchServe has not been started from {run_dir} (no config.properties there): "
+                "start it with python scripts/tsctl.py start"
+            ),
+        )
     try:
-        resp = server.call("POST", "inference", tsctl.predictions_path(model), data=body,
-                           headers={"Content-Type": "application/json"}, timeout=TS_TIMEOUT)
+        resp = server.call(
+            "POST",
+            "inference",
+            tsctl.predictions_path(model),
+            data=body,
+            headers={"Content-Type": "application/json"},
+            timeout=TS_TIMEOUT,
+        )
     except requests.ConnectionError:
-        return 503, JSON_TYPE, error_body(
-            f"TorchServe is not reachable at {server.inference_url}: is it running? "
-            "(python scripts/tsctl.py start)")
+        return (
+            503,
+            JSON_TYPE,
+            error_body(
+                f"TorchServe is not reachable at {server.inference_url}: is it running? (python scripts/tsctl.py start)"
+            ),
+        )
     except requests.Timeout:
         return 504, JSON_TYPE, error_body(f"TorchServe did not answer within {TS_TIMEOUT[1]} s")
     if resp.status_code >= 500:
@@ -141,8 +157,12 @@ class DemoHandler(BaseHTTPRequestHandler):
             page = render_page(self.server.model, served_label_names(self.server.run_dir, self.server.model))
             self._send(200, "text/html; charset=utf-8", page.encode("utf-8"), self.server.page_headers)
         elif path == "/api":
-            self._send(405, JSON_TYPE, error_body('POST a JSON string to /api, e.g. "이순신은 조선 중기의 무신이다."'),
-                       {"Allow": "POST"})
+            self._send(
+                405,
+                JSON_TYPE,
+                error_body('POST a JSON string to /api, e.g. "이순신은 조선 중기의 무신이다."'),
+                {"Allow": "POST"},
+            )
         else:
             self._send(404, JSON_TYPE, error_body(f"no page at {path}: the demo is at /"))
 
@@ -180,8 +200,13 @@ class DemoHandler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
-def make_server(run_dir: Path = paths.RUN_DIR, model: str = paths.MODEL_NAME, host: str = "127.0.0.1", port: int = 8090,
-                max_body: int = MAX_BODY_BYTES) -> DemoServer:
+def make_server(
+    run_dir: Path = paths.RUN_DIR,
+    model: str = paths.MODEL_NAME,
+    host: str = "127.0.0.1",
+    port: int = 8090,
+    max_body: int = MAX_BODY_BYTES,
+) -> DemoServer:
     """Bind the app (port 0 picks a free port; ``.url`` says which); ``serve_forever()`` runs it."""
     return DemoServer((host, port), Path(run_dir), model, max_body)
 
@@ -192,8 +217,9 @@ def serve(server: DemoServer) -> None:
     # inherits SIGINT ignored, and Python then installs no KeyboardInterrupt for it.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    print(f"Demo page: {server.url}  (model {server.model}, TorchServe from {server.run_dir}; Ctrl+C stops)",
-          flush=True)
+    print(
+        f"Demo page: {server.url}  (model {server.model}, TorchServe from {server.run_dir}; Ctrl+C stops)", flush=True
+    )
     with server:
         try:
             server.serve_forever()

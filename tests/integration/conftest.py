@@ -7,11 +7,11 @@ worker sockets), so it never meets a TorchServe the developer started by hand.
 from __future__ import annotations
 
 import copy
-from typing import Any
 import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,10 +20,20 @@ from serving.package_model import PackageSpec
 
 # Test archives: a long batch delay so concurrent requests surely form batches.
 TEST_MODEL_CONFIG: dict[str, Any] = {
-    "minWorkers": 1, "maxWorkers": 2, "batchSize": 8, "maxBatchDelay": 50,
-    "responseTimeout": 60, "startupTimeout": 120,
-    "handler": {"max_seq_length": 32, "window_stride": 8, "max_text_chars": 20000, "max_request_tokens": 200_000,
-                "max_texts_per_request": 8, "torch_threads": 1},
+    "minWorkers": 1,
+    "maxWorkers": 2,
+    "batchSize": 8,
+    "maxBatchDelay": 50,
+    "responseTimeout": 60,
+    "startupTimeout": 120,
+    "handler": {
+        "max_seq_length": 32,
+        "window_stride": 8,
+        "max_text_chars": 20000,
+        "max_request_tokens": 200_000,
+        "max_texts_per_request": 8,
+        "torch_threads": 1,
+    },
 }
 
 
@@ -45,13 +55,19 @@ def build_archive(model_store):
     name: ``<name>.mar`` for 1.0, ``<name>-<version>.mar`` otherwise, so versions sit side by side
     (the archiver always writes ``<name>.mar``: built in a tmp dir, it overwrites no other)."""
 
-    def build(checkpoint: Path, name: str, config: dict | None = None, version: str = "1.0",
-              store: Path | None = None) -> str:
+    def build(
+        checkpoint: Path, name: str, config: dict | None = None, version: str = "1.0", store: Path | None = None
+    ) -> str:
         store = store or model_store
-        config_path = package_model.write_model_config(config or TEST_MODEL_CONFIG, store / f"{name}-{version}-config.yaml")
+        config_path = package_model.write_model_config(
+            config or TEST_MODEL_CONFIG, store / f"{name}-{version}-config.yaml"
+        )
         with tempfile.TemporaryDirectory(dir=store) as tmp:
-            mar = package_model.package(PackageSpec(checkpoint, name=name, version=version, model_config=config_path,
-                                                export_path=Path(tmp), force=True))
+            mar = package_model.package(
+                PackageSpec(
+                    checkpoint, name=name, version=version, model_config=config_path, export_path=Path(tmp), force=True
+                )
+            )
             target = store / (f"{name}.mar" if version == "1.0" else f"{name}-{version}.mar")
             shutil.move(mar, target)
         return target.name
@@ -87,13 +103,15 @@ def batches_and_texts():
     once ``texts`` more texts are counted (the frontend reads the worker's metric lines on its
     own thread) or after 30 s."""
 
-    def read(server: tsctl.Server, model: str, since: tuple[float, float] = (0, 0),
-             texts: int = 0) -> tuple[float, float]:
+    def read(
+        server: tsctl.Server, model: str, since: tuple[float, float] = (0, 0), texts: int = 0
+    ) -> tuple[float, float]:
         deadline = time.monotonic() + 30
         while True:
             samples = tsctl.metrics(server)
-            now = tuple(metric_value(samples, f"ner_texts_per_batch_{s}", ModelName=model) or 0
-                        for s in ("count", "sum"))
+            now = tuple(
+                metric_value(samples, f"ner_texts_per_batch_{s}", ModelName=model) or 0 for s in ("count", "sum")
+            )
             delta = (now[0] - since[0], now[1] - since[1])
             if delta[1] >= texts or time.monotonic() > deadline:
                 return delta

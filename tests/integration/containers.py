@@ -51,8 +51,13 @@ def ensure_base(workdir: Path) -> None:
         if shutil.which("mmdebstrap") is None:
             raise Unavailable("mmdebstrap not installed: cannot make the offline Debian base image")
         tarball = workdir / "bookworm-minbase.tar"
-        done = subprocess.run(["mmdebstrap", "--variant=minbase", "bookworm", str(tarball)],
-                              check=False, capture_output=True, text=True, timeout=900)
+        done = subprocess.run(
+            ["mmdebstrap", "--variant=minbase", "bookworm", str(tarball)],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
         if done.returncode != 0:
             raise Unavailable(f"mmdebstrap failed: {done.stderr.strip()[-300:]}")
         podman("import", str(tarball), BASE_IMAGE, timeout=300)
@@ -64,7 +69,9 @@ def ensure_base(workdir: Path) -> None:
 
 def host_pip_config() -> dict[str, str]:
     """``pip config list`` of this host, environment included: key -> value."""
-    out = subprocess.run([sys.executable, "-m", "pip", "config", "list"], check=False, capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "pip", "config", "list"], check=False, capture_output=True, text=True
+    ).stdout
     config = {}
     for line in out.splitlines():
         match = re.fullmatch(r"[^.]*\.([a-z-]+)='(.*)'", line.strip())
@@ -96,8 +103,9 @@ def build_mounts(workdir: Path) -> tuple[list[str], bool]:
     pip_conf = workdir / "pip.conf"
     pip_conf.write_text("\n".join(lines) + "\n", encoding="utf-8")
     volumes[str(pip_conf)] = "/etc/pip.conf"
-    local_torch = any(Path(d).is_dir() and any(Path(d).glob("torch-*+cpu-*.whl"))
-                      for d in config.get("find-links", "").split())
+    local_torch = any(
+        Path(d).is_dir() and any(Path(d).glob("torch-*+cpu-*.whl")) for d in config.get("find-links", "").split()
+    )
     return [arg for host, inside in volumes.items() for arg in ("-v", f"{host}:{inside}:ro")], local_torch
 
 
@@ -105,15 +113,38 @@ def build_image(workdir: Path, tag: str = TEST_IMAGE, build_args: dict[str, str]
     """Build container/Containerfile from the repo on the offline base; podman's layer cache
     makes a rebuild with unchanged requirements take seconds. Returns seconds taken."""
     mounts, local_torch = build_mounts(workdir)
-    revision = subprocess.run(["git", "-C", str(paths.ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    args = {"BASE_IMAGE": BASE_IMAGE, "REVISION": revision or "unknown", **({"TORCH_LINKS": ""} if local_torch else {}),
-            **(build_args or {})}
+    revision = subprocess.run(
+        ["git", "-C", str(paths.ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    args = {
+        "BASE_IMAGE": BASE_IMAGE,
+        "REVISION": revision or "unknown",
+        **({"TORCH_LINKS": ""} if local_torch else {}),
+        **(build_args or {}),
+    }
     started = time.monotonic()
     done = subprocess.run(
-        ["podman", "build", "--isolation", "chroot", "--format", "docker", "--layers",
-         "-f", str(paths.ROOT / "container" / "Containerfile"), "-t", tag,
-         *(a for k, v in args.items() for a in ("--build-arg", f"{k}={v}")), *mounts, str(paths.ROOT)],
-        check=False, capture_output=True, text=True, timeout=1800)
+        [
+            "podman",
+            "build",
+            "--isolation",
+            "chroot",
+            "--format",
+            "docker",
+            "--layers",
+            "-f",
+            str(paths.ROOT / "container" / "Containerfile"),
+            "-t",
+            tag,
+            *(a for k, v in args.items() for a in ("--build-arg", f"{k}={v}")),
+            *mounts,
+            str(paths.ROOT),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     if done.returncode != 0:
         raise RuntimeError(f"image build failed:\n{(done.stdout + done.stderr)[-3000:]}")
     return time.monotonic() - started

@@ -24,7 +24,7 @@ PROTOS = ("inference.proto", "management.proto")
 def generate(out: Path) -> dict[str, ModuleType]:
     """Compile the jar's protos into ``out`` and import them: ``{"inference": <pb2>,
     "inference_grpc": <pb2_grpc>, "management": ..., "management_grpc": ..., "status": ...}``."""
-    from grpc_tools import protoc  # noqa: PLC0415  (a test dependency only)
+    from grpc_tools import protoc
 
     protos = out / "protos"
     protos.mkdir(parents=True, exist_ok=True)
@@ -33,8 +33,17 @@ def generate(out: Path) -> dict[str, ModuleType]:
             (protos / name).write_bytes(jar.read(name))
     include = Path(protoc.__file__).parent / "_proto"  # google/protobuf/*.proto
     sources = [*(str(protos / n) for n in PROTOS), str(VENDORED / "google" / "rpc" / "status.proto")]
-    code = protoc.main(["grpc_tools.protoc", f"-I{protos}", f"-I{VENDORED}", f"-I{include}",
-                        f"--python_out={out}", f"--grpc_python_out={out}", *sources])
+    code = protoc.main(
+        [
+            "grpc_tools.protoc",
+            f"-I{protos}",
+            f"-I{VENDORED}",
+            f"-I{include}",
+            f"--python_out={out}",
+            f"--grpc_python_out={out}",
+            *sources,
+        ]
+    )
     if code != 0:
         raise RuntimeError(f"protoc failed ({code}) on {sources}")
     sys.path.insert(0, str(out))

@@ -17,7 +17,6 @@ import pytest
 
 import ner_core
 import ner_model
-
 from serving import paths, tsctl
 
 LIMIT_CHARS = 20_000  # TEST_MODEL_CONFIG keeps the real max_text_chars
@@ -84,16 +83,33 @@ CASES = [
     bad("utf-16 body", "서울".encode("utf-16"), "body is not valid UTF-8: byte 0xff at position 0"),
     bad("latin-1 despite charset", "café".encode("latin-1"), "byte 0xe9 at position 3", "text/plain; charset=latin-1"),
     bad("invalid utf-8 in json", b'{"sentence": "\xff"}', "body is not valid UTF-8: byte 0xff at position 14", JSON),
-    bad("lone surrogate escape", b'{"sentence": "\\ud800"}', '"sentence" has a lone UTF-16 surrogate U+D800 at position 0', JSON),
+    bad(
+        "lone surrogate escape",
+        b'{"sentence": "\\ud800"}',
+        '"sentence" has a lone UTF-16 surrogate U+D800 at position 0',
+        JSON,
+    ),
     # size
     Case("20,000 characters", LONG.encode(), texts=(LONG,)),
     bad("20,001 characters", (LONG + "가").encode(), "text has 20001 characters; the limit is 20000"),
     # deep or huge JSON
     bad("100,000 nested lists", nested(100_000, "[", "]"), "body is JSON nested too deeply", JSON),
-    bad("100,000 nested objects", ('{"a":' * 100_000 + "1" + "}" * 100_000).encode(), "body is JSON nested too deeply", JSON),
+    bad(
+        "100,000 nested objects",
+        ('{"a":' * 100_000 + "1" + "}" * 100_000).encode(),
+        "body is JSON nested too deeply",
+        JSON,
+    ),
     bad("3 nested lists", nested(3, "[", "]"), "list item 0 must be a string, received a JSON list of 1 items", JSON),
-    bad("object as sentence", as_json({"sentence": {"text": "가"}}), '"sentence" must be a string, received a JSON object', JSON),
-    bad("100,000-item list", as_json(["가"] * 100_000), f"JSON list has 100000 texts; the limit is {LIMIT_TEXTS}", JSON),
+    bad(
+        "object as sentence",
+        as_json({"sentence": {"text": "가"}}),
+        '"sentence" must be a string, received a JSON object',
+        JSON,
+    ),
+    bad(
+        "100,000-item list", as_json(["가"] * 100_000), f"JSON list has 100000 texts; the limit is {LIMIT_TEXTS}", JSON
+    ),
     bad("50,000-key object", as_json({f"k{i}": i for i in range(50_000)}), 'exactly one of "sentence" or "text"', JSON),
     # JSON scalars and objects without the field
     bad("json null", b"null", "received JSON null", JSON),
@@ -104,14 +120,29 @@ CASES = [
     bad("misspelt key", as_json({"sentense": "오타"}), "received a JSON object with keys ['sentense']", JSON),
     bad("both keys", as_json({"sentence": "가", "text": "나"}), 'exactly one of "sentence" or "text"', JSON),
     bad("sentence null", as_json({"sentence": None}), '"sentence" must be a string, received JSON null', JSON),
-    bad("sentence list", as_json({"sentence": ["가"]}), '"sentence" must be a string, received a JSON list of 1 items', JSON),
+    bad(
+        "sentence list",
+        as_json({"sentence": ["가"]}),
+        '"sentence" must be a string, received a JSON list of 1 items',
+        JSON,
+    ),
     # lists
     bad("empty list", b"[]", "JSON list is empty", JSON),
-    bad("list too long", as_json(["가"] * (LIMIT_TEXTS + 1)), f"JSON list has {LIMIT_TEXTS + 1} texts; the limit is {LIMIT_TEXTS}", JSON),
+    bad(
+        "list too long",
+        as_json(["가"] * (LIMIT_TEXTS + 1)),
+        f"JSON list has {LIMIT_TEXTS + 1} texts; the limit is {LIMIT_TEXTS}",
+        JSON,
+    ),
     bad("mixed list", as_json(["가", 1, None]), "list item 1 must be a string, received a JSON number", JSON),
     bad("list with a blank", as_json(["가", " "]), "list item 1 is empty or blank (1 characters)", JSON),
-    Case("list at the limit", as_json([f"{i}번 문장" for i in range(LIMIT_TEXTS)]), JSON,
-         texts=tuple(f"{i}번 문장" for i in range(LIMIT_TEXTS)), is_list=True),
+    Case(
+        "list at the limit",
+        as_json([f"{i}번 문장" for i in range(LIMIT_TEXTS)]),
+        JSON,
+        texts=tuple(f"{i}번 문장" for i in range(LIMIT_TEXTS)),
+        is_list=True,
+    ),
     # scripts and Unicode forms
     ok("hanja", "李舜臣은 朝鮮 中期의 武臣이다."),
     ok("latin", "Samsung Electronics는 Suwon에 본사를 둔 KOSPI 상장사다."),
@@ -126,8 +157,13 @@ CASES = [
     # content types
     bad("form-encoded", "sentence=서울".encode(), "no request body found", "application/x-www-form-urlencoded"),
     Case("json sent as text/plain", b'{"sentence": 1}', texts=('{"sentence": 1}',)),
-    Case("multipart field", b"", None, texts=("서울에서 만났다",),
-         files={"data": ("a.txt", "서울에서 만났다".encode(), "text/plain")}),
+    Case(
+        "multipart field",
+        b"",
+        None,
+        texts=("서울에서 만났다",),
+        files={"data": ("a.txt", "서울에서 만났다".encode(), "text/plain")},
+    ),
     Case("json with charset", as_json({"text": "부산에서"}), "application/json; charset=utf-8", texts=("부산에서",)),
 ]
 
@@ -163,7 +199,7 @@ def check_answer(answer: dict, text: str, tokenizer) -> None:
     starts = {start for start, _ in offsets}
     for ent in answer["entities"]:
         assert 0 <= ent["start"] < ent["end"] <= len(text), ent
-        assert text[ent["start"]:ent["end"]] == ent["text"] and ent["start"] in starts, ent
+        assert text[ent["start"] : ent["end"]] == ent["text"] and ent["start"] in starts, ent
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
@@ -191,7 +227,13 @@ def test_long_text_really_took_many_windows(tokenizer):
 def test_body_over_max_request_size_is_refused_by_the_frontend(server, tiny_model, worker_pid):
     """TorchServe's Netty frontend answers 413 with an EMPTY body (not JSON) and never wakes the
     worker: the one refusal the handler cannot word. Clients must treat a bare 413 as 'too big'."""
-    resp = server.call("POST", "inference", f"/predictions/{tiny_model}", data=b"a" * (MAX_REQUEST_SIZE + 1),
-                       headers={"Content-Type": TEXT}, timeout=(5, 60))
+    resp = server.call(
+        "POST",
+        "inference",
+        f"/predictions/{tiny_model}",
+        data=b"a" * (MAX_REQUEST_SIZE + 1),
+        headers={"Content-Type": TEXT},
+        timeout=(5, 60),
+    )
     assert resp.status_code == 413 and resp.content == b""
     assert worker(server, tiny_model)["pid"] == worker_pid

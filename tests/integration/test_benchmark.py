@@ -12,7 +12,6 @@ import yaml
 
 import ner_core
 import ner_model
-
 from bench import benchmark
 from scripts import benchmark as benchmark_cli
 
@@ -28,20 +27,51 @@ def report(tmp_path_factory) -> tuple[dict, str, Path]:
     out = tmp_path_factory.mktemp("bench")
     sentences = out / "sentences.txt"
     sentences.write_text("\n".join(SENTENCES) + "\n", encoding="utf-8")
-    argv = ["--models", "tiny", "--sentences", str(sentences), "--precisions", "fp32,ort-fp32", "--batch-sizes", "2",
-            "--delays", "5", "--workers", "1", "--concurrency", "1,2", "--repeats", "2", "--min-seconds", "0",
-            "--out", str(out)]
+    argv = [
+        "--models",
+        "tiny",
+        "--sentences",
+        str(sentences),
+        "--precisions",
+        "fp32,ort-fp32",
+        "--batch-sizes",
+        "2",
+        "--delays",
+        "5",
+        "--workers",
+        "1",
+        "--concurrency",
+        "1,2",
+        "--repeats",
+        "2",
+        "--min-seconds",
+        "0",
+        "--out",
+        str(out),
+    ]
     assert benchmark_cli.main(argv) == 0
-    return (json.loads((out / "results.json").read_text(encoding="utf-8")),
-            (out / "results.md").read_text(encoding="utf-8"), out)
+    return (
+        json.loads((out / "results.json").read_text(encoding="utf-8")),
+        (out / "results.md").read_text(encoding="utf-8"),
+        out,
+    )
 
 
 def test_report_has_one_row_per_cell(report):
     data, _, _ = report
     cells = {(r["path"], r["precision"], r["batch"], r["concurrency"]) for r in data["rows"]}
-    per_precision = {(path, p, batch, conc) for p in ("fp32", "ort-fp32") for path, batch, conc in [
-        ("ceiling-forward", 1, None), ("ceiling-forward", 2, None), ("ceiling-predict", 1, None),
-        ("ceiling-predict", 2, None), ("served", 2, 1), ("served", 2, 2)]}
+    per_precision = {
+        (path, p, batch, conc)
+        for p in ("fp32", "ort-fp32")
+        for path, batch, conc in [
+            ("ceiling-forward", 1, None),
+            ("ceiling-forward", 2, None),
+            ("ceiling-predict", 1, None),
+            ("ceiling-predict", 2, None),
+            ("served", 2, 1),
+            ("served", 2, 2),
+        ]
+    }
     seed = {("seed-inprocess", "fp32", 1, None), ("seed-served", "fp32", 1, 1), ("seed-served", "fp32", 1, 2)}
     assert cells == per_precision | seed
     assert len(data["rows"]) == len(cells)
@@ -76,10 +106,9 @@ def test_ratios_are_the_rates_divided(report):
 def test_targets_are_judged(report):
     data, _, _ = report
     targets = {t["target"]: t for t in data["targets"]}
-    assert set(targets) == {
-        f"served {p} / ceiling forward {p} (c2)" for p in ("fp32", "ort-fp32")} | {
-        f"served {p} / seed served (c2)" for p in ("fp32", "ort-fp32")} | {
-        f"served {p} p50 ms at c1 <= single-sentence predict + delay + 5" for p in ("fp32", "ort-fp32")}
+    assert set(targets) == {f"served {p} / ceiling forward {p} (c2)" for p in ("fp32", "ort-fp32")} | {
+        f"served {p} / seed served (c2)" for p in ("fp32", "ort-fp32")
+    } | {f"served {p} p50 ms at c1 <= single-sentence predict + delay + 5" for p in ("fp32", "ort-fp32")}
     for t in targets.values():
         assert t["met"] == (t["value"] <= t["bar"] if "p50" in t["target"] else t["value"] >= t["bar"])
 
@@ -96,8 +125,11 @@ def test_archives_are_rebuilt_only_when_their_config_changes(report):
     _, _, out = report
     store, staged = out / "store", out / "models" / "tiny"
     fp32 = f"tiny_fp32_w1t{os.cpu_count()}"  # one worker: torch threads = cores
-    assert sorted(p.name for p in store.glob("*.mar")) == [f"{fp32}.mar", f"tiny_ort_fp32_w1t{os.cpu_count()}.mar",
-                                                           "tiny_seed.mar"]
+    assert sorted(p.name for p in store.glob("*.mar")) == [
+        f"{fp32}.mar",
+        f"tiny_ort_fp32_w1t{os.cpu_count()}.mar",
+        "tiny_seed.mar",
+    ]
     config = yaml.safe_load((store / f"{fp32}.yaml").read_text(encoding="utf-8"))
     assert config["handler"]["torch_threads"] == os.cpu_count() and config["handler"]["quantize"] == "none"
     built = (store / f"{fp32}.mar").stat().st_mtime_ns

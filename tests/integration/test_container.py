@@ -21,11 +21,10 @@ import pytest
 import requests
 import yaml
 
+import entrypoint
 from drills import flood
-from serving import paths
-from serving import tsctl
+from serving import paths, tsctl
 from serving.paths import demo_model_available
-from tests import container_scripts
 from tests.integration import containers
 
 pytestmark = [
@@ -69,25 +68,41 @@ def container(image):
 def post(ctr: containers.Container, payload, key: str | None, session=requests) -> requests.Response:
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     if isinstance(payload, str):
-        return session.post(f"{ctr.url(8080)}/predictions/kor_ner", data=payload.encode(), timeout=(5, 30),
-                            headers={**headers, "Content-Type": "text/plain; charset=utf-8"})
+        return session.post(
+            f"{ctr.url(8080)}/predictions/kor_ner",
+            data=payload.encode(),
+            timeout=(5, 30),
+            headers={**headers, "Content-Type": "text/plain; charset=utf-8"},
+        )
     return session.post(f"{ctr.url(8080)}/predictions/kor_ner", json=payload, headers=headers, timeout=(5, 30))
 
 
 def test_image_is_lean_and_runs_unprivileged(image):
-    info = containers.podman("image", "inspect", image, "--format",
-                             "{{.Size}}|{{.Config.User}}|{{json .Config.ExposedPorts}}|{{json .Config.Healthcheck.Test}}").stdout
+    info = containers.podman(
+        "image",
+        "inspect",
+        image,
+        "--format",
+        "{{.Size}}|{{.Config.User}}|{{json .Config.ExposedPorts}}|{{json .Config.Healthcheck.Test}}",
+    ).stdout
     size, user, ports, health = info.strip().split("|")
     print(f"\nimage size {int(size) / 1e9:.2f} GB")
     assert user == "10001:10001"  # numeric: a cluster's runAsNonRoot can check it
     assert set(yaml.safe_load(ports)) == {"8080/tcp", "8082/tcp", "8083/tcp"}  # inference, metrics, health
     assert "healthcheck.py" in health and "/ping" not in health
     probe = containers.podman(
-        "run", "--rm", *containers.RUN_OPTIONS, "--entrypoint", "sh", image, "-c",
+        "run",
+        "--rm",
+        *containers.RUN_OPTIONS,
+        "--entrypoint",
+        "sh",
+        image,
+        "-c",
         "id -u; for t in gcc cc c++ make ld; do command -v $t; done; "
         "ls -A /root/.cache /home/model-server/.cache /var/lib/apt/lists "
-         "/var/cache/apt/archives 2>/dev/null | grep -v -e '^/' -e '^$' -e '^partial$' -e "
-         "'^lock$'; true").stdout
+        "/var/cache/apt/archives 2>/dev/null | grep -v -e '^/' -e '^$' -e '^partial$' -e "
+        "'^lock$'; true",
+    ).stdout
     uid, *found = probe.split()
     assert int(uid) != 0 and found == [], found  # no compiler, no pip or apt cache left
 
@@ -97,29 +112,43 @@ JAR_IN_IMAGE = "/opt/venv/lib/python3.11/site-packages/ts/frontend/model-server.
 
 def in_image(image: str, code: str) -> str:
     """stdout of ``python3 -c code`` in a fresh container of ``image`` (the image's own interpreter)."""
-    return containers.podman("run", "--rm", *containers.RUN_OPTIONS, "--entrypoint", "python3", image,
-                             "-c", code).stdout
+    return containers.podman(
+        "run", "--rm", *containers.RUN_OPTIONS, "--entrypoint", "python3", image, "-c", code
+    ).stdout
 
 
 def test_the_sbom_in_the_image_lists_the_netty_its_jar_holds(image):
     document = containers.sbom(image)
     assert document["bomFormat"] == "CycloneDX"
     # what the jar inside this image really holds, read there without the SBOM's generator
-    held = json.loads(in_image(image, (
-        "import json, re, zipfile; "
-        f"text = zipfile.ZipFile('{JAR_IN_IMAGE}').read('META-INF/io.netty.versions.properties').decode(); "
-        "print(json.dumps(dict(re.findall(r'^(netty-[\\w-]+)\\.version=(\\S+)$', text, re.M))))")))
+    held = json.loads(
+        in_image(
+            image,
+            (
+                "import json, re, zipfile; "
+                f"text = zipfile.ZipFile('{JAR_IN_IMAGE}').read('META-INF/io.netty.versions.properties').decode(); "
+                "print(json.dumps(dict(re.findall(r'^(netty-[\\w-]+)\\.version=(\\S+)$', text, re.M))))"
+            ),
+        )
+    )
     listed = {c["name"]: c["version"] for c in document["components"] if c.get("group") == "io.netty"}
     assert listed["netty-codec-http"] == held["netty-codec-http"] == "4.1.53.Final"
     assert listed == held
     purls = {c.get("purl", "") for c in document["components"]}
     assert "pkg:maven/io.grpc/grpc-netty-shaded@1.50.0" in purls
     # the Python packages the image serves with, exactly as its venv has them
-    installed = json.loads(in_image(image, (
-        "import json, importlib.metadata as m; "
-        "print(json.dumps(sorted({d.metadata['Name'].lower().replace('_', '-') for d in m.distributions()})))")))
-    python = {c["name"].lower().replace("_", "-") for c in document["components"]
-              if c.get("purl", "").startswith("pkg:pypi/")}
+    installed = json.loads(
+        in_image(
+            image,
+            (
+                "import json, importlib.metadata as m; "
+                "print(json.dumps(sorted({d.metadata['Name'].lower().replace('_', '-') for d in m.distributions()})))"
+            ),
+        )
+    )
+    python = {
+        c["name"].lower().replace("_", "-") for c in document["components"] if c.get("purl", "").startswith("pkg:pypi/")
+    }
     assert python == set(installed), set(installed) ^ python
     debian = [p for p in purls if p.startswith("pkg:deb/debian/")]
     assert any(p.startswith("pkg:deb/debian/openjdk-17-jre-headless@") for p in debian)
@@ -130,18 +159,36 @@ def test_the_sbom_in_the_image_lists_the_netty_its_jar_holds(image):
 
 def test_the_image_says_what_it_is_and_holds_no_packaging_tools(image):
     labels = json.loads(containers.podman("image", "inspect", image, "--format", "{{json .Config.Labels}}").stdout)
-    revision = subprocess.run(["git", "-C", str(paths.ROOT), "rev-parse", "HEAD"], capture_output=True,
-                              text=True).stdout.strip()
+    revision = subprocess.run(
+        ["git", "-C", str(paths.ROOT), "rev-parse", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
     assert labels["org.opencontainers.image.revision"] == revision
     assert labels["org.opencontainers.image.version"] == "0.12.0-ner1.0"
     assert {"org.opencontainers.image.source", "org.opencontainers.image.licenses"} <= labels.keys()
-    found = json.loads(in_image(image, (
-        "import importlib.util, json, shutil; "
-        "print(json.dumps({m: importlib.util.find_spec(m) is not None for m in "
-        "('pip', 'onnx', 'model_archiver', 'cyclonedx', 'torch', 'onnxruntime', 'ts')} | "
-        "{'pip on PATH': bool(shutil.which('pip') or shutil.which('pip3'))}))")))
-    assert found == {"pip": False, "onnx": False, "model_archiver": False, "cyclonedx": False, "pip on PATH": False,
-                     "torch": True, "onnxruntime": True, "ts": True}
+    found = json.loads(
+        in_image(
+            image,
+            (
+                "import importlib.util, json, shutil; "
+                "print(json.dumps({m: importlib.util.find_spec(m) is not None for m in "
+                "('pip', 'onnx', 'model_archiver', 'cyclonedx', 'torch', 'onnxruntime', 'ts')} | "
+                "{'pip on PATH': bool(shutil.which('pip') or shutil.which('pip3'))}))"
+            ),
+        )
+    )
+    assert found == {
+        "pip": False,
+        "onnx": False,
+        "model_archiver": False,
+        "cyclonedx": False,
+        "pip on PATH": False,
+        "torch": True,
+        "onnxruntime": True,
+        "ts": True,
+    }
 
 
 def test_healthy_only_with_a_ready_worker_and_the_key_checked_at_the_door(container):
@@ -168,7 +215,7 @@ def listening(ctr: containers.Container) -> set[tuple[str, int]]:
         if len(fields) > 3 and fields[3] == "0A" and ":" in fields[1]:  # LISTEN
             address, port = fields[1].rsplit(":", 1)
             raw = bytes.fromhex(address)  # 32-bit words in host (little-endian) order
-            words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+            words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
             ip = ipaddress.ip_address(words)
             found.add((str(getattr(ip, "ipv4_mapped", None) or ip), int(port, 16)))
     return found
@@ -224,8 +271,16 @@ def test_a_flood_of_slow_connections_leaves_every_honest_request_answered(contai
     key_file = tmp_path / "key"
     key_file.write_text(container.keys()["inference"])
     request = flood.http_request("/predictions/kor_ner", SENTENCES[0].encode(), key_file.read_text())
-    plan = flood.Plan("127.0.0.1", container.ports[8080], request, slow_headers=600, stalled_bodies=60, seconds=15,
-                      honest_clients=4, flood_source="127.0.0.1")
+    plan = flood.Plan(
+        "127.0.0.1",
+        container.ports[8080],
+        request,
+        slow_headers=600,
+        stalled_bodies=60,
+        seconds=15,
+        honest_clients=4,
+        flood_source="127.0.0.1",
+    )
     report = flood.run(plan).summary()
     print(f"\nflood through the image's front door: {report}")
     assert report["honest_failed"] == {} and report["honest_answered"] == report["honest_sent"] > 20
@@ -237,10 +292,11 @@ def test_a_triton_client_gets_health_readiness_metadata_and_answers(container):
     """Triton's own HTTP client against the image's front door: server live and ready without
     the key, the model's readiness and metadata with it (without it: 401, read as not ready or
     an error), and a binary-tensor inference equal to the plain route's answers."""
-    import numpy as np  # noqa: PLC0415
-    import tritonclient.http as triton  # noqa: PLC0415
-    from v2_status import v2_model_metadata  # noqa: PLC0415
-    from tritonclient.utils import InferenceServerException  # noqa: PLC0415
+    import numpy as np
+    import tritonclient.http as triton
+    from tritonclient.utils import InferenceServerException
+
+    from v2_status import v2_model_metadata
 
     key = container.keys()["inference"]
 
@@ -319,10 +375,12 @@ def load_client(ctr, key, i: int, keep_alive: bool, out: Outcome, stop: threadin
             out.add("lost", f"HTTP {resp.status_code}")
 
 
-KILL_HAPROXY = ("import os\n"
-                "for pid in filter(str.isdigit, os.listdir('/proc')):\n"
-                "    if open(f'/proc/{pid}/comm').read().strip() == 'haproxy':\n"
-                "        os.kill(int(pid), 9)\n")
+KILL_HAPROXY = (
+    "import os\n"
+    "for pid in filter(str.isdigit, os.listdir('/proc')):\n"
+    "    if open(f'/proc/{pid}/comm').read().strip() == 'haproxy':\n"
+    "        os.kill(int(pid), 9)\n"
+)
 
 
 @dataclass
@@ -350,8 +408,9 @@ def kill_the_door(ctr: containers.Container) -> DoorDeath:
             break
         time.sleep(0.2)
     exited = time.monotonic() - killed
-    return DoorDeath(unhealthy if unhealthy is not None else exited, refused if refused is not None else exited,
-                     exited, ctr.state())
+    return DoorDeath(
+        unhealthy if unhealthy is not None else exited, refused if refused is not None else exited, exited, ctr.state()
+    )
 
 
 def test_haproxy_killed_inside_a_running_container_turns_it_unready_then_it_exits(image):
@@ -364,12 +423,14 @@ def test_haproxy_killed_inside_a_running_container_turns_it_unready_then_it_exit
         ctr.wait_healthy()
         assert requests.get(f"{ctr.url(8080)}/v2/health/ready", timeout=5).status_code == 200
         death = kill_the_door(ctr)
-        print(f"\nHAProxy killed: readiness route refused {death.refused_after:.1f} s, health check failing "
-              f"{death.unhealthy_after:.1f} s, container exited {death.exited_after:.1f} s after the kill "
-              f"(exit code {death.state['ExitCode']})")
+        print(
+            f"\nHAProxy killed: readiness route refused {death.refused_after:.1f} s, health check failing "
+            f"{death.unhealthy_after:.1f} s, container exited {death.exited_after:.1f} s after the kill "
+            f"(exit code {death.state['ExitCode']})"
+        )
         assert death.refused_after < 5 and death.unhealthy_after < 5
         assert not death.state["Running"] and death.state["ExitCode"] != 0
-        assert death.exited_after < container_scripts.module("entrypoint").STOP_TIMEOUT + 15
+        assert death.exited_after < entrypoint.STOP_TIMEOUT + 15
         logs = ctr.logs()
         assert "HAProxy exited on its own" in logs and "TorchServe exited" in logs
     finally:
@@ -404,12 +465,14 @@ class Stop:
         return self.fresh.lost + self.reused.lost
 
     def summary(self) -> str:
-        return (f"unhealthy {self.unhealthy_after:.1f} s and stopped {self.stopped_after:.1f} s after the signal; "
-                f"{self.answered} answered ({self.answered - self.answered_at_signal} after the signal), "
-                f"{self.refused} refused, {sum(self.lost.values())} lost {dict(self.lost)} (connection per request: "
-                f"{self.fresh.refused} refused, {sum(self.fresh.lost.values())} lost; keep-alive: "
-                f"{self.reused.refused} refused, {sum(self.reused.lost.values())} lost); readiness while draining: "
-                f"{self.ready_while_draining}; exit code {self.state['ExitCode']}")
+        return (
+            f"unhealthy {self.unhealthy_after:.1f} s and stopped {self.stopped_after:.1f} s after the signal; "
+            f"{self.answered} answered ({self.answered - self.answered_at_signal} after the signal), "
+            f"{self.refused} refused, {sum(self.lost.values())} lost {dict(self.lost)} (connection per request: "
+            f"{self.fresh.refused} refused, {sum(self.fresh.lost.values())} lost; keep-alive: "
+            f"{self.reused.refused} refused, {sum(self.reused.lost.values())} lost); readiness while draining: "
+            f"{self.ready_while_draining}; exit code {self.state['ExitCode']}"
+        )
 
 
 def sigterm_under_a_late_balancer(ctr: containers.Container, late: float = LATE_BALANCER_S, clients: int = 8) -> Stop:
@@ -419,9 +482,10 @@ def sigterm_under_a_late_balancer(ctr: containers.Container, late: float = LATE_
     for the container to exit (60 s at most after the clients stopped)."""
     key = ctr.keys()["inference"]
     fresh, reused, stop = Outcome(), Outcome(), threading.Event()
-    threads = [threading.Thread(target=load_client,
-                                args=(ctr, key, i, i % 2 == 0, reused if i % 2 == 0 else fresh, stop))
-               for i in range(clients)]
+    threads = [
+        threading.Thread(target=load_client, args=(ctr, key, i, i % 2 == 0, reused if i % 2 == 0 else fresh, stop))
+        for i in range(clients)
+    ]
     for t in threads:
         t.start()
     deadline = time.monotonic() + 60
@@ -442,8 +506,15 @@ def sigterm_under_a_late_balancer(ctr: containers.Container, late: float = LATE_
         t.join(timeout=60)
     while ctr.state()["Running"] and time.monotonic() < signalled + late + 60:
         time.sleep(0.2)
-    return Stop(fresh, reused, answered_at_signal, unhealthy_after, ready_while_draining,
-                time.monotonic() - signalled, ctr.state())
+    return Stop(
+        fresh,
+        reused,
+        answered_at_signal,
+        unhealthy_after,
+        ready_while_draining,
+        time.monotonic() - signalled,
+        ctr.state(),
+    )
 
 
 def test_sigterm_under_a_late_load_balancer_loses_and_refuses_nothing(container):
@@ -454,7 +525,7 @@ def test_sigterm_under_a_late_load_balancer_loses_and_refuses_nothing(container)
     stops listening and answers what it took; only then does TorchServe stop. Nothing is refused
     and nothing is lost."""
 
-    window = container_scripts.module("entrypoint").DRAIN_MIN
+    window = entrypoint.DRAIN_MIN
     assert window >= LATE_BALANCER_S
     result = sigterm_under_a_late_balancer(container)
     print(f"\nSIGTERM under a late load balancer (8 clients for {LATE_BALANCER_S:g} s after it): {result.summary()}")
@@ -465,7 +536,9 @@ def test_sigterm_under_a_late_load_balancer_loses_and_refuses_nothing(container)
     assert result.refused == 0 and sum(result.lost.values()) == 0, result.summary()
     assert result.stopped_after < LATE_BALANCER_S + 30
     logs = container.logs()
-    assert "SIGTERM: draining" in logs and "HAProxy done (status 0)" in logs and "TorchServe exited with status 0" in logs
+    assert (
+        "SIGTERM: draining" in logs and "HAProxy done (status 0)" in logs and "TorchServe exited with status 0" in logs
+    )
 
 
 @pytest.mark.parametrize("layout", ["deployment", "kserve"])
@@ -478,39 +551,74 @@ def test_the_kubernetes_configs_run_in_the_image(image, layout, tmp_path):
     refuse a request without the key (401), answer with it, the v2 route as KServe sends it
     too, never print the key; management stays unreachable."""
     k8s = paths.CONFIG_DIR / "k8s"
-    pod = next(d for d in yaml.safe_load_all((k8s / "deployment.yaml").read_text(encoding="utf-8"))
-               if d and d["kind"] == "Deployment")["spec"]["template"]["spec"]["securityContext"]
-    locked_down = ["--read-only", "--tmpfs", "/tmp", "--user", f"{pod['runAsUser']}:{pod['runAsGroup']}",
-                   "--cap-drop", "ALL", "--security-opt", "no-new-privileges"]
+    pod = next(
+        d
+        for d in yaml.safe_load_all((k8s / "deployment.yaml").read_text(encoding="utf-8"))
+        if d and d["kind"] == "Deployment"
+    )["spec"]["template"]["spec"]["securityContext"]
+    locked_down = [
+        "--read-only",
+        "--tmpfs",
+        "/tmp",
+        "--user",
+        f"{pod['runAsUser']}:{pod['runAsGroup']}",
+        "--cap-drop",
+        "ALL",
+        "--security-opt",
+        "no-new-privileges",
+    ]
     secret = tmp_path / "secret"
     secret.mkdir()
     (secret / "key").write_text("k8s-secret-key-0123456789abcdef\n")
     secret.chmod(0o755)
     (secret / "key").chmod(0o444)
     key = "k8s-secret-key-0123456789abcdef"
-    key_env = next(e["value"] for e in next(d for d in yaml.safe_load_all((k8s / "deployment.yaml").read_text(encoding="utf-8"))
-                                             if d and d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]
-                   if e["name"] == "KOR_NER_KEY_FILE")
+    key_env = next(
+        e["value"]
+        for e in next(
+            d
+            for d in yaml.safe_load_all((k8s / "deployment.yaml").read_text(encoding="utf-8"))
+            if d and d["kind"] == "Deployment"
+        )["spec"]["template"]["spec"]["containers"][0]["env"]
+        if e["name"] == "KOR_NER_KEY_FILE"
+    )
     secret_mount = ["-v", f"{secret}:{key_env.rsplit('/', 1)[0]}:ro"]
     if layout == "deployment":
-        mounts = [*secret_mount, "-e", f"KOR_NER_KEY_FILE={key_env}","-v", f"{k8s / 'pod-config.properties'}:/home/model-server/config/config.properties:ro",
-                  "-v", f"{paths.CONFIG_DIR / 'metrics.yaml'}:/home/model-server/config/metrics.yaml:ro"]
+        mounts = [
+            *secret_mount,
+            "-e",
+            f"KOR_NER_KEY_FILE={key_env}",
+            "-v",
+            f"{k8s / 'pod-config.properties'}:/home/model-server/config/config.properties:ro",
+            "-v",
+            f"{paths.CONFIG_DIR / 'metrics.yaml'}:/home/model-server/config/metrics.yaml:ro",
+        ]
     else:
-        runtime = next(d for d in yaml.safe_load_all((k8s / "kserve.yaml").read_text(encoding="utf-8"))
-                       if d and d["kind"] == "ServingRuntime")
+        runtime = next(
+            d
+            for d in yaml.safe_load_all((k8s / "kserve.yaml").read_text(encoding="utf-8"))
+            if d and d["kind"] == "ServingRuntime"
+        )
         env = {e["name"]: e["value"] for e in runtime["spec"]["containers"][0]["env"]}
         storage = tmp_path / "storage"
         (storage / "config").mkdir(parents=True)
         (storage / "model-store").mkdir()
         # what a writer of the bucket could put there: never read (the config is the image's)
         (storage / "config" / "config.properties").write_text(
-            "management_address=http://0.0.0.0:8081\nvmargs=-Dkor.ner.bucket=read\n")
+            "management_address=http://0.0.0.0:8081\nvmargs=-Dkor.ner.bucket=read\n"
+        )
         cid = containers.podman("create", image).stdout.strip()  # the image's archive, as the storage's
         containers.podman("cp", f"{cid}:/home/model-server/model-store/kor_ner.mar", str(storage / "model-store"))
         containers.podman("rm", cid)
-        mounts = [*secret_mount, "-v", f"{storage}:/mnt/models:ro", *(a for k, v in env.items() for a in ("-e", f"{k}={v}"))]
-    ctr = containers.run(image, f"kor-ner-test-{layout}-{os.getpid()}", publish=(8080, 8081),
-                         extra=(*locked_down, *mounts))
+        mounts = [
+            *secret_mount,
+            "-v",
+            f"{storage}:/mnt/models:ro",
+            *(a for k, v in env.items() for a in ("-e", f"{k}={v}")),
+        ]
+    ctr = containers.run(
+        image, f"kor-ner-test-{layout}-{os.getpid()}", publish=(8080, 8081), extra=(*locked_down, *mounts)
+    )
     try:
         print(f"\n{layout} layout healthy {ctr.wait_healthy():.1f} s after podman run")
         assert post(ctr, SENTENCES[0], None).status_code == 401
@@ -521,8 +629,9 @@ def test_the_kubernetes_configs_run_in_the_image(image, layout, tmp_path):
         answer = requests.post(url, json=v2, timeout=30, headers={"Authorization": f"Bearer {key}"}).json()
         assert (answer["model_name"], answer["model_version"], answer["id"]) == ("kor_ner", "1.0", "7")
         assert requests.get(f"{ctr.url(8080)}/v2/health/ready", timeout=10).json() == {"ready": True}
-        assert requests.get(f"{ctr.url(8080)}/v2/models/kor_ner/ready", timeout=10,
-                            headers={"Authorization": f"Bearer {key}"}).json() == {"ready": True}
+        assert requests.get(
+            f"{ctr.url(8080)}/v2/models/kor_ner/ready", timeout=10, headers={"Authorization": f"Bearer {key}"}
+        ).json() == {"ready": True}
         assert key not in ctr.logs() and "kor.ner.bucket" not in ctr.logs()
         with pytest.raises(requests.ConnectionError):
             requests.get(f"{ctr.url(8081)}/models", timeout=5)
@@ -535,7 +644,7 @@ def test_tls_at_the_door_with_the_probes_and_the_health_check_still_working(imag
     tls.key; made here): the inference door serves HTTPS only (a verifying client gets answers,
     plain HTTP nothing), HTTP/2 is not spoken, the routes are the documented ones; the image's
     health check and the plain health door (the probes') keep working."""
-    from tests.integration.test_front_door import make_certificates  # noqa: PLC0415
+    from tests.integration.test_front_door import make_certificates
 
     tls = tmp_path / "tls"
     tls.mkdir()
@@ -543,34 +652,73 @@ def test_tls_at_the_door_with_the_probes_and_the_health_check_still_working(imag
     for name in ("tls.crt", "tls.key"):
         (tls / name).chmod(0o444)
     tls.chmod(0o755)
-    ctr = containers.run(image, f"kor-ner-test-tls-{os.getpid()}", publish=(8080, 8083),
-                         extra=("-v", f"{tls}:/etc/kor-ner/tls:ro", "-e", "KOR_NER_TLS_CERT=/etc/kor-ner/tls/tls.crt",
-                                "-e", "KOR_NER_TLS_KEY=/etc/kor-ner/tls/tls.key"))
+    ctr = containers.run(
+        image,
+        f"kor-ner-test-tls-{os.getpid()}",
+        publish=(8080, 8083),
+        extra=(
+            "-v",
+            f"{tls}:/etc/kor-ner/tls:ro",
+            "-e",
+            "KOR_NER_TLS_CERT=/etc/kor-ner/tls/tls.crt",
+            "-e",
+            "KOR_NER_TLS_KEY=/etc/kor-ner/tls/tls.key",
+        ),
+    )
     try:
         print(f"\nTLS on: healthy {ctr.wait_healthy():.1f} s after podman run (the image's health check)")
         https, ca = ctr.url(8080).replace("http://", "https://"), str(tls / "ca.crt")
         key = ctr.keys()["inference"]
-        answer = requests.post(f"{https}/predictions/kor_ner", data=SENTENCES[0].encode(), verify=ca, timeout=30,
-                               headers={"Authorization": f"bearer {key}", "Content-Type": "text/plain; charset=utf-8"})
+        answer = requests.post(
+            f"{https}/predictions/kor_ner",
+            data=SENTENCES[0].encode(),
+            verify=ca,
+            timeout=30,
+            headers={"Authorization": f"bearer {key}", "Content-Type": "text/plain; charset=utf-8"},
+        )
         assert answer.status_code == 200 and answer.json()["entities"][0]["text"] == "이순신"
         assert requests.get(f"{https}/ping", verify=ca, timeout=10).json()["status"] == "Healthy"  # an HTTPS probe
         assert requests.get(f"{ctr.url(8083)}/ping", timeout=10).json()["status"] == "Healthy"  # the probes' door
         assert requests.get(f"{ctr.url(8083)}/v2/health/ready", timeout=10).json() == {"ready": True}
-        for method, path, status in (("GET", "/api-description", 404), ("OPTIONS", "/", 404), ("TRACE", "/ping", 405),
-                                     ("DELETE", "/predictions/kor_ner", 405), ("POST", "/invocations", 404),
-                                     ("POST", "/explanations/kor_ner", 404)):
-            refused = requests.request(method, https + path, verify=ca, timeout=10,
-                                       headers={"Authorization": f"Bearer {key}"})
+        for method, path, status in (
+            ("GET", "/api-description", 404),
+            ("OPTIONS", "/", 404),
+            ("TRACE", "/ping", 405),
+            ("DELETE", "/predictions/kor_ner", 405),
+            ("POST", "/invocations", 404),
+            ("POST", "/explanations/kor_ner", 404),
+        ):
+            refused = requests.request(
+                method, https + path, verify=ca, timeout=10, headers={"Authorization": f"Bearer {key}"}
+            )
             assert refused.status_code == status and refused.json()["status"] == status, (method, path)
         with pytest.raises(requests.exceptions.SSLError):
             requests.get(f"{https}/ping", verify=str(tls / "other-ca.crt"), timeout=10)
         with pytest.raises(requests.ConnectionError):
             requests.get(f"{ctr.url(8080)}/ping", timeout=10)  # plain HTTP to the TLS port: no answer
-        h2c = subprocess.run(["curl", "-sS", "--http2-prior-knowledge", "-o", "/dev/null", "-w", "%{http_version}",
-                              "--max-time", "10", f"{ctr.url(8083)}/ping"], capture_output=True, text=True)
+        h2c = subprocess.run(
+            [
+                "curl",
+                "-sS",
+                "--http2-prior-knowledge",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_version}",
+                "--max-time",
+                "10",
+                f"{ctr.url(8083)}/ping",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         assert h2c.stdout != "2"
         logs = ctr.logs()
-        assert "inference, HTTPS" in logs and "frontend=inference~ method=POST route=/predictions/kor_ner status=200" in logs
+        assert (
+            "inference, HTTPS" in logs
+            and "frontend=inference~ method=POST route=/predictions/kor_ner status=200" in logs
+        )
         assert key not in logs
     finally:
         ctr.remove()

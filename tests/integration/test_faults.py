@@ -45,8 +45,14 @@ def own_server(model_store, tmp_path_factory):
 def fault_mar(tiny_checkpoint_dir, build_archive, test_model_config) -> str:
     # One worker; a 5 s batch window, so requests sent to an idle worker wait there for company.
     # Generous start and load timeouts: a worker restart on a busy 2-core machine took up to 2 min.
-    config = {**test_model_config, "minWorkers": 1, "maxWorkers": 1, "maxBatchDelay": BATCH_DELAY_MS,
-              "responseTimeout": 300, "startupTimeout": 300}
+    config = {
+        **test_model_config,
+        "minWorkers": 1,
+        "maxWorkers": 1,
+        "maxBatchDelay": BATCH_DELAY_MS,
+        "responseTimeout": 300,
+        "startupTimeout": 300,
+    }
     return build_archive(tiny_checkpoint_dir, "fault_ner", config)
 
 
@@ -64,8 +70,12 @@ def send_unread(server: tsctl.Server, model: str, text: str) -> http.client.HTTP
     """POST without reading the answer; ``answered`` tells later whether one ever came."""
     url = urlsplit(server.inference_url)
     conn = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port, timeout=10)
-    conn.request("POST", f"/predictions/{model}", body=text.encode(),
-                 headers={**server.headers("inference"), "Content-Type": "text/plain; charset=utf-8"})
+    conn.request(
+        "POST",
+        f"/predictions/{model}",
+        body=text.encode(),
+        headers={**server.headers("inference"), "Content-Type": "text/plain; charset=utf-8"},
+    )
     return conn
 
 
@@ -169,8 +179,11 @@ def test_the_retrying_client_loses_nothing(kill_run):
 def test_restart_brings_the_model_back_with_its_settings(own_server, fault_model, fault_mar, kill_run, model_store):
     keys = ("modelVersion", "minWorkers", "maxWorkers", "batchSize", "maxBatchDelay", "responseTimeout")
     before = {k: tsctl.describe(own_server, fault_model)[0][k] for k in keys}
-    same_ports = {k: v for k, v in tsctl.read_properties(own_server.run_dir / "config.properties").items()
-                  if k in tsctl.ADDRESS_KEYS + tsctl.GRPC_PORT_KEYS}
+    same_ports = {
+        k: v
+        for k, v in tsctl.read_properties(own_server.run_dir / "config.properties").items()
+        if k in tsctl.ADDRESS_KEYS + tsctl.GRPC_PORT_KEYS
+    }
     assert tsctl.stop(own_server.run_dir)
     # as the quick start does a second time: its archive is both in registered.json and asked for
     server = tsctl.start(own_server.run_dir, model_store, overrides=same_ports, register_also=[fault_mar])
@@ -196,24 +209,43 @@ def broken_copy(mar: Path, name: str, change) -> str:
 
 BROKEN = {  # name: (what breaks the archive, what the operator must be told)
     # both weight files cut in half; a CPU worker (runtime: auto) loads the ONNX one
-    "corrupt_weights": (lambda f, d: d[: len(d) // 2] if f == "model.safetensors" else d,
-                        "model.safetensors: Error while deserializing header"),
-    "label_mismatch": (lambda f, d: b"\n".join(d.splitlines()[:-3]) + b"\n" if f == "label_map.txt" else d,
-                       "label_map.txt has 22 labels but config.json num_labels is 25"),
+    "corrupt_weights": (
+        lambda f, d: d[: len(d) // 2] if f == "model.safetensors" else d,
+        "model.safetensors: Error while deserializing header",
+    ),
+    "label_mismatch": (
+        lambda f, d: b"\n".join(d.splitlines()[:-3]) + b"\n" if f == "label_map.txt" else d,
+        "label_map.txt has 22 labels but config.json num_labels is 25",
+    ),
     # no worker loads the model within startupTimeout 1 s: TorchServe gives up, saying so in ts_log.log only
-    "load_timeout": (lambda f, d: d.replace(b"startupTimeout: 300", b"startupTimeout: 1") if f.endswith("config.yaml") else d,
-                     "Backend worker did not respond in given time"),
+    "load_timeout": (
+        lambda f, d: d.replace(b"startupTimeout: 300", b"startupTimeout: 1") if f.endswith("config.yaml") else d,
+        "Backend worker did not respond in given time",
+    ),
 }
 
 
 @pytest.fixture(scope="module")
 def failed_registrations(own_server, fault_mar, model_store) -> dict[str, tuple[int, str, float]]:
     """``tsctl register`` of each broken archive, as an operator runs it, all at once."""
+
     def register(name: str) -> tuple[int, str, float]:
         mar = broken_copy(model_store / fault_mar, name, BROKEN[name][0])
         started = time.monotonic()
-        done = subprocess.run([sys.executable, str(paths.ROOT / "scripts" / "tsctl.py"), "--run-dir", str(own_server.run_dir),
-                               "register", mar], check=False, capture_output=True, text=True, timeout=300)
+        done = subprocess.run(
+            [
+                sys.executable,
+                str(paths.ROOT / "scripts" / "tsctl.py"),
+                "--run-dir",
+                str(own_server.run_dir),
+                "register",
+                mar,
+            ],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         return done.returncode, done.stderr, time.monotonic() - started
 
     with ThreadPoolExecutor(len(BROKEN)) as pool:
@@ -240,8 +272,9 @@ def test_a_model_that_cannot_load_is_explained_in_model_log(own_server, failed_r
 def test_fault_drill_recovers_from_kills_without_losing_a_request(server, tiny_model):
     """scripts/fault_drill.py, as docs/reliability.md runs it on the demo model: two kills under load."""
     before = {w["pid"] for w in tsctl.describe(server, tiny_model)[0]["workers"]}
-    report = fault_drill.drill(server, tiny_model, kills=2, clients=4, settle=1.0, timeout=5,
-                               progress=lambda line: None)
+    report = fault_drill.drill(
+        server, tiny_model, kills=2, clients=4, settle=1.0, timeout=5, progress=lambda line: None
+    )
     after = {w["pid"] for w in tsctl.describe(server, tiny_model)[0]["workers"]}
     assert report["lost"] == 0, report["lost_why"]
     assert report["answered"] > 0 and len(report["recovery_s"]) == 2

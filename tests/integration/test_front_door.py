@@ -22,15 +22,16 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+from typing import ClassVar
 
-import v2_status
 import pytest
 import requests
 
-from container import front_door
+import entrypoint
+import front_door
+import v2_status
 from drills import flood
 from serving import tsctl
-from tests import container_scripts
 
 pytestmark = [
     pytest.mark.integration,
@@ -46,8 +47,9 @@ PER_SOURCE = 500  # KOR_NER_MAX_CONN_PER_SOURCE as deployment.yaml sets it (sour
 @pytest.fixture(scope="module")
 def backend(model_store, tiny_mar, tmp_path_factory):
     """TorchServe as the image runs it behind HAProxy: no token authorization of its own."""
-    with tsctl.running(tmp_path_factory.mktemp("ts-behind-door"), model_store,
-                       {"disable_token_authorization": "true"}) as server:
+    with tsctl.running(
+        tmp_path_factory.mktemp("ts-behind-door"), model_store, {"disable_token_authorization": "true"}
+    ) as server:
         name = tsctl.register(server, tiny_mar, workers=1)
         yield server, name
 
@@ -67,35 +69,68 @@ def door(backend, tmp_path_factory):
     server, name = backend
     inference, metrics, health, v2_port = tsctl.free_ports(4)
     workdir = tmp_path_factory.mktemp("front-door")
-    config = flood.front_door_config(workdir, [KEY, NEW_KEY], inference, metrics, port_of(server.inference_url),
-                                     port_of(server.metrics_url), max_conn_per_source=PER_SOURCE, v2_port=v2_port,
-                                     health_bind=f"127.0.0.1:{health}")
+    config = flood.front_door_config(
+        workdir,
+        [KEY, NEW_KEY],
+        inference,
+        metrics,
+        port_of(server.inference_url),
+        port_of(server.metrics_url),
+        max_conn_per_source=PER_SOURCE,
+        v2_port=v2_port,
+        health_bind=f"127.0.0.1:{health}",
+    )
     marker = workdir / "kor-ner.draining"
-    helper = container_scripts.module("v2_status").serve(v2_port, server.management_url, marker)
+    helper = v2_status.serve(v2_port, server.management_url, marker)
     try:
         with flood.haproxy(config, workdir, (inference, metrics, health)) as proc:
-            yield {"inference": f"http://127.0.0.1:{inference}", "metrics": f"http://127.0.0.1:{metrics}",
-                   "health": f"http://127.0.0.1:{health}", "port": inference, "model": name, "server": server,
-                   "marker": marker, "log": workdir / "haproxy.log", "pid": proc.pid}
+            yield {
+                "inference": f"http://127.0.0.1:{inference}",
+                "metrics": f"http://127.0.0.1:{metrics}",
+                "health": f"http://127.0.0.1:{health}",
+                "port": inference,
+                "model": name,
+                "server": server,
+                "marker": marker,
+                "log": workdir / "haproxy.log",
+                "pid": proc.pid,
+            }
     finally:
         helper.shutdown()
         helper.server_close()
 
 
-def predict(door, key: str | None = KEY, scheme: str = "Bearer", base: str | None = None,
-            **kwargs) -> requests.Response:
+def predict(
+    door, key: str | None = KEY, scheme: str = "Bearer", base: str | None = None, **kwargs
+) -> requests.Response:
     headers = {"Content-Type": "text/plain; charset=utf-8"}
     if key is not None:
         headers["Authorization"] = f"{scheme} {key}" if scheme else key
-    return requests.post(f"{base or door['inference']}/predictions/{door['model']}", data=TEXT.encode(),
-                         headers=headers, timeout=30, **kwargs)
+    return requests.post(
+        f"{base or door['inference']}/predictions/{door['model']}",
+        data=TEXT.encode(),
+        headers=headers,
+        timeout=30,
+        **kwargs,
+    )
 
 
-@pytest.mark.parametrize("key, scheme", [
-    (None, "Bearer"), ("", "Bearer"), ("wrong-key-0123456789abcdef", "Bearer"), (KEY + "x", "Bearer"),
-    (KEY[:-1], "Bearer"), (KEY, "Basic"), (f"{KEY}, Bearer {KEY}", "Bearer"), (KEY, "Bearer:"), (KEY, ""),
-    (f"{KEY} {KEY}", "Bearer"),
-], ids=["none", "empty", "wrong", "longer", "shorter", "basic", "twice", "colon", "no scheme", "two tokens"])
+@pytest.mark.parametrize(
+    "key, scheme",
+    [
+        (None, "Bearer"),
+        ("", "Bearer"),
+        ("wrong-key-0123456789abcdef", "Bearer"),
+        (KEY + "x", "Bearer"),
+        (KEY[:-1], "Bearer"),
+        (KEY, "Basic"),
+        (f"{KEY}, Bearer {KEY}", "Bearer"),
+        (KEY, "Bearer:"),
+        (KEY, ""),
+        (f"{KEY} {KEY}", "Bearer"),
+    ],
+    ids=["none", "empty", "wrong", "longer", "shorter", "basic", "twice", "colon", "no scheme", "two tokens"],
+)
 def test_a_missing_or_wrong_key_gets_401_with_www_authenticate(door, key, scheme):
     resp = predict(door, key, scheme)
     assert resp.status_code == 401, resp.text
@@ -106,8 +141,10 @@ def test_a_missing_or_wrong_key_gets_401_with_www_authenticate(door, key, scheme
 
 def test_two_authorization_headers_get_401_even_with_the_right_key(door):
     with socket.create_connection(("127.0.0.1", door["port"]), timeout=30) as sock:
-        sock.sendall(f"POST /predictions/{door['model']} HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {KEY}\r\n"
-                     f"Authorization: Bearer {KEY}\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi".encode())
+        sock.sendall(
+            f"POST /predictions/{door['model']} HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {KEY}\r\n"
+            f"Authorization: Bearer {KEY}\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi".encode()
+        )
         assert sock.recv(4096).startswith(b"HTTP/1.1 401")
 
 
@@ -134,21 +171,48 @@ def test_the_right_key_gets_torchserves_own_answer(door):
 # What the inference door answers, with the key: the documented routes pass (their own answers),
 # every other method there is a 405 with Allow, anything else a 404, all JSON from the door.
 ROUTE_TABLE = [
-    ("POST", "/predictions/{m}", 200), ("POST", "/predictions/{m}/1.0", 200), ("POST", "/v2/models/{m}/infer", 200),
-    ("GET", "/ping", 200), ("HEAD", "/ping", 200), ("GET", "/v2/health/live", 200), ("HEAD", "/v2/health/ready", 200),
-    ("GET", "/v2/models/{m}", 200), ("GET", "/v2/models/{m}/ready", 200), ("HEAD", "/v2/models/{m}/versions/1.0", 200),
+    ("POST", "/predictions/{m}", 200),
+    ("POST", "/predictions/{m}/1.0", 200),
+    ("POST", "/v2/models/{m}/infer", 200),
+    ("GET", "/ping", 200),
+    ("HEAD", "/ping", 200),
+    ("GET", "/v2/health/live", 200),
+    ("HEAD", "/v2/health/ready", 200),
+    ("GET", "/v2/models/{m}", 200),
+    ("GET", "/v2/models/{m}/ready", 200),
+    ("HEAD", "/v2/models/{m}/versions/1.0", 200),
     ("GET", "/v2/models/{m}/versions/1.0/ready", 200),
-    ("DELETE", "/predictions/{m}", 405), ("GET", "/predictions/{m}", 405), ("PUT", "/predictions/{m}", 405),
-    ("OPTIONS", "/predictions/{m}", 405), ("PATCH", "/v2/models/{m}/infer", 405), ("TRACE", "/ping", 405),
-    ("POST", "/ping", 405), ("OPTIONS", "/ping", 405), ("DELETE", "/v2/models/{m}", 405),
-    ("POST", "/v2/health/ready", 405), ("get", "/ping", 405),
-    ("GET", "/api-description", 404), ("OPTIONS", "/", 404), ("GET", "/", 404), ("POST", "/invocations", 404),
-    ("POST", "/models/{m}/invoke", 404), ("POST", "/predictions/{m}/1.0/explain", 404),
-    ("POST", "/explanations/{m}", 404), ("POST", "/v2/models/{m}/explain", 404), ("GET", "/v2", 404),
-    ("POST", "/v2/models/{m}/versions/1.0/infer", 404), ("GET", "/models", 404), ("GET", "/metrics", 404),
-    ("POST", "/v1/models/{m}:predict", 404), ("GET", "/ping/../models", 404), ("POST", "/predictions/../models", 404),
-    ("POST", "/predictions/%2e%2e/models", 404), ("POST", "/predictions/{m}/1.0/x", 404), ("GET", "/ping/", 404),
-    ("POST", "/workflows?url=http://127.0.0.1:9/x.war", 404), ("GET", "//ping", 404),
+    ("DELETE", "/predictions/{m}", 405),
+    ("GET", "/predictions/{m}", 405),
+    ("PUT", "/predictions/{m}", 405),
+    ("OPTIONS", "/predictions/{m}", 405),
+    ("PATCH", "/v2/models/{m}/infer", 405),
+    ("TRACE", "/ping", 405),
+    ("POST", "/ping", 405),
+    ("OPTIONS", "/ping", 405),
+    ("DELETE", "/v2/models/{m}", 405),
+    ("POST", "/v2/health/ready", 405),
+    ("get", "/ping", 405),
+    ("GET", "/api-description", 404),
+    ("OPTIONS", "/", 404),
+    ("GET", "/", 404),
+    ("POST", "/invocations", 404),
+    ("POST", "/models/{m}/invoke", 404),
+    ("POST", "/predictions/{m}/1.0/explain", 404),
+    ("POST", "/explanations/{m}", 404),
+    ("POST", "/v2/models/{m}/explain", 404),
+    ("GET", "/v2", 404),
+    ("POST", "/v2/models/{m}/versions/1.0/infer", 404),
+    ("GET", "/models", 404),
+    ("GET", "/metrics", 404),
+    ("POST", "/v1/models/{m}:predict", 404),
+    ("GET", "/ping/../models", 404),
+    ("POST", "/predictions/../models", 404),
+    ("POST", "/predictions/%2e%2e/models", 404),
+    ("POST", "/predictions/{m}/1.0/x", 404),
+    ("GET", "/ping/", 404),
+    ("POST", "/workflows?url=http://127.0.0.1:9/x.war", 404),
+    ("GET", "//ping", 404),
 ]
 
 
@@ -170,8 +234,12 @@ def test_only_the_documented_routes_and_methods_pass_the_door(door, method, path
     if path.endswith("/infer"):
         body = b'{"inputs": [{"name": "texts", "shape": [1], "datatype": "BYTES", "data": ["' + TEXT.encode() + b'"]}]}'
     before = torchserve_log(door["server"]).count("\n")
-    answer = raw_request(door["port"], f"{method} {path} HTTP/1.1\r\nHost: kor-ner\r\nAuthorization: Bearer {KEY}\r\n"
-                                       f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n", body)
+    answer = raw_request(
+        door["port"],
+        f"{method} {path} HTTP/1.1\r\nHost: kor-ner\r\nAuthorization: Bearer {KEY}\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n",
+        body,
+    )
     head, _, payload = answer.partition(b"\r\n\r\n")
     assert int(head.split()[1]) == status, (method, path, answer[:300])
     if status in (404, 405):
@@ -183,8 +251,16 @@ def test_only_the_documented_routes_and_methods_pass_the_door(door, method, path
         assert method not in allowed.split(", ") and set(allowed.split(", ")) <= {"GET", "HEAD", "POST"}
 
 
-@pytest.mark.parametrize("method, path", [("GET", "/api-description"), ("OPTIONS", "/"), ("TRACE", "/ping"),
-                                          ("DELETE", "/predictions/x"), ("GET", "/models")])
+@pytest.mark.parametrize(
+    "method, path",
+    [
+        ("GET", "/api-description"),
+        ("OPTIONS", "/"),
+        ("TRACE", "/ping"),
+        ("DELETE", "/predictions/x"),
+        ("GET", "/models"),
+    ],
+)
 def test_a_route_that_does_not_pass_is_refused_with_or_without_the_key(door, method, path):
     resp = requests.request(method, door["inference"] + path, timeout=10)
     assert resp.status_code in (404, 405) and resp.json()["status"] == resp.status_code
@@ -196,12 +272,31 @@ def test_http2_is_not_spoken_at_the_door(door):
     if shutil.which("curl") is None:
         pytest.skip("curl not installed")
     url = f"{door['inference']}/ping"
-    h2c = subprocess.run(["curl", "-sS", "--http2-prior-knowledge", "-o", "/dev/null", "-w",
-                          "%{http_version} %{http_code}", "--max-time", "10", url], capture_output=True, text=True)
+    h2c = subprocess.run(
+        [
+            "curl",
+            "-sS",
+            "--http2-prior-knowledge",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_version} %{http_code}",
+            "--max-time",
+            "10",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     print(f"\nh2c: curl exit {h2c.returncode}, {h2c.stdout!r}, {h2c.stderr.strip()!r}")
     assert not h2c.stdout.startswith("2 ") and (h2c.returncode != 0 or h2c.stdout.split()[-1] in ("000", "400"))
-    h1 = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_version} %{http_code}", url],
-                        capture_output=True, text=True)
+    h1 = subprocess.run(
+        ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_version} %{http_code}", url],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert h1.stdout == "1.1 200"
 
 
@@ -216,9 +311,12 @@ def test_the_health_door_answers_the_probes_routes_only(door):
     base = door["health"]
     assert requests.get(f"{base}/v2/health/live", timeout=10).json() == {"live": True}
     assert requests.head(f"{base}/v2/health/ready", timeout=10).status_code == 200
-    for method, path, status in (("POST", f"/predictions/{door['model']}", 404),
-                                 ("GET", f"/v2/models/{door['model']}", 404),
-                                 ("GET", "/metrics", 404), ("POST", "/ping", 405)):
+    for method, path, status in (
+        ("POST", f"/predictions/{door['model']}", 404),
+        ("GET", f"/v2/models/{door['model']}", 404),
+        ("GET", "/metrics", 404),
+        ("POST", "/ping", 405),
+    ):
         resp = requests.request(method, base + path, headers={"Authorization": f"Bearer {KEY}"}, timeout=10)
         assert resp.status_code == status and resp.json()["status"] == status, (method, path)
 
@@ -237,8 +335,23 @@ def make_certificates(folder: Path) -> None:
     run("req", "-x509", *ec, "-days", "1", "-subj", "/CN=another CA", "-keyout", "other-ca.key", "-out", "other-ca.crt")
     run("req", *ec, "-subj", "/CN=127.0.0.1", "-keyout", "tls.key", "-out", "tls.csr")
     (folder / "san.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    run("x509", "-req", "-in", "tls.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-days", "1",
-        "-extfile", "san.cnf", "-out", "tls.crt")
+    run(
+        "x509",
+        "-req",
+        "-in",
+        "tls.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "san.cnf",
+        "-out",
+        "tls.crt",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -249,13 +362,29 @@ def tls_door(backend, tmp_path_factory):
     inference, metrics, health = tsctl.free_ports(3)
     workdir = tmp_path_factory.mktemp("tls-door")
     make_certificates(workdir)
-    pem = front_door.write_private(workdir / "tls.pem", container_scripts.module("entrypoint").tls_bundle(
-        str(workdir / "tls.crt"), str(workdir / "tls.key")))
-    config = flood.front_door_config(workdir, KEY, inference, metrics, port_of(server.inference_url),
-                                     port_of(server.metrics_url), health_bind=f"127.0.0.1:{health}", tls_pem=str(pem))
+    pem = front_door.write_private(
+        workdir / "tls.pem", entrypoint.tls_bundle(str(workdir / "tls.crt"), str(workdir / "tls.key"))
+    )
+    config = flood.front_door_config(
+        workdir,
+        KEY,
+        inference,
+        metrics,
+        port_of(server.inference_url),
+        port_of(server.metrics_url),
+        health_bind=f"127.0.0.1:{health}",
+        tls_pem=str(pem),
+    )
     with flood.haproxy(config, workdir, (inference, metrics, health)):
-        yield {"inference": f"https://127.0.0.1:{inference}", "health": f"http://127.0.0.1:{health}",
-               "port": inference, "model": name, "server": server, "dir": workdir, "log": workdir / "haproxy.log"}
+        yield {
+            "inference": f"https://127.0.0.1:{inference}",
+            "health": f"http://127.0.0.1:{health}",
+            "port": inference,
+            "model": name,
+            "server": server,
+            "dir": workdir,
+            "log": workdir / "haproxy.log",
+        }
 
 
 def test_tls_answers_a_verifying_client_and_the_probes(tls_door):
@@ -267,9 +396,11 @@ def test_tls_answers_a_verifying_client_and_the_probes(tls_door):
     assert requests.get(f"{tls_door['inference']}/api-description", verify=ca, timeout=10).status_code == 404
     assert requests.get(f"{tls_door['health']}/ping", timeout=10).status_code == 200  # the probes' door: plain HTTP
     context = ssl.create_default_context(cafile=ca)
-    with socket.create_connection(("127.0.0.1", tls_door["port"]), timeout=10) as raw:
-        with context.wrap_socket(raw, server_hostname="127.0.0.1") as sock:
-            assert sock.version() in ("TLSv1.2", "TLSv1.3")
+    with (
+        socket.create_connection(("127.0.0.1", tls_door["port"]), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname="127.0.0.1") as sock,
+    ):
+        assert sock.version() in ("TLSv1.2", "TLSv1.3")
     assert "frontend=inference~" in tls_door["log"].read_text()  # the access log marks TLS requests
 
 
@@ -283,8 +414,12 @@ def test_tls_with_the_wrong_ca_is_refused_by_the_client(tls_door):
 def test_plain_http_to_the_tls_port_gets_no_answer_and_reaches_nothing(tls_door):
     before = torchserve_log(tls_door["server"]).count("\n")
     try:
-        answer = raw_request(tls_door["port"], f"POST /predictions/{tls_door['model']} HTTP/1.1\r\nHost: a\r\n"
-                                               f"Authorization: Bearer {KEY}\r\nContent-Length: 2\r\n\r\n", b"hi")
+        answer = raw_request(
+            tls_door["port"],
+            f"POST /predictions/{tls_door['model']} HTTP/1.1\r\nHost: a\r\n"
+            f"Authorization: Bearer {KEY}\r\nContent-Length: 2\r\n\r\n",
+            b"hi",
+        )
     except ConnectionResetError:
         answer = b""
     assert not answer.startswith(b"HTTP/"), answer[:100]
@@ -296,22 +431,44 @@ def test_tls_below_1_2_weak_ciphers_and_h2_are_not_offered(tls_door):
     weak = ssl.create_default_context(cafile=ca)
     weak.maximum_version = ssl.TLSVersion.TLSv1_2
     weak.set_ciphers("ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA")  # CBC without AEAD: not Mozilla's intermediate
-    with socket.create_connection(("127.0.0.1", tls_door["port"]), timeout=10) as raw:
-        with pytest.raises(ssl.SSLError):
-            weak.wrap_socket(raw, server_hostname="127.0.0.1")
+    with socket.create_connection(("127.0.0.1", tls_door["port"]), timeout=10) as raw, pytest.raises(ssl.SSLError):
+        weak.wrap_socket(raw, server_hostname="127.0.0.1")
     if shutil.which("openssl") is not None:
-        old = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{tls_door['port']}", "-tls1_1",
-                              "-CAfile", ca], input="", capture_output=True, text=True, timeout=30)
+        old = subprocess.run(
+            ["openssl", "s_client", "-connect", f"127.0.0.1:{tls_door['port']}", "-tls1_1", "-CAfile", ca],
+            input="",
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
         assert old.returncode != 0 and "alert protocol version" in old.stderr  # the server's refusal (alert 70)
     alpn = ssl.create_default_context(cafile=ca)
     alpn.set_alpn_protocols(["h2", "http/1.1"])
-    with socket.create_connection(("127.0.0.1", tls_door["port"]), timeout=10) as raw:
-        with alpn.wrap_socket(raw, server_hostname="127.0.0.1") as sock:
-            assert sock.selected_alpn_protocol() == "http/1.1"
+    with (
+        socket.create_connection(("127.0.0.1", tls_door["port"]), timeout=10) as raw,
+        alpn.wrap_socket(raw, server_hostname="127.0.0.1") as sock,
+    ):
+        assert sock.selected_alpn_protocol() == "http/1.1"
     if shutil.which("curl") is not None:
-        curl = subprocess.run(["curl", "-sS", "--http2", "--cacert", ca, "-o", "/dev/null", "-w",
-                               "%{http_version} %{http_code}", f"{tls_door['inference']}/ping"],
-                              capture_output=True, text=True, timeout=30)
+        curl = subprocess.run(
+            [
+                "curl",
+                "-sS",
+                "--http2",
+                "--cacert",
+                ca,
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_version} %{http_code}",
+                f"{tls_door['inference']}/ping",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
         assert curl.stdout == "1.1 200", (curl.stdout, curl.stderr)
 
 
@@ -320,9 +477,17 @@ def test_the_access_log_has_each_request_and_nothing_it_must_not(door):
     route, status, bytes, durations and termination state; never the key, a query string, a
     header value or the body."""
     secret_query, secret_header, wrong_key = "q-secret-2718", "h-secret-3141", "wrong-key-in-the-log-0123456"
-    ok = requests.post(f"{door['inference']}/predictions/{door['model']}?name={secret_query}", data=TEXT.encode(),
-                       headers={"Authorization": f"Bearer {KEY}", "X-Forwarded-For": "203.0.113.7",
-                                "X-Note": secret_header, "User-Agent": secret_header}, timeout=30)
+    ok = requests.post(
+        f"{door['inference']}/predictions/{door['model']}?name={secret_query}",
+        data=TEXT.encode(),
+        headers={
+            "Authorization": f"Bearer {KEY}",
+            "X-Forwarded-For": "203.0.113.7",
+            "X-Note": secret_header,
+            "User-Agent": secret_header,
+        },
+        timeout=30,
+    )
     refused = predict(door, wrong_key)
     status, _ = raw_status(door["port"], b"POST /predictions/x HTTP/1.1\r\nHost: a\r\n")
     assert (ok.status_code, refused.status_code, status) == (200, 401, "408")
@@ -334,10 +499,13 @@ def test_the_access_log_has_each_request_and_nothing_it_must_not(door):
     for code, method, route in (("200", "POST", path), ("401", "POST", path), ("408", "<BADREQ>", "-")):
         line = next((line for line in lines if f" status={code} " in line and f" route={route} " in line), None)
         assert line is not None, (code, lines[-5:])
-        assert re.search(rf"^kor-ner-door \d\d/\w+/\d{{4}}:\d\d:\d\d:\d\d\.\d{{3}} client=127\.0\.0\.1:\d+ "
-                         rf"frontend=inference method={re.escape(method)} route={re.escape(route)} status={code} "
-                         rf"bytes_out=\d+ bytes_in=\d+ times_ms=-?\d+/-?\d+/-?\d+/-?\d+/\d+ "
-                         rf"termination=\S{{4}} ", line), line
+        assert re.search(
+            rf"^kor-ner-door \d\d/\w+/\d{{4}}:\d\d:\d\d:\d\d\.\d{{3}} client=127\.0\.0\.1:\d+ "
+            rf"frontend=inference method={re.escape(method)} route={re.escape(route)} status={code} "
+            rf"bytes_out=\d+ bytes_in=\d+ times_ms=-?\d+/-?\d+/-?\d+/-?\d+/\d+ "
+            rf"termination=\S{{4}} ",
+            line,
+        ), line
     print("\naccess log sample:\n" + "\n".join(lines[-3:]))
     text = door["log"].read_text()
     for forbidden in (KEY, NEW_KEY, wrong_key, secret_query, secret_header, TEXT, "203.0.113.7", "Bearer", "?"):
@@ -348,10 +516,10 @@ class Recorder(http.server.BaseHTTPRequestHandler):
     """A backend that records the headers it gets and holds /hold until released: what HAProxy
     forwards (X-Forwarded-For, no Authorization) and how it queues, not a stand-in for TorchServe."""
 
-    seen: list[dict[str, list[str]]] = []
+    seen: ClassVar[list[dict[str, list[str]]]] = []
     release = threading.Event()
 
-    def do_POST(self):  # noqa: N802
+    def do_POST(self):
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
         Recorder.seen.append({k.lower(): self.headers.get_all(k) for k in self.headers})
         if self.path.startswith("/predictions/hold"):
@@ -370,8 +538,9 @@ def queue_door(tmp_path):
     backend = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
     threading.Thread(target=backend.serve_forever, daemon=True).start()
     inference, metrics = tsctl.free_ports(2)
-    config = flood.front_door_config(tmp_path, KEY, inference, metrics, backend.server_port, backend.server_port,
-                                     backend_maxconn=1, queue_timeout=1)
+    config = flood.front_door_config(
+        tmp_path, KEY, inference, metrics, backend.server_port, backend.server_port, backend_maxconn=1, queue_timeout=1
+    )
     Recorder.seen.clear()
     Recorder.release.clear()
     try:
@@ -394,15 +563,19 @@ def test_x_forwarded_for_is_passed_on_and_the_key_is_not(queue_door):
 def test_a_full_queue_to_torchserve_answers_503_with_a_json_body(queue_door):
     """One connection to the backend (backend_maxconn 1), queue timeout 1 s: while one request
     holds it, the next waits its second in HAProxy's queue and gets 503 + Retry-After, as JSON."""
-    held = threading.Thread(target=requests.post, args=(f"{queue_door}/predictions/hold",),
-                            kwargs={"data": b"x", "headers": {"Authorization": f"Bearer {KEY}"}, "timeout": 30})
+    held = threading.Thread(
+        target=requests.post,
+        args=(f"{queue_door}/predictions/hold",),
+        kwargs={"data": b"x", "headers": {"Authorization": f"Bearer {KEY}"}, "timeout": 30},
+    )
     held.start()
     deadline = time.monotonic() + 10
     while not Recorder.seen and time.monotonic() < deadline:
         time.sleep(0.05)
     started = time.monotonic()
-    busy = requests.post(f"{queue_door}/predictions/m", data=b"x", headers={"Authorization": f"Bearer {KEY}"},
-                         timeout=10)
+    busy = requests.post(
+        f"{queue_door}/predictions/m", data=b"x", headers={"Authorization": f"Bearer {KEY}"}, timeout=10
+    )
     waited = time.monotonic() - started
     Recorder.release.set()
     held.join()
@@ -469,11 +642,16 @@ def raw_status(port: int, payload: bytes, source: str = "127.0.0.1", timeout: fl
     return (data.split(b" ")[1].decode() if data.startswith(b"HTTP/") else "closed"), waited
 
 
-@pytest.mark.parametrize("payload", [
-    b"POST /predictions/x HTTP/1.1\r\nHost: a\r\n",  # headers never finished
-    (f"POST /predictions/x HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {KEY}\r\n"
-     "Content-Length: 100\r\n\r\nabc").encode(),
-], ids=["slow headers", "stalled body"])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"POST /predictions/x HTTP/1.1\r\nHost: a\r\n",  # headers never finished
+        (
+            f"POST /predictions/x HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {KEY}\r\nContent-Length: 100\r\n\r\nabc"
+        ).encode(),
+    ],
+    ids=["slow headers", "stalled body"],
+)
 def test_a_slow_or_stalled_request_is_cut_at_the_door_and_never_reaches_torchserve(door, payload):
     logs = door["server"].run_dir / "logs" / "access_log.log"
     before = logs.read_text().count("/predictions/x")
@@ -522,8 +700,16 @@ def test_a_small_flood_leaves_every_honest_request_answered(door):
     stalled-body connections from one source for 20 s while 4 honest clients send real requests
     on fresh connections: every honest request answered, p99 under 1 s."""
     request = flood.http_request(f"/predictions/{door['model']}", TEXT.encode(), KEY)
-    plan = flood.Plan("127.0.0.1", door["port"], request, slow_headers=600, stalled_bodies=60, seconds=20,
-                      honest_clients=4, path=f"/predictions/{door['model']}")
+    plan = flood.Plan(
+        "127.0.0.1",
+        door["port"],
+        request,
+        slow_headers=600,
+        stalled_bodies=60,
+        seconds=20,
+        honest_clients=4,
+        path=f"/predictions/{door['model']}",
+    )
     report = flood.run(plan).summary()
     print(f"\nsmall flood: {report}")
     assert report["honest_sent"] > 20 and report["honest_failed"] == {}
@@ -534,7 +720,9 @@ def test_a_small_flood_leaves_every_honest_request_answered(door):
 
 def rss_kb(pid: int) -> int:
     """A process's resident memory (VmRSS), kB."""
-    return int(re.search(r"^VmRSS:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text(), re.M)[1])
+    found = re.search(r"^VmRSS:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text(), re.M)
+    assert found, f"no VmRSS for pid {pid}"
+    return int(found[1])
 
 
 def timed_get(url: str) -> tuple[int, float]:
@@ -557,13 +745,28 @@ def test_maxconn_idle_connections_leave_liveness_and_metrics_answered(backend, t
     PER_CONNECTION_KB a connection."""
     server, _ = backend
     inference, metrics, health = tsctl.free_ports(3)
-    config = flood.front_door_config(tmp_path, KEY, inference, metrics, port_of(server.inference_url),
-                                     port_of(server.metrics_url), health_bind=f"127.0.0.1:{health}",
-                                     maxconn=IDLE_MAXCONN)
+    config = flood.front_door_config(
+        tmp_path,
+        KEY,
+        inference,
+        metrics,
+        port_of(server.inference_url),
+        port_of(server.metrics_url),
+        health_bind=f"127.0.0.1:{health}",
+        maxconn=IDLE_MAXCONN,
+    )
     with flood.haproxy(config, tmp_path, (inference, metrics, health)) as proc:
         quiet = rss_kb(proc.pid)
-        plan = flood.Plan("127.0.0.1", inference, b"", slow_headers=0, stalled_bodies=0, idle=IDLE_MAXCONN + 100,
-                          seconds=20, honest_clients=0)
+        plan = flood.Plan(
+            "127.0.0.1",
+            inference,
+            b"",
+            slow_headers=0,
+            stalled_bodies=0,
+            idle=IDLE_MAXCONN + 100,
+            seconds=20,
+            honest_clients=0,
+        )
         result: dict = {}
         flooding = threading.Thread(target=lambda: result.update(flood.run(plan).summary()))
         flooding.start()
@@ -576,12 +779,20 @@ def test_maxconn_idle_connections_leave_liveness_and_metrics_answered(backend, t
             peak = max(peak, rss_kb(proc.pid))
             time.sleep(0.1)
         flooding.join()
-    summary = {name: {"answered": sum(s == 200 for s, _ in got), "sent": len(got),
-                      "p50_ms": round(statistics.median(ms for _, ms in got), 1),
-                      "max_ms": round(max(ms for _, ms in got), 1)} for name, got in probes.items()}
+    summary = {
+        name: {
+            "answered": sum(s == 200 for s, _ in got),
+            "sent": len(got),
+            "p50_ms": round(statistics.median(ms for _, ms in got), 1),
+            "max_ms": round(max(ms for _, ms in got), 1),
+        }
+        for name, got in probes.items()
+    }
     share_kb = IDLE_MAXCONN * front_door.PER_CONNECTION_KB
-    print(f"\nidle flood: {result}\nprobes: {summary}\nHAProxy RSS {quiet} kB quiet, {peak} kB peak "
-          f"(+{peak - quiet} kB; the share for maxconn {IDLE_MAXCONN}: {share_kb} kB)")
+    print(
+        f"\nidle flood: {result}\nprobes: {summary}\nHAProxy RSS {quiet} kB quiet, {peak} kB peak "
+        f"(+{peak - quiet} kB; the share for maxconn {IDLE_MAXCONN}: {share_kb} kB)"
+    )
     assert result["flood_held_peak"] >= IDLE_MAXCONN  # the door was full
     for name, got in summary.items():
         assert got["sent"] >= 20 and got["answered"] == got["sent"], (name, got)
@@ -591,25 +802,57 @@ def test_maxconn_idle_connections_leave_liveness_and_metrics_answered(backend, t
 
 def test_the_flood_command_reports_its_verdict(door, tmp_path):
     """scripts/flood.py as an operator runs it, short: the JSON report and exit 0 when held."""
-    import json  # noqa: PLC0415
+    import json
 
-    from scripts import flood as flood_cli  # noqa: PLC0415
+    from scripts import flood as flood_cli
 
     key_file, report = tmp_path / "key", tmp_path / "report.json"
     key_file.write_text(KEY + "\n")
     # The 60 connections open over the first 2 s and HAProxy cuts each 5 s later, so all 60 cuts
     # fall inside 8 s. (At 6 s, the cuts of those opened after the first second raced the end of
     # the flood, and one could go unrecorded.)
-    code = flood_cli.main(["--url", f"{door['inference']}/predictions/{door['model']}", "--key-file", str(key_file),
-                           "--slow-headers", "50", "--stalled-bodies", "10", "--seconds", "8", "--honest-clients", "2",
-                           "--report", str(report)])
+    code = flood_cli.main(
+        [
+            "--url",
+            f"{door['inference']}/predictions/{door['model']}",
+            "--key-file",
+            str(key_file),
+            "--slow-headers",
+            "50",
+            "--stalled-bodies",
+            "10",
+            "--seconds",
+            "8",
+            "--honest-clients",
+            "2",
+            "--report",
+            str(report),
+        ]
+    )
     result = json.loads(report.read_text())
     assert code == 0 and result["verdict"] == "held", result
     assert result["flood_connections"] >= 60 and result["flood_answered"].get("408", 0) >= 60, result
     wrong = tmp_path / "wrong"
     wrong.write_text("not-the-key-0123456789abcdef")
-    assert flood_cli.main(["--url", f"{door['inference']}/predictions/{door['model']}", "--key-file", str(wrong),
-                           "--slow-headers", "1", "--stalled-bodies", "0", "--seconds", "2", "--honest-clients", "1"]) == 1
+    assert (
+        flood_cli.main(
+            [
+                "--url",
+                f"{door['inference']}/predictions/{door['model']}",
+                "--key-file",
+                str(wrong),
+                "--slow-headers",
+                "1",
+                "--stalled-bodies",
+                "0",
+                "--seconds",
+                "2",
+                "--honest-clients",
+                "1",
+            ]
+        )
+        == 1
+    )
 
 
 def test_a_request_without_a_single_header_is_still_answered(backend):

@@ -20,8 +20,12 @@ from tests.integration.conftest import TEST_MODEL_CONFIG
 REQUESTS, CONCURRENCY = 800, 16
 SHIPPED = yaml.safe_load(paths.MODEL_CONFIG.read_text(encoding="utf-8"))["handler"]
 LIMITS = ("max_text_chars", "max_texts_per_request", "max_request_tokens", "max_response_bytes")
-CONFIG = {**TEST_MODEL_CONFIG, "minWorkers": 2, "maxWorkers": 2,
-          "handler": {**TEST_MODEL_CONFIG["handler"], **{key: SHIPPED[key] for key in LIMITS}}}
+CONFIG = {
+    **TEST_MODEL_CONFIG,
+    "minWorkers": 2,
+    "maxWorkers": 2,
+    "handler": {**TEST_MODEL_CONFIG["handler"], **{key: SHIPPED[key] for key in LIMITS}},
+}
 
 
 @pytest.fixture(scope="module")
@@ -36,10 +40,26 @@ def report(server, fuzz_model, tmp_path_factory) -> dict:
     """One short fuzz run through the CLI (its exit code included), read back from --report."""
     path = tmp_path_factory.mktemp("fuzz") / "report.json"
     max_request_size = tsctl.read_properties(paths.CONFIG_DIR / "config.properties")["max_request_size"]
-    code = fuzz_cli.main(["--run-dir", str(server.run_dir), "--model", fuzz_model, "--requests", str(REQUESTS),
-                      "--concurrency", str(CONCURRENCY), "--max-chars", str(SHIPPED["max_text_chars"]),
-                      "--max-texts", str(SHIPPED["max_texts_per_request"]), "--max-request-size", max_request_size,
-                      "--report", str(path)])
+    code = fuzz_cli.main(
+        [
+            "--run-dir",
+            str(server.run_dir),
+            "--model",
+            fuzz_model,
+            "--requests",
+            str(REQUESTS),
+            "--concurrency",
+            str(CONCURRENCY),
+            "--max-chars",
+            str(SHIPPED["max_text_chars"]),
+            "--max-texts",
+            str(SHIPPED["max_texts_per_request"]),
+            "--max-request-size",
+            max_request_size,
+            "--report",
+            str(path),
+        ]
+    )
     report = json.loads(path.read_text(encoding="utf-8"))
     report["exit_code"] = code
     return report

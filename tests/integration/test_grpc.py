@@ -20,10 +20,10 @@ model with its shipped model config.
 from __future__ import annotations
 
 import itertools
-from collections import Counter
 import json
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -79,7 +79,9 @@ def channels(server):
 
 @pytest.fixture(scope="module")
 def stubs(pb, channels):
-    return pb["inference_grpc"].InferenceAPIsServiceStub(channels[0]), pb["management_grpc"].ManagementAPIsServiceStub(channels[1])
+    return pb["inference_grpc"].InferenceAPIsServiceStub(channels[0]), pb["management_grpc"].ManagementAPIsServiceStub(
+        channels[1]
+    )
 
 
 def request(pb, text: str, **extra):
@@ -91,11 +93,13 @@ def worker_pids(server: tsctl.Server) -> set[int]:
 
 
 def test_ping_and_token_authorization_on_both_grpc_services(pb, stubs, server, demo):
-    from google.protobuf import empty_pb2  # noqa: PLC0415
+    from google.protobuf import empty_pb2
 
     inference, management = stubs
     keys = server.keys()
-    health = json.loads(inference.Ping(empty_pb2.Empty(), metadata=grpc_client.bearer(keys["inference"]), timeout=10).health)
+    health = json.loads(
+        inference.Ping(empty_pb2.Empty(), metadata=grpc_client.bearer(keys["inference"]), timeout=10).health
+    )
     assert health["status"] == "Healthy"
     for wrong in (None, "not-the-key", keys["management"]):
         metadata = grpc_client.bearer(wrong) if wrong else None
@@ -103,10 +107,14 @@ def test_ping_and_token_authorization_on_both_grpc_services(pb, stubs, server, d
             inference.Predictions(request(pb, "서울에서 만났다."), metadata=metadata, timeout=10)
         assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
     # limit: 0 (the proto default) lists none
-    listed = management.ListModels(pb["management"].ListModelsRequest(limit=100), metadata=grpc_client.bearer(keys["management"]), timeout=10)
+    listed = management.ListModels(
+        pb["management"].ListModelsRequest(limit=100), metadata=grpc_client.bearer(keys["management"]), timeout=10
+    )
     assert MODEL in [m["modelName"] for m in json.loads(listed.msg)["models"]]
     with pytest.raises(grpc.RpcError) as err:
-        management.ListModels(pb["management"].ListModelsRequest(), metadata=grpc_client.bearer(keys["inference"]), timeout=10)
+        management.ListModels(
+            pb["management"].ListModelsRequest(), metadata=grpc_client.bearer(keys["inference"]), timeout=10
+        )
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
@@ -114,8 +122,11 @@ def test_grpc_registration_from_a_url_is_refused(pb, stubs, server):
     _, management = stubs
     for url in ("https://example.com/outside.mar", "file:///etc/passwd", "../outside.mar"):
         with pytest.raises(grpc.RpcError) as err:
-            management.RegisterModel(pb["management"].RegisterModelRequest(url=url, initial_workers=0),
-                                     metadata=grpc_client.bearer(server.keys()["management"]), timeout=30)
+            management.RegisterModel(
+                pb["management"].RegisterModelRequest(url=url, initial_workers=0),
+                metadata=grpc_client.bearer(server.keys()["management"]),
+                timeout=30,
+            )
         assert err.value.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT), err.value
     assert [m["modelName"] for m in tsctl.list_models(server)].count("outside") == 0
 
@@ -199,8 +210,12 @@ def test_a_burst_of_streaming_calls_amid_rest_load_fails_nothing(pb, stubs, serv
             text = f"부하 {i}-{n}: 김민수는 어제 부산에 갔다."
             n += 1
             try:
-                resp = session.post(f"{server.inference_url}/predictions/{MODEL}", data=text.encode(), timeout=60,
-                                    headers={"Authorization": f"Bearer {rest_key}", "Content-Type": "text/plain; charset=utf-8"})
+                resp = session.post(
+                    f"{server.inference_url}/predictions/{MODEL}",
+                    data=text.encode(),
+                    timeout=60,
+                    headers={"Authorization": f"Bearer {rest_key}", "Content-Type": "text/plain; charset=utf-8"},
+                )
                 good = resp.status_code == 200 and resp.json()["sentence"] == text
                 outcome = None if good else f"HTTP {resp.status_code}: {resp.text[:100]}"
             except requests.RequestException as err:
@@ -232,17 +247,18 @@ def test_a_burst_of_streaming_calls_amid_rest_load_fails_nothing(pb, stubs, serv
         stop.set()
         for t in clients:
             t.join(timeout=120)
-    print(f"\nburst: {len(streamed)} StreamPredictions + {len(streamed2)} "
-          f"StreamPredictions2 {dict(Counter(streamed2))} amid "
-          f"{rest['ok'] + len(rest['failed'])} REST requests: {len(rest['failed'])} REST failures, "
-          f"worker pids {sorted(pids)} -> {sorted(worker_pids(server))}")
+    print(
+        f"\nburst: {len(streamed)} StreamPredictions + {len(streamed2)} "
+        f"StreamPredictions2 {dict(Counter(streamed2))} amid "
+        f"{rest['ok'] + len(rest['failed'])} REST requests: {len(rest['failed'])} REST failures, "
+        f"worker pids {sorted(pids)} -> {sorted(worker_pids(server))}"
+    )
     # UNAVAILABLE: the frontend's gRPC server may answer a call it closed early while the client
     # still sends with an HTTP/2 GOAWAY ("Stream N in unexpected state HALF_CLOSED_LOCAL"),
     # ending every call on that connection (docs/security.md)
     assert streamed == [1] * 100 and set(streamed2) <= {"UNKNOWN", "UNAVAILABLE"}, Counter(streamed2)
     assert rest["failed"] == [] and rest["ok"] > 0
     assert worker_pids(server) == pids
-
 
 
 def test_http_answers_never_carry_the_stream_header(server, demo):

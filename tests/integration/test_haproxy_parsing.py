@@ -19,8 +19,10 @@ import pytest
 
 from serving import paths
 
-pytestmark = [pytest.mark.integration,
-              pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy not installed")]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy not installed"),
+]
 
 SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
 
@@ -68,7 +70,8 @@ def door(tmp_path_factory) -> Iterator[tuple[int, Recorder]]:
     backend, port = Recorder(), free_port()
     folder = tmp_path_factory.mktemp("haproxy")
     config = folder / "haproxy.cfg"
-    config.write_text(f"""global
+    config.write_text(
+        f"""global
     maxconn 64
 defaults
     mode http
@@ -83,7 +86,9 @@ frontend door
     default_backend torchserve
 backend torchserve
     server torchserve 127.0.0.1:{backend.port}
-""", encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
     log = (folder / "haproxy.log").open("wb")
     proc = subprocess.Popen(["haproxy", "-db", "-f", str(config)], stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -132,19 +137,38 @@ def test_the_door_config_keeps_haproxy_strict():
     assert "option http-buffer-request" in door_code
 
 
-@pytest.mark.parametrize("raw", [
-    b"\x01\x02GET /ping HTTP/1.1\r\nHost: x\r\n\r\n",  # leading control bytes (CVE-2026-50020)
-    b"GET /ping HTTP/1.1\r\nHost: x\r\nX-A\x01b: 1\r\n\r\n",  # a control byte in a header name (CVE-2021-43797)
-    b"GET /ping HTTP/1.1\r\nHost: x\r\nTransfer-Encoding : chunked\r\n\r\n",  # space before the colon
-    b"POST /predictions/kor_ner HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5;a\nb\r\nhello\r\n0\r\n\r\n",
-    # ^ a bare LF in a chunk extension (CVE-2025-58056)
-    b"POST /predictions/kor_ner HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
-    b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",  # HTTP/2's preface: the door speaks HTTP/1.1 only
-    b"GET /ping HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: a\r\n" % i for i in range(150)) + b"\r\n",  # >101 headers
-    b"GET /ping HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: %s\r\n" % (i, b"a" * 200) for i in range(100)) + b"\r\n",
-    # ^ 20 kB of headers: more than HAProxy's 16 kB buffer
-], ids=["leading-controls", "ctl-in-header-name", "space-before-colon", "bare-lf-chunk-ext", "two-lengths",
-        "http2-preface", "too-many-headers", "headers-over-16k"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"\x01\x02GET /ping HTTP/1.1\r\nHost: x\r\n\r\n",  # leading control bytes (CVE-2026-50020)
+        b"GET /ping HTTP/1.1\r\nHost: x\r\nX-A\x01b: 1\r\n\r\n",  # a control byte in a header name (CVE-2021-43797)
+        b"GET /ping HTTP/1.1\r\nHost: x\r\nTransfer-Encoding : chunked\r\n\r\n",  # space before the colon
+        (
+            b"POST /predictions/kor_ner HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"5;a\nb\r\nhello\r\n0\r\n\r\n"
+        ),
+        # ^ a bare LF in a chunk extension (CVE-2025-58056)
+        b"POST /predictions/kor_ner HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",  # HTTP/2's preface: the door speaks HTTP/1.1 only
+        b"GET /ping HTTP/1.1\r\nHost: x\r\n"
+        + b"".join(b"X-%d: a\r\n" % i for i in range(150))
+        + b"\r\n",  # >101 headers
+        b"GET /ping HTTP/1.1\r\nHost: x\r\n"
+        + b"".join(b"X-%d: %s\r\n" % (i, b"a" * 200) for i in range(100))
+        + b"\r\n",
+        # ^ 20 kB of headers: more than HAProxy's 16 kB buffer
+    ],
+    ids=[
+        "leading-controls",
+        "ctl-in-header-name",
+        "space-before-colon",
+        "bare-lf-chunk-ext",
+        "two-lengths",
+        "http2-preface",
+        "too-many-headers",
+        "headers-over-16k",
+    ],
+)
 def test_malformed_requests_are_refused_at_the_door(door, raw):
     status, forwarded = send(door, raw)
     assert (status, forwarded) == ("400", b"")
@@ -153,8 +177,10 @@ def test_malformed_requests_are_refused_at_the_door(door, raw):
 def test_conflicting_framing_reaches_the_backend_with_one_framing_only(door):
     # HTTP/1.0 with both Transfer-Encoding and Content-Length (CVE-2026-42581): HAProxy drops the
     # length and forwards the chunked body as it parsed it; the bytes after it are never a request
-    raw = (b"POST /predictions/kor_ner HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 40\r\n"
-           b"\r\n5\r\nhello\r\n0\r\n\r\n" + SMUGGLED)
+    raw = (
+        b"POST /predictions/kor_ner HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 40\r\n"
+        b"\r\n5\r\nhello\r\n0\r\n\r\n" + SMUGGLED
+    )
     status, forwarded = send(door, raw)
     assert status == "200"
     head, _, body = forwarded.partition(b"\r\n\r\n")
@@ -163,7 +189,9 @@ def test_conflicting_framing_reaches_the_backend_with_one_framing_only(door):
 
 
 def test_chunk_extensions_are_not_forwarded(door):
-    raw = (b"POST /predictions/kor_ner HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-           b"5;ext=1\r\nhello\r\n0\r\n\r\n")
+    raw = (
+        b"POST /predictions/kor_ner HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5;ext=1\r\nhello\r\n0\r\n\r\n"
+    )
     status, forwarded = send(door, raw)
     assert status == "200" and forwarded.endswith(b"\r\n\r\n5\r\nhello\r\n0\r\n\r\n") and b"ext=1" not in forwarded

@@ -22,6 +22,7 @@ from huggingface_hub import AsyncInferenceClient, InferenceClient
 from huggingface_hub.errors import BadRequestError, HfHubHTTPError
 
 import ner_core
+import ner_model
 from drills import flood
 from ner_settings import HandlerSettings
 from serving import corpus, paths, tsctl
@@ -32,8 +33,15 @@ SENTENCES = 60  # KMOU validation sentences each client tags (the issue asks for
 KEY = "hf-door-test-key-0123456789abcdef"
 JS_DIR = paths.ROOT / "tests" / "js"
 # The shipped limits that matter here (config/model-config.yaml), a test batch size of 8.
-HANDLER = {"max_seq_length": 128, "window_stride": 32, "trim_particles": True, "max_text_chars": 2000,
-           "max_texts_per_request": 8, "max_request_tokens": 1664, "torch_threads": 1}
+HANDLER = {
+    "max_seq_length": 128,
+    "window_stride": 32,
+    "trim_particles": True,
+    "max_text_chars": 2000,
+    "max_texts_per_request": 8,
+    "max_request_tokens": 1664,
+    "torch_threads": 1,
+}
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +69,7 @@ def service_entities(server: tsctl.Server, model: str, texts: list[str]) -> list
     """The service's own entities per text (its plain JSON list requests), as HF rows' fields."""
     out = []
     for at in range(0, len(texts), HANDLER["max_texts_per_request"]):
-        resp = tsctl.predict(server, model, texts[at:at + HANDLER["max_texts_per_request"]])
+        resp = tsctl.predict(server, model, texts[at : at + HANDLER["max_texts_per_request"]])
         assert resp.status_code == 200, resp.text
         out += [[(e["label"], e["score"], e["text"], e["start"], e["end"]) for e in a["entities"]] for a in resp.json()]
     return out
@@ -106,14 +114,15 @@ def test_inference_client_gets_the_services_entities(server, demo, sentences):
     assert [rows(a) for a in answers] == expected
     assert sum(map(len, expected)) >= 50  # not a vacuous equality: the demo model finds entities
     print(f"\nInferenceClient: {len(sentences)} KMOU sentences, {sum(map(len, expected))} entities, all equal")
-    for text, answer in zip(sentences, answers):
+    for text, answer in zip(sentences, answers, strict=True):
         for row in answer:
-            assert isinstance(row.score, float) and row.entity is None and row.word == text[row.start:row.end]
+            assert isinstance(row.score, float) and row.entity is None and row.word == text[row.start : row.end]
 
 
 def test_async_inference_client_gets_the_services_entities(server, demo, sentences):
-    answers = asyncio.run(async_tag(url_of(server.inference_url, demo), inference_key(server), sentences,
-                                    aggregation_strategy="simple"))
+    answers = asyncio.run(
+        async_tag(url_of(server.inference_url, demo), inference_key(server), sentences, aggregation_strategy="simple")
+    )
     assert [rows(a) for a in answers] == service_entities(server, demo, sentences)
 
 
@@ -123,8 +132,9 @@ def test_none_gives_the_per_wordpiece_rows(server, demo, sentences):
         answer = client.token_classification(text, aggregation_strategy="none")
         plain = tsctl.predict(server, demo, text).json()
         assert [(r.entity, str(r.score), r.index) for r in answer] == [
-            (row["tag"], row["top_prob"], i + 1) for i, row in enumerate(plain["result"]) if row["tag"] != "O"]
-        assert all(r.word == text[r.start:r.end] and r.entity_group is None for r in answer)
+            (row["tag"], row["top_prob"], i + 1) for i, row in enumerate(plain["result"]) if row["tag"] != "O"
+        ]
+        assert all(r.word == text[r.start : r.end] and r.entity_group is None for r in answer)
         every = client.token_classification(text, aggregation_strategy="none", ignore_labels=[])
         assert len(every) == len(plain["result"])  # "O" rows too, once the caller names what to ignore
 
@@ -149,7 +159,7 @@ def test_a_list_of_texts_gets_a_list_per_text(server, demo, sentences):
 def long_text(sentences: list[str]) -> str:
     """KMOU sentences joined to a text within max_text_chars that fits max_request_tokens with the
     model config's window overlap (32) and not with the largest one (63)."""
-    tokenizer = ner_core.build_tokenizer(paths.DEMO_MODEL_DIR / "vocab.txt")
+    tokenizer = ner_model.build_tokenizer(paths.DEMO_MODEL_DIR / "vocab.txt")
 
     def cost(text: str, stride: int) -> int:
         settings = HandlerSettings(max_seq_length=128, window_stride=stride)
@@ -170,7 +180,7 @@ def test_stride_is_the_window_overlap_of_that_request(server, demo, sentences):
     text = long_text(sentences * 3)
     default = client.token_classification(text)
     assert rows(client.token_classification(text, stride=32)) == rows(default)  # the model config's overlap
-    assert all(r.word == text[r.start:r.end] for r in client.token_classification(text, stride=0))
+    assert all(r.word == text[r.start : r.end] for r in client.token_classification(text, stride=0))
     with pytest.raises(HfHubHTTPError) as err:  # more overlap, more windows: over max_request_tokens
         client.token_classification(text, stride=63)
     assert err.value.response.status_code == 413
@@ -203,10 +213,14 @@ def test_bad_parameters_get_the_services_400_as_the_client_shows_it(server, demo
     print(f"\n{case}: {str(err.value).strip()}")
 
 
-@pytest.mark.parametrize("text, words", [
-    ("", '"inputs" is empty or blank (0 characters)'),
-    ("가" * 2001, '"inputs" has 2001 characters; the limit is 2000'),
-], ids=["empty", "too long"])
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("", '"inputs" is empty or blank (0 characters)'),
+        ("가" * 2001, '"inputs" has 2001 characters; the limit is 2000'),
+    ],
+    ids=["empty", "too long"],
+)
 def test_bad_texts_get_the_services_400_from_both_clients(server, demo, text, words):
     url, key = url_of(server.inference_url, demo), inference_key(server)
     with pytest.raises(BadRequestError, match=words.replace("(", r"\(").replace(")", r"\)")):
@@ -215,14 +229,18 @@ def test_bad_texts_get_the_services_400_from_both_clients(server, demo, text, wo
         asyncio.run(async_tag(url, key, [text]))
 
 
-@pytest.mark.parametrize("body, words", [
-    ({"inputs": "서울", "parameters": {"top_k": 3}}, "unknown parameter(s) ['top_k']"),
-    ({"inputs": "서울", "options": {"wait_for_model": True}}, "unknown key(s) ['options']"),
-    ({"inputs": "서울", "parameters": "none"}, '"parameters" must be a JSON object'),
-    ({"inputs": ["서울"] * 9}, '"inputs" has 9 texts; the limit is 8'),
-    ({"inputs": []}, '"inputs" is empty'),
-    ({"inputs": ["서울", 3]}, '"inputs"[1] must be a string'),
-], ids=["unknown parameter", "unknown key", "parameters not an object", "too many texts", "no texts", "not a text"])
+@pytest.mark.parametrize(
+    "body, words",
+    [
+        ({"inputs": "서울", "parameters": {"top_k": 3}}, "unknown parameter(s) ['top_k']"),
+        ({"inputs": "서울", "options": {"wait_for_model": True}}, "unknown key(s) ['options']"),
+        ({"inputs": "서울", "parameters": "none"}, '"parameters" must be a JSON object'),
+        ({"inputs": ["서울"] * 9}, '"inputs" has 9 texts; the limit is 8'),
+        ({"inputs": []}, '"inputs" is empty'),
+        ({"inputs": ["서울", 3]}, '"inputs"[1] must be a string'),
+    ],
+    ids=["unknown parameter", "unknown key", "parameters not an object", "too many texts", "no texts", "not a text"],
+)
 def test_bad_bodies_no_client_sends_get_a_json_400(server, demo, body, words):
     resp = server.call("POST", "inference", tsctl.predictions_path(demo), json=body)
     assert resp.status_code == 400 and words in resp.json()["error"] and resp.json()["status"] == 400
@@ -238,8 +256,15 @@ def run_js(url: str, key: str, texts: list[str], cases: dict) -> dict:
     if not (JS_DIR / "node_modules" / "@huggingface" / "inference").is_dir():
         pytest.skip(f"@huggingface/inference not installed: npm ci --prefix {JS_DIR.relative_to(paths.ROOT)}")
     payload = json.dumps({"url": url, "key": key, "texts": texts, "cases": cases}, ensure_ascii=False)
-    done = subprocess.run(["node", "hf_token_classification.mjs"], input=payload, cwd=JS_DIR, capture_output=True,
-                          text=True, timeout=600)
+    done = subprocess.run(
+        ["node", "hf_token_classification.mjs"],
+        input=payload,
+        cwd=JS_DIR,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
@@ -280,13 +305,20 @@ def door(model_store, demo_mar, tmp_path_factory):
     image's config checking KEY, as in the container (tests/integration/test_front_door.py)."""
     if shutil.which("haproxy") is None:
         pytest.skip("haproxy not installed (apt-get install haproxy)")
-    with tsctl.running(tmp_path_factory.mktemp("ts-behind-hf-door"), model_store,
-                       {"disable_token_authorization": "true"}) as backend:
+    with tsctl.running(
+        tmp_path_factory.mktemp("ts-behind-hf-door"), model_store, {"disable_token_authorization": "true"}
+    ) as backend:
         name = tsctl.register(backend, demo_mar, workers=1)
         inference, metrics = tsctl.free_ports(2)
         workdir = tmp_path_factory.mktemp("hf-front-door")
-        config = flood.front_door_config(workdir, KEY, inference, metrics, int(backend.inference_url.rsplit(":", 1)[1]),
-                                         int(backend.metrics_url.rsplit(":", 1)[1]))
+        config = flood.front_door_config(
+            workdir,
+            KEY,
+            inference,
+            metrics,
+            int(backend.inference_url.rsplit(":", 1)[1]),
+            int(backend.metrics_url.rsplit(":", 1)[1]),
+        )
         with flood.haproxy(config, workdir, (inference, metrics)):
             yield {"url": url_of(f"http://127.0.0.1:{inference}", name), "backend": backend, "model": name}
 
@@ -305,12 +337,15 @@ def test_through_the_door_a_wrong_key_is_a_401_and_a_bad_shape_the_services_400(
     print(f"\nwrong key at the door: {str(err.value).strip()}")
     with pytest.raises(BadRequestError, match='aggregation_strategy "max" is not served'):
         InferenceClient(model=door["url"], token=KEY).token_classification("서울", aggregation_strategy="max")
-    resp = requests.post(door["url"], json={"inputs": "서울", "parameters": {"aggregation_strategy": "none"}},
-                         headers={"Authorization": f"Bearer {KEY}"}, timeout=60)
+    resp = requests.post(
+        door["url"],
+        json={"inputs": "서울", "parameters": {"aggregation_strategy": "none"}},
+        headers={"Authorization": f"Bearer {KEY}"},
+        timeout=60,
+    )
     assert resp.status_code == 200 and all("entity" in row for row in resp.json())
 
 
 def test_the_js_client_through_the_door_gets_the_services_entities(door, sentences):
     result = run_js(door["url"], KEY, sentences, JS_CASES)
     check_js(result, service_entities(door["backend"], door["model"], sentences))
-

@@ -10,7 +10,6 @@ import pytest
 import requests
 
 import ner_core
-
 from serving import tsctl
 from serving.tsctl import metrics as scrape
 from tests.integration.conftest import metric_value as value
@@ -31,8 +30,11 @@ def test_handler_metrics_reach_prometheus(server, metrics_model, test_model_conf
     long enough for several windows) and three rejected, each for another reason."""
     good = [
         tsctl.predict(server, metrics_model, ["서울에서 만났다", LONG_TEXT, "셋"]),
-        tsctl.predict(server, metrics_model, {"inputs": [{"name": "t", "shape": [2], "datatype": "BYTES",
-                                                          "data": ["이순신", "한산도 대첩"]}]}),
+        tsctl.predict(
+            server,
+            metrics_model,
+            {"inputs": [{"name": "t", "shape": [2], "datatype": "BYTES", "data": ["이순신", "한산도 대첩"]}]},
+        ),
     ]
     bad = [
         tsctl.predict(server, metrics_model, {"sentence": "  "}),
@@ -48,7 +50,9 @@ def test_handler_metrics_reach_prometheus(server, metrics_model, test_model_conf
 
     model = {"ModelName": metrics_model}
     deadline = time.monotonic() + 30  # the frontend reads the worker's metric lines on its own thread
-    while value(samples := scrape(server), "ner_postprocess_seconds_count", **model) != 5 and time.monotonic() < deadline:
+    while (
+        value(samples := scrape(server), "ner_postprocess_seconds_count", **model) != 5 and time.monotonic() < deadline
+    ):
         time.sleep(0.2)
 
     assert value(samples, "ner_texts_per_batch_count", **model) == 5

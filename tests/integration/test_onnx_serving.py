@@ -10,7 +10,6 @@ import pytest
 import ner_core
 import ner_model
 from ner_settings import HandlerSettings
-
 from serving import tsctl
 
 SENTENCES = [f"{i}번째 문장: 이순신은 조선 중기의 무신이다. 서울에서 {i}월에 만났다." for i in range(8)]

@@ -68,15 +68,16 @@ class LoadGenerator:
     timeout = (5, 20)  # (connect, read) seconds; the tiny model answers in well under 3 s
     attempts = 2
 
-    def __init__(self, server: tsctl.Server, model: str, threads: int = 4,
-                 max_requests: int = 5000, max_seconds: float = 240) -> None:
+    def __init__(
+        self, server: tsctl.Server, model: str, threads: int = 4, max_requests: int = 5000, max_seconds: float = 240
+    ) -> None:
         self.server, self.model, self.clients = server, model, threads
         self.max_requests, self.deadline = max_requests, time.monotonic() + max_seconds
         self.outcomes: list[Outcome] = []
         self._lock, self._stop = threading.Lock(), threading.Event()
         self._threads = [threading.Thread(target=self._run, args=(n,), daemon=True) for n in range(threads)]
 
-    def __enter__(self) -> "LoadGenerator":
+    def __enter__(self) -> LoadGenerator:
         for thread in self._threads:
             thread.start()
         return self
@@ -108,10 +109,16 @@ class LoadGenerator:
         base = self.server.inference_url
         try:
             if v2:
-                resp = session.post(f"{base}/v2/models/{self.model}/infer", json=v2_request([text]), timeout=self.timeout)
+                resp = session.post(
+                    f"{base}/v2/models/{self.model}/infer", json=v2_request([text]), timeout=self.timeout
+                )
             else:
-                resp = session.post(f"{base}/predictions/{self.model}", data=text.encode("utf-8"),
-                                    headers={"Content-Type": "text/plain; charset=utf-8"}, timeout=self.timeout)
+                resp = session.post(
+                    f"{base}/predictions/{self.model}",
+                    data=text.encode("utf-8"),
+                    headers={"Content-Type": "text/plain; charset=utf-8"},
+                    timeout=self.timeout,
+                )
         except requests.RequestException as err:
             return Outcome(started, 0, None, attempt, f"{type(err).__name__}: {err}")
         ok = resp.status_code == 200
@@ -172,8 +179,13 @@ def serving_workers(server: tsctl.Server, model: str, since_line: int) -> set[st
     """Names of the workers of ``model`` that logged a batch after line ``since_line`` (the log,
     not the ner_texts_per_batch metric: its samples do not say which worker observed them)."""
     lines = (server.run_dir / "logs" / "model_log.log").read_text(encoding="utf-8", errors="replace").splitlines()
-    return {m.group(1) for line in lines[since_line:] if "batch of" in line
-            for m in [re.search(rf"(W-\d+-{model}_[\d.]+)", line)] if m}
+    return {
+        m.group(1)
+        for line in lines[since_line:]
+        if "batch of" in line
+        for m in [re.search(rf"(W-\d+-{model}_[\d.]+)", line)]
+        if m
+    }
 
 
 def test_scale_up_and_down_under_load(server, tiny_model):
@@ -184,7 +196,10 @@ def test_scale_up_and_down_under_load(server, tiny_model):
         with LoadGenerator(server, tiny_model) as load:
             load.wait_for(10, since=0)
             tsctl.scale(server, tiny_model, 2)
-            scaled_up, first_line = time.monotonic(), len(log.read_text(encoding="utf-8", errors="replace").splitlines())
+            scaled_up, first_line = (
+                time.monotonic(),
+                len(log.read_text(encoding="utf-8", errors="replace").splitlines()),
+            )
             load.wait_for(40, since=scaled_up)
             two_workers = serving_workers(server, tiny_model, first_line)
             tsctl.scale(server, tiny_model, 1)
@@ -207,7 +222,10 @@ def test_v2_request_gets_a_v2_response(server, tiny_model, route):
     assert resp.headers["Content-Type"] == "application/json; charset=utf-8"
     body = resp.json()
     assert {k: body[k] for k in ("model_name", "model_version", "id")} == {
-        "model_name": tiny_model, "model_version": "1.0", "id": "req-7"}
+        "model_name": tiny_model,
+        "model_version": "1.0",
+        "id": "req-7",
+    }
     [output] = body["outputs"]
     assert (output["name"], output["datatype"], output["shape"]) == ("ner", "BYTES", [2])
     answers = [json.loads(item) for item in output["data"]]
@@ -236,7 +254,9 @@ def test_v2_requests_batched_together_keep_their_answers(server, tiny_model, bat
         assert [json.loads(item)["sentence"] for item in body["outputs"][0]["data"]] == texts
     sent = sum(len(texts) for texts, _ in requests_)
     batches, texts = batches_and_texts(server, tiny_model, since=before, texts=sent)
-    assert texts == sent and 0 < batches < len(requests_), f"no batch larger than 1 formed: {batches:.0f} batches for {len(requests_)} requests"
+    assert texts == sent and 0 < batches < len(requests_), (
+        f"no batch larger than 1 formed: {batches:.0f} batches for {len(requests_)} requests"
+    )
 
 
 @pytest.mark.parametrize(
@@ -244,13 +264,18 @@ def test_v2_requests_batched_together_keep_their_answers(server, tiny_model, bat
     [
         ({"datatype": "FP32", "shape": [1], "data": [1.5]}, 'datatype must be "BYTES" (UTF-8 texts), received FP32'),
         ({"datatype": "BYTES", "shape": [3], "data": ["가", "나"]}, 'v2 input "shape" must be [2] for 2 texts'),
-        ({"datatype": "BYTES", "shape": [2], "data": ["가", 7]}, "v2 input data[1] must be a string, received a JSON number"),
+        (
+            {"datatype": "BYTES", "shape": [2], "data": ["가", 7]},
+            "v2 input data[1] must be a string, received a JSON number",
+        ),
         ({"datatype": "BYTES", "shape": [0], "data": []}, 'v2 input "data" is empty'),
         ({"datatype": "BYTES", "shape": [1], "data": ["   "]}, "v2 input data[0] is empty or blank"),
     ],
 )
 def test_bad_v2_request_gets_json_400_naming_the_problem(server, tiny_model, tensor, expected):
-    resp = server.call("POST", "inference", f"/v2/models/{tiny_model}/infer", json={"inputs": [{"name": "t", **tensor}]})
+    resp = server.call(
+        "POST", "inference", f"/v2/models/{tiny_model}/infer", json={"inputs": [{"name": "t", **tensor}]}
+    )
     assert resp.status_code == 400
     assert expected in resp.json()["error"]
 

@@ -25,14 +25,18 @@ from tests.unit.test_alert_rules import alerts, rule_groups, write_rule_file
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(shutil.which("prometheus") is None,
-                       reason="prometheus not installed (Debian: apt-get install prometheus)"),
+    pytest.mark.skipif(
+        shutil.which("prometheus") is None, reason="prometheus not installed (Debian: apt-get install prometheus)"
+    ),
     pytest.mark.skipif(not demo_model_available(), reason=f"no demo model at {paths.DEMO_MODEL_DIR}"),
 ]
 
 LOAD_S = 60
-SENTENCES = ["이순신은 조선 중기의 무신이다.", "삼성전자는 2024년 3월 서울에서 신제품을 발표했다.",
-             "세종대왕은 1443년 훈민정음을 만들었다."]
+SENTENCES = [
+    "이순신은 조선 중기의 무신이다.",
+    "삼성전자는 2024년 3월 서울에서 신제품을 발표했다.",
+    "세종대왕은 1443년 훈민정음을 만들었다.",
+]
 
 
 @pytest.fixture(scope="module")
@@ -52,16 +56,28 @@ def prometheus(served, tmp_path_factory) -> Iterator[str]:
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(write_rule_file(folder))],
-        "scrape_configs": [{"job_name": "kor-ner", "metrics_path": "/metrics",
-                            "static_configs": [{"targets": [server.metrics_url.removeprefix("http://")]}]}],
+        "scrape_configs": [
+            {
+                "job_name": "kor-ner",
+                "metrics_path": "/metrics",
+                "static_configs": [{"targets": [server.metrics_url.removeprefix("http://")]}],
+            }
+        ],
     }
     (folder / "prometheus.yml").write_text(yaml.safe_dump(config), encoding="utf-8")
     [port] = tsctl.free_ports(1)
     url = f"http://127.0.0.1:{port}"
     log = (folder / "prometheus.log").open("w")
-    proc = subprocess.Popen(["prometheus", f"--config.file={folder / 'prometheus.yml'}",
-                             f"--storage.tsdb.path={folder / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
-                            stdout=subprocess.DEVNULL, stderr=log)
+    proc = subprocess.Popen(
+        [
+            "prometheus",
+            f"--config.file={folder / 'prometheus.yml'}",
+            f"--storage.tsdb.path={folder / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+    )
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -122,12 +138,18 @@ def test_a_real_prometheus_evaluates_the_rules_and_nothing_fires_under_healthy_l
     targets = requests.get(f"{prometheus}/api/v1/targets", timeout=10).json()["data"]["activeTargets"]
     groups = requests.get(f"{prometheus}/api/v1/rules", timeout=10).json()["data"]["groups"]
     rules = [rule for group in groups for rule in group["rules"]]
-    recorded = {r["record"]: query(prometheus, r["record"]) for g in rule_groups()["groups"] for r in g["rules"]
-                if "record" in r}
-    values = {name: {s["metric"].get("Reason", ""): float(s["value"][1]) for s in series}
-              for name, series in recorded.items()}
-    print(f"\nPrometheus over {LOAD_S} s of light load: answers {dict(outcome)}; recorded {values}; "
-          f"alerts seen {alerted}")
+    recorded = {
+        r["record"]: query(prometheus, r["record"])
+        for g in rule_groups()["groups"]
+        for r in g["rules"]
+        if "record" in r
+    }
+    values = {
+        name: {s["metric"].get("Reason", ""): float(s["value"][1]) for s in series} for name, series in recorded.items()
+    }
+    print(
+        f"\nPrometheus over {LOAD_S} s of light load: answers {dict(outcome)}; recorded {values}; alerts seen {alerted}"
+    )
 
     assert outcome[200] > 100 and outcome[400] > 0 and set(outcome) == {200, 400}
     assert [t["health"] for t in targets] == ["up"]

@@ -23,8 +23,22 @@ pytestmark = [
 
 def test_rolling_update_loses_nothing_and_the_retrying_client_survives_kill_9(tmp_path, capsys):
     out = tmp_path / "drill.json"
-    code = replica_drill.main(["--workdir", str(tmp_path / "drill"), "--first-port", "0", "--clients", "16",
-                               "--settle", "2", "--deadline", "420", "--report", str(out)])
+    code = replica_drill.main(
+        [
+            "--workdir",
+            str(tmp_path / "drill"),
+            "--first-port",
+            "0",
+            "--clients",
+            "16",
+            "--settle",
+            "2",
+            "--deadline",
+            "420",
+            "--report",
+            str(out),
+        ]
+    )
     progress = capsys.readouterr().err
     print(progress)
     assert code == 0, progress
@@ -42,4 +56,6 @@ def test_rolling_update_loses_nothing_and_the_retrying_client_survives_kill_9(tm
     assert killed["plain"]["failed"] + killed["retrying"]["resent"] > 0, killed
     haproxy_config = Path(result["haproxy_config"]).read_text(encoding="utf-8")
     assert "127.0.0.1:" in haproxy_config and "0.0.0.0" not in haproxy_config
-    print(json.dumps({p: {k: (t["answered"], t["failed"], t["resent"]) for k, t in v.items()} for p, v in phases.items()}))
+    print(
+        json.dumps({p: {k: (t["answered"], t["failed"], t["resent"]) for k, t in v.items()} for p, v in phases.items()})
+    )

@@ -19,8 +19,8 @@ import psutil
 import pytest
 import requests
 
-from serving import tsctl
 from scripts import tsctl as tsctl_cli
+from serving import tsctl
 
 REFUSED = "InvalidKeyException"
 
@@ -80,7 +80,9 @@ def test_rotate_keys_replaces_both_keys_and_the_old_ones_stop_working(server, ti
 @pytest.fixture(scope="module")
 def short_key_server(model_store, tmp_path_factory):
     """A TorchServe (no model needed) whose keys live 3 seconds."""
-    with tsctl.running(tmp_path_factory.mktemp("ts-short-keys"), model_store, {"token_expiration_min": "0.05"}) as server:
+    with tsctl.running(
+        tmp_path_factory.mktemp("ts-short-keys"), model_store, {"token_expiration_min": "0.05"}
+    ) as server:
         yield server
 
 
@@ -99,16 +101,22 @@ def test_an_expired_key_is_renewed_by_the_scripts(short_key_server):
 
 def loopback(ip: str) -> bool:
     address = ipaddress.ip_address(ip)
-    return address.is_loopback or (address.version == 6 and address.ipv4_mapped is not None and address.ipv4_mapped.is_loopback)
+    return address.is_loopback or (
+        address.version == 6 and address.ipv4_mapped is not None and address.ipv4_mapped.is_loopback
+    )
 
 
 def test_every_listener_is_on_loopback_and_workers_listen_on_unix_sockets_only(server, tiny_model):
     root = psutil.Process(tsctl.pid_of(server.run_dir))
     processes = [root, *root.children(recursive=True)]
-    listening = [(p.pid, c.laddr) for p in processes for c in p.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
+    listening = [
+        (p.pid, c.laddr) for p in processes for c in p.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN
+    ]
     assert listening and all(loopback(addr.ip) for _, addr in listening), listening
     props = tsctl.read_properties(server.run_dir / "config.properties")
-    expected = {int(props[k].rsplit(":", 1)[1]) for k in tsctl.ADDRESS_KEYS} | {int(props[k]) for k in tsctl.GRPC_PORT_KEYS}
+    expected = {int(props[k].rsplit(":", 1)[1]) for k in tsctl.ADDRESS_KEYS} | {
+        int(props[k]) for k in tsctl.GRPC_PORT_KEYS
+    }
     assert {addr.port for _, addr in listening} == expected  # all five listeners were looked at, nothing else
     workers = [w["pid"] for w in tsctl.describe(server, tiny_model)[0]["workers"]]
     assert workers and set(workers) <= {p.pid for p in processes}
@@ -126,13 +134,17 @@ def outside_archive(tiny_checkpoint_dir, model_store, build_archive, tmp_path_fa
     return built.replace(model_store.parent / built.name)
 
 
-@pytest.mark.parametrize("url, message", [
-    ("http://127.0.0.1:9/outside_ner.mar", "does not match any allowed URL"),
-    ("https://example.com/outside_ner.mar", "does not match any allowed URL"),
-    ("file://{outside}", "does not match any allowed URL"),
-    ("../outside_ner.mar", "Relative path is not allowed"),
-    ("{outside}", "Model not found at"),
-], ids=["http", "https", "file", "dot-dot", "absolute path"])
+@pytest.mark.parametrize(
+    "url, message",
+    [
+        ("http://127.0.0.1:9/outside_ner.mar", "does not match any allowed URL"),
+        ("https://example.com/outside_ner.mar", "does not match any allowed URL"),
+        ("file://{outside}", "does not match any allowed URL"),
+        ("../outside_ner.mar", "Relative path is not allowed"),
+        ("{outside}", "Model not found at"),
+    ],
+    ids=["http", "https", "file", "dot-dot", "absolute path"],
+)
 def test_registering_from_outside_the_model_store_is_refused(server, model_store, outside_archive, url, message):
     assert outside_archive.parent == model_store.parent and outside_archive.is_file()
     with pytest.raises(tsctl.TsError, match=r"HTTP 404") as err:
@@ -143,8 +155,11 @@ def test_registering_from_outside_the_model_store_is_refused(server, model_store
 
 def log_text(logs: Path) -> bytes:
     """Every byte under logs/, rolled-over .gz files unpacked."""
-    return b"".join(gzip.decompress(p.read_bytes()) if p.suffix == ".gz" else p.read_bytes()
-                    for p in sorted(logs.rglob("*")) if p.is_file())
+    return b"".join(
+        gzip.decompress(p.read_bytes()) if p.suffix == ".gz" else p.read_bytes()
+        for p in sorted(logs.rglob("*"))
+        if p.is_file()
+    )
 
 
 def test_request_text_is_never_written_to_any_log(server, tiny_model):
@@ -164,7 +179,9 @@ def test_request_text_is_never_written_to_any_log(server, tiny_model):
     evidence = (b"POST /predictions/", b"rejected (400)", b"Failed json decoding", b"Failed utf-8 decoding")
     before = [log_text(logs).count(e) for e in evidence]
     for body, content_type, status in bodies:
-        resp = server.call("POST", "inference", f"/predictions/{tiny_model}", data=body, headers={"Content-Type": content_type})
+        resp = server.call(
+            "POST", "inference", f"/predictions/{tiny_model}", data=body, headers={"Content-Type": content_type}
+        )
         assert resp.status_code == status, resp.text[:200]
     expected = [n + k for n, k in zip(before, (len(bodies), 5, 1, 1), strict=True)]
     deadline = time.monotonic() + 30  # logs are written asynchronously: wait until every request is in
@@ -174,9 +191,17 @@ def test_request_text_is_never_written_to_any_log(server, tiny_model):
     assert marker.encode() not in log_text(logs)
 
 
-@pytest.mark.parametrize("url", [
-    "http://127.0.0.1:9/evil.war", "https://example.com/evil.war", "file:///etc/passwd", "../evil.war", "evil.war",
-], ids=["http", "https", "file", "dot-dot", "bare name"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:9/evil.war",
+        "https://example.com/evil.war",
+        "file:///etc/passwd",
+        "../evil.war",
+        "evil.war",
+    ],
+    ids=["http", "https", "file", "dot-dot", "bare name"],
+)
 def test_workflow_registration_is_refused(server, url):
     """The workflow API (POST /workflows?url=..., the second route by which a URL makes TorchServe
     fetch and run code; enable_model_api does not gate it) refuses every URL: allowed_urls

@@ -20,9 +20,24 @@ REQUESTS, CONCURRENCY, WARMUP = 600, 32, 300
 def report(server, tiny_model, tmp_path_factory) -> dict:
     """One short soak through the CLI (its exit code included), read back from --report."""
     path = tmp_path_factory.mktemp("soak") / "report.json"
-    code = soak_cli.main(["--run-dir", str(server.run_dir), "--model", tiny_model, "--requests", str(REQUESTS),
-                      "--concurrency", str(CONCURRENCY), "--warmup", str(WARMUP), "--report", str(path),
-                      "--max-chars", str(TEST_MODEL_CONFIG["handler"]["max_text_chars"])])
+    code = soak_cli.main(
+        [
+            "--run-dir",
+            str(server.run_dir),
+            "--model",
+            tiny_model,
+            "--requests",
+            str(REQUESTS),
+            "--concurrency",
+            str(CONCURRENCY),
+            "--warmup",
+            str(WARMUP),
+            "--report",
+            str(path),
+            "--max-chars",
+            str(TEST_MODEL_CONFIG["handler"]["max_text_chars"]),
+        ]
+    )
     report = json.loads(path.read_text(encoding="utf-8"))
     report["exit_code"] = code
     return report

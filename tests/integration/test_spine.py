@@ -23,13 +23,20 @@ def test_raw_text_body_answers_utf8_json(server, tiny_model):
     assert tuple(body) == ANSWER_FIELDS
     assert body["result"] and all(tuple(r) == ROW_FIELDS for r in body["result"])
     for ent in body["entities"]:
-        assert body["sentence"][ent["start"]:ent["end"]] == ent["text"]
+        assert body["sentence"][ent["start"] : ent["end"]] == ent["text"]
 
 
-@pytest.mark.parametrize("payload", ['"서울에서 만났다"', '{"sentence": "서울에서 만났다"}', '{"text": "서울에서 만났다"}'])
+@pytest.mark.parametrize(
+    "payload", ['"서울에서 만났다"', '{"sentence": "서울에서 만났다"}', '{"text": "서울에서 만났다"}']
+)
 def test_json_shapes(server, tiny_model, payload):
-    resp = server.call("POST", "inference", f"/predictions/{tiny_model}", data=payload.encode(),
-                       headers={"Content-Type": "application/json"})
+    resp = server.call(
+        "POST",
+        "inference",
+        f"/predictions/{tiny_model}",
+        data=payload.encode(),
+        headers={"Content-Type": "application/json"},
+    )
     assert resp.status_code == 200, resp.text
     assert resp.json()["sentence"] == "서울에서 만났다"
 
@@ -56,7 +63,9 @@ def test_concurrent_requests_batch_and_keep_their_answers(server, tiny_model, ba
     assert [a.status_code for a in answers] == [200] * 32
     assert [a.json()["sentence"] for a in answers] == SENTENCES
     batches, texts = batches_and_texts(server, tiny_model, since=before, texts=32)
-    assert texts == 32 and 0 < batches < 32, f"no batch larger than 1 formed: {batches:.0f} batches for {texts:.0f} texts"
+    assert texts == 32 and 0 < batches < 32, (
+        f"no batch larger than 1 formed: {batches:.0f} batches for {texts:.0f} texts"
+    )
 
 
 def test_bad_request_inside_a_batch_fails_alone(server, tiny_model):

@@ -56,8 +56,19 @@ def test_triton_client_gets_the_rest_answers(server, tiny_model, client, binary_
 def raw_binary(texts, json_extra=None):
     """A binary v2 body built as the client builds it, and its header."""
     data = encode_bytes_tensor([t.encode("utf-8") for t in texts])
-    header = json.dumps({"inputs": [{"name": "texts", "shape": [len(texts)], "datatype": "BYTES",
-                                     "parameters": {"binary_data_size": len(data)}}], **(json_extra or {})}).encode()
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "texts",
+                    "shape": [len(texts)],
+                    "datatype": "BYTES",
+                    "parameters": {"binary_data_size": len(data)},
+                }
+            ],
+            **(json_extra or {}),
+        }
+    ).encode()
     return header + data, {INFERENCE_HEADER: str(len(header)), "Content-Type": "application/octet-stream"}
 
 
@@ -80,7 +91,7 @@ def broken(name):
     return {
         "header past the body": (good, {**headers, INFERENCE_HEADER: str(len(good) + 1)}),
         "header not JSON": (good, {**headers, INFERENCE_HEADER: str(length - 3)}),
-        "element length past the end": (good[:length] + b"\xff\x00\x00\x00" + good[length + 4:], headers),
+        "element length past the end": (good[:length] + b"\xff\x00\x00\x00" + good[length + 4 :], headers),
         "trailing bytes": (good + b"\x00\x00", headers),
         "non-BYTES datatype": (good.replace(b'"BYTES"', b'"INT32"'), headers),
         "shape disagreeing": (good.replace(b'"shape": [1]', b'"shape": [2]'), headers),
@@ -104,7 +115,9 @@ def test_malformed_binary_requests_get_a_json_400_and_harm_no_batch_mate(server,
     batch delay: each malformed one a JSON 400 naming its fault, every good one its answer."""
     url = f"/v2/models/{tiny_model}/infer"
     good_body, good_headers = raw_binary(TEXTS[:2])
-    jobs = [("bad", name, *broken(name)) for name in MALFORMED] + [("good", i, good_body, good_headers) for i in range(7)]
+    jobs = [("bad", name, *broken(name)) for name in MALFORMED] + [
+        ("good", i, good_body, good_headers) for i in range(7)
+    ]
     before = batches_and_texts(server, tiny_model)
     with ThreadPoolExecutor(len(jobs)) as pool:
         answers = list(pool.map(lambda job: server.call("POST", "inference", url, data=job[2], headers=job[3]), jobs))
@@ -162,6 +175,7 @@ def test_a_klue_model_beside_a_kmou_model_answers_with_its_own_labels(server, ti
         if tags:
             assert {row["tag"] for row in rows} <= tags
     # the same texts through v2: the KLUE model's answers are the same as its plain ones
-    resp = server.call("POST", "inference", f"/v2/models/{klue_model}/infer", data=raw_binary(TEXTS)[0],
-                       headers=raw_binary(TEXTS)[1])
+    resp = server.call(
+        "POST", "inference", f"/v2/models/{klue_model}/infer", data=raw_binary(TEXTS)[0], headers=raw_binary(TEXTS)[1]
+    )
     assert [json.loads(a) for a in resp.json()["outputs"][0]["data"]] == klue

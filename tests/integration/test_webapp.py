@@ -37,9 +37,17 @@ from web import webapp
 SENTENCE = "이순신은 조선 중기의 무신이다."
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--window-size=1000,800"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1000,800",
+]
 # The demo test saves its screenshot here when NER_SCREENSHOT names a file (to refresh the docs:
 # NER_SCREENSHOT=docs/webapp.png scripts/test.sh -k demo_model); otherwise into its tmp_path.
 SCREENSHOT = os.environ.get("NER_SCREENSHOT")
@@ -78,9 +86,14 @@ def dead_app(tmp_path_factory):
 def demo_model(server, build_archive, test_model_config):
     """The trained demo model registered as kor_ner (what the app asks for by default)."""
     if not paths.demo_model_available():
-        pytest.skip(f"demo model not found at {paths.DEMO_MODEL_DIR / 'model.safetensors'} "
-                    "(train it: scripts/train_demo.py --export)")
-    config = {**test_model_config, "handler": {**test_model_config["handler"], "max_seq_length": 128, "window_stride": 32}}
+        pytest.skip(
+            f"demo model not found at {paths.DEMO_MODEL_DIR / 'model.safetensors'} "
+            "(train it: scripts/train_demo.py --export)"
+        )
+    config = {
+        **test_model_config,
+        "handler": {**test_model_config["handler"], "max_seq_length": 128, "window_stride": 32},
+    }
     name = tsctl.register(server, build_archive(paths.DEMO_MODEL_DIR, "kor_ner", config), workers=1)
     yield name
     tsctl.unregister(server, name)
@@ -113,12 +126,15 @@ def test_api_answers_exactly_what_torchserve_answers(app, server, tiny_model):
         assert resp.json() == direct and direct["sentence"] == SENTENCE
 
 
-@pytest.mark.parametrize("body, status, words", [
-    (b'""', 400, "empty or blank"),
-    (b'"\xed\x95', 400, "not valid UTF-8"),
-    (b'{"sentence": 5}', 400, "must be a string"),
-    (b'"unterminated', 400, "not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "body, status, words",
+    [
+        (b'""', 400, "empty or blank"),
+        (b'"\xed\x95', 400, "not valid UTF-8"),
+        (b'{"sentence": 5}', 400, "must be a string"),
+        (b'"unterminated', 400, "not valid JSON"),
+    ],
+)
 def test_api_passes_the_handlers_errors_through(app, body, status, words):
     resp = post(app, body)
     assert resp.status_code == status and words in resp.json()["error"]
@@ -139,10 +155,13 @@ def test_api_refuses_a_body_over_the_limit(app):
     assert len(escaped) < webapp.MAX_BODY_BYTES and post(app, escaped).status_code == 200
 
 
-@pytest.mark.parametrize("headers, status, words", [
-    ({"Transfer-Encoding": "chunked"}, 411, "Content-Length is required"),
-    ({"Content-Length": "-5"}, 400, "whole number"),
-])
+@pytest.mark.parametrize(
+    "headers, status, words",
+    [
+        ({"Transfer-Encoding": "chunked"}, 411, "Content-Length is required"),
+        ({"Content-Length": "-5"}, 400, "whole number"),
+    ],
+)
 def test_api_needs_a_sane_content_length(app, headers, status, words):
     conn = http.client.HTTPConnection(urlsplit(app).netloc, timeout=10)
     conn.putrequest("POST", "/api")
@@ -230,7 +249,8 @@ def submit(driver, text: str, with_enter: bool = True) -> None:
     else:
         driver.find_element(By.ID, "submit").click()
     WebDriverWait(driver, 60).until(
-        lambda d: int(d.find_element(By.TAG_NAME, "body").get_attribute("data-answers") or 0) > before)
+        lambda d: int(d.find_element(By.TAG_NAME, "body").get_attribute("data-answers") or 0) > before
+    )
 
 
 def alert_text(driver) -> str:
@@ -250,8 +270,10 @@ def test_browser_draws_tokens_and_errors(browser, app, dead_app, server, tiny_mo
     tokens = browser.find_element(By.ID, "tokens")
     assert tokens.get_attribute("open") is None  # folded by default
     tokens.find_element(By.TAG_NAME, "summary").click()
-    rows = [[td.text for td in tr.find_elements(By.TAG_NAME, "td")]
-            for tr in browser.find_elements(By.CSS_SELECTOR, "#token-rows tr")]
+    rows = [
+        [td.text for td in tr.find_elements(By.TAG_NAME, "td")]
+        for tr in browser.find_elements(By.CSS_SELECTOR, "#token-rows tr")
+    ]
     expected = tsctl.predict(server, tiny_model, "서울에서 만났다.").json()["result"]
     assert rows and rows == [[r["token"], r["predicted_tag"], r["tag"], r["top_prob"]] for r in expected]
 
@@ -280,7 +302,9 @@ def test_browser_highlights_entities_of_the_demo_model(browser, server, demo_mod
         assert browser.find_element(By.ID, "tokens").get_attribute("open") is None
         assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []  # no CSP violation, no 404
         height = browser.execute_script("document.activeElement.blur(); return document.documentElement.scrollHeight")
-        browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",  # the whole page, no scroll bar
-                                {"width": 1000, "height": height, "deviceScaleFactor": 1, "mobile": False})
+        browser.execute_cdp_cmd(
+            "Emulation.setDeviceMetricsOverride",  # the whole page, no scroll bar
+            {"width": 1000, "height": height, "deviceScaleFactor": 1, "mobile": False},
+        )
         shot = Path(SCREENSHOT) if SCREENSHOT else tmp_path / "webapp.png"
         assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000

@@ -3,15 +3,22 @@ JSON. Tests of the chain's output call this instead of repeating the two steps."
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
+from ner_answer import text_answer
 from ner_core import TokenPredictions, find_entities
 from ner_labels import SEED_LABEL_NAMES
-from ner_answer import text_answer
 
 
-def answer_for(pred: TokenPredictions, labels: Sequence[str], names: Mapping[str, str] = SEED_LABEL_NAMES,
-               trim: Callable[..., int] | None = None, result: bool = True, decoding: str = "greedy") -> dict[str, Any]:
+def answer_for(
+    pred: TokenPredictions,
+    labels: Sequence[str],
+    names: Mapping[str, str] = SEED_LABEL_NAMES,
+    trim: Callable[..., int] | None = None,
+    result: bool = True,
+    decoding: str = "greedy",
+) -> dict[str, Any]:
     return text_answer(pred, find_entities(pred, labels, trim, decoding), labels, names, result)
 
 

@@ -19,8 +19,9 @@ from serving import paths
 RULES = paths.CONFIG_DIR / "k8s" / "prometheus-rules.yaml"
 UNIT_TESTS = Path(__file__).with_name("prometheus_rules_test.yaml")
 PROMTOOL = shutil.which("promtool")
-needs_promtool = pytest.mark.skipif(PROMTOOL is None,
-                                    reason="promtool not installed (Debian: apt-get install prometheus)")
+needs_promtool = pytest.mark.skipif(
+    PROMTOOL is None, reason="promtool not installed (Debian: apt-get install prometheus)"
+)
 
 
 def rule_groups() -> dict:
@@ -42,7 +43,8 @@ def alerts() -> list[str]:
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([PROMTOOL, *args], capture_output=True, text=True, timeout=120)
+    assert PROMTOOL, "promtool not installed"
+    return subprocess.run([PROMTOOL, *args], capture_output=True, text=True, timeout=120, check=False)
 
 
 @needs_promtool

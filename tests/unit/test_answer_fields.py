@@ -41,4 +41,4 @@ def test_the_readme_example_shows_exactly_the_fields():
     assert tuple(example) == ANSWER_FIELDS
     assert {tuple(row) for row in example["result"]} == {ROW_FIELDS}
     assert {tuple(entity) for entity in example["entities"]} == {ENTITY_FIELDS}
-    assert all(example["sentence"][e["start"]:e["end"]] == e["text"] for e in example["entities"])
+    assert all(example["sentence"][e["start"] : e["end"]] == e["text"] for e in example["entities"])

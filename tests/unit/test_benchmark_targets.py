@@ -9,11 +9,32 @@ from bench import benchmark
 from scripts import benchmark as benchmark_cli
 
 
-def row(path: str, rate: float, p50: float, *, batch: int = 8, workers: int | None = None, threads: int = 2,
-        concurrency: int | None = None, precision: str = "fp32") -> dict:
-    return {"model": "m", "path": path, "precision": precision, "batch": batch, "delay_ms": 5 if workers else None,
-            "workers": workers, "threads": threads, "concurrency": concurrency, "sentences_per_s": rate,
-            "p50_ms": p50, "p95_ms": 2 * p50, "p99_ms": 3 * p50, "errors": 0}
+def row(
+    path: str,
+    rate: float,
+    p50: float,
+    *,
+    batch: int = 8,
+    workers: int | None = None,
+    threads: int = 2,
+    concurrency: int | None = None,
+    precision: str = "fp32",
+) -> dict:
+    return {
+        "model": "m",
+        "path": path,
+        "precision": precision,
+        "batch": batch,
+        "delay_ms": 5 if workers else None,
+        "workers": workers,
+        "threads": threads,
+        "concurrency": concurrency,
+        "sentences_per_s": rate,
+        "p50_ms": p50,
+        "p95_ms": 2 * p50,
+        "p99_ms": 3 * p50,
+        "errors": 0,
+    }
 
 
 ROWS = [
@@ -53,16 +74,26 @@ def test_latency_bar_falls_back_to_the_best_config_without_that_layout():
 
 
 def test_rejudge_rewrites_a_saved_run_with_the_current_bars(tmp_path):
-    saved = {"machine": {"cpu": "test CPU", "cores": 2, "memory_gib": 1.0, "torch": "t", "transformers": "x"},
-             "load_before": 0.1, "load_after": 0.2, "sentences": "s.txt", "sentence_count": 3, "repeats": 3,
-             "min_seconds": 2.0, "rows": [dict(r) for r in ROWS], "accuracy": [], "targets": ["stale"]}
+    saved = {
+        "machine": {"cpu": "test CPU", "cores": 2, "memory_gib": 1.0, "torch": "t", "transformers": "x"},
+        "load_before": 0.1,
+        "load_after": 0.2,
+        "sentences": "s.txt",
+        "sentence_count": 3,
+        "repeats": 3,
+        "min_seconds": 2.0,
+        "rows": [dict(r) for r in ROWS],
+        "accuracy": [],
+        "targets": ["stale"],
+    }
     results = tmp_path / "results.json"
     results.write_text(json.dumps(saved), encoding="utf-8")
     assert benchmark_cli.main(["--rejudge", str(results)]) == 0
     report = json.loads(results.read_text(encoding="utf-8"))
     assert report["targets"] == list(targets([dict(r) for r in ROWS]).values())
-    assert "| m | served fp32 p50 ms at c1 <= single-sentence predict + delay + 5 | 128 | 130 | yes | b8 d5 w1 |" in \
-        (tmp_path / "results.md").read_text(encoding="utf-8")
+    assert "| m | served fp32 p50 ms at c1 <= single-sentence predict + delay + 5 | 128 | 130 | yes | b8 d5 w1 |" in (
+        tmp_path / "results.md"
+    ).read_text(encoding="utf-8")
 
 
 def test_rejudge_names_a_file_that_is_not_a_run(tmp_path, capsys):
@@ -87,11 +118,18 @@ FAST = [
 def test_the_default_is_judged_on_its_own_cell_and_the_best_opt_in_needs_its_accuracy():
     rows = [dict(r) for r in FAST]
     benchmark.add_ratios(rows)
-    accuracy = [{"model": "demo", "precision": "bf16", "token_tag_agreement": 0.99, "f1_loss_points": 0.9},
-                {"model": "demo", "precision": "ort-int8", "token_tag_agreement": 0.99, "f1_loss_points": 0.1}]
+    accuracy = [
+        {"model": "demo", "precision": "bf16", "token_tag_agreement": 0.99, "f1_loss_points": 0.9},
+        {"model": "demo", "precision": "ort-int8", "token_tag_agreement": 0.99, "f1_loss_points": 0.1},
+    ]
     t = {x["target"]: x for x in benchmark.target_rows(rows, accuracy, DEFAULT)}
     default = t["default served / seed served (c32)"]
-    assert (default["value"], default["bar"], default["met"], default["config"]) == (2.6, 2.5, True, "ort-fp32 b8 d5 2 × 1")
+    assert (default["value"], default["bar"], default["met"], default["config"]) == (
+        2.6,
+        2.5,
+        True,
+        "ort-fp32 b8 d5 2 × 1",
+    )
     latency = t["default p50 ms at c1 <= in-process batch-1 p50 + delay + 5"]
     assert (latency["value"], latency["bar"], latency["met"]) == (72, 70, False)
     opt_in = t["best opt-in served / seed served (c32)"]  # bf16 is faster here but loses 0.9 F1 points

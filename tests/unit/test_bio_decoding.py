@@ -15,10 +15,9 @@ import yaml
 import ner_core
 import ner_model
 from ner_core import TokenPredictions, constrained_label_ids
-from tests.unit.answers import answer_for
 from ner_settings import HandlerSettings
-
 from serving import paths
+from tests.unit.answers import answer_for
 
 LABELS = ["[CLS]", "[SEP]", "[PAD]", "[MASK]", "O", "B-PER", "B-LOC", "I-PER", "I-LOC"]
 TEXT = "가나 다라 마바"  # three wordpieces: 가나 | 다라 | 마바
@@ -152,4 +151,4 @@ def test_predictions_carry_the_distribution_their_argmax_comes_from(tiny):
         greedy = answer_for(pred, tiny.labels)
         constrained = answer_for(pred, tiny.labels, decoding="constrained")
         assert constrained["result"] == greedy["result"]
-        assert all(constrained["sentence"][e["start"]:e["end"]] == e["text"] for e in constrained["entities"])
+        assert all(constrained["sentence"][e["start"] : e["end"]] == e["text"] for e in constrained["entities"])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 import ner_cpu
-
 from bench import benchmark
 
 # Abridged /proc/cpuinfo of three machine classes (two processors each; only the first counts).
@@ -35,14 +34,17 @@ Features\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics bf16
 """
 
 
-@pytest.mark.parametrize("text, expected, bf16", [
-    (ZEN3_AVX2, dict(avx2=True, avx512=False, vnni=False, avx512_bf16=False, amx=False), False),
-    (ZEN4_VNNI_BF16, dict(avx2=True, avx512=True, vnni=True, avx512_bf16=True, amx=False), True),
-    (SAPPHIRE_RAPIDS, dict(avx2=True, avx512=True, vnni=True, avx512_bf16=True, amx=True), True),
-    (ICELAKE, dict(avx2=True, avx512=True, vnni=True, avx512_bf16=False, amx=False), False),
-    (ARM, dict(avx2=False, avx512=False, vnni=False, avx512_bf16=False, amx=False), False),
-    ("", dict(avx2=False, avx512=False, vnni=False, avx512_bf16=False, amx=False), False),
-])
+@pytest.mark.parametrize(
+    "text, expected, bf16",
+    [
+        (ZEN3_AVX2, dict(avx2=True, avx512=False, vnni=False, avx512_bf16=False, amx=False), False),
+        (ZEN4_VNNI_BF16, dict(avx2=True, avx512=True, vnni=True, avx512_bf16=True, amx=False), True),
+        (SAPPHIRE_RAPIDS, dict(avx2=True, avx512=True, vnni=True, avx512_bf16=True, amx=True), True),
+        (ICELAKE, dict(avx2=True, avx512=True, vnni=True, avx512_bf16=False, amx=False), False),
+        (ARM, dict(avx2=False, avx512=False, vnni=False, avx512_bf16=False, amx=False), False),
+        ("", dict(avx2=False, avx512=False, vnni=False, avx512_bf16=False, amx=False), False),
+    ],
+)
 def test_features_and_bf16_come_from_the_first_processors_flags(text, expected, bf16):
     flags = ner_cpu.cpu_flags(text)
     assert ner_cpu.cpu_features(flags) == expected
@@ -53,7 +55,9 @@ def test_flags_are_whole_words_of_the_first_processor():
     flags = ner_cpu.cpu_flags(ZEN3_AVX2)
     assert "sha_ni" in flags and "avx" in flags and "avx5" not in flags
     # avx512f alone is not VNNI, and an "avx512_vnni"-like prefix is not AVX512-BF16
-    assert ner_cpu.cpu_features({"avx512f", "avx512_vnni"}) == dict(avx2=False, avx512=True, vnni=True, avx512_bf16=False, amx=False)
+    assert ner_cpu.cpu_features({"avx512f", "avx512_vnni"}) == dict(
+        avx2=False, avx512=True, vnni=True, avx512_bf16=False, amx=False
+    )
 
 
 def test_model_name_and_the_benchmarks_machine_line():

@@ -33,7 +33,10 @@ def test_entities_below_the_threshold_are_left_out_and_the_rows_stay():
     pred = prediction(("B-PER", 0.9), ("O", 0.8), ("B-LOC", 0.6))
     every = ner_core.find_entities(pred, LABELS)
     assert [(e.label, e.score) for e in every] == [("PER", 0.9), ("LOC", 0.6)]
-    assert [e.label for e in ner_core.find_entities(pred, LABELS, min_score=0.6)] == ["PER", "LOC"]  # at the threshold: kept
+    assert [e.label for e in ner_core.find_entities(pred, LABELS, min_score=0.6)] == [
+        "PER",
+        "LOC",
+    ]  # at the threshold: kept
     assert [e.label for e in ner_core.find_entities(pred, LABELS, min_score=0.61)] == ["PER"]
     assert ner_core.find_entities(pred, LABELS, min_score=0.95) == []
     assert [row["tag"] for row in answer_for(pred, LABELS)["result"]] == ["B-PER", "O", "B-LOC"]
@@ -63,10 +66,16 @@ def config(params) -> BertConfig:
     return made
 
 
-@pytest.mark.parametrize("params, expected", [
-    (None, 0.0), ({}, 0.0), ({"summarization": {"num_beams": 4}}, 0.0),
-    ({ner_model.TASK: {}}, 0.0), ({ner_model.TASK: {"min_entity_score": 0.75}}, 0.75),
-])
+@pytest.mark.parametrize(
+    "params, expected",
+    [
+        (None, 0.0),
+        ({}, 0.0),
+        ({"summarization": {"num_beams": 4}}, 0.0),
+        ({ner_model.TASK: {}}, 0.0),
+        ({ner_model.TASK: {"min_entity_score": 0.75}}, 0.75),
+    ],
+)
 def test_a_model_names_its_own_threshold_in_its_config(params, expected):
     assert ner_model.model_threshold(config(params)) == expected
 

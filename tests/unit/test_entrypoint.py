@@ -20,11 +20,12 @@ import time
 import pytest
 import requests
 
-from container import front_door
+import entrypoint
+import front_door
+import healthcheck
+import kor_ner_runtime as runtime
+import v2_status
 from serving import paths, tsctl
-from tests import container_scripts
-
-entrypoint = container_scripts.module("entrypoint")
 
 CONFIGS = ["container/config.properties", "config/k8s/pod-config.properties", "config/k8s/kserve-config.properties"]
 KEY = "test-key-0123456789abcdef"
@@ -71,13 +72,16 @@ def test_torchserve_moves_behind_haproxy_on_loopback_and_nothing_else_changes(co
     assert len(set(ports)) == len(ports), ports
 
 
-@pytest.mark.parametrize("line, message", [
-    ("inference_address=https://0.0.0.0:8443", "inference_address must be http://HOST:PORT"),
-    ("metrics_address=0.0.0.0:8082", "metrics_address must be http://HOST:PORT"),
-    ("management_address=http://0.0.0.0:8081", "management_address must stay on loopback"),
-    ("grpc_inference_address=0.0.0.0", "grpc_inference_address must stay on loopback"),
-    ("grpc_management_address=10.0.0.5", "grpc_management_address must stay on loopback"),
-])
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("inference_address=https://0.0.0.0:8443", "inference_address must be http://HOST:PORT"),
+        ("metrics_address=0.0.0.0:8082", "metrics_address must be http://HOST:PORT"),
+        ("management_address=http://0.0.0.0:8081", "management_address must stay on loopback"),
+        ("grpc_inference_address=0.0.0.0", "grpc_inference_address must stay on loopback"),
+        ("grpc_management_address=10.0.0.5", "grpc_management_address must stay on loopback"),
+    ],
+)
 def test_a_config_that_would_open_torchserve_beyond_the_front_door_is_refused_at_start(line, message):
     with pytest.raises(SystemExit, match=message):
         split(f"{line}\n")
@@ -117,10 +121,11 @@ def test_java_reads_every_bypass_attempt_as_a_listener_off_loopback(tmp_path):
     """The attempts are real: Java (TorchServe's reader) sees a listener beyond loopback in each,
     and the guard reads each config exactly as Java does."""
     texts = [IMAGE_CONFIG + line + "\n" for line in BYPASSES.values()]
-    for name, text, java in zip(BYPASSES, texts, java_reads(tmp_path, texts)):
+    for name, text, java in zip(BYPASSES, texts, java_reads(tmp_path, texts), strict=True):
         assert java == front_door.properties(text), name
-        off = [k for k, default in front_door.LOOPBACK_ONLY.items()
-               if not front_door.on_loopback(k, java.get(k, default))]
+        off = [
+            k for k, default in front_door.LOOPBACK_ONLY.items() if not front_door.on_loopback(k, java.get(k, default))
+        ]
         assert off, (name, {k: java.get(k) for k in front_door.LOOPBACK_ONLY})
 
 
@@ -132,9 +137,15 @@ def test_every_bypass_attempt_is_refused_at_start_with_one_line(line):
     assert "must stay on loopback (127.0.0.1)" in message and "\n" not in message
 
 
-@pytest.mark.parametrize("line", ["management_address:http://localhost:8081",
-                                  "management_address http://127.0.0.1:9081/",
-                                  "grpc_inference_address:localhost", "management_address=HTTPS://[::1]:8443"])
+@pytest.mark.parametrize(
+    "line",
+    [
+        "management_address:http://localhost:8081",
+        "management_address http://127.0.0.1:9081/",
+        "grpc_inference_address:localhost",
+        "management_address=HTTPS://[::1]:8443",
+    ],
+)
 def test_loopback_written_in_any_syntax_is_accepted(line):
     split(IMAGE_CONFIG + line + "\n")
 
@@ -142,8 +153,10 @@ def test_loopback_written_in_any_syntax_is_accepted(line):
 def test_torchserve_runs_exactly_what_the_guard_read(tmp_path):
     """The derived config is written back so that Java reads the guard's reading, and TorchServe's
     Python launcher (a split on the first '=') reads vmargs and plugins_path the same."""
-    nasty = (IMAGE_CONFIG + "vmargs:-Xmx1g -XX:+UseG1GC -Dx=a#b!c\nplugins_path /opt/p\\\\q\n"
-             "allowed_urls=^https://s3\\.example\\.com/.*$\nweird\\ key\\:x=\\  lead\\u00e9\\u20ac\\ud83d\\ude00\\t\n")
+    nasty = (
+        IMAGE_CONFIG + "vmargs:-Xmx1g -XX:+UseG1GC -Dx=a#b!c\nplugins_path /opt/p\\\\q\n"
+        "allowed_urls=^https://s3\\.example\\.com/.*$\nweird\\ key\\:x=\\  lead\\u00e9\\u20ac\\ud83d\\ude00\\t\n"
+    )
     _, derived = split(nasty)
     expected = front_door.properties(nasty)
     expected.update(front_door.properties(derived) | {})  # the four moved settings
@@ -154,7 +167,7 @@ def test_torchserve_runs_exactly_what_the_guard_read(tmp_path):
     assert java_derived["allowed_urls"] == "^https://s3.example.com/.*$"
     kept = {k: v for k, v in front_door.properties(nasty).items() if k not in java_derived or k.endswith("_address")}
     assert all(k.endswith("_address") for k in kept)
-    from ts.model_server import load_properties  # noqa: PLC0415  TorchServe's launcher's own reader
+    from ts.model_server import load_properties
 
     path = tmp_path / "derived.properties"
     path.write_text(derived, encoding="latin-1")
@@ -162,8 +175,14 @@ def test_torchserve_runs_exactly_what_the_guard_read(tmp_path):
 
 
 def test_no_ts_variable_reaches_torchserve():
-    environ = {"PATH": "/bin", "TS_CONFIG_FILE": "/tmp/evil.properties", "TS_OPEN_INFERENCE_PROTOCOL": "oip",
-               "ts_management_address": "http://0.0.0.0:8081", "KOR_NER_KEY_FILE": "/k", "TEMP": "/tmp"}
+    environ = {
+        "PATH": "/bin",
+        "TS_CONFIG_FILE": "/tmp/evil.properties",
+        "TS_OPEN_INFERENCE_PROTOCOL": "oip",
+        "ts_management_address": "http://0.0.0.0:8081",
+        "KOR_NER_KEY_FILE": "/k",
+        "TEMP": "/tmp",
+    }
     env, dropped = front_door.torchserve_environment(environ)
     assert env == {"PATH": "/bin", "KOR_NER_KEY_FILE": "/k", "TEMP": "/tmp"}
     assert dropped == ["TS_CONFIG_FILE", "TS_OPEN_INFERENCE_PROTOCOL", "ts_management_address"]
@@ -171,14 +190,17 @@ def test_no_ts_variable_reaches_torchserve():
 
 def door(tmp_path, keys: list[str] | None = None, **fields) -> str:
     keys_file = front_door.write_private(tmp_path / "keys.sha256", front_door.key_digests(keys or [KEY]))
-    return front_door.front_door_config(front_door.FrontDoor("127.0.0.1:18080", "127.0.0.1:18082", str(keys_file), 120,
-                                                             maxconn=4000, **fields))
+    return front_door.front_door_config(
+        front_door.FrontDoor("127.0.0.1:18080", "127.0.0.1:18082", str(keys_file), 120, maxconn=4000, **fields)
+    )
 
 
 def haproxy_accepts(text: str) -> None:
     if shutil.which("haproxy") is None:
         pytest.skip("haproxy not installed (Debian: apt-get install haproxy): its own check of the config skipped")
-    check = subprocess.run(["haproxy", "-c", "-f", "/dev/stdin"], input=text, capture_output=True, text=True)
+    check = subprocess.run(
+        ["haproxy", "-c", "-f", "/dev/stdin"], input=text, capture_output=True, text=True, check=False
+    )
     assert check.returncode == 0, check.stderr
 
 
@@ -205,14 +227,16 @@ def test_haproxy_accepts_the_front_door_and_it_holds_what_it_promises(tmp_path):
 
 def test_the_routes_are_the_documented_ones_and_each_names_its_methods():
     table = {r.name: (r.methods, r.key, r.backend) for r in front_door.ROUTES}
-    assert table == {"ping": (("GET", "HEAD"), False, "torchserve_ping"),
-                     "v2_health": (("GET", "HEAD"), False, "v2_status"),
-                     "v2_model": (("GET", "HEAD"), True, "v2_status"),
-                     "v2_infer": (("POST",), True, "torchserve"),
-                     "predict": (("POST",), True, "torchserve")}
+    assert table == {
+        "ping": (("GET", "HEAD"), False, "torchserve_ping"),
+        "v2_health": (("GET", "HEAD"), False, "v2_status"),
+        "v2_model": (("GET", "HEAD"), True, "v2_status"),
+        "v2_infer": (("POST",), True, "torchserve"),
+        "predict": (("POST",), True, "torchserve"),
+    }
     doc = (paths.ROOT / "docs" / "security.md").read_text(encoding="utf-8")
-    section = doc[doc.index("### The routes that pass"):]
-    section = section[:section.index("\n#")]
+    section = doc[doc.index("### The routes that pass") :]
+    section = section[: section.index("\n#")]
     for route in front_door.ROUTES:
         assert f"`{route.name}`" in section, route.name
 
@@ -240,13 +264,64 @@ def make_certificate(folder, host: str, ca: bool = True) -> None:
     if shutil.which("openssl") is None:
         pytest.skip("openssl not installed")
     run = functools.partial(subprocess.run, check=True, capture_output=True, cwd=folder)
-    run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1",
-         "-subj", "/CN=test CA", "-keyout", "ca.key", "-out", "ca.crt"])
-    run(["openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", f"/CN={host}",
-         "-keyout", "tls.key", "-out", "tls.csr"])
+    run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+        ]
+    )
+    run(
+        [
+            "openssl",
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-subj",
+            f"/CN={host}",
+            "-keyout",
+            "tls.key",
+            "-out",
+            "tls.csr",
+        ]
+    )
     (folder / "ext.cnf").write_text(f"subjectAltName=IP:{host},DNS:localhost\n")
-    run(["openssl", "x509", "-req", "-in", "tls.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-         "-days", "1", "-extfile", "ext.cnf", "-out", "tls.crt"])
+    run(
+        [
+            "openssl",
+            "x509",
+            "-req",
+            "-in",
+            "tls.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            "ext.cnf",
+            "-out",
+            "tls.crt",
+        ]
+    )
 
 
 def test_the_keys_come_from_the_key_file_one_a_line_or_are_generated_private(tmp_path):
@@ -263,8 +338,9 @@ def test_the_keys_come_from_the_key_file_one_a_line_or_are_generated_private(tmp
     assert front_door.generated_key(generated) != key  # a new one at every start
 
 
-@pytest.mark.parametrize("content", ["", "\n\n", "short", "has space inside the key",
-                                     "kéy-with-non-ascii-0123456789", f"{KEY}\nshort"])
+@pytest.mark.parametrize(
+    "content", ["", "\n\n", "short", "has space inside the key", "kéy-with-non-ascii-0123456789", f"{KEY}\nshort"]
+)
 def test_a_key_file_that_holds_no_usable_key_stops_the_start_without_printing_it(tmp_path, content):
     secret = tmp_path / "secret"
     secret.write_text(content)
@@ -312,8 +388,6 @@ def test_the_open_inference_protocol_status_routes_go_to_the_helper_and_only_hea
     assert config.index("del-header authorization") < config.index("use_backend v2_status")
 
 
-v2_status = container_scripts.module("v2_status")
-runtime = container_scripts.module("kor_ner_runtime")
 MODELS = {"kor_ner": v2_status.ModelState(("1.0", "2.0"), True)}
 
 
@@ -339,12 +413,16 @@ def test_the_model_listing_is_asked_at_most_once_a_ttl_and_unknown_while_the_api
 
 def test_the_helper_answers_get_and_head_from_the_management_api_and_the_marker(tmp_path):
     """v2_status.serve against a stand-in management API answering as TorchServe's does."""
-    answers = {"/models?limit=1000": {"models": [{"modelName": "kor_ner", "modelUrl": "kor_ner.mar"}]},
-               "/models/kor_ner/all": [{"modelVersion": "1.0", "workers": []}, {"modelVersion": "2.0", "workers": []}],
-               "/models/kor_ner": [{"modelVersion": "1.0", "workers": [{"pid": 7, "status": "READY"}, {"pid": 8, "status": "UNLOADING"}]}]}
+    answers = {
+        "/models?limit=1000": {"models": [{"modelName": "kor_ner", "modelUrl": "kor_ner.mar"}]},
+        "/models/kor_ner/all": [{"modelVersion": "1.0", "workers": []}, {"modelVersion": "2.0", "workers": []}],
+        "/models/kor_ner": [
+            {"modelVersion": "1.0", "workers": [{"pid": 7, "status": "READY"}, {"pid": 8, "status": "UNLOADING"}]}
+        ],
+    }
 
     class Management(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
+        def do_GET(self):
             data = json.dumps(answers[self.path]).encode()
             self.send_response(200)
             self.send_header("Content-Length", str(len(data)))
@@ -387,7 +465,6 @@ def test_the_container_scripts_share_one_reading_of_the_config_and_one_marker(tm
     assert runtime.management_url({}) == "http://127.0.0.1:8081"
     monkeypatch.setenv("TEMP", str(tmp_path))
     assert runtime.draining_marker() == tmp_path / "kor-ner.draining"
-    healthcheck = container_scripts.module("healthcheck")
     assert healthcheck.runtime is runtime
     (tmp_path / "kor-ner.draining").touch()
     assert healthcheck.check() == "draining: shutting down after SIGTERM"

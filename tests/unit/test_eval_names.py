@@ -11,7 +11,6 @@ import yaml
 import ner_model
 import ner_particles
 from ner_settings import HandlerSettings
-
 from serving import paths
 from study import eval_names, train_demo
 from study.eval_names import ProbeSentence, outcome
@@ -63,8 +62,10 @@ def test_committed_demo_model_keeps_names_whole():
     settings = HandlerSettings.from_mapping(yaml.safe_load(paths.MODEL_CONFIG.read_text(encoding="utf-8"))["handler"])
     ner = ner_model.load_model(paths.DEMO_MODEL_DIR, HandlerSettings(torch_threads=0))
     probe = eval_names.sentences()
-    counts: dict[str, Counter] = {way: eval_names.tally(probe, found)["all"]
-                                  for way, found in eval_names.read_each_way(ner, probe, settings).items()}
+    counts: dict[str, Counter] = {
+        way: eval_names.tally(probe, found)["all"]
+        for way, found in eval_names.read_each_way(ner, probe, settings).items()
+    }
     served = counts["constrained, trimmed (as served)"]
     before = counts["constrained, trimmed, no name completion"]
     assert served["whole"] >= 0.9 * len(probe), served

@@ -10,10 +10,9 @@ with its own sentence.
 
 from __future__ import annotations
 
-from typing import Any
-
 import json
 import string
+from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -23,33 +22,60 @@ from tests.unit.test_handler import GOOD, make_handler, run_batch
 from tests.unit.test_v2_binary import run_raw
 
 LIMITS: dict[str, Any] = dict(max_chars=100, max_texts=4)
-CONTENT_TYPES = ["text/plain", "text/plain; charset=utf-8", "application/json", "application/json; charset=utf-8",
-                 "", "application/octet-stream", "TEXT/PLAIN", "application/jsonx", "text/html",
-                 "multipart/form-data", "application/x-www-form-urlencoded"]
+CONTENT_TYPES = [
+    "text/plain",
+    "text/plain; charset=utf-8",
+    "application/json",
+    "application/json; charset=utf-8",
+    "",
+    "application/octet-stream",
+    "TEXT/PLAIN",
+    "application/jsonx",
+    "text/html",
+    "multipart/form-data",
+    "application/x-www-form-urlencoded",
+]
 SURROGATES = st.sampled_from(["\ud800", "\udbff", "\udc00", "\udfff"])
 ODD_TEXT = st.text(
-    alphabet=st.one_of(st.characters(), SURROGATES, st.sampled_from(list("\x00\x1b\u200b\u202e\ufeff\\\"가힣가"))),
+    alphabet=st.one_of(st.characters(), SURROGATES, st.sampled_from(list('\x00\x1b\u200b\u202e\ufeff\\"가힣가'))),
     max_size=40,
 )
 JSON_VALUES = st.recursive(
     st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True), ODD_TEXT),
-    lambda inner: st.one_of(st.lists(inner, max_size=6), st.dictionaries(st.sampled_from(["sentence", "text", "inputs", "id", "x", "data", "shape", "datatype", "parameters"]) | ODD_TEXT, inner, max_size=4)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=6),
+        st.dictionaries(
+            st.sampled_from(["sentence", "text", "inputs", "id", "x", "data", "shape", "datatype", "parameters"])
+            | ODD_TEXT,
+            inner,
+            max_size=4,
+        ),
+    ),
     max_leaves=20,
 )
 V2 = st.builds(
-    lambda data, shape, datatype, rid: {"inputs": [{"name": "t", "shape": shape, "datatype": datatype, "data": data}], **rid},
-    st.lists(ODD_TEXT, max_size=5) | JSON_VALUES, st.lists(st.integers(-2, 10**30), max_size=3) | JSON_VALUES,
-    st.sampled_from(["BYTES", "FP32", "bytes", None]), st.sampled_from([{}, {"id": "abc"}, {"id": 5}]),
+    lambda data, shape, datatype, rid: {
+        "inputs": [{"name": "t", "shape": shape, "datatype": datatype, "data": data}],
+        **rid,
+    },
+    st.lists(ODD_TEXT, max_size=5) | JSON_VALUES,
+    st.lists(st.integers(-2, 10**30), max_size=3) | JSON_VALUES,
+    st.sampled_from(["BYTES", "FP32", "bytes", None]),
+    st.sampled_from([{}, {"id": "abc"}, {"id": 5}]),
 )
 
 # Hugging Face's shape: texts, and parameters right, wrong and unknown.
 HF_PARAMETERS = st.dictionaries(
     st.sampled_from(["aggregation_strategy", "ignore_labels", "stride", "top_k"]) | ODD_TEXT,
     st.sampled_from(["simple", "none", "first", "NONE", "O", ["O"], ["PER", 1], 0, 8, 10**40, -1, True, None])
-    | JSON_VALUES, max_size=3)
-HF = st.builds(lambda inputs, parameters: {"inputs": inputs, **parameters},
-               ODD_TEXT | st.lists(ODD_TEXT, max_size=5) | JSON_VALUES,
-               st.sampled_from([{}]) | st.builds(lambda p: {"parameters": p}, HF_PARAMETERS | JSON_VALUES))
+    | JSON_VALUES,
+    max_size=3,
+)
+HF = st.builds(
+    lambda inputs, parameters: {"inputs": inputs, **parameters},
+    ODD_TEXT | st.lists(ODD_TEXT, max_size=5) | JSON_VALUES,
+    st.sampled_from([{}]) | st.builds(lambda p: {"parameters": p}, HF_PARAMETERS | JSON_VALUES),
+)
 
 
 @st.composite
@@ -58,24 +84,42 @@ def json_bytes(draw) -> bytes:
     kind = draw(st.sampled_from(["value", "v2", "hf", "huge number", "deep", "escapes", "truncated"]))
     if kind == "huge number":
         digits = draw(st.integers(4000, 9000))
-        return draw(st.sampled_from([b"%s", b'{"sentence": %s}', b'["a", %s]', b'-%s', b"%s.5e3"])) % (b"7" * digits)
+        return draw(st.sampled_from([b"%s", b'{"sentence": %s}', b'["a", %s]', b"-%s", b"%s.5e3"])) % (b"7" * digits)
     if kind == "deep":
         depth = draw(st.integers(500, 50_000))
-        return draw(st.sampled_from([b"[" * depth + b"]" * depth, b'{"a":' * depth + b"1" + b"}" * depth, b"[" * depth]))
+        return draw(
+            st.sampled_from([b"[" * depth + b"]" * depth, b'{"a":' * depth + b"1" + b"}" * depth, b"[" * depth])
+        )
     if kind == "escapes":
-        parts = draw(st.lists(st.sampled_from(["\\ud800", "\\udc00", "\\ud83d\\ude00", "\\u0000", "\\n", "\\\\", '\\"', "\\x", "\\u12", "가"]), max_size=8))
+        parts = draw(
+            st.lists(
+                st.sampled_from(
+                    ["\\ud800", "\\udc00", "\\ud83d\\ude00", "\\u0000", "\\n", "\\\\", '\\"', "\\x", "\\u12", "가"]
+                ),
+                max_size=8,
+            )
+        )
         return ('{"sentence": "' + "".join(parts) + '"}').encode()
     value = draw({"v2": V2, "hf": HF}.get(kind, JSON_VALUES))
     text = json.dumps(value, ensure_ascii=draw(st.booleans()))
-    return text.encode("utf-8", "surrogatepass")[: draw(st.integers(0, 10**6))] if kind == "truncated" else text.encode("utf-8", "surrogatepass")
+    return (
+        text.encode("utf-8", "surrogatepass")[: draw(st.integers(0, 10**6))]
+        if kind == "truncated"
+        else text.encode("utf-8", "surrogatepass")
+    )
 
 
 BODIES = st.one_of(st.binary(max_size=300), json_bytes(), ODD_TEXT.map(lambda t: t.encode("utf-8", "surrogatepass")))
 # Request headers: the handler's own option, the ones TorchServe's BaseHandler would act on, any other.
-HEADER_NAMES = st.one_of(st.sampled_from(["X-NER-Result", "explain", "describe", "Accept", "X-Request-Id"]),
-                         st.text(alphabet=string.ascii_letters + "-", min_size=1, max_size=12).filter(lambda n: n not in ("body", "data")))
-OPTIONS = st.dictionaries(HEADER_NAMES, st.one_of(st.binary(max_size=8), ODD_TEXT, st.sampled_from(["true", "false", "0", "1", "True"])),
-                          max_size=3)
+HEADER_NAMES = st.one_of(
+    st.sampled_from(["X-NER-Result", "explain", "describe", "Accept", "X-Request-Id"]),
+    st.text(alphabet=string.ascii_letters + "-", min_size=1, max_size=12).filter(lambda n: n not in ("body", "data")),
+)
+OPTIONS = st.dictionaries(
+    HEADER_NAMES,
+    st.one_of(st.binary(max_size=8), ODD_TEXT, st.sampled_from(["true", "false", "0", "1", "True"])),
+    max_size=3,
+)
 
 
 def as_torchserve_gives(body: bytes, content_type: str):
@@ -120,13 +164,19 @@ _HANDLER: dict[str, Any] = {}
 def handler(tiny_model_dir):
     """One handler for every example (hypothesis runs a test body many times per fixture)."""
     if "h" not in _HANDLER:
-        _HANDLER["h"] = make_handler(tiny_model_dir, max_text_chars=100, max_texts_per_request=4, max_request_tokens=200)
+        _HANDLER["h"] = make_handler(
+            tiny_model_dir, max_text_chars=100, max_texts_per_request=4, max_request_tokens=200
+        )
     return _HANDLER["h"]
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(requests=st.lists(st.tuples(BODIES, st.sampled_from(CONTENT_TYPES), OPTIONS), min_size=1, max_size=6),
-       good_at=st.integers(0, 6))
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
+@given(
+    requests=st.lists(st.tuples(BODIES, st.sampled_from(CONTENT_TYPES), OPTIONS), min_size=1, max_size=6),
+    good_at=st.integers(0, 6),
+)
 def test_the_handler_answers_every_request_and_the_good_one_correctly(tiny_model_dir, requests, good_at):
     batch = [(as_torchserve_gives(body, ct), ct, opts) for body, ct, opts in requests]
     good_at = min(good_at, len(batch))
@@ -146,8 +196,11 @@ def test_the_handler_answers_every_request_and_the_good_one_correctly(tiny_model
         elif parsed.protocol == "hf":  # no "sentence" in HF's rows: each row's word is its text's own characters
             per_text = answer if parsed.is_list else [answer]
             assert len(per_text) == len(parsed.texts)
-            got = [text for text, rows in zip(parsed.texts, per_text)
-                   if all(row["word"] == text[row["start"]:row["end"]] for row in rows)]
+            got = [
+                text
+                for text, rows in zip(parsed.texts, per_text, strict=True)
+                if all(row["word"] == text[row["start"] : row["end"]] for row in rows)
+            ]
         else:
             got = [a["sentence"] for a in (answer if parsed.is_list else [answer])]
         assert got == parsed.texts
@@ -192,7 +245,7 @@ def binary_requests(draw) -> tuple[bytes, dict[str, str], list[str] | None]:
         body += draw(st.binary(min_size=1, max_size=12))
     elif mutation == "flip" and body:
         at = draw(st.integers(0, len(body) - 1))
-        body = body[:at] + bytes([body[at] ^ draw(st.integers(1, 255))]) + body[at + 1:]
+        body = body[:at] + bytes([body[at] ^ draw(st.integers(1, 255))]) + body[at + 1 :]
     elif mutation == "lengths":
         body = json_part + draw(st.binary(max_size=40))
     return body, {"Inference-Header-Content-Length": length}, (texts if intact else None)
@@ -207,7 +260,10 @@ def test_a_binary_request_is_read_or_refused_with_a_4xx(request, content_type):
     except InputError as err:
         assert 400 <= err.status < 500 and err.body()["error"]
         # an intact request of acceptable texts is never refused
-        assert texts is None or not 1 <= len(texts) <= LIMITS["max_texts"] or not all(map(acceptable, texts)), (err, texts)
+        assert texts is None or not 1 <= len(texts) <= LIMITS["max_texts"] or not all(map(acceptable, texts)), (
+            err,
+            texts,
+        )
     else:
         assert parsed.protocol == "v2" and 1 <= len(parsed.texts) <= LIMITS["max_texts"]
         if texts is not None:
@@ -231,9 +287,13 @@ def read_answer(answer: bytes, content_type: str, headers: dict) -> dict:
     return value
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(requests=st.lists(st.tuples(binary_requests(), st.sampled_from(CONTENT_TYPES)), min_size=1, max_size=5),
-       good_at=st.integers(0, 5))
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
+@given(
+    requests=st.lists(st.tuples(binary_requests(), st.sampled_from(CONTENT_TYPES)), min_size=1, max_size=5),
+    good_at=st.integers(0, 5),
+)
 def test_binary_requests_in_a_batch_harm_no_batch_mate(tiny_model_dir, requests, good_at):
     h, context = handler(tiny_model_dir)
     batch = [(as_torchserve_gives(body, ct), ct, headers) for (body, headers, _), ct in requests]
@@ -251,7 +311,8 @@ def test_binary_requests_in_a_batch_harm_no_batch_mate(tiny_model_dir, requests,
         if i == good_at:
             assert answer["sentence"] == GOOD
             continue
-        parsed = parse_body(value, ct, headers=headers, max_chars=h.settings.max_text_chars,
-                            max_texts=h.settings.max_texts_per_request)
+        parsed = parse_body(
+            value, ct, headers=headers, max_chars=h.settings.max_text_chars, max_texts=h.settings.max_texts_per_request
+        )
         assert (content_types[i] == "application/octet-stream") is parsed.binary_output
         assert [json.loads(text)["sentence"] for text in answer["outputs"][0]["data"]] == parsed.texts

@@ -13,28 +13,40 @@ from pathlib import Path
 
 import pytest
 import torch
-
+import ts
 from ts.context import Context, RequestProcessor
 from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
 
 import ner_core
 import ner_model
-import ts
 from ner_answer import ANSWER_FIELDS
 from ner_handler import KoreanNerHandler, request_body
 from ner_wire import InputError
 
 METRICS_YAML = Path(ts.__file__).parent / "configs" / "metrics.yaml"
-HANDLER = {"max_seq_length": 16, "window_stride": 4, "max_text_chars": 100, "max_texts_per_request": 4,
-           "max_request_tokens": 48}
+HANDLER = {
+    "max_seq_length": 16,
+    "window_stride": 4,
+    "max_text_chars": 100,
+    "max_texts_per_request": 4,
+    "max_request_tokens": 48,
+}
 GOOD = "이순신은 조선 중기의 무신이다."
 LETTERS = " ".join("abcdefghij" * 4)  # 40 wordpieces of the tiny vocab, 79 characters
 
 
 def make_handler(model_dir: Path, **handler_settings) -> tuple[KoreanNerHandler, Context]:
     config = {"handler": {**HANDLER, **handler_settings}}
-    context = Context("tiny", str(model_dir), {}, 8, None, "0.12.0",
-                      metrics=MetricsCacheYamlImpl(str(METRICS_YAML)), model_yaml_config=config)
+    context = Context(
+        "tiny",
+        str(model_dir),
+        {},
+        8,
+        None,
+        "0.12.0",
+        metrics=MetricsCacheYamlImpl(str(METRICS_YAML)),
+        model_yaml_config=config,
+    )
     h = KoreanNerHandler()
     h.initialize(context)
     return h, context
@@ -50,10 +62,11 @@ def run_batch(handler_and_context, requests):
     worker. Returns the decoded answers, statuses and content types, one per request."""
     handler, context = handler_and_context
     context.request_ids = {i: f"req-{i}" for i in range(len(requests))}
-    context.request_processor = [RequestProcessor({"body": {"content-type": r[1]}, **(r[2] if len(r) > 2 else {})})
-                                 for r in requests]
+    context.request_processor = [
+        RequestProcessor({"body": {"content-type": r[1]}, **(r[2] if len(r) > 2 else {})}) for r in requests
+    ]
     context.metrics.request_ids = context.request_ids
-    context._response_status = {}  # noqa: SLF001  (a fresh batch; TorchServe's service does the same)
+    context._response_status = {}
     rows = [{"body": r[0]} for r in requests]
     answers = handler.handle(rows, context)
     assert len(answers) == len(requests)
@@ -63,13 +76,16 @@ def run_batch(handler_and_context, requests):
 
 
 def test_a_batch_with_bad_requests_answers_each_alone(handler):
-    answers, statuses, types = run_batch(handler, [
-        (GOOD, "text/plain"),
-        (b"\xff", "text/plain"),
-        (["가나", "다라"], "application/json"),
-        ({"sentence": 3}, "application/json"),
-        ("가" * 101, "text/plain"),
-    ])
+    answers, statuses, types = run_batch(
+        handler,
+        [
+            (GOOD, "text/plain"),
+            (b"\xff", "text/plain"),
+            (["가나", "다라"], "application/json"),
+            ({"sentence": 3}, "application/json"),
+            ("가" * 101, "text/plain"),
+        ],
+    )
     assert statuses == [200, 400, 200, 400, 400]
     assert types == ["application/json; charset=utf-8"] * 5
     assert answers[0]["sentence"] == GOOD
@@ -99,15 +115,22 @@ def test_a_form_encoded_request_has_no_body_and_is_refused():
 
 def test_a_json_number_over_the_integer_limit_fails_only_its_own_request(handler):
     """json.loads raises a plain ValueError (not JSONDecodeError) for it: once it failed the batch."""
-    answers, statuses, _ = run_batch(handler, [
-        (GOOD, "text/plain"), (b'{"sentence": ' + b"7" * 5000 + b"}", "application/json"), ("서울에서", "text/plain"),
-    ])
+    answers, statuses, _ = run_batch(
+        handler,
+        [
+            (GOOD, "text/plain"),
+            (b'{"sentence": ' + b"7" * 5000 + b"}", "application/json"),
+            ("서울에서", "text/plain"),
+        ],
+    )
     assert statuses == [200, 400, 200]
     assert answers[0]["sentence"] == GOOD and answers[2]["sentence"] == "서울에서"
     assert "body is not valid JSON" in answers[1]["error"]
 
 
-@pytest.mark.parametrize("error", [ValueError("odd"), RecursionError(), MemoryError(), KeyError("x"), ZeroDivisionError()])
+@pytest.mark.parametrize(
+    "error", [ValueError("odd"), RecursionError(), MemoryError(), KeyError("x"), ZeroDivisionError()]
+)
 def test_any_exception_while_preparing_one_request_answers_it_alone_with_a_500(handler, monkeypatch, error):
     real = ner_core.encode
 
@@ -117,10 +140,14 @@ def test_any_exception_while_preparing_one_request_answers_it_alone_with_a_500(h
         return real(ner, texts)
 
     monkeypatch.setattr(ner_core, "encode", encode)
-    answers, statuses, _ = run_batch(handler, [(GOOD, "text/plain"), ("독도에서", "text/plain"), (["가나"], "application/json")])
+    answers, statuses, _ = run_batch(
+        handler, [(GOOD, "text/plain"), ("독도에서", "text/plain"), (["가나"], "application/json")]
+    )
     assert statuses == [200, 500, 200]
-    assert answers[1] == {"error": "internal error answering request req-1; the server log has the details under this id",
-                          "status": 500}
+    assert answers[1] == {
+        "error": "internal error answering request req-1; the server log has the details under this id",
+        "status": 500,
+    }
     assert answers[0]["sentence"] == GOOD and answers[2][0]["sentence"] == "가나"
 
 
@@ -148,7 +175,9 @@ def test_a_failing_forward_pass_is_retried_per_request_so_only_the_guilty_one_fa
     assert poison is not None
     poisoned = PoisonedModel(h.ner.model, poison)
     monkeypatch.setattr(h, "ner", dataclasses.replace(h.ner, model=poisoned))
-    answers, statuses, _ = run_batch(handler, [(GOOD, "text/plain"), ("독도 ~ 울릉도", "text/plain"), (["가나", "다라"], "application/json")])
+    answers, statuses, _ = run_batch(
+        handler, [(GOOD, "text/plain"), ("독도 ~ 울릉도", "text/plain"), (["가나", "다라"], "application/json")]
+    )
     assert statuses == [200, 500, 200]
     assert answers[0]["sentence"] == GOOD and [a["sentence"] for a in answers[2]] == ["가나", "다라"]
     assert "req-1" in answers[1]["error"]
@@ -160,7 +189,9 @@ def test_the_answers_after_a_retry_equal_the_batched_ones(handler, monkeypatch):
     clean, _, _ = run_batch(handler, [(GOOD, "text/plain"), (["가나", "다라"], "application/json")])
     poisoned = PoisonedModel(h.ner.model, h.ner.tokenizer.token_to_id("~"))
     monkeypatch.setattr(h, "ner", dataclasses.replace(h.ner, model=poisoned))
-    retried, _, _ = run_batch(handler, [(GOOD, "text/plain"), ("~", "text/plain"), (["가나", "다라"], "application/json")])
+    retried, _, _ = run_batch(
+        handler, [(GOOD, "text/plain"), ("~", "text/plain"), (["가나", "다라"], "application/json")]
+    )
     assert [retried[0], retried[2]] == clean
 
 
@@ -191,7 +222,9 @@ def test_torchserve_mode_headers_on_the_first_request_change_no_answer(handler, 
     """TorchServe's BaseHandler reads ``explain``/``describe`` from the batch's first request and
     then answers the whole batch another way; any client can send them."""
     plain, _, _ = run_batch(handler, [(GOOD, "text/plain"), ("서울에서 만났다", "text/plain")])
-    answers, statuses, _ = run_batch(handler, [(GOOD, "text/plain", {header: "True"}), ("서울에서 만났다", "text/plain")])
+    answers, statuses, _ = run_batch(
+        handler, [(GOOD, "text/plain", {header: "True"}), ("서울에서 만났다", "text/plain")]
+    )
     assert statuses == [200, 200] and answers == plain
 
 
@@ -226,7 +259,10 @@ def test_a_request_over_the_token_budget_is_refused_before_inference_naming_both
     monkeypatch.setattr(ner_core, "predict_encoded", lambda ner, enc: calls.append(len(enc)) or [])
     answers, statuses, _ = run_batch(handler, [(LETTERS, "text/plain")])
     assert statuses == [413] and calls == []
-    assert f"need {cost} model-input tokens" in answers[0]["error"] and "the limit is 48 per request" in answers[0]["error"]
+    assert (
+        f"need {cost} model-input tokens" in answers[0]["error"]
+        and "the limit is 48 per request" in answers[0]["error"]
+    )
 
 
 def test_the_token_budget_counts_every_text_of_a_list(handler):
@@ -262,7 +298,14 @@ def test_a_bad_option_is_a_400_for_that_request_alone(handler):
 
 @pytest.mark.parametrize(
     "gpu_id, cuda, expected",
-    [(None, False, "cpu"), (None, True, "cpu"), (0, False, "cpu"), (0, True, "cuda:0"), (3, True, "cuda:3"), ("1", True, "cuda:1")],
+    [
+        (None, False, "cpu"),
+        (None, True, "cpu"),
+        (0, False, "cpu"),
+        (0, True, "cuda:0"),
+        (3, True, "cuda:3"),
+        ("1", True, "cuda:1"),
+    ],
 )
 def test_the_worker_runs_on_the_gpu_its_context_names(gpu_id, cuda, expected):
     assert ner_model.choose_device(gpu_id, cuda) == torch.device(expected)
@@ -274,17 +317,29 @@ def test_initialize_takes_the_device_from_the_context(tiny_model_dir, monkeypatc
     real = ner_model.load_model
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(ner_model, "load_model", lambda d, s, device: seen.append(device) or real(d, s))
-    context = Context("tiny", str(tiny_model_dir), {}, 8, 1, "0.12.0",
-                      metrics=MetricsCacheYamlImpl(str(METRICS_YAML)), model_yaml_config={"handler": HANDLER})
+    context = Context(
+        "tiny",
+        str(tiny_model_dir),
+        {},
+        8,
+        1,
+        "0.12.0",
+        metrics=MetricsCacheYamlImpl(str(METRICS_YAML)),
+        model_yaml_config={"handler": HANDLER},
+    )
     KoreanNerHandler().initialize(context)
     assert seen == [torch.device("cuda:1")]
 
 
-@pytest.mark.parametrize("headers, grpc", [
-    ({}, True),  # gRPC Predictions / StreamPredictions: only the body parameter's content type
-    ({"ts_request_sequence_id": "ts-seq-1", "ts_request_sequence_start": "true"}, True),  # StreamPredictions2
-    ({"Host": "127.0.0.1:8080", "Content-Length": "12"}, False),  # any HTTP request
-], ids=["grpc", "grpc-stream2", "http"])
+@pytest.mark.parametrize(
+    "headers, grpc",
+    [
+        ({}, True),  # gRPC Predictions / StreamPredictions: only the body parameter's content type
+        ({"ts_request_sequence_id": "ts-seq-1", "ts_request_sequence_start": "true"}, True),  # StreamPredictions2
+        ({"Host": "127.0.0.1:8080", "Content-Length": "12"}, False),  # any HTTP request
+    ],
+    ids=["grpc", "grpc-stream2", "http"],
+)
 def test_only_grpc_answers_say_the_stream_ends_here(handler, headers, grpc):
     """gRPC StreamPredictions needs ts_stream_next on every answer, good or refused (without it
     TorchServe's frontend throws and the worker dies); on HTTP it would make the answer chunked

@@ -22,8 +22,11 @@ def flat_imports(name: str) -> set[str]:
             if isinstance(node, ast.If) and getattr(node.test, "id", "") == "TYPE_CHECKING":
                 node.body = []  # annotations only: not imported at run time
         for node in ast.walk(tree):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
-                [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else ([node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
+            )
             for found in names:
                 top = found.split(".")[0]
                 if top in FLAT and top not in seen:
@@ -34,8 +37,12 @@ def flat_imports(name: str) -> set[str]:
 
 def test_the_image_copies_every_module_its_scripts_import():
     text = (paths.ROOT / "container" / "Containerfile").read_text(encoding="utf-8").replace("\\\n", " ")
-    copied = {m.group(1) for line in text.splitlines() if line.startswith("COPY ") and "--from" not in line
-              for m in re.finditer(r"(?:container|handler)/(\w+)\.py", line)}
+    copied = {
+        m.group(1)
+        for line in text.splitlines()
+        if line.startswith("COPY ") and "--from" not in line
+        for m in re.finditer(r"(?:container|handler)/(\w+)\.py", line)
+    }
     scripts = {"entrypoint", "healthcheck", "v2_status"}
     needed = scripts | set().union(*(flat_imports(s) for s in scripts))
     assert needed <= copied, sorted(needed - copied)

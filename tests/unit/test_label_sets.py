@@ -18,7 +18,14 @@ from tests.unit.test_handler import GOOD, make_handler, run_batch
 
 
 def test_klue_types_have_their_korean_names():
-    assert dict(KLUE_LABEL_NAMES) == {"PS": "인명", "LC": "지명", "OG": "기관명", "DT": "날짜", "TI": "시간", "QT": "수량"}
+    assert dict(KLUE_LABEL_NAMES) == {
+        "PS": "인명",
+        "LC": "지명",
+        "OG": "기관명",
+        "DT": "날짜",
+        "TI": "시간",
+        "QT": "수량",
+    }
 
 
 def test_the_built_in_sets_share_no_type_name_so_the_label_map_picks_the_set():
@@ -46,7 +53,11 @@ def klue_prediction() -> ner_core.TokenPredictions:
 def test_a_klue_answer_uses_klue_type_names_and_korean_names():
     answer = answer_for(klue_prediction(), KLUE_LABELS, BUILTIN_LABEL_NAMES)
     assert [(e["text"], e["label"], e["label_name"]) for e in answer["entities"]] == [
-        ("홍길동", "PS", "인명"), ("2024년 3월", "DT", "날짜"), ("서울", "LC", "지명"), ("3개", "QT", "수량")]
+        ("홍길동", "PS", "인명"),
+        ("2024년 3월", "DT", "날짜"),
+        ("서울", "LC", "지명"),
+        ("3개", "QT", "수량"),
+    ]
     assert [r["predicted_tag"] for r in answer["result"]][:4] == ["인명", "O", "날짜", "날짜"]
     assert answer["result"][0]["tag"] == "B-PS"
 
@@ -77,8 +88,18 @@ def test_a_klue_model_answers_with_klue_tags_and_names(klue_handler):
 
 
 def test_label_names_override_a_klue_models_names(klue_model_dir):
-    handler = make_handler(klue_model_dir, label_names={**KLUE_LABEL_NAMES, "PS": "사람", "LC": "장소", "OG": "단체",
-                                                        "DT": "일자", "TI": "시각", "QT": "수치"})
+    handler = make_handler(
+        klue_model_dir,
+        label_names={
+            **KLUE_LABEL_NAMES,
+            "PS": "사람",
+            "LC": "장소",
+            "OG": "단체",
+            "DT": "일자",
+            "TI": "시각",
+            "QT": "수치",
+        },
+    )
     answers, _, _ = run_batch(handler, [(GOOD, "text/plain")])
     names = {"PS": "사람", "LC": "장소", "OG": "단체", "DT": "일자", "TI": "시각", "QT": "수치"}
     assert answers[0]["entities"] and all(e["label_name"] == names[e["label"]] for e in answers[0]["entities"])

@@ -16,8 +16,12 @@ KLUE = ["B-PS", "I-PS", "B-LC", "I-LC", "B-OG", "I-OG", "B-DT", "I-DT", "B-TI", 
 def archive(path, labels, handler=None):
     with zipfile.ZipFile(path, "w") as mar:
         mar.writestr("label_map.txt", "\n".join(labels) + "\n")
-        mar.writestr("MAR-INF/MANIFEST.json", json.dumps({"model": {"modelName": "m", "configFile": "model-config.yaml"}}))
-        mar.writestr("model-config.yaml", yaml.safe_dump({"minWorkers": 1, **({"handler": handler} if handler else {})}))
+        mar.writestr(
+            "MAR-INF/MANIFEST.json", json.dumps({"model": {"modelName": "m", "configFile": "model-config.yaml"}})
+        )
+        mar.writestr(
+            "model-config.yaml", yaml.safe_dump({"minWorkers": 1, **({"handler": handler} if handler else {})})
+        )
     return path
 
 

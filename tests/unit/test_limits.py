@@ -21,9 +21,9 @@ import yaml
 
 import ner_core
 import ner_model
+from ner_answer import ANSWER_FIELDS, ENTITY_FIELDS, ROW_FIELDS, display_tag, shape_answer
 from ner_core import TokenPredictions
 from ner_settings import HandlerSettings
-from ner_answer import ANSWER_FIELDS, ENTITY_FIELDS, ROW_FIELDS, display_tag, shape_answer
 from ner_wire import ParsedRequest, dumps
 from serving import paths
 from tests.unit.answers import answer_for
@@ -48,8 +48,11 @@ ORDINARY_KOREAN = (
 
 
 def properties(path: Path) -> dict[str, str]:
-    pairs = (line.split("=", 1) for line in path.read_text(encoding="utf-8").splitlines()
-             if "=" in line and not line.lstrip().startswith("#"))
+    pairs = (
+        line.split("=", 1)
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if "=" in line and not line.lstrip().startswith("#")
+    )
     return {key.strip(): value.strip() for key, value in pairs}
 
 
@@ -102,12 +105,17 @@ def worst_answer_bytes(settings: HandlerSettings, labels: list[str], vocab: list
 
     row = json_len(ROW_TEMPLATE) + 2 + longest(vocab) + longest(names) + longest(labels)
     digits = len(str(settings.max_text_chars))
-    entity = (json_len({**ENTITY_TEMPLATE, "start": 10**digits, "end": 10**digits}) + 2 + longest(labels)
-              + longest(settings.label_names.values()))
+    entity = (
+        json_len({**ENTITY_TEMPLATE, "start": 10**digits, "end": 10**digits})
+        + 2
+        + longest(labels)
+        + longest(settings.label_names.values())
+    )
     per_text = json_len(TEXT_TEMPLATE) + 2
     texts = settings.max_texts_per_request
-    plain = (texts * (per_text + 2 * ANSWER_BYTES_PER_CHAR * settings.max_text_chars)
-             + settings.max_request_tokens * (row + entity))
+    plain = texts * (per_text + 2 * ANSWER_BYTES_PER_CHAR * settings.max_text_chars) + settings.max_request_tokens * (
+        row + entity
+    )
     return 2 * plain + max_request_size + 1024
 
 
@@ -137,8 +145,13 @@ def test_the_bound_holds_for_an_adversarial_answer(settings):
     chars, per_text = small.max_text_chars, (small.max_request_tokens - 2) // small.max_texts_per_request
     text = "\x01" * chars
     b_tags = [i for i, label in enumerate(LABELS) if label.startswith("B-")]
-    pred = TokenPredictions(text, [vocab[1]] * per_text, [(i, i + 1) for i in range(per_text - 1)] + [(per_text - 1, chars)],
-                            [b_tags[i % len(b_tags)] for i in range(per_text)], [0.0001] * per_text)
+    pred = TokenPredictions(
+        text,
+        [vocab[1]] * per_text,
+        [(i, i + 1) for i in range(per_text - 1)] + [(per_text - 1, chars)],
+        [b_tags[i % len(b_tags)] for i in range(per_text)],
+        [0.0001] * per_text,
+    )
     answers = [answer_for(pred, LABELS, small.label_names)] * small.max_texts_per_request
     request = ParsedRequest([text] * 3, is_list=True, protocol="v2", request_id="x" * 1000)
     actual = json_len(shape_answer(request, answers, model_name="m", model_version="1", request_id="r"))
@@ -160,11 +173,14 @@ def test_the_worst_legal_batch_finishes_well_within_the_response_timeout(server,
 
 
 def test_one_request_may_fill_at_least_one_window(settings):
-    assert settings.max_request_tokens >= settings.max_seq_length and settings.max_batch_tokens >= settings.max_seq_length
+    assert (
+        settings.max_request_tokens >= settings.max_seq_length and settings.max_batch_tokens >= settings.max_seq_length
+    )
 
 
-@pytest.mark.parametrize("copy", ["config/k8s/pod-config.properties", "config/k8s/kserve-config.properties",
-                                  "container/config.properties"])
+@pytest.mark.parametrize(
+    "copy", ["config/k8s/pod-config.properties", "config/k8s/kserve-config.properties", "container/config.properties"]
+)
 def test_the_container_and_kubernetes_server_configs_keep_the_same_limits(server, copy):
     theirs = properties(ROOT / copy)
     for key in ("max_request_size", "max_response_size", "default_response_timeout", "job_queue_size"):

@@ -36,8 +36,9 @@ def test_every_lock_is_fresh_holds_its_direct_pins_and_hashes_every_package(lock
 
 
 def test_the_narrower_locks_agree_with_the_wider_ones():
-    test, runtime, serve = (entries_of(name) for name in ("requirements-test.txt", "requirements.txt",
-                                                          "requirements-serve.txt"))
+    test, runtime, serve = (
+        entries_of(name) for name in ("requirements-test.txt", "requirements.txt", "requirements-serve.txt")
+    )
     assert serve.keys() <= runtime.keys() <= test.keys()
     assert all(runtime[name][0] == test[name][0] for name in runtime)
     assert all(serve[name][0] == runtime[name][0] for name in serve)
@@ -68,8 +69,10 @@ def test_a_stale_constraint_makes_the_narrower_lock_stale(tmp_path):
     root = copy_of_the_requirements(tmp_path)
     wider = root / "requirements-test.txt"
     wider.write_text(wider.read_text(encoding="utf-8").replace("pytest==9.0.3", "pytest==9.0.2"), encoding="utf-8")
-    test, runtime, serve = (locks.problems(LOCK[name], root) for name in ("requirements-test.txt",
-                                                                          "requirements.txt", "requirements-serve.txt"))
+    test, runtime, serve = (
+        locks.problems(LOCK[name], root)
+        for name in ("requirements-test.txt", "requirements.txt", "requirements-serve.txt")
+    )
     assert any("does not hold pytest==9.0.3" in p for p in test)
     assert any("is stale" in p for p in runtime) and serve == []
 
@@ -81,7 +84,7 @@ def test_a_package_without_a_hash_is_refused(tmp_path):
     # the last package of the lock loses its hashes
     entries = re.finditer(r"^(\S+)==(\S+) \\\n(    --hash=sha256:\w+(?: \\)?\n)+", text, re.M)
     last = max(entries, key=lambda m: m.start())
-    lock.write_text(text[:last.start()] + f"{last.group(1)}=={last.group(2)}\n" + text[last.end():], encoding="utf-8")
+    lock.write_text(text[: last.start()] + f"{last.group(1)}=={last.group(2)}\n" + text[last.end() :], encoding="utf-8")
     name = locks.canonical(last.group(1))
     assert f"requirements-serve.txt: {name} has no hash" in locks.problems(LOCK["requirements-serve.txt"], root)
 
@@ -89,8 +92,9 @@ def test_a_package_without_a_hash_is_refused(tmp_path):
 @pytest.mark.parametrize("installer", INSTALLERS)
 def test_every_install_takes_only_hashed_pins_from_one_index(installer):
     text = (paths.ROOT / installer).read_text(encoding="utf-8").replace("\\\n", " ")
-    installs = [line for line in text.splitlines()
-                if re.search(r"pip\S* install\b", line) and not line.lstrip().startswith("#")]
+    installs = [
+        line for line in text.splitlines() if re.search(r"pip\S* install\b", line) and not line.lstrip().startswith("#")
+    ]
     assert installs, f"no pip install in {installer}"
     for line in installs:
         assert "--extra-index-url" not in line, line

@@ -13,8 +13,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+import front_door
 from serving import paths, tsctl
-from tests import container_scripts
 
 K8S = paths.CONFIG_DIR / "k8s"
 WORKER_MB = 400  # resident memory of one worker serving bert-base (docs/operations.md)
@@ -36,8 +36,10 @@ CONTAINERFILE = paths.ROOT / "container" / "Containerfile"
 ENTRYPOINT = (paths.ROOT / "container" / "entrypoint.py", paths.ROOT / "container" / "kor_ner_runtime.py")
 # <registry>/kor-ner/torchserve:<TorchServe version>-ner<model version>, as container/Containerfile says,
 # and the digest of the pushed image (the tag says what it is, the digest which one runs)
-IMAGE = re.compile(r"(?:[^/]+/)?kor-ner/torchserve:(?P<torchserve>\d+\.\d+\.\d+)-ner(?P<model>\d+(?:\.\d+)*)"
-                   r"@sha256:[0-9a-f]{64}")
+IMAGE = re.compile(
+    r"(?:[^/]+/)?kor-ner/torchserve:(?P<torchserve>\d+\.\d+\.\d+)-ner(?P<model>\d+(?:\.\d+)*)"
+    r"@sha256:[0-9a-f]{64}"
+)
 IMAGE_UID = 10001  # the image's numeric user and group (container/Containerfile's USER), 10000 or more
 
 
@@ -136,8 +138,10 @@ def stop_seconds(container: dict, image: dict) -> float:
     (KOR_NER_FINISH_MAX, then 5 s before the entrypoint kills HAProxy), stops TorchServe
     (KOR_NER_STOP_TIMEOUT). The pod's grace period must hold it."""
     env = {e["name"]: e["value"] for e in container.get("env", [])}
-    value = {name: float(env.get(name, image[name])) for name in
-             ("KOR_NER_DRAIN_MIN", "KOR_NER_DRAIN_MAX", "KOR_NER_FINISH_MAX", "KOR_NER_STOP_TIMEOUT")}
+    value = {
+        name: float(env.get(name, image[name]))
+        for name in ("KOR_NER_DRAIN_MIN", "KOR_NER_DRAIN_MAX", "KOR_NER_FINISH_MAX", "KOR_NER_STOP_TIMEOUT")
+    }
     drain = max(value["KOR_NER_DRAIN_MIN"], value["KOR_NER_DRAIN_MAX"])
     return drain + value["KOR_NER_FINISH_MAX"] + 5 + value["KOR_NER_STOP_TIMEOUT"]
 
@@ -164,10 +168,13 @@ def test_probes_go_through_the_front_door(layout):
     connection limit, so an inference flood cannot starve the probes; with the door dead, they
     fail); a startup probe long enough for a model load, so liveness never kills a pod still loading."""
     _, container = PODS[layout]()
-    number = container_scripts.module("front_door").HEALTH_PORT
+    number = front_door.HEALTH_PORT
     door = {number} | {p["name"] for p in container["ports"] if p.get("name") and p["containerPort"] == number}
-    for name, path in (("startupProbe", "/v2/health/ready"), ("readinessProbe", "/v2/health/ready"),
-                       ("livenessProbe", "/ping")):
+    for name, path in (
+        ("startupProbe", "/v2/health/ready"),
+        ("readinessProbe", "/v2/health/ready"),
+        ("livenessProbe", "/ping"),
+    ):
         probe = container[name]
         assert set(probe) - {"periodSeconds", "timeoutSeconds", "failureThreshold"} == {"httpGet"}, name
         assert probe["httpGet"]["path"] == path and probe["httpGet"]["port"] in door, name
@@ -268,8 +275,14 @@ def test_pod_configs_keep_the_local_limits(name):
     """Request and response limits, queue, timeout and metrics as in config/config.properties."""
     local = tsctl.read_properties(paths.CONFIG_DIR / "config.properties")
     pod = tsctl.read_properties(K8S / name)
-    keys = ("max_request_size", "max_response_size", "job_queue_size", "default_response_timeout",
-            "metrics_mode", "allowed_urls")
+    keys = (
+        "max_request_size",
+        "max_response_size",
+        "job_queue_size",
+        "default_response_timeout",
+        "metrics_mode",
+        "allowed_urls",
+    )
     assert {k: pod.get(k) for k in keys} == {k: local[k] for k in keys}
 
 
@@ -353,10 +366,13 @@ def test_both_pods_are_hardened_alike(layout):
     assert "emptyDir" in {v["name"]: v for v in pod["volumes"]}[scratch["name"]]
 
 
-@pytest.mark.parametrize("layout, selector", [
-    ("deployment", lambda kinds: kinds["Deployment"]["spec"]["template"]["metadata"]["labels"]),
-    ("kserve", lambda kinds: {"serving.kserve.io/inferenceservice": kinds["InferenceService"]["metadata"]["name"]}),
-])
+@pytest.mark.parametrize(
+    "layout, selector",
+    [
+        ("deployment", lambda kinds: kinds["Deployment"]["spec"]["template"]["metadata"]["labels"]),
+        ("kserve", lambda kinds: {"serving.kserve.io/inferenceservice": kinds["InferenceService"]["metadata"]["name"]}),
+    ],
+)
 def test_each_way_of_deploying_has_a_network_policy_that_admits_only_inference_and_metrics(layout, selector):
     name = "deployment.yaml" if layout == "deployment" else "kserve.yaml"
     kinds = documents(name)
@@ -366,7 +382,9 @@ def test_each_way_of_deploying_has_a_network_policy_that_admits_only_inference_a
     assert spec["podSelector"]["matchLabels"] == selector(kinds)
     assert "Ingress" in spec["policyTypes"]
     rules = {p["port"]: rule["from"] for rule in spec["ingress"] for p in rule["ports"]}
-    props = tsctl.read_properties(K8S / ("pod-config.properties" if layout == "deployment" else "kserve-config.properties"))
+    props = tsctl.read_properties(
+        K8S / ("pod-config.properties" if layout == "deployment" else "kserve-config.properties")
+    )
     assert set(rules) == {port(props["inference_address"]), port(props["metrics_address"])}  # the front door's two
     assert all(src for src in rules.values())  # each port from named peers only, never from anywhere
     assert "Egress" in spec["policyTypes"]
@@ -378,7 +396,6 @@ def test_each_way_of_deploying_has_a_network_policy_that_admits_only_inference_a
 def test_the_pod_configs_pass_the_entrypoints_checks(name):
     """What the front door needs from the config: the entrypoint accepts it (management and gRPC
     on loopback), binds inference and metrics on the pod's interfaces."""
-    from container import front_door  # noqa: PLC0415
 
     binds, derived = front_door.split_config((K8S / name).read_text(encoding="utf-8"), 8085, 8086)
     assert binds == {"inference": "0.0.0.0:8080", "metrics": "0.0.0.0:8082"}
@@ -386,7 +403,7 @@ def test_the_pod_configs_pass_the_entrypoints_checks(name):
 
 
 def test_the_per_source_limit_the_deployment_sets_is_the_one_the_front_door_test_holds():
-    from tests.integration.test_front_door import PER_SOURCE  # noqa: PLC0415
+    from tests.integration.test_front_door import PER_SOURCE
 
     _, container = deployment_pod()
     env = {e["name"]: e["value"] for e in container["env"]}
@@ -442,17 +459,21 @@ def test_replicas_spread_over_nodes_and_zones(layout):
     assert zone["whenUnsatisfiable"] == "ScheduleAnyway"  # a one-zone cluster still runs
 
 
-@pytest.mark.parametrize("layout, annotations", [
-    ("deployment", lambda kinds: kinds["Deployment"]["spec"]["template"]["metadata"]["annotations"]),
-    ("kserve", lambda kinds: kinds["InferenceService"]["spec"]["predictor"]["annotations"]),
-])
+@pytest.mark.parametrize(
+    "layout, annotations",
+    [
+        ("deployment", lambda kinds: kinds["Deployment"]["spec"]["template"]["metadata"]["annotations"]),
+        ("kserve", lambda kinds: kinds["InferenceService"]["spec"]["predictor"]["annotations"]),
+    ],
+)
 def test_a_changed_config_rolls_the_pods(layout, annotations):
     """The pods carry the sha256 of the config they run (the manifest's header says how to
     recompute it): a config edited without it fails here, and a new value rolls the pods."""
     files = (K8S / CONFIGS[layout], paths.CONFIG_DIR / "metrics.yaml")
     digest = hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()
     assert annotations(documents(FILES[layout]))["kor-ner/config-sha256"] == digest, (
-        f"update kor-ner/config-sha256 in config/k8s/{FILES[layout]} to {digest}")
+        f"update kor-ner/config-sha256 in config/k8s/{FILES[layout]} to {digest}"
+    )
     assert f"cat config/k8s/{CONFIGS[layout]} config/metrics.yaml | sha256sum" in (K8S / FILES[layout]).read_text()
 
 
@@ -463,8 +484,11 @@ def test_every_object_in_one_namespace_and_storage_bounded(layout):
     text = (K8S / FILES[layout]).read_text(encoding="utf-8")
     namespaces = {d["metadata"].get("namespace") for d in documents(FILES[layout]).values()}
     assert namespaces == {"kor-ner"} and "kubectl create namespace kor-ner" in text
-    assert all(" -n kor-ner " in line for line in text.splitlines() if "kubectl" in line and " create " in line
-               and "create namespace" not in line)
+    assert all(
+        " -n kor-ner " in line
+        for line in text.splitlines()
+        if "kubectl" in line and " create " in line and "create namespace" not in line
+    )
     pod, container = PODS[layout]()
     [scratch] = [v for v in pod["volumes"] if "emptyDir" in v]
     storage = container["resources"]["limits"]["ephemeral-storage"]

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import itertools
 import dataclasses
-
+import itertools
 import shutil
 import unicodedata
 
@@ -14,13 +13,16 @@ import torch
 import ner_core
 import ner_model
 from ner_core import TokenPredictions, group_entities, keep_ranges, plan_windows
-from tests.unit.answers import answer_for
 from ner_settings import HandlerSettings
+from tests.unit.answers import answer_for
 
 LABELS = ["[CLS]", "[SEP]", "[PAD]", "[MASK]", "O", "B-PER", "B-LOC", "I-PER", "I-LOC"]
 
 
-@pytest.mark.parametrize("n, size, stride", [(0, 6, 2), (5, 6, 2), (6, 6, 2), (7, 6, 2), (25, 6, 2), (100, 126, 32), (300, 126, 32), (31, 8, 0)])
+@pytest.mark.parametrize(
+    "n, size, stride",
+    [(0, 6, 2), (5, 6, 2), (6, 6, 2), (7, 6, 2), (25, 6, 2), (100, 126, 32), (300, 126, 32), (31, 8, 0)],
+)
 def test_windows_cover_every_token_once(n, size, stride):
     windows = plan_windows(n, size, stride)
     assert all(end - start <= size for start, end in windows)
@@ -91,7 +93,7 @@ def test_long_text_gets_a_prediction_for_every_token(tiny):
     assert pred.tokens == tokens and len(pred.label_ids) == len(pred.probs) == len(tokens)
     answer = answer_for(pred, tiny.labels)
     assert len(answer["result"]) == len(tokens)
-    assert all(answer["sentence"][e["start"]:e["end"]] == e["text"] for e in answer["entities"])
+    assert all(answer["sentence"][e["start"] : e["end"]] == e["text"] for e in answer["entities"])
 
 
 def test_batches_respect_the_token_budget():
@@ -119,7 +121,9 @@ def test_vocab_mismatch_refuses_to_load(tiny_model_dir, tmp_path):
     model_dir = _copy(tiny_model_dir, tmp_path / "m")
     with open(model_dir / "vocab.txt", "a", encoding="utf-8") as f:
         f.write("새토큰\n")
-    with pytest.raises(ner_model.ModelLoadError, match=r"vocab.txt has 3001 tokens but the word embeddings have 3000 rows"):
+    with pytest.raises(
+        ner_model.ModelLoadError, match=r"vocab.txt has 3001 tokens but the word embeddings have 3000 rows"
+    ):
         ner_model.load_model(model_dir, HandlerSettings())
 
 

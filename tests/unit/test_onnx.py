@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import json
 import shutil
 import zipfile
+from typing import Any
 
 import pytest
 import yaml
@@ -15,7 +14,6 @@ import ner_core
 import ner_model
 import ner_onnx
 from ner_settings import HandlerSettings
-
 from serving import package_model
 from serving.package_model import PackageSpec
 
@@ -52,7 +50,10 @@ def test_onnx_fp32_gives_torch_answers_on_padded_batches(onnx_model_dir):
     ner, got = predictions(onnx_model_dir, runtime="onnxruntime")
     assert isinstance(ner.model, ner_onnx.OnnxTokenClassifier)
     options = ner.model.session.get_session_options()
-    assert (options.intra_op_num_threads, options.get_session_config_entry("session.intra_op.allow_spinning")) == (1, "0")
+    assert (options.intra_op_num_threads, options.get_session_config_entry("session.intra_op.allow_spinning")) == (
+        1,
+        "0",
+    )
     assert [p.windows for p in got] == [p.windows for p in ref] and max(p.windows for p in got) > 1
     for r, g in zip(ref, got, strict=True):
         assert g.label_ids == r.label_ids
@@ -93,7 +94,9 @@ def test_onnx_classifier_width_must_match_the_label_map(onnx_model_dir, tmp_path
     config["id2label"] = {str(i): label for i, label in enumerate(labels)}
     config["label2id"] = {label: i for i, label in enumerate(labels)}
     (tmp_path / "config.json").write_text(json.dumps(config), encoding="utf-8")
-    with pytest.raises(ner_model.ModelLoadError, match=f"{len(labels)} labels but the classifier has {len(labels) + 1} rows"):
+    with pytest.raises(
+        ner_model.ModelLoadError, match=f"{len(labels)} labels but the classifier has {len(labels) + 1} rows"
+    ):
         ner_model.load_model(tmp_path, HandlerSettings(runtime="onnxruntime"))
 
 
@@ -104,10 +107,13 @@ def test_a_corrupt_onnx_file_is_a_load_error(onnx_model_dir, tmp_path):
         ner_model.load_model(tmp_path, HandlerSettings(runtime="onnxruntime"))
 
 
-@pytest.mark.parametrize("raw, message", [
-    ({"runtime": "tensorrt"}, "runtime must be one of"),
-    ({"runtime": "onnxruntime", "dtype": "bfloat16"}, "dtype bfloat16 runs on torch"),
-])
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        ({"runtime": "tensorrt"}, "runtime must be one of"),
+        ({"runtime": "onnxruntime", "dtype": "bfloat16"}, "dtype bfloat16 runs on torch"),
+    ],
+)
 def test_runtime_settings_are_checked(raw, message):
     with pytest.raises(ValueError, match=message):
         HandlerSettings.from_mapping(raw)
@@ -117,7 +123,9 @@ def test_runtime_settings_are_checked(raw, message):
 def test_packaging_with_onnxruntime_ships_the_onnx_file_only(tiny_checkpoint_dir, tmp_path, quantize, weights):
     config = tmp_path / "model-config.yaml"
     config.write_text(yaml.safe_dump({"minWorkers": 1, "handler": {"runtime": "onnxruntime", "quantize": quantize}}))
-    mar = package_model.package(PackageSpec(tiny_checkpoint_dir, name="t", model_config=config, export_path=tmp_path / "store"))
+    mar = package_model.package(
+        PackageSpec(tiny_checkpoint_dir, name="t", model_config=config, export_path=tmp_path / "store")
+    )
     names = set(zipfile.ZipFile(mar).namelist())
     assert weights in names and "ner_onnx.py" in names
     assert not names & {"model.safetensors", "model.onnx", "model.int8.onnx"} - {weights}

@@ -30,8 +30,17 @@ def test_picks_the_lowest_val_loss_and_archives_safetensors(tiny_checkpoint_dir,
     assert capsys.readouterr().out.strip() == str(mar)
     with zipfile.ZipFile(mar) as archive:
         names = set(archive.namelist())
-        assert {"model.safetensors", "config.json", "vocab.txt", "label_map.txt", "ner_handler.py",
-                "ner_core.py", "ner_wire.py", "ner_settings.py", "model-config.yaml"} <= names
+        assert {
+            "model.safetensors",
+            "config.json",
+            "vocab.txt",
+            "label_map.txt",
+            "ner_handler.py",
+            "ner_core.py",
+            "ner_wire.py",
+            "ner_settings.py",
+            "model-config.yaml",
+        } <= names
         assert not any(n.endswith((".ckpt", ".bin", ".pt")) for n in names)
         archive.extract("model.safetensors", tmp_path)
     weights = load_file(tmp_path / "model.safetensors")
@@ -44,12 +53,15 @@ def test_accepts_a_save_pretrained_directory(tiny_model_dir, tmp_path):
     assert (tmp_path / "store" / "kor_ner.mar").is_file()
 
 
-@pytest.mark.parametrize("breakage, message", [
-    ("no_label_map", "label map .* not found"),
-    ("wrong_labels", "classifier.weight has shape \\(25, 32\\), config.json implies \\(24, 32\\)"),
-    ("no_ckpt", "no checkpoint named like"),
-    ("not_a_dict", "holds a list, not a checkpoint dict"),
-])
+@pytest.mark.parametrize(
+    "breakage, message",
+    [
+        ("no_label_map", "label map .* not found"),
+        ("wrong_labels", "classifier.weight has shape \\(25, 32\\), config.json implies \\(24, 32\\)"),
+        ("no_ckpt", "no checkpoint named like"),
+        ("not_a_dict", "holds a list, not a checkpoint dict"),
+    ],
+)
 def test_failures_are_one_line_and_exit_1(tiny_checkpoint_dir, tmp_path, capsys, breakage, message):
     ckpt_dir = shutil.copytree(tiny_checkpoint_dir, tmp_path / "ckpt")
     if breakage == "no_label_map":
@@ -88,7 +100,8 @@ def test_the_archive_holds_every_handler_module(tiny_model_dir, tmp_path):
     """The handler file list is derived from handler/*.py (entry module first), not kept by hand."""
     files = package_model.handler_files()
     assert [p.name for p in files] == ["ner_handler.py"] + sorted(
-        p.name for p in paths.HANDLER_DIR.glob("*.py") if p.name != "ner_handler.py")
+        p.name for p in paths.HANDLER_DIR.glob("*.py") if p.name != "ner_handler.py"
+    )
     assert package(tmp_path, tiny_model_dir, "--name", "all") == 0
     with zipfile.ZipFile(tmp_path / "store" / "all.mar") as archive:
         assert {p.name for p in files} <= set(archive.namelist())

@@ -50,8 +50,9 @@ def test_package_model_refuses_the_payload_in_one_line_and_never_runs_it(tiny_ch
     code = package_model.main(["--checkpoint", str(ckpt_dir), "--export-path", str(store)])
     err = capsys.readouterr().err.strip()
     assert code == 1 and len(err.splitlines()) == 1, err
-    assert err == (f"package_model: error: refusing to load {ckpt_path} with weights_only=True: "
-                   "Trying to load unsupported GLOBAL posix.mkdir whose module posix is blocked.")
+    assert err == (
+        f"package_model: error: refusing to load {ckpt_path} with weights_only=True: "
+        "Trying to load unsupported GLOBAL posix.mkdir whose module posix is blocked."
+    )
     assert not marker.exists()
     assert not (store / "kor_ner.mar").exists()
-

@@ -13,7 +13,6 @@ import ner_model
 import ner_particles
 from ner_particles import trim_end
 from ner_settings import HandlerSettings
-
 from serving import corpus, paths
 from study import eval_particles
 from tests.unit.answers import answer_for, piece_offsets
@@ -114,8 +113,12 @@ def served(text: str, pieces: list[str], tags: list[str]) -> list[str]:
     ("text", "pieces", "tags", "expected"),
     [
         # three syllables, a common surname first, ending in 은 / 이: surname + given name
-        ("회담에 박상은 대표가 나왔다", ["회담", "##에", "박상은", "대표", "##가", "나왔다"],
-         ["O", "O", "B-PER", "O", "O", "O"], ["박상은"]),
+        (
+            "회담에 박상은 대표가 나왔다",
+            ["회담", "##에", "박상은", "대표", "##가", "나왔다"],
+            ["O", "O", "B-PER", "O", "O", "O"],
+            ["박상은"],
+        ),
         ("송민이 감독이 말했다", ["송민이", "감독", "##이", "말했다"], ["B-PER", "O", "O", "O"], ["송민이"]),
         # the particle is its own wordpiece after the name: the name's end is not a particle
         ("한성은은 집에 갔다", ["한성은", "##은", "집", "##에", "갔다"], ["B-PER", "O", "O", "O", "O"], ["한성은"]),
@@ -145,21 +148,61 @@ def test_names_that_end_in_particle_looking_syllables_stay_whole(text, pieces, t
     [
         # the model ends the person one syllable short; that syllable cannot be the particle
         # here (은 / 이 after a vowel): the name gets it back, whatever comes after the word
-        ("송하은 씨가 왔다", ["송", "##하", "##은", "씨", "##가", "왔다"], ["B-PER", "I-PER", "O", "O", "O", "O"], ["송하은"]),
-        ("만난 사람은 송하은.", ["만난", "사람은", "송", "##하", "##은", "."], ["O", "O", "B-PER", "I-PER", "O", "O"], ["송하은"]),
+        (
+            "송하은 씨가 왔다",
+            ["송", "##하", "##은", "씨", "##가", "왔다"],
+            ["B-PER", "I-PER", "O", "O", "O", "O"],
+            ["송하은"],
+        ),
+        (
+            "만난 사람은 송하은.",
+            ["만난", "사람은", "송", "##하", "##은", "."],
+            ["O", "O", "B-PER", "I-PER", "O", "O"],
+            ["송하은"],
+        ),
         ("송하은", ["송", "##하", "##은"], ["B-PER", "I-PER", "O"], ["송하은"]),
-        ("최가은 선수", ["최", "##가", "##은", "선수"], ["B-PER", "I-PER", "O", "O"], ["최가은"]),  # 가 kept by the guards first
+        (
+            "최가은 선수",
+            ["최", "##가", "##은", "선수"],
+            ["B-PER", "I-PER", "O", "O"],
+            ["최가은"],
+        ),  # 가 kept by the guards first
         ("박소이 선수", ["박", "##소", "##이", "선수"], ["B-PER", "I-PER", "O", "O"], ["박소이"]),
         ("김지아 선수", ["김", "##지", "##아", "선수"], ["B-PER", "I-PER", "O", "O"], ["김지아"]),
         # a particle glued after the syllable: the syllable is the name's, whatever its sound
-        ("경찰은 송하은에게 물었다", ["경찰은", "송", "##하", "##은", "##에게", "물었다"], ["O", "B-PER", "I-PER", "O", "O", "O"], ["송하은"]),
+        (
+            "경찰은 송하은에게 물었다",
+            ["경찰은", "송", "##하", "##은", "##에게", "물었다"],
+            ["O", "B-PER", "I-PER", "O", "O", "O"],
+            ["송하은"],
+        ),
         ("송민은이 왔다", ["송", "##민", "##은", "##이", "왔다"], ["B-PER", "I-PER", "O", "O", "O"], ["송민은"]),
-        ("정민도에게 물었다", ["정", "##민", "##도", "##에게", "물었다"], ["B-PER", "I-PER", "O", "O", "O"], ["정민도"]),
+        (
+            "정민도에게 물었다",
+            ["정", "##민", "##도", "##에게", "물었다"],
+            ["B-PER", "I-PER", "O", "O", "O"],
+            ["정민도"],
+        ),
         # the syllable could be the particle here: the model's end stays
-        ("장혁은 웃었다", ["장", "##혁", "##은", "웃었다"], ["B-PER", "I-PER", "O", "O"], ["장혁"]),  # topic 은 after ㄱ
+        (
+            "장혁은 웃었다",
+            ["장", "##혁", "##은", "웃었다"],
+            ["B-PER", "I-PER", "O", "O"],
+            ["장혁"],
+        ),  # topic 은 after ㄱ
         ("헬렌이 웃었다", ["헬", "##렌", "##이", "웃었다"], ["B-PER", "I-PER", "O", "O"], ["헬렌"]),
-        ("정민도 왔다", ["정", "##민", "##도", "왔다"], ["B-PER", "I-PER", "O", "O"], ["정민"]),  # 도 "also" fits anything
-        ("범인은 송하이다", ["범인은", "송", "##하", "##이", "##다"], ["O", "B-PER", "I-PER", "O", "O"], ["송하"]),  # 이다: the copula
+        (
+            "정민도 왔다",
+            ["정", "##민", "##도", "왔다"],
+            ["B-PER", "I-PER", "O", "O"],
+            ["정민"],
+        ),  # 도 "also" fits anything
+        (
+            "범인은 송하이다",
+            ["범인은", "송", "##하", "##이", "##다"],
+            ["O", "B-PER", "I-PER", "O", "O"],
+            ["송하"],
+        ),  # 이다: the copula
         # not the case: a longer word, another type, a next wordpiece that is not O or not one syllable
         ("김민수은 왔다", ["김", "##민", "##수", "##은", "왔다"], ["B-PER", "I-PER", "I-PER", "O", "O"], ["김민수"]),
         ("부산은 덥다", ["부", "##산", "##은", "덥다"], ["B-LOC", "I-LOC", "O", "O"], ["부산"]),

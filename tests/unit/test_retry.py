@@ -24,8 +24,12 @@ def calls(*outcomes):
 def test_retries_while_the_answer_says_so_then_returns_it():
     call, made = calls(503, 503, 200)
     told = []
-    answer = retry(call, 5, retry_if=lambda status: f"HTTP {status}" if status == 503 else None,
-                   on_retry=lambda reason, n: told.append((reason, n)))
+    answer = retry(
+        call,
+        5,
+        retry_if=lambda status: f"HTTP {status}" if status == 503 else None,
+        on_retry=lambda reason, n: told.append((reason, n)),
+    )
     assert answer == 200 and made == [1, 2, 3]
     assert told == [("HTTP 503", 1), ("HTTP 503", 2)]
 

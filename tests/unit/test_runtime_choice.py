@@ -12,17 +12,16 @@ from typing import Any
 
 import pytest
 import torch
+import ts
 import yaml
 from ts.context import Context
 from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
 
-import ner_model
 import ner_cpu
+import ner_model
 import ner_onnx
-import ts
 from ner_handler import KoreanNerHandler
 from ner_settings import HandlerSettings
-
 from serving import agreement, corpus, package_model
 from serving.package_model import PackageSpec, PackagingError
 
@@ -39,27 +38,33 @@ def test_the_shipped_default_is_auto():
     assert config["handler"]["runtime"] == "auto" and config["handler"].get("quantize", "none") == "none"
 
 
-@pytest.mark.parametrize("settings, device, has_onnx, expected", [
-    ({}, CPU, True, "onnxruntime"),  # the default on a CPU
-    ({}, GPU, True, "torch"),  # the default on a GPU
-    ({}, CPU, False, "torch"),  # an archive packaged with runtime: torch
-    ({"quantize": "int8"}, CPU, False, "onnxruntime"),  # int8 is ONNX Runtime's: a missing file is an error later
-    ({"dtype": "bfloat16"}, CPU, True, "torch"),
-    ({"dtype": "bfloat16"}, GPU, True, "torch"),
-    ({"runtime": "torch"}, CPU, True, "torch"),
-    ({"runtime": "onnxruntime"}, GPU, True, "onnxruntime"),
-])
+@pytest.mark.parametrize(
+    "settings, device, has_onnx, expected",
+    [
+        ({}, CPU, True, "onnxruntime"),  # the default on a CPU
+        ({}, GPU, True, "torch"),  # the default on a GPU
+        ({}, CPU, False, "torch"),  # an archive packaged with runtime: torch
+        ({"quantize": "int8"}, CPU, False, "onnxruntime"),  # int8 is ONNX Runtime's: a missing file is an error later
+        ({"dtype": "bfloat16"}, CPU, True, "torch"),
+        ({"dtype": "bfloat16"}, GPU, True, "torch"),
+        ({"runtime": "torch"}, CPU, True, "torch"),
+        ({"runtime": "onnxruntime"}, GPU, True, "onnxruntime"),
+    ],
+)
 def test_auto_picks_onnx_runtime_on_a_cpu_and_torch_on_a_gpu(settings, device, has_onnx, expected):
     assert ner_model.serving_runtime(HandlerSettings(**settings), device, has_onnx) == expected
 
 
-@pytest.mark.parametrize("settings, files", [
-    ({}, ["model.safetensors", "model.onnx"]),
-    ({"quantize": "int8"}, ["model.safetensors", "model.int8.onnx"]),
-    ({"dtype": "bfloat16"}, ["model.safetensors"]),
-    ({"runtime": "torch"}, ["model.safetensors"]),
-    ({"runtime": "onnxruntime"}, ["model.onnx"]),
-])
+@pytest.mark.parametrize(
+    "settings, files",
+    [
+        ({}, ["model.safetensors", "model.onnx"]),
+        ({"quantize": "int8"}, ["model.safetensors", "model.int8.onnx"]),
+        ({"dtype": "bfloat16"}, ["model.safetensors"]),
+        ({"runtime": "torch"}, ["model.safetensors"]),
+        ({"runtime": "onnxruntime"}, ["model.onnx"]),
+    ],
+)
 def test_the_archive_holds_what_each_device_needs(settings, files):
     assert ner_model.archive_files(HandlerSettings(**settings)) == files
 
@@ -74,8 +79,16 @@ def auto_model_dir(tiny_model_dir, tmp_path_factory):
 
 
 def context(model_dir: Path, gpu_id=None) -> Context:
-    return Context("tiny", str(model_dir), {}, 8, gpu_id, "0.12.0",
-                   metrics=MetricsCacheYamlImpl(str(METRICS_YAML)), model_yaml_config={"handler": SMALL})
+    return Context(
+        "tiny",
+        str(model_dir),
+        {},
+        8,
+        gpu_id,
+        "0.12.0",
+        metrics=MetricsCacheYamlImpl(str(METRICS_YAML)),
+        model_yaml_config={"handler": SMALL},
+    )
 
 
 def test_a_cpu_worker_serves_the_onnx_file(auto_model_dir):
@@ -118,8 +131,9 @@ def write_config(tmp_path: Path, **handler) -> Path:
 
 
 def test_packaging_auto_archives_both_files_after_checking_the_tags(tiny_checkpoint_dir, tmp_path, capsys):
-    mar = package_model.package(PackageSpec(tiny_checkpoint_dir, name="t", model_config=write_config(tmp_path),
-                                        export_path=tmp_path / "store"))
+    mar = package_model.package(
+        PackageSpec(tiny_checkpoint_dir, name="t", model_config=write_config(tmp_path), export_path=tmp_path / "store")
+    )
     names = set(zipfile.ZipFile(mar).namelist())
     assert {"model.safetensors", "model.onnx"} <= names and "model.int8.onnx" not in names
     err = capsys.readouterr().err
@@ -139,12 +153,18 @@ def test_packaging_refuses_an_onnx_export_whose_tags_differ(tiny_checkpoint_dir,
         return real(model.eval(), out_dir, quantize)
 
     torch_model_state = ner_model.load_model(
-        packaging_staged(tiny_checkpoint_dir, tmp_path), HandlerSettings(runtime="torch")).model.state_dict()
+        packaging_staged(tiny_checkpoint_dir, tmp_path), HandlerSettings(runtime="torch")
+    ).model.state_dict()
     monkeypatch.setattr(ner_onnx, "export", skewed)
     store = tmp_path / "store"
-    with pytest.raises(PackagingError, match=r"ONNX Runtime fp32 does not give torch fp32's tags: \d+ of \d+ wordpieces "
-                                             r"of the sample sentences differ \(first: text #0, .*not archiving"):
-        package_model.package(PackageSpec(tiny_checkpoint_dir, name="t", model_config=write_config(tmp_path), export_path=store))
+    with pytest.raises(
+        PackagingError,
+        match=r"ONNX Runtime fp32 does not give torch fp32's tags: \d+ of \d+ wordpieces "
+        r"of the sample sentences differ \(first: text #0, .*not archiving",
+    ):
+        package_model.package(
+            PackageSpec(tiny_checkpoint_dir, name="t", model_config=write_config(tmp_path), export_path=store)
+        )
     assert not (store / "t.mar").exists()
 
 
@@ -156,23 +176,39 @@ def packaging_staged(checkpoint: Path, tmp_path: Path) -> Path:
 
 
 def test_packaging_int8_prints_agreement_and_f1_on_the_sample_sentences(tiny_checkpoint_dir, tmp_path, capsys):
-    spec = PackageSpec(tiny_checkpoint_dir, name="t", model_config=write_config(tmp_path, quantize="int8"),
-                       export_path=tmp_path / "store", accuracy_corpus=None)
+    spec = PackageSpec(
+        tiny_checkpoint_dir,
+        name="t",
+        model_config=write_config(tmp_path, quantize="int8"),
+        export_path=tmp_path / "store",
+        accuracy_corpus=None,
+    )
     names = set(zipfile.ZipFile(package_model.package(spec)).namelist())
     assert {"model.safetensors", "model.int8.onnx"} <= names
     err = capsys.readouterr().err
-    assert (f"ONNX Runtime int8 against torch fp32 on {len(corpus.SAMPLE_SENTENCES)} built-in sample sentences: "
-            "token-tag agreement ") in err
+    assert (
+        f"ONNX Runtime int8 against torch fp32 on {len(corpus.SAMPLE_SENTENCES)} built-in sample sentences: "
+        "token-tag agreement "
+    ) in err
     assert "entity F1 against fp32's entities" in err and "against the corpus" not in err
 
 
 def test_packaging_int8_scores_both_against_a_tagged_corpus(tiny_checkpoint_dir, tmp_path, capsys):
     tagged = tmp_path / "val.txt"
-    lines = ["이순신은 조선 중기의 무신이다.\u241e<이순신:PER>은 <조선:LOC> 중기의 무신이다.",
-             "서울에서 만났다.\u241e<서울:LOC>에서 만났다.", "오늘 왔다.\u241e<오늘:DAT> 왔다."]
+    lines = [
+        "이순신은 조선 중기의 무신이다.\u241e<이순신:PER>은 <조선:LOC> 중기의 무신이다.",
+        "서울에서 만났다.\u241e<서울:LOC>에서 만났다.",
+        "오늘 왔다.\u241e<오늘:DAT> 왔다.",
+    ]
     tagged.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    spec = PackageSpec(tiny_checkpoint_dir, name="t", model_config=write_config(tmp_path, quantize="int8"),
-                       export_path=tmp_path / "store", accuracy_corpus=tagged, accuracy_limit=2)
+    spec = PackageSpec(
+        tiny_checkpoint_dir,
+        name="t",
+        model_config=write_config(tmp_path, quantize="int8"),
+        export_path=tmp_path / "store",
+        accuracy_corpus=tagged,
+        accuracy_limit=2,
+    )
     package_model.package(spec)
     err = capsys.readouterr().err
     assert "ONNX Runtime int8 against torch fp32 on 2 sentences of val.txt" in err
@@ -190,8 +226,11 @@ def test_agreement_of_a_model_with_itself_is_exact(tiny_model_dir):
 
 
 def test_bf16_on_a_cpu_without_the_instructions_is_refused_naming_them():
-    with pytest.raises(ner_model.ModelLoadError, match=r"dtype: bfloat16 needs a CPU with AVX512-BF16 or AMX, "
-                                                      r"and this one \(Test CPU\) has neither.*set dtype: float32"):
+    with pytest.raises(
+        ner_model.ModelLoadError,
+        match=r"dtype: bfloat16 needs a CPU with AVX512-BF16 or AMX, "
+        r"and this one \(Test CPU\) has neither.*set dtype: float32",
+    ):
         ner_model.check_bf16_cpu(NO_BF16, "Test CPU")
     ner_model.check_bf16_cpu(BF16, "Test CPU")
     ner_model.check_bf16_cpu(NO_BF16 | {"amx_bf16"}, "Test CPU")
@@ -204,7 +243,9 @@ def test_loading_bf16_on_such_a_cpu_fails_at_load(tiny_model_dir, monkeypatch):
 
 
 def test_bf16_on_a_cpu_with_the_instructions_runs_in_bf16(tiny_model_dir, monkeypatch):
-    monkeypatch.setattr(ner_cpu, "cpuinfo_text", lambda: "model name\t: New CPU\nflags\t\t: fpu avx2 avx512f avx512_bf16\n")
+    monkeypatch.setattr(
+        ner_cpu, "cpuinfo_text", lambda: "model name\t: New CPU\nflags\t\t: fpu avx2 avx512f avx512_bf16\n"
+    )
     ner = ner_model.load_model(tiny_model_dir, HandlerSettings(dtype="bfloat16", **SMALL))
     assert ner.settings.runtime == "torch"
     assert next(ner.model.parameters()).dtype == torch.bfloat16
@@ -219,7 +260,9 @@ def test_bf16_on_a_cpu_with_the_instructions_runs_in_bf16(tiny_model_dir, monkey
 def test_int8_on_torch_is_refused_with_the_runtime_that_runs_it():
     """int8 is ONNX Runtime's dynamic quantization; torch's maintained int8 path (torchao) ran
     slower than torch fp32 on the CPUs measured (docs/performance.md), so it is not offered."""
-    with pytest.raises(ValueError, match=r"quantize int8 runs on ONNX Runtime \(runtime auto on a CPU, or onnxruntime\)"):
+    with pytest.raises(
+        ValueError, match=r"quantize int8 runs on ONNX Runtime \(runtime auto on a CPU, or onnxruntime\)"
+    ):
         HandlerSettings(runtime="torch", quantize="int8")
     assert HandlerSettings(runtime="auto", quantize="int8").quantize == "int8"
 

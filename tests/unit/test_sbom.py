@@ -14,7 +14,7 @@ from pathlib import Path
 
 import ts
 
-from container import sbom
+import sbom
 
 JAR = Path(ts.__file__).parent / "frontend" / "model-server.jar"
 
@@ -62,10 +62,14 @@ def test_the_jar_s_netty_and_grpc_are_listed_with_the_versions_the_jar_holds():
 def test_pom_properties_inside_a_jar_are_read(tmp_path):
     jar = tmp_path / "fat.jar"
     with zipfile.ZipFile(jar, "w") as archive:
-        archive.writestr("META-INF/maven/com.google.guava/guava/pom.properties",
-                         "#Created by Maven\nversion=31.1-jre\ngroupId=com.google.guava\nartifactId=guava\n")
-        archive.writestr("META-INF/io.netty.versions.properties",
-                         "netty-buffer.version=4.1.79.Final\nnetty-buffer.buildDate=2022-07-11 13\\:45\\:00 +0000\n")
+        archive.writestr(
+            "META-INF/maven/com.google.guava/guava/pom.properties",
+            "#Created by Maven\nversion=31.1-jre\ngroupId=com.google.guava\nartifactId=guava\n",
+        )
+        archive.writestr(
+            "META-INF/io.netty.versions.properties",
+            "netty-buffer.version=4.1.79.Final\nnetty-buffer.buildDate=2022-07-11 13\\:45\\:00 +0000\n",
+        )
     purls = sorted(c["purl"] for c in sbom.jar_components(jar))
     assert purls == ["pkg:maven/com.google.guava/guava@31.1-jre", "pkg:maven/io.netty/netty-buffer@4.1.79.Final"]
 
@@ -92,18 +96,50 @@ def test_debian_packages_installed_only_with_purls_scanners_match(tmp_path):
 
 def test_the_command_merges_cyclonedx_py_s_sbom_with_the_jar_and_dpkg(tmp_path):
     python_sbom = tmp_path / "python.cdx.json"
-    done = subprocess.run([str(Path(sys.executable).with_name("cyclonedx-py")), "environment", "--output-reproducible",
-                           "-o", str(python_sbom), sys.executable], capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("cyclonedx-py")),
+            "environment",
+            "--output-reproducible",
+            "-o",
+            str(python_sbom),
+            sys.executable,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     status = tmp_path / "status"
     status.write_text(DPKG_STATUS, encoding="utf-8")
     out = tmp_path / "sbom.cdx.json"
-    assert sbom.main(["--python-sbom", str(python_sbom), "--jar", str(JAR), "--dpkg-status", str(status),
-                      "--name", "kor-ner/torchserve", "--version", "0.12.0-ner1.0", "--revision", "abc123",
-                      "-o", str(out)]) == 0
+    assert (
+        sbom.main(
+            [
+                "--python-sbom",
+                str(python_sbom),
+                "--jar",
+                str(JAR),
+                "--dpkg-status",
+                str(status),
+                "--name",
+                "kor-ner/torchserve",
+                "--version",
+                "0.12.0-ner1.0",
+                "--revision",
+                "abc123",
+                "-o",
+                str(out),
+            ]
+        )
+        == 0
+    )
     document = json.loads(out.read_text(encoding="utf-8"))
-    assert document["bomFormat"] == "CycloneDX" and document["specVersion"] == json.loads(
-        python_sbom.read_text(encoding="utf-8"))["specVersion"]
+    assert (
+        document["bomFormat"] == "CycloneDX"
+        and document["specVersion"] == json.loads(python_sbom.read_text(encoding="utf-8"))["specVersion"]
+    )
     assert document["metadata"]["component"]["type"] == "container"
     purls = {c.get("purl", "") for c in document["components"]}
     assert {"pkg:pypi/torchserve@0.12.0", "pkg:pypi/torch@2.13.0%2Bcpu", "pkg:pypi/onnxruntime@1.32.0"} <= purls
@@ -120,6 +156,23 @@ def test_no_netty_in_the_jar_fails_the_build(tmp_path):
         archive.writestr("META-INF/MANIFEST.MF", "Manifest-Version: 1.0\n")
     python_sbom = tmp_path / "python.cdx.json"
     python_sbom.write_text(json.dumps({"specVersion": "1.6", "components": []}), encoding="utf-8")
-    assert sbom.main(["--python-sbom", str(python_sbom), "--jar", str(jar), "--dpkg-status", "/dev/null",
-                      "--name", "x", "--version", "1", "-o", str(tmp_path / "out.json")]) == 1
+    assert (
+        sbom.main(
+            [
+                "--python-sbom",
+                str(python_sbom),
+                "--jar",
+                str(jar),
+                "--dpkg-status",
+                "/dev/null",
+                "--name",
+                "x",
+                "--version",
+                "1",
+                "-o",
+                str(tmp_path / "out.json"),
+            ]
+        )
+        == 1
+    )
     assert not (tmp_path / "out.json").exists()

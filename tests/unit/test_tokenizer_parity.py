@@ -10,7 +10,6 @@ from transformers import BertTokenizerLegacy
 
 import ner_core
 import ner_model
-
 from serving import corpus, paths
 
 DEMO_VOCAB = paths.DEMO_MODEL_DIR / "vocab.txt"
@@ -32,12 +31,15 @@ def test_same_wordpieces_on_every_validation_sentence(tokenizers, kmou_split):
     assert differ == [], f"{len(differ)} sentences tokenise differently, e.g. {differ[:3]}"
 
 
-@pytest.mark.parametrize("text", [
-    unicodedata.normalize("NFD", "이순신은 조선 중기의 무신이다."),  # the slow tokenizer NFC-normalises
-    "漢字와 한자, Café, 123,456원",
-    "제로\u200d폭 조이너와 \u202e오른쪽에서 왼쪽\u202c",
-    "탭\t과 NUL\x00 문자",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        unicodedata.normalize("NFD", "이순신은 조선 중기의 무신이다."),  # the slow tokenizer NFC-normalises
+        "漢字와 한자, Café, 123,456원",
+        "제로\u200d폭 조이너와 \u202e오른쪽에서 왼쪽\u202c",
+        "탭\t과 NUL\x00 문자",
+    ],
+)
 def test_same_wordpieces_on_edge_cases(tokenizers, text):
     fast, slow = tokenizers
     _, tokens, offsets = ner_core.encode_texts(fast, [text])[0]

@@ -11,7 +11,6 @@ import ner_core
 import ner_model
 from ner_labels import spans_to_tags
 from ner_settings import HandlerSettings
-
 from scripts import package_model as package_cli
 from scripts import train_demo as train_cli
 from serving import corpus, paths
@@ -62,7 +61,17 @@ def test_spans_to_tags_wordpiece_crossing_the_entity_end_and_adjacent_entities(t
 
 def test_label_map_in_ratsnlp_order():
     examples = [corpus.parse_tagged("<서울:LOC>의 <김철수:PER>"), corpus.parse_tagged("<홍길동:PER>")]
-    assert corpus.build_label_map(examples) == ["[CLS]", "[SEP]", "[PAD]", "[MASK]", "O", "B-LOC", "B-PER", "I-LOC", "I-PER"]
+    assert corpus.build_label_map(examples) == [
+        "[CLS]",
+        "[SEP]",
+        "[PAD]",
+        "[MASK]",
+        "O",
+        "B-LOC",
+        "B-PER",
+        "I-LOC",
+        "I-PER",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -134,10 +143,16 @@ def gaps(example: corpus.Example) -> list[str]:
 
 
 def test_entity_swapping_keeps_type_markup_and_particle_sound():
-    examples = [corpus.parse_tagged(t) for t in (
-        "<서울:LOC>은 크다. <김정은:PER>이 왔다.", "<파리:LOC>는 멀다.", "<부산:LOC>은 가깝다, <이순신:PER>이 말했다.",
-        "<KBS:ORG>는 보도했다.", "<삼성전자:ORG>가 발표했다.",
-    )]
+    examples = [
+        corpus.parse_tagged(t)
+        for t in (
+            "<서울:LOC>은 크다. <김정은:PER>이 왔다.",
+            "<파리:LOC>는 멀다.",
+            "<부산:LOC>은 가깝다, <이순신:PER>이 말했다.",
+            "<KBS:ORG>는 보도했다.",
+            "<삼성전자:ORG>가 발표했다.",
+        )
+    ]
     swapped = swap_entities(examples, copies=3, rate=1.0, seed=7)
     assert len(swapped) == 3 * len(examples)
     assert swapped == swap_entities(examples, copies=3, rate=1.0, seed=7)  # seeded
@@ -156,9 +171,16 @@ def test_entity_swapping_keeps_type_markup_and_particle_sound():
 
 
 def test_entity_swapping_puts_in_made_up_korean_full_names():
-    examples = [corpus.parse_tagged(t) for t in (
-        "<김정은:PER>이 왔다.", "<박지성:PER>은 웃었다.", "<이순신:PER>이 말했다.", "<트럼프:PER>는 떠났다.", "<이영표:PER>가 뛰었다.",
-    )]
+    examples = [
+        corpus.parse_tagged(t)
+        for t in (
+            "<김정은:PER>이 왔다.",
+            "<박지성:PER>은 웃었다.",
+            "<이순신:PER>이 말했다.",
+            "<트럼프:PER>는 떠났다.",
+            "<이영표:PER>가 뛰었다.",
+        )
+    ]
     swapped = swap_entities(examples, copies=40, rate=0.0, seed=7, name_rate=1.0)
     assert swapped == swap_entities(examples, copies=40, rate=0.0, seed=7, name_rate=1.0)  # seeded
     endings = set()
@@ -181,7 +203,19 @@ def two_step_run(out, *flags: str) -> dict:
     """A 2-step training run on 64 train sentences with ``flags``: its metrics.json."""
     if not (paths.SHARED_DATA / "train.txt").is_file():
         pytest.skip(f"KMOU corpus not found at {paths.SHARED_DATA}")
-    argv = ["--max-steps", "2", "--train-limit", "64", "--val-limit", "16", "--vocab-size", "500", *flags, "--out", str(out)]
+    argv = [
+        "--max-steps",
+        "2",
+        "--train-limit",
+        "64",
+        "--val-limit",
+        "16",
+        "--vocab-size",
+        "500",
+        *flags,
+        "--out",
+        str(out),
+    ]
     assert train_cli.main(argv) == 0
     return json.loads((out / "metrics.json").read_text())
 

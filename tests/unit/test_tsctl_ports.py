@@ -18,8 +18,11 @@ from serving import tsctl
 
 def test_a_port_block_moves_every_listener():
     assert tsctl.port_block(8180) == {
-        "inference_address": "http://127.0.0.1:8180", "management_address": "http://127.0.0.1:8181",
-        "metrics_address": "http://127.0.0.1:8182", "grpc_inference_port": "8183", "grpc_management_port": "8184",
+        "inference_address": "http://127.0.0.1:8180",
+        "management_address": "http://127.0.0.1:8181",
+        "metrics_address": "http://127.0.0.1:8182",
+        "grpc_inference_port": "8183",
+        "grpc_management_port": "8184",
     }
     with pytest.raises(tsctl.TsError, match="between 1024 and 65531"):
         tsctl.port_block(80)
@@ -64,10 +67,12 @@ def test_stop_waits_for_every_process_of_the_group(tmp_path):
     """TorchServe's launcher dies on TERM at once while its Java frontend takes seconds to shut
     down (and to let go of its ports). stop() returns only when no process of the group is left,
     so a server started again on the same ports finds them free."""
-    child = ("import os, signal, sys, time\n"
-             "signal.signal(signal.SIGTERM, lambda *_: (time.sleep(1.5), sys.exit(0)))\n"
-             f"open({str(tmp_path / 'child.pid')!r}, 'w').write(str(os.getpid()))\n"
-             "time.sleep(60)\n")
+    child = (
+        "import os, signal, sys, time\n"
+        "signal.signal(signal.SIGTERM, lambda *_: (time.sleep(1.5), sys.exit(0)))\n"
+        f"open({str(tmp_path / 'child.pid')!r}, 'w').write(str(os.getpid()))\n"
+        "time.sleep(60)\n"
+    )
     leader = f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', {child!r}]); time.sleep(60)"
     proc = subprocess.Popen([sys.executable, "-c", leader], start_new_session=True)
     tsctl._CHILDREN[proc.pid] = proc  # as tsctl.start registers the launcher it spawns

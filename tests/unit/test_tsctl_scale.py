@@ -36,7 +36,9 @@ class FakeServer:
 @pytest.fixture
 def one_ready_worker(monkeypatch):
     monkeypatch.setattr(tsctl, "save_state", lambda server: None)
-    monkeypatch.setattr(tsctl, "describe", lambda server, model, version=None: [{"workers": [{"pid": 7, "status": "READY"}]}])
+    monkeypatch.setattr(
+        tsctl, "describe", lambda server, model, version=None: [{"workers": [{"pid": 7, "status": "READY"}]}]
+    )
     monkeypatch.setattr(tsctl, "ready_workers", lambda server, model, version=None: 1)
 
 

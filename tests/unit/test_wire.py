@@ -4,9 +4,8 @@ the answer-size guard. Edge inputs were found by the bad-input matrix against a 
 
 from __future__ import annotations
 
-from typing import Any
-
 import json
+from typing import Any
 
 import pytest
 
@@ -50,7 +49,11 @@ def test_accepted_shapes(body, content_type, texts, is_list):
         (None, "application/json", "received JSON null"),
         (3, "application/json", "received a JSON number"),
         (True, "application/json", "received a JSON boolean"),
-        ({"x": "가"}, "application/json", r"exactly one of \"sentence\" or \"text\", received a JSON object with keys \['x'\]"),
+        (
+            {"x": "가"},
+            "application/json",
+            r"exactly one of \"sentence\" or \"text\", received a JSON object with keys \['x'\]",
+        ),
         ({"sentence": "가", "text": "나"}, "application/json", "exactly one of"),
         ({"sentence": 5}, "application/json", '"sentence" must be a string, received a JSON number'),
         ([], "application/json", "JSON list is empty"),
@@ -79,8 +82,16 @@ def test_error_messages_never_echo_the_text():
 @pytest.mark.parametrize(
     "body, content_type, where",
     [
-        ({"sentence": "서울\ud800에서"}, "application/json", '"sentence" has a lone UTF-16 surrogate U+D800 at position 2'),
-        (json.dumps({"text": "가\udfff"}).encode(), "application/json; charset=utf-8", '"text" has a lone UTF-16 surrogate U+DFFF at position 1'),
+        (
+            {"sentence": "서울\ud800에서"},
+            "application/json",
+            '"sentence" has a lone UTF-16 surrogate U+D800 at position 2',
+        ),
+        (
+            json.dumps({"text": "가\udfff"}).encode(),
+            "application/json; charset=utf-8",
+            '"text" has a lone UTF-16 surrogate U+DFFF at position 1',
+        ),
         (["좋은 문장", "\ud83d"], "application/json", "list item 1 has a lone UTF-16 surrogate U+D83D at position 0"),
         ("\udc80", "application/json", "text has a lone UTF-16 surrogate U+DC80 at position 0"),
     ],
@@ -117,9 +128,17 @@ def test_every_refusal_of_the_json_parser_is_a_400(body):
     assert err.value.status == 400 and err.value.reason == "bad_json"
 
 
-@pytest.mark.parametrize("headers, result", [({}, True), ({"X-NER-Result": b"false"}, False), ({"x-ner-result": "0"}, False),
-                                             ({"X-Ner-Result": " TRUE"}, True), ({"body": {"content-type": "text/plain"}, "X-NER-RESULT": "1"}, True),
-                                             ({"result": "false"}, True)])
+@pytest.mark.parametrize(
+    "headers, result",
+    [
+        ({}, True),
+        ({"X-NER-Result": b"false"}, False),
+        ({"x-ner-result": "0"}, False),
+        ({"X-Ner-Result": " TRUE"}, True),
+        ({"body": {"content-type": "text/plain"}, "X-NER-RESULT": "1"}, True),
+        ({"result": "false"}, True),
+    ],
+)
 def test_the_result_option_comes_from_a_header(headers, result):
     assert parse_options(headers) == Options(result=result)
 
@@ -139,14 +158,19 @@ def test_an_answer_over_the_limit_is_refused_with_413():
 
 def test_a_server_error_names_the_request_id_and_nothing_else():
     body = ServerError("7f3a-req").body()
-    assert body == {"error": "internal error answering request 7f3a-req; the server log has the details under this id",
-                    "status": 500}
+    assert body == {
+        "error": "internal error answering request 7f3a-req; the server log has the details under this id",
+        "status": 500,
+    }
 
 
 def test_a_grpc_request_is_told_from_an_http_one_by_its_headers():
     from ner_wire import from_grpc
+
     assert from_grpc({"data": {"content-type": ""}})
-    assert from_grpc({"data": {"content-type": ""}, "ts_request_sequence_id": "ts-seq-9", "ts_request_sequence_end": "true"})
+    assert from_grpc(
+        {"data": {"content-type": ""}, "ts_request_sequence_id": "ts-seq-9", "ts_request_sequence_end": "true"}
+    )
     assert not from_grpc({"body": {"content-type": "text/plain"}, "host": "127.0.0.1:8080"})
     assert not from_grpc({"body": {"content-type": "application/json"}, "x-ner-result": "false"})
 
