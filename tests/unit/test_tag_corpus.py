@@ -1,0 +1,226 @@
+"""The corpus job without a server: reading lines, what each line sends, the work dir, the
+handler in-process on a tiny random BERT, kill-and-resume at random points (SIGKILL), and the
+Ray way on a local Ray of 2 CPUs."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from serving import corpus, paths, tag_corpus
+from serving.tag_corpus import Body, JobError, JobSpec
+
+SCRIPT = paths.ROOT / "scripts" / "tag_corpus.py"
+BAD_LINES = [b"", b"   ", "가".encode() * 2001, b"\xff\xfe not UTF-8", b"." * 1999]
+
+
+def corpus_bytes(n: int) -> bytes:
+    """``n`` lines: the sample sentences over and over, the refused kinds of line among them."""
+    good = [s.encode() for s in corpus.SAMPLE_SENTENCES]
+    lines = [BAD_LINES[i // 37 % len(BAD_LINES)] if i % 37 == 5 else good[i % len(good)] for i in range(n)]
+    return b"\n".join(lines) + b"\n"
+
+
+def spec(tmp_path: Path, model_dir: Path, source: str, **kw) -> JobSpec:
+    return JobSpec(input=source, output=kw.pop("output", tmp_path / "out.jsonl"), model_dir=model_dir, **kw)
+
+
+def read_output(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+# --------------------------------------------------------------------------- lines and requests
+
+
+def test_lines_keep_every_line_and_drop_only_terminators_and_the_bom():
+    assert tag_corpus.lines_of(b"\xef\xbb\xbfa\r\n\nb\n  \nc", first=True) == [b"a", b"", b"b", b"  ", b"c"]
+    assert tag_corpus.lines_of(b"\xef\xbb\xbfa\n") == [b"\xef\xbb\xbfa"]  # a BOM only opens the input
+    assert tag_corpus.lines_of(b"\n") == [b""]
+    assert tag_corpus.lines_of(b"") == []
+
+
+def test_chunks_cover_the_input_with_digests_of_their_bytes():
+    data = b"a\nbb\n\nccc"
+    chunks = list(tag_corpus.read_chunks(io.BytesIO(data), 2))
+    assert [(c.info.index, c.info.first_line, c.info.lines, c.info.start, c.info.end) for c in chunks] == [
+        (0, 1, 2, 0, 5), (1, 3, 2, 5, 9)]
+    assert [c.lines for c in chunks] == [[b"a", b"bb"], [b"", b"ccc"]]
+    assert chunks[0].info.digest != next(tag_corpus.read_chunks(io.BytesIO(b"a\nbc\n"), 2)).info.digest
+
+
+@pytest.mark.parametrize("line, message", [
+    (b"\xc3(", "line is not valid UTF-8: byte 0xc3 at position 0"),
+    (b'{"text": ', "line is not valid JSON: Expecting value at position 9"),
+    (b"", "line is not valid JSON: Expecting value at position 0"),
+    (b'["a"]', 'line must be a JSON object with the field "text", received a JSON list of 1 items'),
+    (b'{"body": "a"}', 'line has no field "text"'),
+    (b'{"text": 3}', 'field "text" must be a string, received a JSON number'),
+])
+def test_a_jsonl_line_that_cannot_be_sent_gets_its_own_error_line(line, message):
+    assert tag_corpus.line_request(line, "jsonl", "text") == {"error": message, "status": 400}
+
+
+def test_a_jsonl_text_goes_as_a_json_string_and_a_text_line_as_it_is():
+    assert tag_corpus.line_request('{"text": "서울\\ud800"}'.encode(), "jsonl", "text") == Body(
+        b'"\\uc11c\\uc6b8\\ud800"', "application/json")
+    assert tag_corpus.line_request(b"\xff", "text", "text") == Body(b"\xff", "text/plain; charset=utf-8")
+
+
+def test_errors_without_the_handlers_json_still_say_status_and_why():
+    assert tag_corpus.answer_of(503, b'{"code": 503, "type": "ServiceUnavailableException", "message": "busy"}') == {
+        "error": "busy", "status": 503}
+    assert tag_corpus.answer_of(413, b"") == {"error": "the text is larger than the service's max_request_size",
+                                              "status": 413}
+
+
+# --------------------------------------------------------------------------- in-process
+
+
+def test_in_process_answers_every_line_in_order_with_the_apis_errors(tmp_path, tiny_model_dir):
+    source = tmp_path / "in.txt"
+    source.write_bytes(corpus_bytes(90))
+    summary = tag_corpus.run(spec(tmp_path, tiny_model_dir, str(source), chunk_lines=16), err=io.StringIO())
+    out = read_output(tmp_path / "out.jsonl")
+    assert [o["line"] for o in out] == list(range(1, 91))
+    texts = tag_corpus.lines_of(source.read_bytes())
+    assert all(o["sentence"] == texts[o["line"] - 1].decode() for o in out if "error" not in o)
+    errors = {o["line"]: (o["status"], o["error"]) for o in out if "error" in o}
+    assert errors == {
+        6: (400, "text is empty or blank (0 characters)"),
+        43: (400, "text is empty or blank (3 characters)"),
+        80: (400, "text has 2001 characters; the limit is 2000"),
+    }
+    assert (summary.texts, summary.errors, summary.tagged, summary.errors_by_status) == (90, 3, 90, {"400": 3})
+    assert not (tmp_path / "out.jsonl.parts").exists()
+
+
+def test_gzip_stdin_and_jsonl_give_the_same_answers(tmp_path, tiny_model_dir):
+    data = corpus_bytes(40)
+    plain = tmp_path / "in.txt"
+    plain.write_bytes(data)
+    tag_corpus.run(spec(tmp_path, tiny_model_dir, str(plain), chunk_lines=7), err=io.StringIO())
+    expected = (tmp_path / "out.jsonl").read_bytes()
+    packed = tmp_path / "in.txt.gz"
+    packed.write_bytes(gzip.compress(data))
+    done = subprocess.run([sys.executable, str(SCRIPT), "-", str(tmp_path / "stdin.jsonl"), "--model-dir",
+                           str(tiny_model_dir), "--chunk-lines", "7"], input=packed.read_bytes(), capture_output=True)
+    assert done.returncode == 0, done.stderr.decode()
+    assert (tmp_path / "stdin.jsonl").read_bytes() == expected
+    records = tmp_path / "in.jsonl"
+    lines = tag_corpus.lines_of(data)
+    records.write_text("".join(json.dumps({"id": i, "body": line.decode()}, ensure_ascii=False) + "\n"
+                               for i, line in enumerate(lines) if b"\xff" not in line), encoding="utf-8")
+    tag_corpus.run(spec(tmp_path, tiny_model_dir, str(records), field="body", output=tmp_path / "j.jsonl"),
+                   err=io.StringIO())
+    by_text = [o for o in read_output(tmp_path / "j.jsonl")]
+    kept = [o for o, line in zip(read_output(tmp_path / "out.jsonl"), lines) if b"\xff" not in line]
+    assert [{**o, "line": 0} for o in by_text] == [{**o, "line": 0} for o in kept]
+
+
+def test_no_result_leaves_out_the_token_rows(tmp_path, tiny_model_dir):
+    source = tmp_path / "in.txt"
+    source.write_bytes(corpus_bytes(8))
+    tag_corpus.run(spec(tmp_path, tiny_model_dir, str(source)), err=io.StringIO())
+    tag_corpus.run(spec(tmp_path, tiny_model_dir, str(source), result=False, output=tmp_path / "short.jsonl"),
+                   err=io.StringIO())
+    full, short = read_output(tmp_path / "out.jsonl"), read_output(tmp_path / "short.jsonl")
+    assert all("result" in o for o in full if "error" not in o) and not any("result" in o for o in short)
+    assert [{k: v for k, v in o.items() if k != "result"} for o in full] == short
+
+
+# --------------------------------------------------------------------------- the work dir
+
+
+def test_a_restart_with_other_settings_or_a_changed_input_is_refused(tmp_path, tiny_model_dir):
+    source = tmp_path / "in.txt"
+    source.write_bytes(corpus_bytes(30))
+    job = spec(tmp_path, tiny_model_dir, str(source), chunk_lines=10)
+    work = tmp_path / "out.jsonl.parts"
+    store = tag_corpus.Store.open(job.output, work, {"model": f"dir:{tiny_model_dir.resolve()}", "format": "text",
+                                                     "field": None, "result": True, "chunk_lines": 10}, force=False)
+    info = next(tag_corpus.read_chunks(io.BytesIO(b"other\n" * 10), 10)).info
+    store.commit(info, b'{"line": 1}\n' * 10, 0)  # a chunk of another input
+    with pytest.raises(JobError, match="chunk_lines"):
+        tag_corpus.run(spec(tmp_path, tiny_model_dir, str(source), chunk_lines=5), err=io.StringIO())
+    with pytest.raises(JobError, match="lines 1-10 of the input differ"):
+        tag_corpus.run(job, err=io.StringIO())
+    (work / tag_corpus.shard_name(info, 0)).unlink()
+    tag_corpus.run(job, err=io.StringIO())  # the same command goes on
+    with pytest.raises(JobError, match="exists"):
+        tag_corpus.run(job, err=io.StringIO())  # a finished output is not overwritten ...
+    tag_corpus.run(JobSpec(**{**vars(job), "force": True}), err=io.StringIO())  # ... unless asked
+
+
+def committed_shards(work: Path) -> int:
+    try:
+        return sum(1 for name in os.listdir(work) if name.endswith(".jsonl") and not name.startswith("."))
+    except FileNotFoundError:
+        return 0
+
+
+def test_killed_at_random_points_the_same_command_finishes_with_the_same_bytes(tmp_path, tiny_model_dir):
+    """SIGKILL after a random number of committed chunks (and a random moment after that), several
+    times, one SIGTERM, then to the end: byte for byte the uninterrupted run's output."""
+    source = tmp_path / "in.txt"
+    source.write_bytes(corpus_bytes(1200))
+    chunks = 1200 // 20
+    reference = tmp_path / "reference.jsonl"
+    tag_corpus.run(spec(tmp_path, tiny_model_dir, str(source), chunk_lines=20, output=reference), err=io.StringIO())
+    output, work = tmp_path / "out.jsonl", tmp_path / "out.jsonl.parts"
+    command = [sys.executable, str(SCRIPT), str(source), str(output), "--model-dir", str(tiny_model_dir),
+               "--chunk-lines", "20"]
+    seed = int(os.environ.get("TAG_CORPUS_KILL_SEED", time.time_ns() % 10_000))
+    rng = random.Random(seed)
+    targets = [0, *sorted(rng.sample(range(1, chunks), 4))]
+    stops = [signal.SIGKILL] * len(targets)
+    stops[rng.randrange(1, len(stops))] = signal.SIGTERM
+    landed = []
+    for target, stop in zip(targets, stops):
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and committed_shards(work) < target and time.monotonic() < deadline:
+            time.sleep(0.001)
+        time.sleep(rng.random() * 0.02)  # somewhere inside the next chunk, or its commit
+        if proc.poll() is None:
+            proc.send_signal(stop)
+            landed.append((target, stop.name))
+        _, stderr = proc.communicate(timeout=60)
+        if stop == signal.SIGTERM and proc.returncode == 130:
+            assert b"start the same command again" in stderr
+        if output.exists() and not work.exists():
+            break  # it finished before the stop
+    done = subprocess.run(command, capture_output=True)
+    if done.returncode != 0:  # only a run that had already finished refuses to overwrite its output
+        assert b"exists" in done.stderr and not work.exists(), (seed, landed, done.stderr.decode())
+    assert len(landed) >= 3, f"seed {seed}: the job finished before most stops landed: {landed}"
+    assert output.read_bytes() == reference.read_bytes(), f"seed {seed}, stops {landed}"
+    assert not work.exists()
+
+
+# --------------------------------------------------------------------------- Ray
+
+
+def test_ray_on_a_local_ray_of_two_cpus_writes_the_in_process_bytes(tmp_path, tiny_model_dir):
+    pytest.importorskip("ray.data", reason="ray[data] is not installed (requirements-ray.txt)")
+    source = tmp_path / "in.txt"
+    source.write_bytes(corpus_bytes(300))
+    reference = tmp_path / "reference.jsonl"
+    tag_corpus.run(spec(tmp_path, tiny_model_dir, str(source), chunk_lines=50, output=reference), err=io.StringIO())
+    output = tmp_path / "ray.jsonl"
+    done = subprocess.run([sys.executable, str(SCRIPT), str(source), str(output), "--model-dir", str(tiny_model_dir),
+                           "--chunk-lines", "50", "--ray", "local", "--ray-cpus", "2", "--actors", "2",
+                           "--summary-json", "-"], capture_output=True, timeout=600)
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    assert output.read_bytes() == reference.read_bytes()
+    summary = json.loads(done.stdout)
+    assert (summary["way"], summary["texts"], summary["errors"]) == ("ray", 300, 8)
