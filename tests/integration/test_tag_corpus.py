@@ -96,3 +96,31 @@ def test_no_result_answers_as_the_header_does(server, demo_served, corpus_file, 
     expected = rest_answers(server, model, short, result=False)
     tag(str(short), str(tmp_path / "short.jsonl"), "--archive", str(mar), "--no-result")
     assert read(tmp_path / "short.jsonl") == expected
+
+
+def test_a_worker_killed_mid_job_loses_no_line(server, demo_served, corpus_file, tmp_path):
+    """SIGKILL one of the two workers while the job sends: what it held is resent (TorchServe
+    restarts it), and the output is still every line's REST answer."""
+    import os
+    import signal
+    import time
+
+    model, _ = demo_served
+    expected = rest_answers(server, model, corpus_file)
+    output, work = tmp_path / "out.jsonl", tmp_path / "out.jsonl.parts"
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), str(corpus_file), str(output), "--url", server.inference_url,
+                             "--model", model, "--key-file", str(server.run_dir / "key_file.json"), "--concurrency",
+                             "16", "--chunk-lines", "32", "--timeout", "15", "--summary-json", "-"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and not any(p.suffix == ".jsonl" for p in work.glob("*")) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert proc.poll() is None, "the job ended before a worker could be killed"
+    victim = tsctl.describe(server, model)[0]["workers"][0]["pid"]
+    os.kill(victim, signal.SIGKILL)
+    stdout, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 0, stderr.decode()[-3000:]
+    summary = json.loads(stdout)
+    assert summary["resent"] >= 1 and summary["texts"] == len(expected)
+    assert read(output) == expected
+    tsctl.wait_ready(server, model, workers=2)
