@@ -36,7 +36,7 @@ fi
 # One stamp per requirements file: the hash of everything it installs (the test file includes
 # the runtime one).
 stamp=.venv/.${requirements%.txt}.sha256
-want=$(cat requirements.txt "$requirements" | sha256sum | cut -d' ' -f1)
+want=$(cat requirements.txt requirements-ray.txt "$requirements" | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "setup: installing $requirements (torch 2.13.0 CPU build; a few minutes the first time)"
     .venv/bin/python -m pip install --quiet --upgrade pip
