@@ -119,6 +119,7 @@ class Summary:
     tagging_seconds: float  # this run, from the first chunk sent to the last committed
     texts_per_s: float  # tagged / tagging_seconds
     resent: int = 0  # requests sent again (REST)
+    warm_texts_per_s: float = 0.0  # texts/s after the first committed chunk (Ray: once actors hold the model)
     errors_by_status: dict[str, int] = field(default_factory=dict)  # this run's error lines
 
     def line(self) -> str:
@@ -160,6 +161,8 @@ def run(spec: JobSpec, err: IO[str] | None = None) -> Summary:
 
     def commit(chunk: ChunkInfo, data: bytes, errors: int, statuses: dict[str, int]) -> None:
         store.commit(chunk, data, errors)
+        if counts.first_commit is None:
+            counts.first_commit, counts.first_lines = time.perf_counter(), chunk.lines
         counts.add(chunk.lines, errors, statuses)
         progress.update(chunk.lines, errors)
 
@@ -177,14 +180,17 @@ def run(spec: JobSpec, err: IO[str] | None = None) -> Summary:
         if any(index >= chunks for index in done):
             raise JobError(f"{work_dir} holds chunks past the input's end ({chunks} chunks): the input changed "
                            f"since this job started; remove {work_dir} to start over")
-        tagging = time.perf_counter() - tag_started
+        tag_ended = time.perf_counter()
+        tagging = tag_ended - tag_started
         store.assemble(chunks)
         store.remove()
     finally:
         progress.close()
+    warm = tag_ended - counts.first_commit if counts.first_commit is not None else 0.0
     return Summary(str(spec.output), way.name, counts.lines + counts.resumed, counts.errors + counts.resumed_errors,
                    counts.resumed, counts.lines, round(time.perf_counter() - started, 2), round(tagging, 2),
                    round(counts.lines / tagging, 2) if tagging > 0 else 0.0, way.resent,
+                   round((counts.lines - counts.first_lines) / warm, 2) if warm > 0 else 0.0,
                    dict(sorted(counts.statuses.items())))
 
 
@@ -195,6 +201,8 @@ class Counts:
     resumed: int = 0
     resumed_errors: int = 0
     chunks_seen: int = 0
+    first_commit: float | None = None  # perf_counter() of this run's first committed chunk
+    first_lines: int = 0  # its lines
     statuses: dict[str, int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -220,7 +228,7 @@ def is_plain_file(path: str) -> bool:
 def open_input(path: str) -> IO[bytes]:
     """The input's bytes, gzip decompressed as they are read (told by its first two bytes, so
     stdin works too)."""
-    raw: IO[bytes]
+    raw: Any
     if path == "-":
         raw = sys.stdin.buffer
     else:
@@ -228,7 +236,7 @@ def open_input(path: str) -> IO[bytes]:
             raw = open(path, "rb")  # noqa: SIM115  (closed by the caller's with, or the gzip wrapper)
         except OSError as error:
             raise JobError(f"cannot read {path}: {error.strerror}") from None
-    buffered = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw)  # type: ignore[arg-type]
+    buffered = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw)
     if buffered.peek(2)[:2] == GZIP_MAGIC:
         return gzip.GzipFile(fileobj=buffered, mode="rb")  # type: ignore[return-value]
     return buffered
@@ -504,7 +512,11 @@ class Way(Protocol):
     name: str
     identity: str  # what the manifest records of the model: a resume must name the same
     needs_file: bool  # whether the chunks are read again from a file (Ray's actors)
-    resent: int
+
+    @property
+    def resent(self) -> int:
+        """Requests sent again (REST)."""
+        ...
 
     def prepare(self) -> None:
         """Load what tagging needs (the model in-process), before the clock of texts/s starts."""
