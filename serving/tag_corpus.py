@@ -615,6 +615,20 @@ def read_key(key: str | None, key_file: Path | None) -> str | None:
     return text
 
 
+def resend_reason(resp: requests.Response) -> str | None:
+    """Why a response is worth sending again, or None: TorchServe's unavailable or "Worker died."
+    answers are; the handler's own 500 for a text (its JSON has ``status``) is that text's answer."""
+    if resp.status_code not in RETRY_STATUSES:
+        return None
+    if resp.status_code == 500:
+        try:
+            if isinstance(body := resp.json(), dict) and body.get("status") == 500:
+                return None
+        except ValueError:
+            pass
+    return f"HTTP {resp.status_code}"
+
+
 class RestClient:
     """POSTs one body to ``URL/predictions/MODEL`` on a keep-alive session of its thread, with a
     read timeout and resends; the answer as an output line carries it."""
@@ -657,8 +671,7 @@ class RestClient:
             return self.session().post(self.endpoint, data=body.data, headers=headers, timeout=(10, self.timeout))
 
         try:
-            resp = retry(post, self.retries + 1,
-                         retry_if=lambda r: f"HTTP {r.status_code}" if r.status_code in RETRY_STATUSES else None,
+            resp = retry(post, self.retries + 1, retry_if=resend_reason,
                          errors=(requests.ConnectionError, requests.Timeout), backoff=self.backoff,
                          on_retry=self._resent)
         except requests.RequestException as error:

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 
 from serving import corpus, paths, tag_corpus
 from serving.tag_corpus import Body, JobError, JobSpec
@@ -224,3 +225,27 @@ def test_ray_on_a_local_ray_of_two_cpus_writes_the_in_process_bytes(tmp_path, ti
     assert output.read_bytes() == reference.read_bytes()
     summary = json.loads(done.stdout)
     assert (summary["way"], summary["texts"], summary["errors"]) == ("ray", 300, 8)
+
+
+def test_only_the_services_own_failures_are_resent():
+    def response(status: int, body: bytes) -> requests.Response:
+        resp = requests.Response()
+        resp.status_code, resp._content = status, body
+        return resp
+
+    assert tag_corpus.resend_reason(response(503, b'{"code": 503, "message": "no worker"}')) == "HTTP 503"
+    assert tag_corpus.resend_reason(response(500, b'{"code": 500, "message": "Worker died."}')) == "HTTP 500"
+    assert tag_corpus.resend_reason(response(507, b"")) == "HTTP 507"
+    handler_500 = b'{"error": "internal error answering request 7; the server log has the details", "status": 500}'
+    assert tag_corpus.resend_reason(response(500, handler_500)) is None
+    assert tag_corpus.resend_reason(response(400, b'{"error": "x", "status": 400}')) is None
+
+
+def test_plain_progress_lines_give_rate_errors_and_eta():
+    out = io.StringIO()
+    progress = tag_corpus.Progress(1000, out, every=0.0, tty=False, initial=100, initial_errors=2)
+    progress.started -= 10  # ten seconds in
+    progress.update(200, 1)
+    line = out.getvalue().strip()
+    assert line.startswith("tag_corpus: 300 of 1000 texts, ") and ", 3 errors, ETA 00:00:3" in line
+    assert 19 < float(line.split(", ")[1].split()[0]) <= 20  # 200 texts in about 10 s: this run's rate
