@@ -31,6 +31,8 @@ Memory stays bounded: the input is streamed, at most two chunks are in flight (R
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import gzip
 import hashlib
 import io
@@ -143,8 +145,36 @@ def run(spec: JobSpec, err: IO[str] | None = None) -> Summary:
     fmt = input_format(spec)
     if spec.chunk_lines < 1 or spec.concurrency < 1:
         raise ValueError("--chunk-lines and --concurrency must be at least 1")
-    way = make_way(spec, fmt)
     work_dir = spec.work_dir or spec.output.with_name(spec.output.name + ".parts")
+    with job_lock(work_dir):
+        return _run(spec, fmt, work_dir, err, started)
+
+
+@contextlib.contextmanager
+def job_lock(work_dir: Path) -> Iterator[None]:
+    """One run per work dir at a time: an exclusive lock on ``<work dir>.lock`` beside it, which
+    the kernel releases however the holder ends (SIGKILL included)."""
+    work_dir.parent.mkdir(parents=True, exist_ok=True)
+    path = work_dir.with_name(work_dir.name + ".lock")
+    with open(path, "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            raise JobError(f"another run of this job (pid {lock.read().strip() or '?'}) holds {path}; "
+                           "let it finish, or stop it first") from None
+        lock.truncate(0)
+        lock.write(str(os.getpid()))
+        lock.flush()
+        try:
+            yield
+        finally:
+            if not work_dir.exists():  # finished: nothing left to guard
+                path.unlink(missing_ok=True)
+
+
+def _run(spec: JobSpec, fmt: str, work_dir: Path, err: IO[str], started: float) -> Summary:
+    way = make_way(spec, fmt)
     params = {"model": way.identity, "format": fmt, "field": (spec.field or "text") if fmt == "jsonl" else None,
               "result": spec.result, "chunk_lines": spec.chunk_lines}
     store = Store.open(spec.output, work_dir, params, spec.force)

@@ -249,3 +249,14 @@ def test_plain_progress_lines_give_rate_errors_and_eta():
     line = out.getvalue().strip()
     assert line.startswith("tag_corpus: 300 of 1000 texts, ") and ", 3 errors, ETA 00:00:3" in line
     assert 19 < float(line.split(", ")[1].split()[0]) <= 20  # 200 texts in about 10 s: this run's rate
+
+
+def test_a_second_run_of_the_same_job_is_refused_while_the_first_runs(tmp_path, tiny_model_dir):
+    source = tmp_path / "in.txt"
+    source.write_bytes(corpus_bytes(5))
+    job = spec(tmp_path, tiny_model_dir, str(source))
+    with tag_corpus.job_lock(tmp_path / "out.jsonl.parts"):
+        with pytest.raises(JobError, match=f"another run of this job \\(pid {os.getpid()}\\)"):
+            tag_corpus.run(job, err=io.StringIO())
+    assert tag_corpus.run(job, err=io.StringIO()).texts == 5
+    assert not (tmp_path / "out.jsonl.parts.lock").exists()
