@@ -120,7 +120,8 @@ def local_rows(name: str, mar: Path, sentences: Path, spec: TagBenchSpec, out: P
         print(f"tag_corpus_bench: {name} ray x {actors} actors", file=sys.stderr)
         rows.append(row(name, "ray", f"local, {actors} actor(s) x 1 thread",
                         tag([str(sentences), target, "--archive", str(mar), "--ray", "local", "--ray-cpus",
-                             str(spec.cores), "--actors", str(actors), "--threads", "1", "--chunk-lines", CHUNK_LINES])))
+                             str(spec.cores), "--actors", str(actors), "--threads", "1",
+                             "--chunk-lines", CHUNK_LINES])))
     return rows
 
 
@@ -152,7 +153,8 @@ def benchmark_rows(spec: TagBenchSpec, out: Path) -> list[dict[str, Any]]:
         raise benchmark.BenchError(f"scripts/benchmark.py: {done.stderr[-2000:]}")
     report = json.loads((out / "benchmark" / "results.json").read_text(encoding="utf-8"))
     return [{"model": r["model"], "way": "benchmark.py served", "config": "ort-fp32 b8 d5 2 x 1, c32",
-             "texts": r["calls"], "texts_per_s": r["sentences_per_s"], "warm_texts_per_s": None, "seconds": None, "errors": r["errors"],
+             "texts": r["calls"], "texts_per_s": r["sentences_per_s"], "warm_texts_per_s": None, "seconds": None,
+             "errors": r["errors"],
              "resent": None, "load1": r["load1"]}
             for r in report["rows"] if r["path"] == "served" and r["concurrency"] == 32]
 
@@ -212,7 +214,8 @@ def markdown(report: dict[str, Any]) -> str:
                      f"{benchmark.fmt(r['warm_texts_per_s'])} | "
                      f"{benchmark.fmt(r['seconds'])} | {r['errors']} | {benchmark.fmt(r['resent'])} | {r['load1']} |")
     if report["memory"]:
-        lines += ["", "| model | way | lines | texts/s | seconds | peak RSS MB | RSS while tagging, MB (min-max) | output MB |",
+        lines += ["", "| model | way | lines | texts/s | seconds | peak RSS MB | RSS while tagging, MB (min-max) "
+                  "| output MB |",
                   "|---|---|---:|---:|---:|---:|---:|---:|"]
         for m in report["memory"]:
             lines.append(f"| {m['model']} | {m['way']} | {m['lines']} | {m['texts_per_s']} | {m['seconds']} | "

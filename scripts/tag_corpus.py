@@ -2,7 +2,8 @@
 {"line": N, ...the REST API's answer for that text...}; resumable (run the same command again
 after any interruption: it continues, and the output is the same bytes).
 
-    python scripts/tag_corpus.py news.txt.gz tagged.jsonl --url http://127.0.0.1:8080 --model kor_ner --key-file var/key_file.json
+    python scripts/tag_corpus.py news.txt.gz tagged.jsonl --url http://127.0.0.1:8080 --model kor_ner \
+        --key-file var/key_file.json
     python scripts/tag_corpus.py docs.jsonl tagged.jsonl --field body --archive model_store/kor_ner.mar
     cat texts.txt | python scripts/tag_corpus.py - tagged.jsonl --model-dir models/kor_ner --ray local
 
@@ -47,9 +48,11 @@ def parse_args(argv: list[str] | None) -> tuple[JobSpec, str | None]:
                       help="resends of one request, backing off from 0.5 s (default: %(default)s)")
     local = parser.add_argument_group("in-process and Ray (--model-dir, --archive)")
     local.add_argument("--model-config", type=Path,
-                       help="model config whose handler: settings --model-dir runs with (default: config/model-config.yaml)")
+                       help="model config whose handler: settings --model-dir runs with "
+                            "(default: config/model-config.yaml)")
     local.add_argument("--threads", type=int, help="intra-op threads per model (default: the config's torch_threads)")
-    local.add_argument("--ray", metavar="ADDRESS", help="run on Ray Data: 'local' (a Ray started here) or a cluster's address")
+    local.add_argument("--ray", metavar="ADDRESS",
+                       help="run on Ray Data: 'local' (a Ray started here) or a cluster's address")
     local.add_argument("--actors", type=int, help="Ray actors, each loading the model once (default: CPUs / threads)")
     local.add_argument("--ray-cpus", type=int, help="CPUs of a local Ray (default: all)")
     data = parser.add_argument_group("input and output")

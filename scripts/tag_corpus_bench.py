@@ -32,7 +32,8 @@ def parse_args(argv: list[str] | None) -> TagBenchSpec:
     parser.add_argument("--memory-lines", type=lambda t: [] if t == "0" else int_list(t), default=default.memory_lines,
                         help="input lengths of the memory runs, comma-separated; 0: none (default: 100000,1000000)")
     parser.add_argument("--cores", type=int, default=default.cores, help="cores (default: all, %(default)s)")
-    parser.add_argument("--out", type=Path, default=default.out, help="results and models (default: var/tag-corpus-bench)")
+    parser.add_argument("--out", type=Path, default=default.out,
+                        help="results and models (default: var/tag-corpus-bench)")
     args = parser.parse_args(argv)
     if args.limit < 1 or args.cores < 1:
         parser.error("--limit and --cores must be at least 1")

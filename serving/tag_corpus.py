@@ -335,7 +335,8 @@ def _chunk(index: int, first_line: int, position: int, raws: list[bytes], tee: I
         tee.write(data)
         tee.flush()
     lines = lines_of(data, first=index == 0)
-    info = ChunkInfo(index, first_line, len(lines), position, position + len(data), hashlib.sha256(data).hexdigest()[:16])
+    digest = hashlib.sha256(data).hexdigest()[:16]
+    info = ChunkInfo(index, first_line, len(lines), position, position + len(data), digest)
     return Chunk(info, lines)
 
 
@@ -835,8 +836,8 @@ class RayWay:
         except (JobError, KeyboardInterrupt):
             raise
         except Exception as error:  # Ray wraps an actor's failure in its own types
-            raise JobError(f"Ray: {type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
-                           ) from error
+            first = (str(error).strip().splitlines() or [""])[0]
+            raise JobError(f"Ray: {type(error).__name__}: {first}") from error
         finally:
             ray.shutdown()
 
