@@ -54,6 +54,7 @@ class Lock:
 LOCKS = [
     Lock("requirements-test.in", "requirements-test.txt", None),
     Lock("requirements.in", "requirements.txt", "requirements-test.txt"),
+    Lock("requirements-ray.in", "requirements-ray.txt", "requirements-test.txt"),  # the corpus job's --ray way
     Lock("requirements-serve.in", "requirements-serve.txt", "requirements.txt"),
     Lock("requirements-scan.in", "requirements-scan.txt", None),  # checkov, in its own venv (scripts/scan.sh)
 ]
