@@ -520,3 +520,42 @@ def test_the_predictor_reaches_only_dns_and_the_storage_endpoint():
                 assert ports == {53}
                 assert peer["podSelector"] == {"matchLabels": {"k8s-app": "kube-dns"}}
                 assert peer["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}}
+
+
+def merged_by_name(base: list[dict], patch: list[dict]) -> list[dict]:
+    """A strategic merge of two lists keyed by ``name`` (containers, env, volumes, volumeMounts):
+    patch items replace or extend the base's items of the same name, new ones are appended."""
+    items = {item["name"]: item for item in base}
+    for item in patch:
+        items[item["name"]] = {**items.get(item["name"], {}), **item}
+    return list(items.values())
+
+
+def test_the_tls_patch_turns_the_door_to_https_with_a_tls_secret():
+    """config/k8s/deployment-tls.patch.yaml, applied as kubectl applies a strategic-merge patch:
+    the Deployment still passes the schemas, mounts a kubernetes.io/tls Secret's two files read-only
+    and names them in the variables the entrypoint reads; the probes stay on the plain health door."""
+    deployment = documents("deployment.yaml")["Deployment"]
+    patch = yaml.safe_load((K8S / "deployment-tls.patch.yaml").read_text(encoding="utf-8"))["spec"]["template"]["spec"]
+    pod = deployment["spec"]["template"]["spec"]
+    [patched] = patch["containers"]
+    [container] = pod["containers"]
+    assert patched["name"] == container["name"]
+    container["env"] = merged_by_name(container["env"], patched["env"])
+    container["volumeMounts"] = merged_by_name(container["volumeMounts"], patched["volumeMounts"])
+    pod["volumes"] = merged_by_name(pod["volumes"], patch["volumes"])
+    kubernetes_validate.validate(deployment, KUBERNETES_VERSION, strict=True)
+
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    entry = (paths.ROOT / "container" / "entrypoint.py").read_text(encoding="utf-8")
+    assert {"KOR_NER_TLS_CERT", "KOR_NER_TLS_KEY"} <= env.keys()
+    assert all(f'os.environ.get("{name}"' in entry for name in ("KOR_NER_TLS_CERT", "KOR_NER_TLS_KEY"))
+    [mount] = [m for m in container["volumeMounts"] if m["name"] == "tls"]
+    assert mount["readOnly"] is True
+    # a kubernetes.io/tls Secret holds tls.crt and tls.key
+    assert env["KOR_NER_TLS_CERT"] == f"{mount['mountPath']}/tls.crt"
+    assert env["KOR_NER_TLS_KEY"] == f"{mount['mountPath']}/tls.key"
+    [volume] = [v for v in pod["volumes"] if v["name"] == "tls"]
+    assert volume["secret"]["secretName"] == "kor-ner-tls" and not volume["secret"].get("optional")
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"]["port"] == "health" and "scheme" not in container[probe]["httpGet"]
