@@ -519,7 +519,7 @@ def default_and_opt_in_targets(rows: Sequence[dict], accuracy: Sequence[dict], d
 
 
 def target_rows(rows: Sequence[dict], accuracy: Sequence[dict], default: dict | None = None) -> list[dict]:
-    """The issue's bars, each against the best served config at the highest concurrency."""
+    """The performance targets, each against the best served config at the highest concurrency."""
     out = default_and_opt_in_targets(rows, accuracy, default)
     for model in dict.fromkeys(r["model"] for r in rows):
         served = [r for r in rows if r["model"] == model and r["path"] == "served"]

@@ -1,4 +1,4 @@
-"""benchmark.target_rows on hand-made rows: which measured cell each of the issue's bars is
+"""benchmark.target_rows on hand-made rows: which measured cell each of the performance targets is
 judged on. (The benchmark end to end, on a real TorchServe: tests/integration/test_benchmark.py.)"""
 
 from __future__ import annotations
