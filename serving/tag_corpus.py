@@ -54,6 +54,7 @@ from typing import IO, Any, Protocol
 import requests
 import yaml
 
+from ner_request import describe  # the API's own words for a received JSON value
 from serving import paths, tsctl
 from serving.predict import RETRY_STATUSES
 from serving.retry import retry
@@ -395,20 +396,6 @@ class Body:
 
     data: bytes
     content_type: str
-
-
-def describe(value: Any) -> str:
-    if value is None:
-        return "JSON null"
-    if isinstance(value, bool):
-        return "a JSON boolean"
-    if isinstance(value, (int, float)):
-        return "a JSON number"
-    if isinstance(value, list):
-        return f"a JSON list of {len(value)} items"
-    if isinstance(value, dict):
-        return "a JSON object"
-    return f"a value of type {type(value).__name__}"
 
 
 def refusal(message: str) -> dict[str, Any]:
