@@ -644,7 +644,7 @@ def test_tls_at_the_door_with_the_probes_and_the_health_check_still_working(imag
     tls.key; made here): the inference door serves HTTPS only (a verifying client gets answers,
     plain HTTP nothing), HTTP/2 is not spoken, the routes are the documented ones; the image's
     health check and the plain health door (the probes') keep working."""
-    from tests.integration.test_front_door import make_certificates
+    from tests.certificates import make_certificates
 
     tls = tmp_path / "tls"
     tls.mkdir()

@@ -32,6 +32,7 @@ import front_door
 import v2_status
 from drills import flood
 from serving import tsctl
+from tests.certificates import make_certificates
 
 pytestmark = [
     pytest.mark.integration,
@@ -319,39 +320,6 @@ def test_the_health_door_answers_the_probes_routes_only(door):
     ):
         resp = requests.request(method, base + path, headers={"Authorization": f"Bearer {KEY}"}, timeout=10)
         assert resp.status_code == status and resp.json()["status"] == status, (method, path)
-
-
-def make_certificates(folder: Path) -> None:
-    """A CA and a certificate for 127.0.0.1 it signs (ca.crt, tls.crt, tls.key), and another CA
-    (other-ca.crt) that signed nothing here; by the openssl command, at test time."""
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl not installed")
-
-    def run(*args: str) -> None:
-        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=folder)
-
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
-    run("req", "-x509", *ec, "-days", "1", "-subj", "/CN=kor-ner test CA", "-keyout", "ca.key", "-out", "ca.crt")
-    run("req", "-x509", *ec, "-days", "1", "-subj", "/CN=another CA", "-keyout", "other-ca.key", "-out", "other-ca.crt")
-    run("req", *ec, "-subj", "/CN=127.0.0.1", "-keyout", "tls.key", "-out", "tls.csr")
-    (folder / "san.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    run(
-        "x509",
-        "-req",
-        "-in",
-        "tls.csr",
-        "-CA",
-        "ca.crt",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "1",
-        "-extfile",
-        "san.cnf",
-        "-out",
-        "tls.crt",
-    )
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,7 @@ import healthcheck
 import kor_ner_runtime as runtime
 import v2_status
 from serving import paths, tsctl
+from tests.certificates import make_certificates
 
 CONFIGS = ["container/config.properties", "config/k8s/pod-config.properties", "config/k8s/kserve-config.properties"]
 KEY = "test-key-0123456789abcdef"
@@ -243,7 +244,7 @@ def test_the_routes_are_the_documented_ones_and_each_names_its_methods():
 
 def test_tls_uses_the_certificate_file_and_tls_1_2_or_newer(tmp_path):
     pem = tmp_path / "tls.pem"
-    make_certificate(tmp_path, "127.0.0.1")
+    make_certificates(tmp_path)
     pem.write_text(entrypoint.tls_bundle(str(tmp_path / "tls.crt"), str(tmp_path / "tls.key")))
     config = door(tmp_path, tls_pem=str(pem))
     bind = next(line for line in config.splitlines() if line.startswith("    bind 127.0.0.1:18080"))
@@ -257,71 +258,6 @@ def test_tls_uses_the_certificate_file_and_tls_1_2_or_newer(tmp_path):
         entrypoint.tls_bundle(str(tmp_path / "tls.crt"), str(tmp_path / "tls.crt"))
     with pytest.raises(SystemExit, match="KOR_NER_TLS_CERT /nonexistent: No such file"):
         entrypoint.tls_bundle("/nonexistent", str(tmp_path / "tls.key"))
-
-
-def make_certificate(folder, host: str, ca: bool = True) -> None:
-    """A CA (ca.crt) and a certificate for ``host`` signed by it (tls.crt, tls.key), by openssl."""
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl not installed")
-    run = functools.partial(subprocess.run, check=True, capture_output=True, cwd=folder)
-    run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=test CA",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-        ]
-    )
-    run(
-        [
-            "openssl",
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-subj",
-            f"/CN={host}",
-            "-keyout",
-            "tls.key",
-            "-out",
-            "tls.csr",
-        ]
-    )
-    (folder / "ext.cnf").write_text(f"subjectAltName=IP:{host},DNS:localhost\n")
-    run(
-        [
-            "openssl",
-            "x509",
-            "-req",
-            "-in",
-            "tls.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "1",
-            "-extfile",
-            "ext.cnf",
-            "-out",
-            "tls.crt",
-        ]
-    )
 
 
 def test_the_keys_come_from_the_key_file_one_a_line_or_are_generated_private(tmp_path):
